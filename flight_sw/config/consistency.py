@@ -1,0 +1,81 @@
+"""Cross-field rules of a mission config, reported like field errors (key path + reason)."""
+
+from __future__ import annotations
+
+import math
+
+from flight_sw.config.schema import MissionConfig
+
+
+def check_consistency(cfg: MissionConfig) -> list[str]:
+    """Return one message per violated cross-field rule; empty when the config is coherent."""
+    from flight_sw.memory import buffer_sizes_bytes
+    from flight_sw.power.tle import TleError, parse_tle
+
+    errs: list[str] = []
+    bat = cfg.power.battery
+    if not bat.floor_soc < bat.reserve_soc:
+        errs.append(
+            f"power.battery.floor_soc: got {bat.floor_soc}, expected below reserve_soc ({bat.reserve_soc})"
+        )
+    if not bat.safe_mode_soc <= bat.floor_soc:
+        errs.append(
+            f"power.battery.safe_mode_soc: got {bat.safe_mode_soc}, expected at or below floor_soc ({bat.floor_soc})"
+        )
+    try:
+        parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2)
+    except TleError as exc:
+        errs.append(f"orbit.tle: {exc}")
+
+    frame = cfg.executive.minor_frame_s
+    seen: set[str] = set()
+    for i, task in enumerate(cfg.tasks):
+        path = f"tasks[{i}] ({task.name})"
+        if task.name in seen:
+            errs.append(f"{path}.name: duplicate task name {task.name!r}; names must be unique")
+        seen.add(task.name)
+        for key in ("period_s", "offset_s"):
+            value = getattr(task, key)
+            frames = value / frame
+            if not math.isclose(frames, round(frames), abs_tol=1e-9):
+                errs.append(
+                    f"{path}.{key}: got {value} s, expected a multiple of the minor frame ({frame} s)"
+                )
+        if task.offset_s >= task.period_s:
+            errs.append(f"{path}.offset_s: got {task.offset_s} s, expected below period_s ({task.period_s} s)")
+        if task.compute_budget_s > frame:
+            errs.append(
+                f"{path}.compute_budget_s: got {task.compute_budget_s} s, expected at most one minor frame "
+                f"({frame} s); cut long jobs into steps"
+            )
+
+    classes = set(cfg.payload.classes)
+    if len(classes) != len(cfg.payload.classes):
+        errs.append(f"payload.classes: duplicate class names in {list(cfg.payload.classes)}")
+    for i, site in enumerate(cfg.calibration_sites):
+        unknown = sorted(set(site.class_mix) - classes)
+        if unknown:
+            errs.append(
+                f"calibration_sites[{i}] ({site.name}).class_mix: unknown class(es) {unknown}; "
+                f"expected names from payload.classes {sorted(classes)}"
+            )
+        total = sum(site.class_mix.values())
+        if any(v < 0 for v in site.class_mix.values()) or not math.isclose(total, 1.0, abs_tol=1e-6):
+            errs.append(
+                f"calibration_sites[{i}] ({site.name}).class_mix: fractions sum to {total:g}, "
+                "expected non-negative fractions summing to 1"
+            )
+    names = [s.name for s in cfg.ground_stations]
+    if len(set(names)) != len(names):
+        errs.append(f"ground_stations: duplicate station names in {names}")
+
+    if not errs:
+        sizes = buffer_sizes_bytes(cfg)
+        total = sum(sizes.values())
+        if total > cfg.onboard.ram_budget_bytes:
+            biggest = ", ".join(f"{k} {v:,} B" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+            errs.append(
+                f"onboard.ram_budget_bytes: buffers need {total:,} bytes, expected at most the budget of "
+                f"{cfg.onboard.ram_budget_bytes:,} bytes (largest: {biggest})"
+            )
+    return errs

@@ -1,0 +1,267 @@
+"""The mission configuration schema: typed, frozen, SI units, every key documented.
+
+One `MissionConfig` describes a mission end to end (orbit, power, executive,
+payload, model, optimizer device, ground segment, onboard RAM budget, seed). It is
+built only through `flight_sw.config.loader`, which rejects unknown keys, wrong
+types and out-of-range values with the file, the key path and what was expected.
+Cross-field rules (e.g. reserve above floor) live in `check_consistency` so they
+are reported the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from flight_sw.config.fields import param
+
+Mode = Literal["SAFE", "NOMINAL", "TRAINING"]
+MODES: tuple[str, ...] = ("SAFE", "NOMINAL", "TRAINING")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissionInfo:
+    name: str = param(doc="Mission name shown in reports.")
+    start_utc: datetime = param(doc="Simulation start, ISO 8601 UTC (e.g. 2026-03-01T00:00:00Z).")
+    seed: int = param(doc="Mission seed; every component's generator is spawned from it.", ge=0)
+    duration_days: float = param(
+        3.0, doc="Default simulated length of `flightsim run`.", unit="day", gt=0, le=366
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrbitConfig:
+    tle_line1: str = param(doc="TLE line 1 (69 characters, checksum checked).")
+    tle_line2: str = param(doc="TLE line 2 (69 characters, checksum checked).")
+    tle_max_age_days: float = param(
+        14.0,
+        doc="Warn when the simulation runs further than this from the TLE epoch "
+        "(SGP4 error grows ~1-3 km/day in LEO).",
+        unit="day",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolarArrayConfig:
+    area_m2: float = param(doc="Total cell area.", unit="m^2", gt=0, le=100)
+    cell_efficiency: float = param(
+        doc="Beginning-of-life cell efficiency at the reference temperature "
+        "(triple-junction GaAs ~0.28-0.30).",
+        gt=0,
+        le=0.5,
+    )
+    attitude_mode: Literal["sun_pointing", "nadir_body_mounted"] = param(
+        "sun_pointing",
+        doc="sun_pointing: array normal tracks the sun (incidence 0). "
+        "nadir_body_mounted: array on the zenith face of a nadir-pointing bus.",
+    )
+    temperature_coefficient_per_k: float = param(
+        -0.0022, doc="Relative efficiency change per kelvin above reference.", unit="1/K", ge=-0.01, le=0
+    )
+    cell_temperature_k: float = param(
+        323.15, doc="Operating cell temperature in sunlight.", unit="K", gt=150, lt=450
+    )
+    reference_temperature_k: float = param(
+        301.15, doc="Temperature at which cell_efficiency is rated.", unit="K", gt=150, lt=450
+    )
+    degradation_per_year: float = param(
+        0.0275, doc="Relative power loss per year (radiation, UV).", unit="1/yr", ge=0, lt=0.5
+    )
+    solar_constant_w_m2: float = param(
+        1361.0, doc="Total solar irradiance at 1 AU (Kopp & Lean 2011).", unit="W/m^2", gt=1000, lt=1500
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatteryConfig:
+    capacity_wh: float = param(doc="Usable capacity at beginning of life.", unit="Wh", gt=0, le=100000)
+    charge_efficiency: float = param(0.95, doc="Fraction of charge power stored.", gt=0, le=1)
+    discharge_efficiency: float = param(0.95, doc="Fraction of stored energy delivered.", gt=0, le=1)
+    initial_soc: float = param(0.9, doc="State of charge at simulation start.", ge=0, le=1)
+    floor_soc: float = param(
+        0.3,
+        doc="Optional work is shed before the state of charge reaches this floor "
+        "(end-of-life depth-of-discharge limits are ~35% or less).",
+        ge=0,
+        lt=1,
+    )
+    reserve_soc: float = param(
+        0.6, doc="Each orbit's budget keeps enough to end the orbit at or above this.", gt=0, le=1
+    )
+    safe_mode_soc: float = param(
+        0.25, doc="Below this the flight software enters SAFE mode.", ge=0, lt=1
+    )
+    capacity_fade_per_year: float = param(
+        0.0, doc="Relative capacity loss per year (optional).", unit="1/yr", ge=0, lt=0.5
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetConfig:
+    margin_j: float = param(
+        2000.0, doc="Energy held back from each orbit's optional budget.", unit="J", ge=0
+    )
+    horizon_orbits: int = param(3, doc="Orbits predicted ahead by the onboard predictor.", ge=1, le=32)
+    eclipse_policy: Literal["never", "soc_margin", "always"] = param(
+        "soc_margin",
+        doc="Optional work in eclipse: never; only with state of charge above "
+        "reserve_soc + eclipse_soc_margin; or always (budget permitting).",
+    )
+    eclipse_soc_margin: float = param(0.1, doc="See eclipse_policy.", ge=0, le=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerConfig:
+    solar_array: SolarArrayConfig = param(doc="Solar array.")
+    battery: BatteryConfig = param(doc="Battery.")
+    budget: BudgetConfig = param(BudgetConfig(), doc="Per-orbit optional-energy budget.")
+    bus_base_load_w: float = param(
+        doc="Always-on essential load (OBC, ADCS, thermal, receiver).", unit="W", ge=0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    name: str = param(doc="Unique task name.")
+    kind: Literal[
+        "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "training"
+    ] = param(doc="What the task does (binds it to its implementation).")
+    period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
+    offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
+    compute_budget_s: float = param(
+        doc="Modelled compute time allowed per run; overruns are counted.", unit="s", gt=0
+    )
+    energy_j: float = param(doc="Energy drawn per run, on top of the bus base load.", unit="J", ge=0)
+    criticality: Literal["essential", "optional"] = param(
+        doc="essential tasks never starve; optional ones run only inside the energy budget."
+    )
+    modes: tuple[Mode, ...] = param(doc="Modes the task may run in.", min_len=1)
+    priority: int = param(10, doc="Lower runs first within a minor frame.", ge=0, le=255)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutiveConfig:
+    minor_frame_s: float = param(1.0, doc="Minor frame length.", unit="s", gt=0, le=60)
+    frames_per_major: int = param(60, doc="Minor frames per major frame.", ge=1, le=100000)
+    initial_mode: Mode = param("TRAINING", doc="Mode at start-up.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftConfig:
+    gain_decay_per_day: float = param(
+        0.002, doc="Relative per-band detector gain loss per day (ageing).", unit="1/day", ge=0, lt=0.1
+    )
+    dark_offset_growth_per_day: float = param(
+        0.0005, doc="Dark-offset growth per day, in reflectance units.", unit="1/day", ge=0, lt=0.1
+    )
+    abrupt_shift_day: float | None = param(
+        None, doc="Day of an abrupt detector shift (e.g. a radiation event); null for none.", unit="day", ge=0
+    )
+    abrupt_gain_factor: float = param(
+        0.8, doc="Gain multiplier applied to the affected bands at the abrupt shift.", gt=0, le=2
+    )
+    seasonal_amplitude: float = param(
+        0.1, doc="Amplitude of the yearly change of the class mix.", ge=0, le=1
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PayloadConfig:
+    bands: int = param(10, doc="Spectral bands (Sentinel-2 style, 8-13).", ge=8, le=13)
+    classes: tuple[str, ...] = param(
+        ("water", "vegetation", "bare_soil", "cloud", "snow_ice", "urban"),
+        doc="Surface classes the model labels.",
+        min_len=2,
+    )
+    samples_per_acquisition: int = param(
+        16, doc="Pixels classified per inference run.", ge=1, le=4096
+    )
+    noise_sigma: float = param(0.01, doc="Sensor noise, reflectance units.", ge=0, lt=1)
+    drift: DriftConfig = param(DriftConfig(), doc="Sensor drift model.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    feature_dim: int = param(32, doc="Feature extractor output size (head input).", ge=2, le=1024)
+    ridge_lambda: float = param(1e-2, doc="Ridge regularisation of the head solve.", gt=0)
+    forgetting_factor: float = param(
+        0.995, doc="Exponential forgetting of the head statistics per labelled batch.", gt=0, le=1
+    )
+    replay_buffer_size: int = param(
+        256, doc="Labelled samples held back for validation.", ge=8, le=1_000_000
+    )
+    validation_margin: float = param(
+        0.0, doc="A candidate must beat the active head by this accuracy margin.", ge=0, le=1
+    )
+    min_new_labels: int = param(
+        32, doc="Labelled samples needed since the last update before training.", ge=1
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceConfig:
+    backend: Literal["digital"] = param(
+        "digital",
+        doc="Optimizer backend. Only the digital fallback exists until the analog "
+        "device issue lands (issue 6).",
+    )
+    digital_energy_per_flop_j: float = param(
+        1e-9, doc="Reference flight-CPU energy per floating-point operation.", unit="J", gt=0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroundStationConfig:
+    name: str = param(doc="Station name.")
+    lat_deg: float = param(doc="Geodetic latitude.", unit="deg", ge=-90, le=90)
+    lon_deg: float = param(doc="Longitude, east positive.", unit="deg", ge=-180, le=360)
+    alt_m: float = param(0.0, doc="Height above the WGS84 ellipsoid.", unit="m", ge=-500, le=9000)
+    elevation_mask_deg: float = param(5.0, doc="Minimum elevation for contact.", unit="deg", ge=0, lt=90)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationSiteConfig:
+    name: str = param(doc="Site name.")
+    lat_deg: float = param(doc="Geodetic latitude.", unit="deg", ge=-90, le=90)
+    lon_deg: float = param(doc="Longitude, east positive.", unit="deg", ge=-180, le=360)
+    radius_km: float = param(doc="Radius within which pixels carry the site's labels.", unit="km", gt=0, le=2000)
+    class_mix: dict[str, float] = param(doc="Known class composition; fractions summing to 1.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownlinkConfig:
+    rate_bps: float = param(doc="Downlink data rate during contacts.", unit="bit/s", gt=0)
+    queue_packets: int = param(4096, doc="Fixed downlink queue depth.", ge=1, le=10_000_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TelemetryConfig:
+    apid: int = param(0x65, doc="CCSDS application process id of the flight software.", ge=0, le=2047)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnboardConfig:
+    ram_budget_bytes: int = param(
+        doc="RAM the flight software may use for its buffers; refused if exceeded.", unit="byte", gt=0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissionConfig:
+    mission: MissionInfo = param(doc="Mission identity, start and seed.")
+    orbit: OrbitConfig = param(doc="Orbit (uplinked TLE).")
+    power: PowerConfig = param(doc="Power system.")
+    executive: ExecutiveConfig = param(ExecutiveConfig(), doc="Executive frame structure.")
+    tasks: tuple[TaskConfig, ...] = param(doc="Task table of the executive.", min_len=1)
+    payload: PayloadConfig = param(PayloadConfig(), doc="Multispectral payload.")
+    model: ModelConfig = param(ModelConfig(), doc="Onboard model and training.")
+    device: DeviceConfig = param(DeviceConfig(), doc="Optimizer device.")
+    ground_stations: tuple[GroundStationConfig, ...] = param(doc="Ground stations.", min_len=1)
+    calibration_sites: tuple[CalibrationSiteConfig, ...] = param(
+        (), doc="Calibration sites (label sources)."
+    )
+    downlink: DownlinkConfig = param(doc="Downlink.")
+    telemetry: TelemetryConfig = param(TelemetryConfig(), doc="Telemetry.")
+    onboard: OnboardConfig = param(doc="Onboard resources.")

@@ -1,0 +1,1 @@
+"""Devices: the optimizer interface and its drivers."""

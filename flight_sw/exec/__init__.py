@@ -1,0 +1,1 @@
+"""Exec: the deterministic time-triggered executive."""

@@ -1,0 +1,1 @@
+"""FDIR: modes, health monitoring and fault responses."""

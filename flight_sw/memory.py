@@ -1,0 +1,62 @@
+"""Start-up memory plan: every buffer the flight software allocates, sized from the config.
+
+The same function sizes the buffers at start-up (the components allocate exactly
+these shapes once) and checks the config against `onboard.ram_budget_bytes`, so
+the report and the refusal can never disagree with what is really allocated.
+"""
+
+from __future__ import annotations
+
+from flight_sw.config.schema import MissionConfig
+
+#: Upper bound of one telemetry packet in the downlink queue (HK is ~120 B).
+MAX_TM_PACKET_BYTES = 256
+
+
+def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, numpy dtype) of every fixed buffer, grouped by component prefix."""
+    bands = cfg.payload.bands
+    feat = cfg.model.feature_dim
+    n_cls = len(cfg.payload.classes)
+    batch = cfg.payload.samples_per_acquisition
+    replay = cfg.model.replay_buffer_size
+    aug = feat + 1  # features plus bias
+    return {
+        "ml.extractor_weights_int8": ((bands, feat), "int8"),
+        "ml.extractor_scales": ((feat,), "float32"),
+        "ml.head_slot_a": ((aug, n_cls), "float64"),
+        "ml.head_slot_b": ((aug, n_cls), "float64"),
+        "ml.candidate_head": ((aug, n_cls), "float64"),
+        "ml.stats_q": ((aug, aug), "float64"),
+        "ml.stats_b": ((aug, n_cls), "float64"),
+        "ml.solver_work": ((aug, aug), "float64"),
+        "ml.replay_samples": ((replay, bands), "float32"),
+        "ml.replay_labels": ((replay,), "int16"),
+        "ml.batch_pixels": ((batch, bands), "float32"),
+        "ml.batch_features": ((batch, aug), "float64"),
+        "ml.batch_scores": ((batch, n_cls), "float64"),
+        "tmtc.downlink_queue": ((cfg.downlink.queue_packets, MAX_TM_PACKET_BYTES), "uint8"),
+    }
+
+
+def buffer_sizes_bytes(cfg: MissionConfig) -> dict[str, int]:
+    """Bytes per buffer, for the start-up memory report and the RAM-budget check."""
+    import numpy as np
+
+    sizes = {}
+    for name, (shape, dtype) in buffer_shapes(cfg).items():
+        count = 1
+        for dim in shape:
+            count *= dim
+        sizes[name] = count * np.dtype(dtype).itemsize
+    return sizes
+
+
+def memory_report(cfg: MissionConfig) -> dict[str, int]:
+    """Bytes per component (the prefix before the first dot), plus the total."""
+    report: dict[str, int] = {}
+    for name, size in buffer_sizes_bytes(cfg).items():
+        comp = name.split(".", 1)[0]
+        report[comp] = report.get(comp, 0) + size
+    report["total"] = sum(v for k, v in report.items())
+    return report

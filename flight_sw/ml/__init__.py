@@ -1,0 +1,1 @@
+"""ML: the onboard model, inference, training and model slots."""

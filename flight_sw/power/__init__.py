@@ -1,0 +1,1 @@
+"""Power: onboard eclipse prediction and per-orbit energy budgets."""

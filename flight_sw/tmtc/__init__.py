@@ -1,0 +1,1 @@
+"""TM/TC: CCSDS/PUS packets and the shared telemetry dictionary."""

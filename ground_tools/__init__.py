@@ -1,0 +1,1 @@
+"""Ground tools: telemetry decoding, archive, review reports, planning, uplink."""

@@ -1,0 +1,1 @@
+"""Simulator: orbital and power truth, payload scene, device emulator, HIL bench."""
