@@ -33,9 +33,13 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.replay_samples": ((replay, bands), "float32"),
         "ml.replay_labels": ((replay,), "int16"),
         "ml.batch_pixels": ((batch, bands), "float32"),
+        "ml.batch_labels": ((batch,), "int64"),
         "ml.batch_features": ((batch, aug), "float64"),
         "ml.batch_scores": ((batch, n_cls), "float64"),
+        "ml.batch_pred": ((batch,), "int64"),
+        "ml.batch_pred_tmp": ((batch,), "int64"),
         "tmtc.downlink_queue": ((cfg.downlink.queue_packets, MAX_TM_PACKET_BYTES), "uint8"),
+        "tmtc.downlink_lengths": ((cfg.downlink.queue_packets,), "uint16"),
     }
 
 
@@ -60,3 +64,10 @@ def memory_report(cfg: MissionConfig) -> dict[str, int]:
         report[comp] = report.get(comp, 0) + size
     report["total"] = sum(v for k, v in report.items())
     return report
+
+
+def allocate_buffers(cfg: MissionConfig) -> dict[str, "np.ndarray"]:  # noqa: F821
+    """Allocate every planned buffer once, at start-up (zeros, exact planned shapes)."""
+    import numpy as np
+
+    return {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in buffer_shapes(cfg).items()}

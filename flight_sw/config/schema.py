@@ -146,6 +146,13 @@ class ExecutiveConfig:
     minor_frame_s: float = param(1.0, doc="Minor frame length.", unit="s", gt=0, le=60)
     frames_per_major: int = param(60, doc="Minor frames per major frame.", ge=1, le=100000)
     initial_mode: Mode = param("TRAINING", doc="Mode at start-up.")
+    cpu_flops_per_s: float = param(
+        1e8,
+        doc="Modelled flight-CPU throughput used to cost compute (ARM Cortex-A9 class; "
+        "OPS-SAT ran ~5 s per learning iteration on one).",
+        unit="FLOP/s",
+        gt=0,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

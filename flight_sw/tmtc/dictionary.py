@@ -1,0 +1,122 @@
+"""The telemetry dictionary shared by flight and ground: one definition, versioned.
+
+Flight packs with these structures and the ground decodes with the same ones, so
+a parameter can never mean one thing onboard and another in the archive. Bump
+`DICTIONARY_VERSION` whenever a layout changes; every housekeeping report carries
+it and the ground refuses to decode a version it does not know.
+
+Housekeeping (PUS service 3, subtype 25) reports start with a u16 structure id
+(SID). Events (service 5, subtypes 1-4 by severity) start with a u16 event id.
+All fields are big-endian (network order, as CCSDS).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+DICTIONARY_VERSION = 1
+
+PUS_SERVICE_HK = 3
+PUS_SUBTYPE_HK_REPORT = 25
+PUS_SERVICE_EVENT = 5
+CDS_SHORT_LEN = 7
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    fmt: str  # struct code
+    unit: str
+    doc: str
+
+
+#: SID 1: core housekeeping, every `housekeeping` task run.
+HK_CORE_SID = 1
+HK_CORE: tuple[Param, ...] = (
+    Param("dict_version", "H", "", "Telemetry dictionary version."),
+    Param("tick", "I", "frame", "Minor frame counter since start."),
+    Param("mode", "B", "", "0 SAFE, 1 NOMINAL, 2 TRAINING."),
+    Param("soc", "f", "", "Battery state of charge (EPS fuel gauge)."),
+    Param("solar_power_w", "f", "W", "Solar array power at this tick."),
+    Param("load_power_w", "f", "W", "Mean bus load since the previous report."),
+    Param("predicted_eclipse", "B", "", "1 when the onboard predictor places this tick in umbra."),
+    Param("orbit_index", "I", "", "Orbit counter (ascending node to ascending node)."),
+    Param("budget_optional_j", "f", "J", "This orbit's optional-energy budget."),
+    Param("budget_remaining_j", "f", "J", "Optional budget still available in this orbit."),
+    Param("model_version", "I", "", "Version of the active model."),
+    Param("model_slot", "B", "", "Active model slot (0 = A, 1 = B)."),
+    Param("updates_accepted", "H", "", "Training updates committed since start."),
+    Param("updates_refused", "H", "", "Candidates refused by the validation gate."),
+    Param("rollbacks", "H", "", "Automatic or commanded rollbacks."),
+    Param("label_accuracy", "f", "", "Active model accuracy on recent calibration labels (NaN: none)."),
+    Param("labels_total", "I", "", "Calibration labels received since start."),
+    Param("overruns_total", "I", "", "Task runs whose cost exceeded their compute budget."),
+    Param("optional_skipped_total", "I", "", "Optional runs refused by power admission."),
+    Param("solves_total", "I", "", "Optimizer solves since start."),
+    Param("tle_age_days", "f", "day", "Age of the onboard TLE."),
+    Param("in_contact", "B", "", "1 while a ground station has carrier lock."),
+    Param("downlink_backlog", "I", "packet", "Packets waiting in the downlink queue."),
+    Param("downlink_overflow", "I", "packet", "Packets refused by a full downlink queue (counted, not lost silently)."),
+)
+
+#: SID 2: one record per task, every `housekeeping` run: the per-task counters.
+HK_TASKS_SID = 2
+HK_TASK_RECORD: tuple[Param, ...] = (
+    Param("task_index", "B", "", "Index in the task table."),
+    Param("runs", "I", "", "Completed runs."),
+    Param("skipped", "I", "", "Runs refused by mode or power admission."),
+    Param("overruns", "I", "", "Runs whose cost exceeded the compute budget."),
+    Param("energy_j", "f", "J", "Energy drawn since start."),
+)
+
+#: SID 3: the per-orbit budget, emitted when an orbit starts.
+HK_ORBIT_SID = 3
+HK_ORBIT: tuple[Param, ...] = (
+    Param("orbit_index", "I", "", "Orbit that starts now."),
+    Param("orbit_start_s", "d", "s", "Predicted start (ascending node), mission seconds."),
+    Param("orbit_end_s", "d", "s", "Predicted end."),
+    Param("umbra_entry_s", "d", "s", "Predicted umbra entry (NaN: none)."),
+    Param("umbra_exit_s", "d", "s", "Predicted umbra exit (NaN: none)."),
+    Param("sunlit_s", "f", "s", "Predicted sunlit time (illumination integral)."),
+    Param("generation_j", "f", "J", "Predicted array energy."),
+    Param("essential_j", "f", "J", "Essential loads over the orbit."),
+    Param("reserve_need_j", "f", "J", "Energy to end at reserve SoC (negative: surplus)."),
+    Param("margin_j", "f", "J", "Configured margin."),
+    Param("budget_j", "f", "J", "Optional budget granted."),
+    Param("prev_optional_used_j", "f", "J", "Optional energy used in the previous orbit."),
+)
+#: SID 3 is followed by one f32 per task: the previous orbit's energy per task [J].
+
+EVENT_SEVERITY_SUBTYPE = {"info": 1, "low": 2, "medium": 3, "high": 4}
+
+EVENT_MODE_CHANGE = 1  # params: from u8, to u8, reason u8
+EVENT_TRAINING_UPDATE = 2  # params: see TRAINING_UPDATE
+EVENT_CONTACT = 3  # params: aos(1)/los(0) u8
+EVENT_TASK_OVERRUN = 4  # params: task u8, cost f32
+
+MODE_REASONS = ("start", "low_soc", "soc_recovered", "device_failure", "overruns", "invalid_model", "ground_command")
+
+TRAINING_UPDATE: tuple[Param, ...] = (
+    Param("outcome", "B", "", "0 committed, 1 refused by gate, 2 rolled back."),
+    Param("version", "I", "", "Candidate (or restored) model version."),
+    Param("candidate_accuracy", "f", "", "Candidate accuracy on held-back samples."),
+    Param("active_accuracy", "f", "", "Active model accuracy on the same samples."),
+    Param("labels_used", "I", "", "Labels in the statistics (effective count)."),
+    Param("solve_path", "B", "", "0 digital, 1 analog."),
+    Param("solve_energy_j", "f", "J", "Energy of the solve."),
+    Param("rel_residual", "f", "", "||QX - B|| / ||B|| of the accepted solve."),
+)
+TRAINING_OUTCOMES = ("committed", "refused", "rolled_back")
+
+
+def struct_of(params: tuple[Param, ...]) -> struct.Struct:
+    return struct.Struct(">" + "".join(p.fmt for p in params))
+
+
+HK_CORE_STRUCT = struct_of(HK_CORE)
+HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
+HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
+TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
+SID_STRUCT = struct.Struct(">H")
+EVENT_ID_STRUCT = struct.Struct(">H")
