@@ -116,6 +116,14 @@ class FlightSoftware:
         self._labels = self.buffers["ml.batch_labels"]
         self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
         self._handlers = tuple(self._handler_for(s.kind) for s in self.specs)
+        self._claim_w = tuple(
+            sum(
+                o.energy_j / (o.period_frames * self.frame_s)
+                for o in self.specs
+                if not o.essential and (o.priority, o.index) < (s.priority, s.index)
+            )
+            for s in self.specs
+        )
         self._was_in_contact = False
         self._hk_energy_j = 0.0
         self._hk_last_tick = 0
@@ -137,7 +145,7 @@ class FlightSoftware:
             spec = self.specs[idx]
             if not spec.mode_mask & mode_bit:
                 continue  # not scheduled in this mode: neither run nor skip
-            if not spec.essential and not self._admit(spec.energy_j, t):
+            if not spec.essential and not self._admit(spec.energy_j, self._claim_w[idx], t):
                 self.task_skipped[idx] += 1
                 self.optional_skipped_total += 1
                 continue
@@ -158,11 +166,17 @@ class FlightSoftware:
         self._hk_energy_j += out.energy_j
         self.downlink.drain(self.frame_s, self.inputs.in_contact)
 
-    def _admit(self, energy_j: float, t: float) -> bool:
-        """Power admission of one optional run: budget, battery floor and eclipse policy."""
+    def _admit(self, energy_j: float, claim_w: float, t: float) -> bool:
+        """Power admission of one optional run: budget, battery floor and eclipse policy.
+
+        Optional tasks of higher priority keep a first claim on the budget for the
+        rest of the orbit (`claim_w`), so bulk work such as extra imaging cannot
+        starve training by spending the budget early in the orbit.
+        """
         inp = self.inputs
         bat = self.cfg.power.battery
-        if inp.soc <= bat.floor_soc or not self.budget.can_afford(energy_j):
+        claim_j = claim_w * max(self.budget.state.orbit_end_s - t, 0.0)
+        if inp.soc <= bat.floor_soc or not self.budget.can_afford(energy_j + claim_j):
             return False
         if self._predicted_eclipse(t):
             pol = self.cfg.power.budget

@@ -1,0 +1,164 @@
+"""`flightsim`: validate mission configs, run simulations, run benchmarks.
+
+Errors in user input (a missing or invalid config) end with a message and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from flight_sw.config import ConfigError, describe, load_mission_config
+from flight_sw.config.schema import MissionConfig
+
+EXIT_BAD_INPUT = 2
+
+
+def _load(path: str) -> MissionConfig:
+    try:
+        return load_mission_config(path)
+    except ConfigError as exc:
+        print(f"error: invalid mission config {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def mission_summary(cfg: MissionConfig) -> str:
+    """A one-screen description of a validated mission."""
+    from flight_sw.memory import memory_report
+    from flight_sw.power.budget import PowerBudget
+    from flight_sw.power.tle import parse_tle
+
+    tle = parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2)
+    mu = 398600.4418
+    n_rad_s = tle.mean_motion_rev_per_day * 2 * math.pi / 86400.0
+    a_km = (mu / n_rad_s**2) ** (1 / 3)
+    pw = cfg.power
+    peak = PowerBudget(cfg, 0.0).array_power_w(0.0)
+    mem = memory_report(cfg)
+    lines = [
+        f"Mission   {cfg.mission.name}",
+        f"Start     {cfg.mission.start_utc.isoformat()}  seed {cfg.mission.seed}  default length {cfg.mission.duration_days:g} d",
+        f"Orbit     a-R = {a_km - 6378.137:.0f} km, i = {tle.inclination_deg:.2f} deg, e = {tle.eccentricity:.4f}, "
+        f"period {1440.0 / tle.mean_motion_rev_per_day:.1f} min; TLE epoch {tle.epoch_utc.isoformat()}",
+        f"Power     array {pw.solar_array.area_m2:g} m^2 x {pw.solar_array.cell_efficiency:g} ({pw.solar_array.attitude_mode}), "
+        f"~{peak:.1f} W in full sun (onboard model); battery {pw.battery.capacity_wh:g} Wh; base load {pw.bus_base_load_w:g} W",
+        f"          SoC floor {pw.battery.floor_soc:g}, reserve {pw.battery.reserve_soc:g}, SAFE below {pw.battery.safe_mode_soc:g}; "
+        f"eclipse policy {pw.budget.eclipse_policy}, margin {pw.budget.margin_j:g} J",
+        f"Executive {cfg.executive.frames_per_major} x {cfg.executive.minor_frame_s:g} s frames, start in {cfg.executive.initial_mode}",
+        "Tasks     name              kind           period  offset  budget   energy  crit       modes",
+    ]
+    for t in cfg.tasks:
+        lines.append(
+            f"          {t.name:<17} {t.kind:<14} {t.period_s:>5g} s {t.offset_s:>5g} s {t.compute_budget_s:>6g} s "
+            f"{t.energy_j:>6g} J  {t.criticality:<10} {','.join(t.modes)}"
+        )
+    lines += [
+        f"Payload   {cfg.payload.bands} bands, classes {', '.join(cfg.payload.classes)}; "
+        f"{cfg.payload.samples_per_acquisition} px per acquisition",
+        f"Model     {cfg.model.feature_dim} features, replay {cfg.model.replay_buffer_size}, "
+        f"forgetting {cfg.model.forgetting_factor:g}; optimizer {cfg.device.backend}",
+        f"Ground    {len(cfg.ground_stations)} station(s): {', '.join(s.name for s in cfg.ground_stations)}; "
+        f"downlink {cfg.downlink.rate_bps / 1e3:g} kbit/s; {len(cfg.calibration_sites)} calibration site(s)",
+        f"Memory    {mem['total']:,} of {cfg.onboard.ram_budget_bytes:,} bytes ("
+        + ", ".join(f"{k} {v:,}" for k, v in mem.items() if k != "total")
+        + ")",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_validate(args) -> int:
+    cfg = _load(args.config)
+    print(mission_summary(cfg))
+    print(f"\nOK: {args.config} is a valid mission config.")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sim.runner import run_mission
+
+    cfg = _load(args.config)
+    if args.days is not None and not (0 < args.days <= 366):
+        print(f"error: --days must be in (0, 366], got {args.days}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.seed is not None and args.seed < 0:
+        print(f"error: --seed must be >= 0, got {args.seed}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    text = Path(args.config).read_text(encoding="utf-8")
+    result = run_mission(cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet)
+    print(f"run folder: {result.run_dir}")
+    if args.report:
+        from ground_tools.report import write_report
+
+        path = write_report(result.run_dir)
+        print(f"report: {path.resolve()}")
+    s = result.summary
+    print(
+        f"{s['days']:g} days, {s['orbits']} orbits, {s['eclipses']} eclipses, {s['contacts']} contacts, "
+        f"{s['training_updates_committed']} training updates, min SoC {s['min_soc']:.2f}, "
+        f"wall {s['wall_time_s']:.1f} s"
+    )
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from sim.bench import GROUPS, run_group
+
+    groups = GROUPS if args.group == "all" else (args.group,)
+    if args.group != "all" and args.group not in GROUPS:
+        print(f"error: unknown benchmark group {args.group!r}; known: {', '.join(GROUPS)}, all", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    results: dict[str, float] = {}
+    out = Path(args.out)
+    if out.exists() and args.group != "all":
+        try:
+            results = json.loads(out.read_text())
+        except (json.JSONDecodeError, OSError):
+            results = {}
+    for g in groups:
+        print(f"== bench {g}{' (quick)' if args.quick else ''}", flush=True)
+        figures = run_group(g, quick=args.quick, log=lambda m: print(f"   {m}", flush=True))
+        for k, v in figures.items():
+            print(f"   {k:<45} {v:.6g}")
+        results.update(figures)
+    out.write_text(json.dumps(dict(sorted(results.items())), indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_config_doc(args) -> int:
+    print("\n".join(describe()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flightsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="validate a mission config and print its summary")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("run", help="simulate a mission and write a run folder")
+    p.add_argument("config")
+    p.add_argument("--days", type=float, help="simulated days (default: mission.duration_days)")
+    p.add_argument("--seed", type=int, help="override mission.seed")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--report", action="store_true", help="also write the review report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("bench", help="run a benchmark group (or all) and write bench-results.json")
+    p.add_argument("group", nargs="?", default="all")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, well under a minute per group")
+    p.add_argument("--out", default="bench-results.json")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("config-doc", help="print every config key with its unit, limits and meaning")
+    p.set_defaults(func=cmd_config_doc)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
