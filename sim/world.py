@@ -65,9 +65,7 @@ class World:
         t_lo, t_hi = t[0], t[-1]
         illum = np.ones(n)
         ev = self.eclipses
-        for pe, ue, ux, px in zip(
-            ev.penumbra_entry_s, ev.umbra_entry_s, ev.umbra_exit_s, ev.penumbra_exit_s, strict=True
-        ):
+        for pe, px in zip(ev.penumbra_entry_s, ev.penumbra_exit_s, strict=True):
             if px < t_lo or pe > t_hi:
                 continue
             i0, i1 = np.searchsorted(t, [pe, px])

@@ -99,8 +99,15 @@ def illumination_fraction(
     n = r_sat_km.shape[0]
     out = np.empty(n)
     for i in range(n):
-        a, b, c = _geometry(r_sat_km[i, 0], r_sat_km[i, 1], r_sat_km[i, 2],
-                            r_sun_km[i, 0], r_sun_km[i, 1], r_sun_km[i, 2], polar_scale)
+        a, b, c = _geometry(
+            r_sat_km[i, 0],
+            r_sat_km[i, 1],
+            r_sat_km[i, 2],
+            r_sun_km[i, 0],
+            r_sun_km[i, 1],
+            r_sun_km[i, 2],
+            polar_scale,
+        )
         out[i] = _fraction(a, b, c)
     return out
 

@@ -27,7 +27,7 @@ second moves the Sun by 0.04 arcsec: irrelevant here.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -49,6 +49,7 @@ _J2000_JD = 2451545.0
 _ARCSEC = np.pi / (180.0 * 3600.0)
 _UNIX_EPOCH_JD = 2440587.5
 
+# fmt: off
 # VSOP87D Earth, truncated (Meeus App. III / NREL SPA Table A4.2): rows of
 # (A [1e-8 rad or 1e-8 AU], B [rad], C [rad per Julian millennium]).
 _L0 = (
@@ -137,6 +138,7 @@ _R2 = (
 )
 _R3 = ((145, 4.273, 6283.076), (7, 3.92, 12566.15))
 _R4 = ((4, 2.56, 6283.08),)
+# fmt: on
 
 _L = tuple(np.array(s, dtype=np.float64) for s in (_L0, _L1, _L2, _L3, _L4, _L5))
 _B = tuple(np.array(s, dtype=np.float64) for s in (_B0, _B1))
@@ -171,9 +173,9 @@ def jd_utc_from_datetime(t_utc: datetime) -> tuple[float, float]:
     """
     if t_utc.tzinfo is None or t_utc.utcoffset() is None:
         raise ValueError(f"t_utc must be timezone-aware (UTC), got naive {t_utc!r}")
-    t = t_utc.astimezone(timezone.utc)
+    t = t_utc.astimezone(UTC)
     midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    whole = _UNIX_EPOCH_JD + (midnight - datetime(1970, 1, 1, tzinfo=timezone.utc)).days
+    whole = _UNIX_EPOCH_JD + (midnight - datetime(1970, 1, 1, tzinfo=UTC)).days
     frac = (t - midnight).total_seconds() / 86400.0
     return float(whole), frac
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sgp4.api import WGS72, Satrec
 
@@ -153,7 +153,10 @@ def _check_frame(line: int, s: str) -> None:
     want = _checksum(s)
     if int(digit) != want:
         raise _fail(
-            line, "checksum", (69, 69), digit,
+            line,
+            "checksum",
+            (69, 69),
+            digit,
             f"{want} (modulo-10 sum of the digits, '-' counting 1, of columns 1-68)",
         )
 
@@ -172,8 +175,13 @@ def parse_tle(line1: str, line2: str) -> TleElements:
     sat1 = _satnum(1, line1)
     sat2 = _satnum(2, line2)
     if sat1 != sat2:
-        raise _fail(2, "satellite number", (3, 7), _cut(line2, (3, 7)),
-                    f"the same number as line 1 ({_cut(line1, (3, 7))!r})")
+        raise _fail(
+            2,
+            "satellite number",
+            (3, 7),
+            _cut(line2, (3, 7)),
+            f"the same number as line 1 ({_cut(line1, (3, 7))!r})",
+        )
     if line1[7] not in "UCS ":
         raise _fail(1, "classification", (8, 8), line1[7], "'U', 'C' or 'S'")
     for col in (9, 18, 33, 44, 53, 62, 64):
@@ -184,17 +192,26 @@ def parse_tle(line1: str, line2: str) -> TleElements:
     # --- epoch (line 1, columns 19-32): two-digit year, then day of year with fraction.
     year_text = _cut(line1, (19, 20))
     if not year_text.isdigit():
-        raise _fail(1, "epoch year", (19, 20), year_text, "two digits (57-99 -> 19xx, 00-56 -> 20xx)")
+        raise _fail(
+            1, "epoch year", (19, 20), year_text, "two digits (57-99 -> 19xx, 00-56 -> 20xx)"
+        )
     yy = int(year_text)
     year = 1900 + yy if yy >= 57 else 2000 + yy
     day = _float(1, line1, "epoch day of year", (21, 32), "a day of year like '060.12345678'")
     days_in_year = 366 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 365
     if not 1.0 <= day < days_in_year + 1.0:
-        raise _fail(1, "epoch day of year", (21, 32), _cut(line1, (21, 32)),
-                    f"a day in [1, {days_in_year + 1}) for {year}")
-    epoch = datetime(year, 1, 1, tzinfo=timezone.utc) + timedelta(days=day - 1.0)
+        raise _fail(
+            1,
+            "epoch day of year",
+            (21, 32),
+            _cut(line1, (21, 32)),
+            f"a day in [1, {days_in_year + 1}) for {year}",
+        )
+    epoch = datetime(year, 1, 1, tzinfo=UTC) + timedelta(days=day - 1.0)
 
-    _float(1, line1, "first derivative of mean motion", (34, 43), "a signed decimal like ' .00001234'")
+    _float(
+        1, line1, "first derivative of mean motion", (34, 43), "a signed decimal like ' .00001234'"
+    )
     _implied_decimal(1, line1, "second derivative of mean motion", (45, 52))
     bstar = _implied_decimal(1, line1, "B* drag term", (54, 61))
     eph = line1[62]
@@ -208,25 +225,44 @@ def parse_tle(line1: str, line2: str) -> TleElements:
     inc = _float(2, line2, "inclination", (9, 16), "degrees like ' 97.5930'")
     if not 0.0 <= inc <= 180.0:
         raise _fail(2, "inclination", (9, 16), _cut(line2, (9, 16)), "degrees in [0, 180]")
-    raan = _float(2, line2, "right ascension of ascending node", (18, 25), "degrees like '319.3000'")
+    raan = _float(
+        2, line2, "right ascension of ascending node", (18, 25), "degrees like '319.3000'"
+    )
     if not 0.0 <= raan < 360.0:
-        raise _fail(2, "right ascension of ascending node", (18, 25), _cut(line2, (18, 25)),
-                    "degrees in [0, 360)")
+        raise _fail(
+            2,
+            "right ascension of ascending node",
+            (18, 25),
+            _cut(line2, (18, 25)),
+            "degrees in [0, 360)",
+        )
     ecc_text = _cut(line2, (27, 33))
     if not ecc_text.isdigit():
-        raise _fail(2, "eccentricity", (27, 33), ecc_text,
-                    "7 digits with an implied leading decimal point (e.g. '0001000' = 0.0001)")
+        raise _fail(
+            2,
+            "eccentricity",
+            (27, 33),
+            ecc_text,
+            "7 digits with an implied leading decimal point (e.g. '0001000' = 0.0001)",
+        )
     ecc = float("0." + ecc_text)  # 0 <= e < 1 by construction
     argp = _float(2, line2, "argument of perigee", (35, 42), "degrees like ' 90.0000'")
     if not 0.0 <= argp < 360.0:
-        raise _fail(2, "argument of perigee", (35, 42), _cut(line2, (35, 42)), "degrees in [0, 360)")
+        raise _fail(
+            2, "argument of perigee", (35, 42), _cut(line2, (35, 42)), "degrees in [0, 360)"
+        )
     ma = _float(2, line2, "mean anomaly", (44, 51), "degrees like '270.0000'")
     if not 0.0 <= ma < 360.0:
         raise _fail(2, "mean anomaly", (44, 51), _cut(line2, (44, 51)), "degrees in [0, 360)")
     mm = _float(2, line2, "mean motion", (53, 63), "rev/day like '15.05490646'")
     if not 0.0 < mm < MAX_MEAN_MOTION_REV_PER_DAY:
-        raise _fail(2, "mean motion", (53, 63), _cut(line2, (53, 63)),
-                    f"rev/day in (0, {MAX_MEAN_MOTION_REV_PER_DAY:g})")
+        raise _fail(
+            2,
+            "mean motion",
+            (53, 63),
+            _cut(line2, (53, 63)),
+            f"rev/day in (0, {MAX_MEAN_MOTION_REV_PER_DAY:g})",
+        )
     rev_text = _cut(line2, (64, 68))
     if not rev_text.strip().isdigit():
         raise _fail(2, "revolution number", (64, 68), rev_text, "up to 5 digits")

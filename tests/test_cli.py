@@ -1,0 +1,56 @@
+"""The command lines: bad input ends with a message and exit status 2, never a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "mission_configs" / "default_sso.yaml"
+
+
+def _cli(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_validate_prints_summary():
+    r = _cli("sim.cli", "validate", str(DEFAULT))
+    assert r.returncode == 0, r.stderr
+    assert "LEARN-1" in r.stdout and "Memory" in r.stdout and "OK:" in r.stdout
+    assert len(r.stdout.splitlines()) < 40  # one screen
+
+
+def test_run_missing_file_exits_nonzero_without_traceback(tmp_path):
+    r = _cli("sim.cli", "run", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2
+    assert "file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_invalid_config_lists_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEFAULT.read_text().replace("capacity_wh: 40.0", "capacity_wh: -3"))
+    r = _cli("sim.cli", "run", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "power.battery.capacity_wh: got -3.0 Wh, expected > 0" in r.stderr
+
+
+def test_validate_non_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    r = _cli("sim.cli", "validate", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_report_on_missing_run_folder(tmp_path):
+    r = _cli("ground_tools.cli", "report", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "not a run folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_on_incomplete_run_folder(tmp_path):
+    (tmp_path / "config.yaml").write_text(DEFAULT.read_text())
+    r = _cli("ground_tools.cli", "report", str(tmp_path))
+    assert r.returncode == 2 and "missing run.json, telemetry.bin" in r.stderr
+
+
+def test_run_rejects_bad_days(tmp_path):
+    r = _cli("sim.cli", "run", str(DEFAULT), "--days", "-1", "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and "--days" in r.stderr
