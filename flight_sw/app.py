@@ -20,7 +20,11 @@ import numpy as np
 
 from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.devices.optimizer import DigitalSolver
-from flight_sw.exec.schedule import build_frame_table, build_task_specs, essential_energy_per_orbit_j
+from flight_sw.exec.schedule import (
+    build_frame_table,
+    build_task_specs,
+    essential_energy_per_orbit_j,
+)
 from flight_sw.fdir.modes import ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
 from flight_sw.ml.learner import OnboardLearner
@@ -31,7 +35,6 @@ from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.downlink import DownlinkQueue
 from flight_sw.tmtc.packets import TmEncoder
-
 
 ACQ_DARK, ACQ_SCENE, ACQ_LABELLED = 0, 1, 2
 

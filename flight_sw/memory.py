@@ -66,7 +66,7 @@ def memory_report(cfg: MissionConfig) -> dict[str, int]:
     return report
 
 
-def allocate_buffers(cfg: MissionConfig) -> dict[str, "np.ndarray"]:  # noqa: F821
+def allocate_buffers(cfg: MissionConfig) -> dict[str, np.ndarray]:  # noqa: F821
     """Allocate every planned buffer once, at start-up (zeros, exact planned shapes)."""
     import numpy as np
 

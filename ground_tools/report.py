@@ -22,7 +22,13 @@ import numpy as np  # noqa: E402
 
 from flight_sw.config.loader import parse_mission_config  # noqa: E402
 from flight_sw.config.schema import MODES  # noqa: E402
-from ground_tools.decode import Telemetry, contact_events, decode_file, mode_changes, training_updates  # noqa: E402
+from ground_tools.decode import (  # noqa: E402
+    Telemetry,
+    contact_events,
+    decode_file,
+    mode_changes,
+    training_updates,
+)
 
 REQUIRED_FILES = ("config.yaml", "run.json", "telemetry.bin", "truth.npz", "summary.json")
 

@@ -138,7 +138,7 @@ def test_config_is_frozen():
 def test_every_key_is_documented():
     lines = describe()
     assert len(lines) > 60
-    assert all(" - " in line and not line.endswith(" - ") for line in lines), [l for l in lines if l.endswith(" - ")]
+    assert all(" - " in line and not line.endswith(" - ") for line in lines), [x for x in lines if x.endswith(" - ")]
 
 
 def test_yaml12_float_forms_accepted():
