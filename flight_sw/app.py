@@ -107,6 +107,7 @@ class FlightSoftware:
         ) / orbit_guess_s
         self.budget = PowerBudget(cfg, essential_w)
         self.orbit_index = -1
+        self._prev_umbra = (math.nan, math.nan)
 
         flops_per_s = cfg.executive.cpu_flops_per_s
         self.cpu_flops_per_s = flops_per_s
@@ -190,8 +191,10 @@ class FlightSoftware:
         return True
 
     def _predicted_eclipse(self, t: float) -> bool:
+        """In umbra by the onboard prediction (this orbit's pass or the previous one's tail)."""
         s = self.budget.state
-        return s.umbra_entry_s <= t < s.umbra_exit_s  # False when NaN (no eclipse)
+        # Comparisons with NaN are False: no eclipse predicted.
+        return s.umbra_entry_s <= t < s.umbra_exit_s or self._prev_umbra[0] <= t < self._prev_umbra[1]
 
     def _handler_for(self, kind: str) -> Callable[[float], float]:
         return {
@@ -220,11 +223,18 @@ class FlightSoftware:
         self._open_orbit(t)
         return 5e-3
 
-    def _open_orbit(self, t: float) -> None:
-        """Predict the coming orbits, open the next orbit's budget and report it (HK SID 3)."""
+    def _open_orbit(self, t: float, reopen: bool = False) -> None:
+        """Predict the coming orbits, open the next orbit's budget and report it (HK SID 3).
+
+        `reopen` recomputes the current orbit (after a TLE uplink) instead of starting
+        the next: the orbit index, the energy already used and the per-task tallies stay.
+        """
         pred = self.predictor.predict_orbits(t, self.cfg.power.budget.horizon_orbits)
-        prev_used = self.budget.state.used_j
-        self.orbit_index += 1
+        prev = self.budget.state
+        prev_used = prev.used_j
+        if not reopen:
+            self._prev_umbra = (prev.umbra_entry_s, prev.umbra_exit_s)
+            self.orbit_index += 1
         s = self.budget.new_orbit(
             self.orbit_index,
             float(pred.orbit_start_s[0]),
@@ -248,8 +258,23 @@ class FlightSoftware:
             s.budget_j,
             prev_used,
         ) + struct.pack(f">{len(self.specs)}f", *self.task_orbit_energy_j)
-        self.task_orbit_energy_j[:] = 0.0
+        if reopen:
+            s.used_j = prev_used
+            s.remaining_j = max(0.0, s.budget_j - prev_used)
+        else:
+            self.task_orbit_energy_j[:] = 0.0
         self.tm.housekeeping(d.HK_ORBIT_SID, payload, t)
+
+    def load_tle(self, line1: str, line2: str) -> None:
+        """Adopt an uplinked TLE: validate it, re-predict, and reopen this orbit's budget.
+
+        Energy already spent on optional work in this orbit stays spent. A bad TLE
+        raises `TleError` and changes nothing (the old TLE keeps flying).
+        """
+        tle = parse_tle(line1, line2)
+        self.predictor.set_tle(tle)
+        self.tle = tle
+        self._open_orbit(self.t_s, reopen=True)
 
     def _task_housekeeping(self, t: float) -> float:
         inp = self.inputs

@@ -91,9 +91,17 @@ def plot_budget(tm: Telemetry, cfg) -> str:
     fig, ax = plt.subplots(figsize=(11, 3.4))
     o = tm.orbits
     if o and tm.orbit_task_energy_j is not None and len(o["orbit_index"]) > 1:
-        idx = o["orbit_index"][:-1]
-        budget = o["budget_j"][:-1] / 1000.0
-        used = tm.orbit_task_energy_j[1:] / 1000.0  # energy of orbit k is reported when k+1 opens
+        index = o["orbit_index"]
+        # A TLE uplink reopens an orbit (same index reported again): its budget is the
+        # last report of that index; its use arrives with the first report of the next.
+        last = {int(k): i for i, k in enumerate(index)}
+        first = {}
+        for i, k in enumerate(index):
+            first.setdefault(int(k), i)
+        idx = np.array([k for k in sorted(last) if k + 1 in first])
+        budget = o["budget_j"][[last[k] for k in idx]] / 1000.0
+        generation = o["generation_j"][[last[k] for k in idx]] / 1000.0
+        used = tm.orbit_task_energy_j[[first[k + 1] for k in idx]] / 1000.0
         bottom = np.zeros(len(idx))
         for i, task in enumerate(cfg.tasks):
             if task.criticality != "optional":
@@ -101,7 +109,7 @@ def plot_budget(tm: Telemetry, cfg) -> str:
             ax.bar(idx, used[:, i], bottom=bottom, label=f"{task.name} (optional)")
             bottom += used[:, i]
         ax.step(idx, budget, where="mid", color="k", lw=1.2, label="optional budget")
-        ax.plot(idx, o["generation_j"][:-1] / 1000.0, "v", color="tab:orange", ms=3, label="predicted generation")
+        ax.plot(idx, generation, "v", color="tab:orange", ms=3, label="predicted generation")
     ax.set_xlabel("orbit")
     ax.set_ylabel("kJ")
     ax.legend(fontsize=8, loc="upper right")

@@ -18,12 +18,21 @@ from flight_sw.config.schema import MissionConfig
 EXIT_BAD_INPUT = 2
 
 
-def _load(path: str) -> MissionConfig:
+def _load(path: str, days: float | None = None):
+    """Load, validate and check the essential loads against the worst orbit; exit 2 on failure."""
+    from flight_sw.power.feasibility import PowerInfeasibleError, check_essential_feasibility
+
     try:
-        return load_mission_config(path)
+        cfg = load_mission_config(path)
     except ConfigError as exc:
         print(f"error: invalid mission config {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    try:
+        report = check_essential_feasibility(cfg, cfg.mission.duration_days if days is None else days)
+    except PowerInfeasibleError as exc:
+        print(f"error: {path}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    return cfg, report
 
 
 def mission_summary(cfg: MissionConfig) -> str:
@@ -71,8 +80,13 @@ def mission_summary(cfg: MissionConfig) -> str:
 
 
 def cmd_validate(args) -> int:
-    cfg = _load(args.config)
+    cfg, feas = _load(args.config)
     print(mission_summary(cfg))
+    print(
+        f"Energy    essential {feas.essential_power_w:.2f} W feasible on all {feas.orbits} orbits of "
+        f"{cfg.mission.duration_days:g} d; worst orbit {feas.worst_orbit}: margin {feas.worst_margin_j / 1000:.1f} kJ "
+        f"({feas.worst_generation_j / 1000:.1f} kJ generated vs {feas.worst_required_j / 1000:.1f} kJ needed)"
+    )
     print(f"\nOK: {args.config} is a valid mission config.")
     return 0
 
@@ -80,13 +94,13 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from sim.runner import run_mission
 
-    cfg = _load(args.config)
     if args.days is not None and not (0 < args.days <= 366):
         print(f"error: --days must be in (0, 366], got {args.days}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.seed is not None and args.seed < 0:
         print(f"error: --seed must be >= 0, got {args.seed}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    cfg, _ = _load(args.config, args.days)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     text = Path(args.config).read_text(encoding="utf-8")
     result = run_mission(cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet)

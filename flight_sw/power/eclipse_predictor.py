@@ -57,6 +57,10 @@ MAX_ITER = 40
 #: A sampled interval whose Hermite minimum of a shadow margin is below this [rad]
 #: is searched for a grazing pass (generous: a false alarm costs ~10 SGP4 points).
 GRAZE_MARGIN_RAD = 2e-3
+#: A t_from_s this close before an ascending node [s] belongs to the orbit that node
+#: starts: callers pass the previous prediction's orbit_end_s, and a re-found node may
+#: differ from it by root-finding jitter (~1e-9 s), which must not yield a 0 s orbit.
+NODE_SNAP_S = 0.01
 #: Inclination below which the ascending node is ill-defined [deg]; orbits are then
 #: counted from the crossing of TEME right ascension 0 instead.
 EQUATORIAL_INC_DEG = 0.1
@@ -171,7 +175,10 @@ class EclipsePredictor:
         return EclipseEvents(*out)
 
     def predict_orbits(self, t_from_s: float, k_orbits: int) -> OrbitPrediction:
-        """Eclipse times and sunlit seconds for `k_orbits` orbits, the first containing t_from_s."""
+        """Eclipse times and sunlit seconds for `k_orbits` orbits, the first containing t_from_s.
+
+        Deterministic: the same TLE, start and arguments give bit-identical results.
+        """
         if k_orbits < 1:
             raise ValueError(f"k_orbits must be >= 1, got {k_orbits}")
         p = self._period_s
@@ -180,7 +187,7 @@ class EclipsePredictor:
         # anomalistic one by << 1 %, so these pads are ample.
         roots = self._scan(t_from_s - 1.75 * p, t_from_s + (k_orbits + 1.25) * p, with_nodes=True)
         nodes = roots[(_NODE, True)]
-        i0 = int(np.searchsorted(nodes, t_from_s, side="right")) - 1
+        i0 = int(np.searchsorted(nodes, t_from_s + NODE_SNAP_S, side="right")) - 1
         if i0 < 0 or i0 + k_orbits >= nodes.shape[0]:
             raise EclipsePredictionError(
                 f"found {nodes.shape[0]} ascending nodes around t_s={t_from_s}, "

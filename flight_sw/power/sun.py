@@ -185,7 +185,8 @@ def _series(terms: tuple[np.ndarray, ...], tau: np.ndarray) -> np.ndarray:
     out = np.zeros_like(tau)
     for coeffs in reversed(terms):
         a, b, c = coeffs[:, 0], coeffs[:, 1], coeffs[:, 2]
-        s = np.cos(b[None, :] + c[None, :] * tau[:, None]) @ a
+        # Row-wise sum, not BLAS matmul: bit-identical per date whatever the batch size.
+        s = (np.cos(b[None, :] + c[None, :] * tau[:, None]) * a[None, :]).sum(axis=1)
         out = out * tau + s
     return out * 1e-8
 
@@ -199,7 +200,8 @@ def _nutation(t_cy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mp = (134.96298 + 477198.867398 * t + 0.0086972 * t**2 + t**3 / 56250.0) * deg
     f = (93.27191 + 483202.017538 * t - 0.0036825 * t**2 + t**3 / 327270.0) * deg
     om = (125.04452 - 1934.136261 * t + 0.0020708 * t**2 + t**3 / 450000.0) * deg
-    args = np.stack((d, m, mp, f, om), axis=-1) @ _NUT[:, :5].T  # (N, 13)
+    fund = (d, m, mp, f, om)
+    args = sum(fund[j][:, None] * _NUT[None, :, j] for j in range(5))  # (N, 13)
     dpsi = (np.sin(args) * (_NUT[:, 5] + _NUT[:, 6] * t[:, None])).sum(axis=1)
     deps = (np.cos(args) * (_NUT[:, 7] + _NUT[:, 8] * t[:, None])).sum(axis=1)
     return dpsi * 1e-4 * _ARCSEC, deps * 1e-4 * _ARCSEC

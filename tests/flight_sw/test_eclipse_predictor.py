@@ -292,6 +292,38 @@ def test_sunlit_seconds_when_an_eclipse_straddles_the_ascending_node():
         assert op.sunlit_s[j] == pytest.approx(p.illumination(tt).sum() * 0.1, abs=0.1)
 
 
+def test_chained_predictions_do_not_create_zero_length_orbits():
+    """The app asks again at the previous orbit_end_s; that must start the next orbit."""
+    p = _predictor(SSO)
+    op = p.predict_orbits(100.0, 3)
+    for t in (op.orbit_end_s[0], op.orbit_end_s[0] - 1e-6, np.nextafter(op.orbit_end_s[0], 0.0)):
+        nxt = p.predict_orbits(float(t), 2)
+        assert nxt.orbit_start_s[0] == pytest.approx(op.orbit_start_s[1], abs=1e-6)
+        assert nxt.orbit_end_s[0] - nxt.orbit_start_s[0] > 0.9 * p.period_s
+
+
+def test_results_are_bit_identical_whatever_the_call_history():
+    fresh = _predictor(ISS_LIKE).predict_orbits(50000.0, 3)
+    used = _predictor(ISS_LIKE)
+    used.eclipse_events(-5 * 86400.0, 20 * 86400.0)  # different Sun-table range
+    used.predict_orbits(7.0, 40)
+    again = used.predict_orbits(50000.0, 3)
+    for name in OrbitPrediction.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+
+
+@pytest.mark.parametrize("inc", ["  0.0000", "  0.0500", "179.9500"])
+def test_equatorial_orbits_are_counted_from_right_ascension_zero(inc):
+    l2 = f"2 60001 {inc} 319.3000 0001000  90.0000 270.0000 15.05490646    1"
+    l2 += str(sum(int(c) if c.isdigit() else c == "-" for c in l2) % 10)
+    p = EclipsePredictor(parse_tle(SSO[0], l2), START)
+    op = p.predict_orbits(3000.0, 3)
+    assert op.orbit_start_s[0] <= 3000.0 < op.orbit_end_s[0]
+    # the node-to-node (here RA-0 to RA-0) period is within 0.5 % of 86400 / n
+    np.testing.assert_allclose(op.orbit_end_s - op.orbit_start_s, p.period_s, rtol=5e-3)
+    assert np.all(~np.isnan(op.umbra_entry_s))
+
+
 def test_set_tle_switches_satellite():
     p = _predictor(SSO)
     p.set_tle(parse_tle(*ISS_LIKE))

@@ -1,0 +1,147 @@
+"""Flight software behaviour: power admission, eclipse policy, SAFE mode, TLE uplink."""
+
+import dataclasses
+import math
+import struct
+
+import pytest
+
+from flight_sw.power.tle import TleError
+from flight_sw.tmtc import dictionary as d
+
+
+def _run(fsw, ticks, start=0, soc=None, contact=True):
+    for tick in range(start, start + ticks):
+        if soc is not None:
+            fsw.inputs.soc = soc
+        fsw.inputs.in_contact = contact
+        fsw.step(tick)
+
+
+def _optional(fsw):
+    return [s.index for s in fsw.specs if not s.essential]
+
+
+def test_optional_work_stops_at_the_floor_and_resumes_above_it(make_fsw, default_cfg):
+    fsw = make_fsw()
+    floor = default_cfg.power.battery.floor_soc
+    _run(fsw, 600, soc=0.95)
+    opt = _optional(fsw)
+    ran_high = fsw.task_runs[opt].sum()
+    assert ran_high > 0
+    before_runs, before_skips = fsw.task_runs[opt].sum(), fsw.task_skipped[opt].sum()
+    _run(fsw, 600, start=600, soc=floor - 0.001)
+    assert fsw.task_runs[opt].sum() == before_runs  # nothing optional ran below the floor
+    assert fsw.task_skipped[opt].sum() > before_skips
+    ess = [s.index for s in fsw.specs if s.essential and s.kind in ("power_monitor", "housekeeping")]
+    assert all(fsw.task_runs[i] > 0 for i in ess)  # essential tasks never starve
+    _run(fsw, 600, start=1200, soc=0.95)
+    assert fsw.task_runs[opt].sum() > before_runs
+
+
+def test_budget_is_debited_and_never_overspent(make_fsw):
+    fsw = make_fsw()
+    _run(fsw, 3000, soc=0.95)
+    s = fsw.budget.state
+    assert s.budget_j > 0
+    assert s.remaining_j >= -1e-9
+    assert s.used_j == pytest.approx(s.budget_j - s.remaining_j)
+
+
+def test_eclipse_policy(make_fsw, default_cfg):
+    fsw = make_fsw()
+    _run(fsw, 20, soc=0.95)
+    s = fsw.budget.state
+    assert math.isfinite(s.umbra_entry_s)
+    t_ecl = int(s.umbra_entry_s) + 60
+    reserve = default_cfg.power.battery.reserve_soc
+    margin = default_cfg.power.budget.eclipse_soc_margin
+    opt = _optional(fsw)
+    before = fsw.task_runs[opt].sum()
+    _run(fsw, 120, start=t_ecl, soc=reserve + margin - 0.01)  # in eclipse, below the margin
+    assert fsw.task_runs[opt].sum() == before
+    _run(fsw, 120, start=t_ecl + 120, soc=reserve + margin + 0.05)  # enough charge: allowed
+    assert fsw.task_runs[opt].sum() > before
+
+    never = dataclasses.replace(
+        default_cfg, power=dataclasses.replace(
+            default_cfg.power, budget=dataclasses.replace(default_cfg.power.budget, eclipse_policy="never")))
+    fsw2 = make_fsw(never)
+    _run(fsw2, 20, soc=0.95)
+    before = fsw2.task_runs[opt].sum()
+    _run(fsw2, 120, start=t_ecl, soc=0.99)
+    assert fsw2.task_runs[opt].sum() == before
+
+
+def _mode_events(fsw):
+    from spacepackets.ecss import PusTm
+
+    out = []
+    for raw in fsw.test_packets:
+        p = PusTm.unpack(raw, timestamp_len=7)
+        data = bytes(p.source_data)
+        if p.service == 5 and struct.unpack(">H", data[:2])[0] == d.EVENT_MODE_CHANGE:
+            out.append(struct.unpack(">BBB", data[2:5]))
+    return out
+
+
+def test_safe_mode_on_low_soc_and_back(make_fsw, default_cfg):
+    fsw = make_fsw()
+    bat = default_cfg.power.battery
+    _run(fsw, 10, soc=0.9)
+    assert fsw.mode == "TRAINING"
+    _run(fsw, 10, start=10, soc=bat.safe_mode_soc - 0.01)
+    assert fsw.mode == "SAFE"
+    training = next(s.index for s in fsw.specs if s.kind == "training")
+    runs = fsw.task_runs[training]
+    _run(fsw, 300, start=20, soc=bat.safe_mode_soc + 0.1)  # hysteresis: still SAFE
+    assert fsw.mode == "SAFE" and fsw.task_runs[training] == runs
+    _run(fsw, 10, start=320, soc=bat.reserve_soc)
+    assert fsw.mode == "TRAINING"
+    events = _mode_events(fsw)
+    reasons = [d.MODE_REASONS[r] for _, _, r in events]
+    assert reasons == ["start", "low_soc", "soc_recovered"]
+    assert events[1][:2] == (2, 0) and events[2][:2] == (0, 2)
+
+
+def test_tle_uplink_reopens_the_orbit_and_bad_tle_changes_nothing(make_fsw):
+    fsw = make_fsw()
+    _run(fsw, 100, soc=0.9)
+    old = dataclasses.asdict(fsw.budget.state)
+    with pytest.raises(TleError):
+        fsw.load_tle(fsw.tle.line1[:-1] + "0", fsw.tle.line2)
+    assert dataclasses.asdict(fsw.budget.state) == old
+    # A TLE for the same satellite with the node shifted by 30 degrees: new eclipse times.
+    line2 = fsw.tle.line2[:17] + "349.3000" + fsw.tle.line2[25:68]
+    line2 += str(sum(int(c) if c.isdigit() else (c == "-") for c in line2) % 10)
+    index = fsw.orbit_index
+    fsw.load_tle(fsw.tle.line1, line2)
+    s = fsw.budget.state
+    assert fsw.orbit_index == index
+    assert s.umbra_entry_s != old["umbra_entry_s"]
+    assert s.used_j == pytest.approx(old["used_j"])
+
+
+def test_inference_skipped_in_the_dark(make_fsw):
+    from flight_sw.app import ACQ_DARK
+
+    fsw = make_fsw()
+    fsw.test_payload.mode = ACQ_DARK
+    _run(fsw, 100, soc=0.9)
+    inf = [s.index for s in fsw.specs if s.kind == "inference"]
+    assert fsw.task_runs[inf].sum() == 0
+
+
+def test_start_up_memory_report_matches_allocations(make_fsw):
+    fsw = make_fsw()
+    allocated = sum(a.nbytes for a in fsw.buffers.values())
+    assert fsw.memory_report["total"] == allocated
+    assert set(fsw.memory_report) >= {"ml", "tmtc", "total"}
+    assert fsw.buffers["ml.stats_q"].shape == (default_feature_dim() + 1,) * 2
+
+
+def default_feature_dim():
+    from flight_sw.config import load_mission_config
+    from tests.flight_sw.conftest import DEFAULT
+
+    return load_mission_config(DEFAULT).model.feature_dim

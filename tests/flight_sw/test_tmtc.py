@@ -1,0 +1,57 @@
+"""Telemetry packets: library-conformant timestamps, round trips, the downlink queue."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+from spacepackets.ccsds.time import CdsShortTimestamp
+from spacepackets.ecss import PusTm
+
+from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.downlink import DownlinkQueue
+from flight_sw.tmtc.packets import TmEncoder, cds_short
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_cds_short_matches_the_library():
+    for t in (0.0, 1.5, 86399.999, 86400.0, 1e6 + 0.25):
+        ref = CdsShortTimestamp.from_datetime(datetime.fromtimestamp(START.timestamp() + t, UTC)).pack()
+        assert cds_short(START, t) == ref
+
+
+def test_hk_packet_golden_bytes_and_round_trip():
+    out = []
+    enc = TmEncoder(0x65, START, out.append)
+    enc.housekeeping(d.HK_ORBIT_SID, b"\x01\x02", 1.5)
+    raw = out[0]
+    # CCSDS primary header: version 0, TM, secondary header flag, APID 0x065, unsegmented, seq 0.
+    assert raw[:4] == bytes.fromhex("0865c000")
+    assert raw[6] >> 4 == 2  # PUS-C
+    assert raw[7:9] == bytes([3, 25])
+    p = PusTm.unpack(raw, timestamp_len=7)
+    assert (p.apid, p.service, p.seq_count) == (0x65, 3, 0)
+    assert bytes(p.source_data) == b"\x00\x03\x01\x02"
+    assert bytes(p.timestamp) == cds_short(START, 1.5)
+
+
+def test_sequence_count_wraps_at_14_bits():
+    out = []
+    enc = TmEncoder(1, START, out.append)
+    enc.seq_count = (1 << 14) - 1
+    enc.event(d.EVENT_CONTACT, "info", b"\x01", 0.0)
+    enc.event(d.EVENT_CONTACT, "info", b"\x00", 0.0)
+    assert [PusTm.unpack(r, timestamp_len=7).seq_count for r in out] == [(1 << 14) - 1, 0]
+
+
+def test_downlink_queue_drains_only_in_contact_at_the_rate_and_counts_overflow():
+    sent = []
+    q = DownlinkQueue(np.zeros((4, 64), np.uint8), np.zeros(4, np.uint16), rate_bps=8 * 100, sink=sent.append)
+    for i in range(6):
+        q.push(bytes([i]) * 50)
+    assert q.count == 4 and q.overflow == 2
+    q.drain(10.0, in_contact=False)
+    assert sent == []
+    q.drain(1.0, in_contact=True)  # 100 bytes per second: two 50-byte packets
+    assert [p[0] for p in sent] == [0, 1]
+    q.drain(1.0, in_contact=True)
+    assert [p[0] for p in sent] == [0, 1, 2, 3] and q.count == 0
