@@ -1,4 +1,4 @@
-"""`groundtools`: what the ground team runs on a run folder (report, decode)."""
+"""`groundtools`: what the ground team runs (report, decode, plan)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from flight_sw.config import ConfigError, load_mission_config
 from ground_tools.decode import DecodeError
 from ground_tools.report import RunFolderError
 
@@ -30,6 +31,29 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def cmd_plan_eclipses(args) -> int:
+    import time
+
+    from ground_tools.plan import YEAR_PNG_NAME, write_plan, year_plot
+
+    try:
+        cfg = load_mission_config(args.config)
+    except ConfigError as exc:
+        print(f"error: invalid mission config {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not 0 < args.days <= 366:
+        print(f"error: --days must be in (0, 366], got {args.days:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = Path(args.out) if args.out else Path("plan") / Path(args.config).stem
+    t0 = time.perf_counter()
+    write_plan(cfg, args.days, out)
+    if args.year_plot:
+        print()
+        year_plot(cfg, out / YEAR_PNG_NAME, plan_days=args.days)
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="groundtools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("decode", help="decode a run's telemetry and print packet counts")
     p.add_argument("run")
     p.set_defaults(func=cmd_decode)
+    p = sub.add_parser("plan", help="planning products from a mission config")
+    plan_sub = p.add_subparsers(dest="plan_command", required=True)
+    p = plan_sub.add_parser(
+        "eclipses",
+        help="per-orbit eclipse table and energy budget (CSV) and a year plot of eclipse seasons (PNG)",
+    )
+    p.add_argument("config", help="mission config YAML")
+    p.add_argument("--days", type=float, default=3.0, help="planning window from the mission start [days] (default 3)")
+    p.add_argument("--out", help="output folder (default: plan/<config name>)")
+    p.add_argument(
+        "--year-plot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also plot umbra fraction and beta angle over a year (default: on)",
+    )
+    p.set_defaults(func=cmd_plan_eclipses)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -54,3 +54,20 @@ def test_report_on_incomplete_run_folder(tmp_path):
 def test_run_rejects_bad_days(tmp_path):
     r = _cli("sim.cli", "run", str(DEFAULT), "--days", "-1", "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "--days" in r.stderr
+
+
+def test_power_system_that_cannot_carry_essential_loads_is_refused(tmp_path):
+    bad = tmp_path / "weak.yaml"
+    bad.write_text(DEFAULT.read_text().replace("bus_base_load_w: 9.0", "bus_base_load_w: 25.0"))
+    r = _cli("sim.cli", "validate", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "power.bus_base_load_w = 25 W" in r.stderr and "power.solar_array.area_m2" in r.stderr
+    assert "on orbit" in r.stderr
+
+
+def test_run_far_from_tle_epoch_warns_with_the_field(tmp_path):
+    cfg = tmp_path / "late.yaml"
+    cfg.write_text(DEFAULT.read_text().replace('start_utc: "2026-03-01T00:00:00Z"', 'start_utc: "2026-04-15T00:00:00Z"'))
+    r = _cli("sim.cli", "run", str(cfg), "--days", "0.05", "--out", str(tmp_path / "r"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "warning: orbit.tle_max_age_days" in r.stderr and "45.0 days from the TLE epoch" in r.stderr
