@@ -1,42 +1,50 @@
 """FlightSoftware: the executive, its tasks and the components they drive, wired from a config.
 
 Everything the flight software touches outside itself is handed in at start-up:
-the mission config, the initial model image, the optimizer backend and the sink
-that receives downlinked packets. Each tick the host (simulator or HIL bench)
-fills `inputs` and calls `step(tick)`; it reads back `outputs` (energy drawn,
-classifications produced). Mission time is `tick * minor_frame_s`; the wall clock
-is never read.
+the mission config, the initial model image, the payload device, the optimizer
+backend and the sink that receives downlinked packets. Each tick the host
+(simulator or HIL bench) fills `inputs` and calls `step(tick)`; it reads back
+`outputs` (energy drawn, classifications produced). Mission time is
+`tick * minor_frame_s`; the wall clock is never read (the real-time runner paces
+ticks with a clock the host injects).
+
+Frames in which no task is due may be crossed in one call to `idle()`: only the
+downlink drains there, and it does so in whole bits per frame, so crossing k idle
+frames at once gives exactly the bytes of k single steps.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
+import zlib
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
 
 from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.devices.optimizer import DigitalSolver
-from flight_sw.exec.schedule import (
-    build_frame_table,
-    build_task_specs,
-    essential_energy_per_orbit_j,
-)
-from flight_sw.fdir.modes import ModeManager
+from flight_sw.exec.schedule import build_frame_table, build_task_specs
+from flight_sw.fdir.modes import NOMINAL, ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
 from flight_sw.ml.learner import OnboardLearner
 from flight_sw.ml.model import ModelImage
-from flight_sw.power.budget import PowerBudget
+from flight_sw.power.budget import OrbitBudgetState, PowerBudget
 from flight_sw.power.eclipse_predictor import EclipsePredictor
+from flight_sw.power.feasibility import check_essential_feasibility, essential_power_w
 from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.downlink import DownlinkQueue
 from flight_sw.tmtc.packets import TmEncoder
 
 ACQ_DARK, ACQ_SCENE, ACQ_LABELLED = 0, 1, 2
+#: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
+DEADLINE_EVENT_LIMIT = 10
+SNAPSHOT_MAGIC = b"FSWSNAP1"
 
 
 class PayloadDevice(Protocol):
@@ -45,6 +53,10 @@ class PayloadDevice(Protocol):
     def acquire(self, pixels: np.ndarray, labels: np.ndarray) -> int:
         """Fill pixels (and labels over a calibration site); return an ACQ_* status."""
         ...
+
+
+class SnapshotError(ValueError):
+    """A snapshot that must not be restored (corrupt, or from another configuration)."""
 
 
 @dataclass
@@ -72,28 +84,45 @@ class FlightSoftware:
         image: ModelImage,
         payload: PayloadDevice,
         downlink_sink: Callable[[bytes], None],
+        optimizer=None,
+        check_energy_days: float | None = None,
     ):
+        """Build and check everything; refuse infeasible schedules and power systems.
+
+        `optimizer` is any backend with solve(Q, B) -> (X, report) (default: the
+        digital solver). `check_energy_days` (default: the mission's duration)
+        is how far ahead the essential set is checked against the worst orbit.
+        """
         self.cfg = cfg
         self.payload = payload
         self.frame_s = cfg.executive.minor_frame_s
         self.specs = build_task_specs(cfg.tasks, self.frame_s)
         self.table = build_frame_table(self.specs, cfg.executive)
         self.n_frames = cfg.executive.frames_per_major
+        self.feasibility = check_essential_feasibility(
+            cfg, cfg.mission.duration_days if check_energy_days is None else check_energy_days
+        )
         self.buffers = allocate_buffers(cfg)
         self.memory_report = memory_report(cfg)
         n_tasks = len(self.specs)
-        self.task_runs = np.zeros(n_tasks, dtype=np.int64)
-        self.task_skipped = np.zeros(n_tasks, dtype=np.int64)
-        self.task_overruns = np.zeros(n_tasks, dtype=np.int64)
-        self.task_energy_j = np.zeros(n_tasks, dtype=np.float64)
-        self.task_orbit_energy_j = np.zeros(n_tasks, dtype=np.float64)
+        self.task_runs = [0] * n_tasks
+        self.task_skipped = [0] * n_tasks
+        self.task_overruns = [0] * n_tasks
+        self.task_deadline_misses = [0] * n_tasks
+        self.task_disabled = [False] * n_tasks
+        self.task_energy_j = [0.0] * n_tasks
+        self.task_orbit_energy_j = [0.0] * n_tasks
+        self._overrun_ticks = [deque(maxlen=cfg.fdir.overrun_limit) for _ in range(n_tasks)]
+        self._overrun_window_ticks = cfg.fdir.overrun_window_s / self.frame_s
         self.overruns_total = 0
         self.optional_skipped_total = 0
+        self.deadline_misses_total = 0
 
         self.downlink = DownlinkQueue(
             self.buffers["tmtc.downlink_queue"],
             self.buffers["tmtc.downlink_lengths"],
             cfg.downlink.rate_bps,
+            self.frame_s,
             downlink_sink,
         )
         self.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, self.downlink.push)
@@ -101,25 +130,26 @@ class FlightSoftware:
 
         self.tle = parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2)
         self.predictor = EclipsePredictor(self.tle, cfg.mission.start_utc)
-        orbit_guess_s = 86400.0 / self.tle.mean_motion_rev_per_day
-        essential_w = cfg.power.bus_base_load_w + essential_energy_per_orbit_j(
-            self.specs, self.frame_s, orbit_guess_s
-        ) / orbit_guess_s
-        self.budget = PowerBudget(cfg, essential_w)
+        self.budget = PowerBudget(cfg, essential_power_w(cfg))
         self.orbit_index = -1
         self._prev_umbra = (math.nan, math.nan)
 
-        flops_per_s = cfg.executive.cpu_flops_per_s
-        self.cpu_flops_per_s = flops_per_s
+        self.cpu_flops_per_s = cfg.executive.cpu_flops_per_s
         aug = cfg.model.feature_dim + 1
-        self.solver = DigitalSolver(aug, len(cfg.payload.classes), cfg.device.digital_energy_per_flop_j)
+        self.solver = optimizer or DigitalSolver(aug, len(cfg.payload.classes), cfg.device.digital_energy_per_flop_j)
         self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
         self._pixels = self.buffers["ml.batch_pixels"]
         self._labels = self.buffers["ml.batch_labels"]
+        # Calibration acquisitions have their own buffers so they never clobber the
+        # inference product that the host reads after the tick.
+        self._cal_pixels = self.buffers["ml.label_pixels"]
+        self._cal_labels = self.buffers["ml.label_labels"]
+        self._cal_pred = self.buffers["ml.label_pred"]
         self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
         self._handlers = tuple(self._handler_for(s.kind) for s in self.specs)
+        # Optional tasks of higher priority keep a first claim on the orbit budget.
         self._claim_w = tuple(
             sum(
                 o.energy_j / (o.period_frames * self.frame_s)
@@ -128,6 +158,7 @@ class FlightSoftware:
             )
             for s in self.specs
         )
+        self._next_due = self._build_next_due()
         self._was_in_contact = False
         self._hk_energy_j = 0.0
         self._hk_last_tick = 0
@@ -135,7 +166,32 @@ class FlightSoftware:
         self.t_s = 0.0
         self.modes.announce_start(0.0)
 
-    # -- the executive ---------------------------------------------------------------
+    # -- schedule helpers --------------------------------------------------------------
+    def _build_next_due(self) -> tuple[tuple[int, ...], ...]:
+        """Per mode and frame: frames until the next frame with a task due in that mode."""
+        out = []
+        for mode in range(len(MODES)):
+            bit = 1 << mode
+            due = [any(self.specs[i].mode_mask & bit for i in frame) for frame in self.table]
+            dist = []
+            for f in range(self.n_frames):
+                k = 0
+                while k < self.n_frames and not due[(f + k) % self.n_frames]:
+                    k += 1
+                dist.append(k if k < self.n_frames else -1)
+            out.append(tuple(dist))
+        return tuple(out)
+
+    def next_due_tick(self, tick: int) -> int:
+        """First tick >= `tick` at which some task is due in the current mode (-1: never)."""
+        k = self._next_due[self.modes.mode_index][tick % self.n_frames]
+        return -1 if k < 0 else tick + k
+
+    def idle(self, n_frames: int, in_contact: bool) -> None:
+        """Cross n frames in which no task is due: only the downlink drains."""
+        self.downlink.drain(n_frames, in_contact)
+
+    # -- the executive -----------------------------------------------------------------
     def step(self, tick: int) -> None:
         """Run minor frame `tick`: every due task in priority order, power-admitted."""
         self._tick = tick
@@ -145,10 +201,11 @@ class FlightSoftware:
         out.energy_j = 0.0
         out.predictions_valid = False
         mode_bit = 1 << self.modes.mode_index
+        frame_load_s = 0.0
         for idx in self.table[tick % self.n_frames]:
             spec = self.specs[idx]
-            if not spec.mode_mask & mode_bit:
-                continue  # not scheduled in this mode: neither run nor skip
+            if not spec.mode_mask & mode_bit or self.task_disabled[idx]:
+                continue  # not scheduled in this mode / disabled: neither run nor skip
             if not spec.essential and not self._admit(spec.energy_j, self._claim_w[idx], t):
                 self.task_skipped[idx] += 1
                 self.optional_skipped_total += 1
@@ -156,19 +213,38 @@ class FlightSoftware:
             cost_s = self._handlers[idx](t)
             if cost_s < 0.0:
                 continue  # woke up, nothing to do, negligible energy
-            self.task_runs[idx] += 1
-            energy = spec.energy_j
-            out.energy_j += energy
-            self.task_energy_j[idx] += energy
-            self.task_orbit_energy_j[idx] += energy
-            if not spec.essential:
-                self.budget.spend(energy)
-            if cost_s > spec.compute_budget_s:
-                self.task_overruns[idx] += 1
-                self.overruns_total += 1
-                self.tm.event(d.EVENT_TASK_OVERRUN, "low", struct.pack(">Bf", idx, cost_s), t)
+            self._account(idx, spec, cost_s, tick, t)
+            frame_load_s += cost_s
+            if frame_load_s > self.frame_s:
+                self._deadline_miss(idx, frame_load_s, t)
+            if mode_bit != 1 << self.modes.mode_index:
+                mode_bit = 1 << self.modes.mode_index  # a task changed the mode: re-mask the rest
         self._hk_energy_j += out.energy_j
-        self.downlink.drain(self.frame_s, self.inputs.in_contact)
+        self.downlink.drain(1, self.inputs.in_contact)
+
+    def _account(self, idx: int, spec, cost_s: float, tick: int, t: float) -> None:
+        self.task_runs[idx] += 1
+        energy = spec.energy_j
+        self.outputs.energy_j += energy
+        self.task_energy_j[idx] += energy
+        self.task_orbit_energy_j[idx] += energy
+        if not spec.essential:
+            self.budget.spend(energy)
+        if cost_s > spec.compute_budget_s:
+            self.task_overruns[idx] += 1
+            self.overruns_total += 1
+            self.tm.event(d.EVENT_TASK_OVERRUN, "low", struct.pack(">Bf", idx, cost_s), t)
+            recent = self._overrun_ticks[idx]
+            recent.append(tick)
+            if len(recent) == recent.maxlen and recent[-1] - recent[0] <= self._overrun_window_ticks:
+                recent.clear()
+                self.modes.step_down("overruns", t)
+
+    def _deadline_miss(self, idx: int, frame_load_s: float, t: float) -> None:
+        self.task_deadline_misses[idx] += 1
+        self.deadline_misses_total += 1
+        if self.task_deadline_misses[idx] <= DEADLINE_EVENT_LIMIT:
+            self.tm.event(d.EVENT_DEADLINE_MISS, "low", struct.pack(">Bf", idx, frame_load_s), t)
 
     def _admit(self, energy_j: float, claim_w: float, t: float) -> bool:
         """Power admission of one optional run: budget, battery floor and eclipse policy.
@@ -206,10 +282,38 @@ class FlightSoftware:
             "training": self._task_training,
         }[kind]
 
+    # -- commands (issue 7 routes authenticated telecommands here) ---------------------
+    def command_mode(self, mode: str) -> bool:
+        """Ground command to a mode; False when a fault holds the satellite lower."""
+        return self.modes.command(MODES.index(mode), self.t_s)
+
+    def disable_task(self, name: str, reason: str) -> None:
+        idx = next(s.index for s in self.specs if s.name == name)
+        if not self.task_disabled[idx]:
+            self.task_disabled[idx] = True
+            self.tm.event(
+                d.EVENT_TASK_DISABLED, "medium", struct.pack(">BB", idx, d.TASK_DISABLE_REASONS.index(reason)), self.t_s
+            )
+
+    def enable_task(self, name: str) -> None:
+        self.task_disabled[next(s.index for s in self.specs if s.name == name)] = False
+
+    def load_tle(self, line1: str, line2: str) -> None:
+        """Adopt an uplinked TLE: validate it, re-predict, and reopen this orbit's budget.
+
+        Energy already spent on optional work in this orbit stays spent. A bad TLE
+        raises `TleError` and changes nothing (the old TLE keeps flying).
+        """
+        tle = parse_tle(line1, line2)
+        self.predictor.set_tle(tle)
+        self.tle = tle
+        self._open_orbit(self.t_s, reopen=True)
+
     # -- tasks: each returns its modelled compute time [s], or -1 when it had nothing to do
     def _task_power_monitor(self, t: float) -> float:
         inp = self.inputs
         self.modes.check_power(inp.soc, t)
+        self.modes.check_device(bool(getattr(self.solver, "failed", False)), t)
         if inp.in_contact != self._was_in_contact:
             self._was_in_contact = inp.in_contact
             self.tm.event(d.EVENT_CONTACT, "info", struct.pack(">B", int(inp.in_contact)), t)
@@ -262,23 +366,17 @@ class FlightSoftware:
             s.used_j = prev_used
             s.remaining_j = max(0.0, s.budget_j - prev_used)
         else:
-            self.task_orbit_energy_j[:] = 0.0
+            for i in range(len(self.task_orbit_energy_j)):
+                self.task_orbit_energy_j[i] = 0.0
         self.tm.housekeeping(d.HK_ORBIT_SID, payload, t)
-
-    def load_tle(self, line1: str, line2: str) -> None:
-        """Adopt an uplinked TLE: validate it, re-predict, and reopen this orbit's budget.
-
-        Energy already spent on optional work in this orbit stays spent. A bad TLE
-        raises `TleError` and changes nothing (the old TLE keeps flying).
-        """
-        tle = parse_tle(line1, line2)
-        self.predictor.set_tle(tle)
-        self.tle = tle
-        self._open_orbit(self.t_s, reopen=True)
 
     def _task_housekeeping(self, t: float) -> float:
         inp = self.inputs
         learner = self.learner
+        if not learner.head_is_valid():
+            learner.rollback()
+            if not learner.head_is_valid():
+                self.modes.cap(NOMINAL, "invalid_model", t)
         s = self.budget.state
         dt = max((self._tick - self._hk_last_tick) * self.frame_s, self.frame_s)
         load_w = self.cfg.power.bus_base_load_w + self._hk_energy_j / dt
@@ -313,7 +411,13 @@ class FlightSoftware:
         self.tm.housekeeping(d.HK_CORE_SID, core, t)
         tasks = b"".join(
             d.HK_TASK_STRUCT.pack(
-                i, int(self.task_runs[i]), int(self.task_skipped[i]), int(self.task_overruns[i]), self.task_energy_j[i]
+                i,
+                self.task_runs[i],
+                self.task_skipped[i],
+                self.task_overruns[i],
+                self.task_deadline_misses[i],
+                int(self.task_disabled[i]),
+                self.task_energy_j[i],
             )
             for i in range(len(self.specs))
         )
@@ -326,27 +430,28 @@ class FlightSoftware:
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
         n = self._pixels.shape[0]
-        return 2.0 * n * self.learner.feat.shape[1] * (self.cfg.payload.bands + len(self.cfg.payload.classes)) / self.cpu_flops_per_s
+        aug = self.learner.feat.shape[1]
+        return 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) / self.cpu_flops_per_s
 
     def _task_label_collect(self, t: float) -> float:
-        if self.payload.acquire(self._pixels, self._labels) != ACQ_LABELLED:
+        if self.payload.acquire(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
             return -1.0
-        self.learner.accumulate(self._pixels, self._labels, self.buffers["ml.batch_pred"])
+        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)
         aug = self.learner.feat.shape[1]
-        return 2.0 * self._pixels.shape[0] * aug * aug / self.cpu_flops_per_s
+        return 2.0 * self._cal_pixels.shape[0] * aug * aug / self.cpu_flops_per_s
 
     def _task_training(self, t: float) -> float:
         learner = self.learner
         if not learner.wants_training():
             return -1.0
+        cost_s = learner.step_flops() / self.cpu_flops_per_s
         outcome = learner.training_step()
         if outcome is not None:
             self._report_update(outcome, t)
-        rep = self.solver.report
-        return rep.flops / self.cpu_flops_per_s if learner.state == 2 else 1e-3
+        return cost_s
 
     def _report_update(self, outcome: str, t: float) -> None:
         learner = self.learner
@@ -370,3 +475,92 @@ class FlightSoftware:
     @property
     def mode(self) -> str:
         return MODES[self.modes.mode_index]
+
+    # -- snapshot and restore ----------------------------------------------------------
+    def _scalar_state(self) -> dict:
+        return {
+            "tick": self._tick,
+            "t_s": self.t_s,
+            "orbit_index": self.orbit_index,
+            "prev_umbra": list(self._prev_umbra),
+            "budget": asdict(self.budget.state),
+            "task_runs": self.task_runs,
+            "task_skipped": self.task_skipped,
+            "task_overruns": self.task_overruns,
+            "task_deadline_misses": self.task_deadline_misses,
+            "task_disabled": self.task_disabled,
+            "task_energy_j": self.task_energy_j,
+            "task_orbit_energy_j": self.task_orbit_energy_j,
+            "overrun_ticks": [list(q) for q in self._overrun_ticks],
+            "overruns_total": self.overruns_total,
+            "optional_skipped_total": self.optional_skipped_total,
+            "deadline_misses_total": self.deadline_misses_total,
+            "hk_energy_j": self._hk_energy_j,
+            "hk_last_tick": self._hk_last_tick,
+            "was_in_contact": self._was_in_contact,
+            "downlink": self.downlink.state_dict(),
+            "tm": {"seq_count": self.tm.seq_count, "packets": self.tm.packets},
+            "modes": self.modes.state_dict(),
+            "learner": self.learner.state_dict(),
+            "solver": {"solves": self.solver.solves, "energy_total_j": self.solver.energy_total_j},
+            "tle": [self.tle.line1, self.tle.line2],
+            "config_fingerprint": self._config_fingerprint(),
+        }
+
+    def _config_fingerprint(self) -> str:
+        shapes = {k: [list(v.shape), str(v.dtype)] for k, v in sorted(self.buffers.items())}
+        return f"{zlib.crc32(json.dumps([repr(self.cfg), shapes]).encode()):08x}"
+
+    def snapshot(self) -> bytes:
+        """Everything needed to continue byte-identically: scalars (JSON) + buffers + CRC-32.
+
+        This is what a flight computer keeps in non-volatile memory across a reboot.
+        """
+        header = json.dumps(self._scalar_state(), sort_keys=True).encode()
+        body = b"".join(self.buffers[name].tobytes() for name in sorted(self.buffers))
+        blob = SNAPSHOT_MAGIC + struct.pack(">I", len(header)) + header + body
+        return blob + struct.pack(">I", zlib.crc32(blob))
+
+    def restore(self, blob: bytes) -> None:
+        """Load a snapshot taken by the same configuration; refuse a corrupt or foreign one."""
+        if len(blob) < len(SNAPSHOT_MAGIC) + 8 or not blob.startswith(SNAPSHOT_MAGIC):
+            raise SnapshotError("not a flight software snapshot")
+        if struct.unpack(">I", blob[-4:])[0] != zlib.crc32(blob[:-4]):
+            raise SnapshotError("snapshot CRC mismatch: corrupt, refusing to restore")
+        n = struct.unpack_from(">I", blob, len(SNAPSHOT_MAGIC))[0]
+        start = len(SNAPSHOT_MAGIC) + 4
+        state = json.loads(blob[start : start + n])
+        if state["config_fingerprint"] != self._config_fingerprint():
+            raise SnapshotError("snapshot was taken with a different configuration")
+        pos = start + n
+        for name in sorted(self.buffers):
+            buf = self.buffers[name]
+            buf[...] = np.frombuffer(blob, dtype=buf.dtype, count=buf.size, offset=pos).reshape(buf.shape)
+            pos += buf.nbytes
+        if state["tle"] != [self.tle.line1, self.tle.line2]:
+            self.tle = parse_tle(*state["tle"])
+            self.predictor.set_tle(self.tle)
+        self._tick = state["tick"]
+        self.t_s = state["t_s"]
+        self.orbit_index = state["orbit_index"]
+        self._prev_umbra = tuple(state["prev_umbra"])
+        self.budget.state = OrbitBudgetState(**state["budget"])
+        for name in ("task_runs", "task_skipped", "task_overruns", "task_deadline_misses", "task_disabled",
+                     "task_energy_j", "task_orbit_energy_j"):
+            getattr(self, name)[:] = state[name]
+        for q, ticks in zip(self._overrun_ticks, state["overrun_ticks"], strict=True):
+            q.clear()
+            q.extend(ticks)
+        self.overruns_total = state["overruns_total"]
+        self.optional_skipped_total = state["optional_skipped_total"]
+        self.deadline_misses_total = state["deadline_misses_total"]
+        self._hk_energy_j = state["hk_energy_j"]
+        self._hk_last_tick = state["hk_last_tick"]
+        self._was_in_contact = state["was_in_contact"]
+        self.downlink.load_state_dict(state["downlink"])
+        self.tm.seq_count = state["tm"]["seq_count"]
+        self.tm.packets = state["tm"]["packets"]
+        self.modes.load_state_dict(state["modes"])
+        self.learner.load_state_dict(state["learner"])
+        self.solver.solves = state["solver"]["solves"]
+        self.solver.energy_total_j = state["solver"]["energy_total_j"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,11 +47,14 @@ def cmd_plan_eclipses(args) -> int:
         return EXIT_BAD_INPUT
     out = Path(args.out) if args.out else Path("plan") / Path(args.config).stem
     t0 = time.perf_counter()
-    write_plan(cfg, args.days, out)
-    if args.year_plot:
-        print()
-        year_plot(cfg, out / YEAR_PNG_NAME, plan_days=args.days)
-    print(f"done in {time.perf_counter() - t0:.1f} s")
+    try:
+        write_plan(cfg, args.days, out)
+        if args.year_plot:
+            print()
+            year_plot(cfg, out / YEAR_PNG_NAME, plan_days=args.days)
+        print(f"done in {time.perf_counter() - t0:.1f} s")
+    except BrokenPipeError:  # `| head`: the reader left; no traceback on exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

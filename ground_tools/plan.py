@@ -10,9 +10,11 @@ Sources:
 
 - Geometry is the simulator's truth (:class:`sim.orbit_truth.OrbitTruth`: SGP4 from the
   config's TLE, DE421 sun, conical WGS84 shadow, edges refined to 0.1 s). Orbits run
-  ascending node to ascending node. An eclipse is listed in the orbit in which its
-  penumbra begins; if it straddles a node its umbra exit lies in the next orbit, while
-  ``sunlit_fraction`` and the energies always cover the orbit itself.
+  ascending node to ascending node. Each orbit lists the eclipse that overlaps it most
+  (entry, exit and full duration of that passage, which may straddle a node: on an
+  inclined orbit the eclipse drifts across the node over the days), while
+  ``umbra_in_orbit_min``, ``sunlit_fraction`` and the energies cover the orbit itself.
+  Where an eclipse sits right on a node, one passage can be listed by two orbits.
 - Array energy uses the truth array model (:class:`sim.power_truth.SolarArrayTruth`:
   irradiance x area x efficiency x temperature derating x age degradation). A
   sun-pointing array gives ``peak_w * age * sunlit_s``; a body-mounted zenith panel
@@ -65,8 +67,9 @@ class OrbitPlanRow:
     duration_min: float
     umbra_entry_utc: str  # "" when the orbit's eclipse is penumbra-only or there is none
     umbra_exit_utc: str
-    umbra_duration_min: float  # umbra exit - entry of the eclipse beginning in this orbit
+    umbra_duration_min: float  # umbra exit - entry of the eclipse overlapping this orbit most
     penumbra_s: float  # penumbra-only time of that eclipse (both edges)
+    umbra_in_orbit_min: float  # umbra time inside this orbit (what the energy sees)
     sunlit_fraction: float  # visible solar disc integrated over this orbit / duration
     beta_deg: float  # at orbit start
     array_energy_j: float  # truth array model, this orbit
@@ -160,24 +163,23 @@ def eclipse_plan(cfg: MissionConfig, days: float) -> list[OrbitPlanRow]:
     t1_s = days * 86400.0
     orbits = truth.orbit_summaries(0.0, t1_s)
     n = len(orbits)
-    # Eclipses beginning in the last orbit may end after the window: search one orbit on.
-    events = truth.eclipse_events(0.0, t1_s + truth.period_s)
+    # Eclipses straddling the first or last node reach outside: search one orbit beyond.
+    events = truth.eclipse_events(-truth.period_s, t1_s + truth.period_s)
     u_entry, u_exit = np.full(n, np.nan), np.full(n, np.nan)
-    p_total = np.zeros(n)
-    if n and len(events):
-        owner = np.searchsorted(orbits.start_s, events.penumbra_entry_s, side="right") - 1
-        ok = (owner >= 0) & (events.penumbra_entry_s < orbits.end_s[np.clip(owner, 0, n - 1)])
-        owner = owner[ok]
-        # If an orbit ever began two eclipses, keep the longer one (first listed wins ties).
-        for k, ue, ux, dur in zip(
-            owner,
-            events.umbra_entry_s[ok],
-            events.umbra_exit_s[ok],
-            events.duration_s[ok],
-            strict=True,
-        ):
-            if p_total[k] < dur:
-                u_entry[k], u_exit[k], p_total[k] = ue, ux, dur
+    p_total, overlap = np.zeros(n), np.zeros(n)
+    for pe, ue, ux, px in zip(
+        events.penumbra_entry_s,
+        events.umbra_entry_s,
+        events.umbra_exit_s,
+        events.penumbra_exit_s,
+        strict=True,
+    ):
+        k0 = max(0, int(np.searchsorted(orbits.end_s, pe, side="right")))
+        k1 = int(np.searchsorted(orbits.start_s, px, side="left"))
+        for k in range(k0, min(k1, n)):  # orbits this eclipse overlaps
+            o = min(px, orbits.end_s[k]) - max(pe, orbits.start_s[k])
+            if o > overlap[k]:
+                overlap[k], u_entry[k], u_exit[k], p_total[k] = o, ue, ux, px - pe
     umbra_s = np.where(np.isfinite(u_entry), u_exit - u_entry, 0.0)
     penumbra_s = p_total - umbra_s
     energy = array_energy_j(cfg, truth, orbits)
@@ -192,6 +194,7 @@ def eclipse_plan(cfg: MissionConfig, days: float) -> list[OrbitPlanRow]:
             umbra_exit_utc=_iso(cfg, u_exit[i]),
             umbra_duration_min=float(umbra_s[i] / 60.0),
             penumbra_s=float(penumbra_s[i]),
+            umbra_in_orbit_min=float(orbits.umbra_s[i] / 60.0),
             sunlit_fraction=float(orbits.sunlit_fraction[i]),
             beta_deg=float(orbits.beta_deg[i]),
             array_energy_j=float(energy[i]),
@@ -210,6 +213,7 @@ _CSV_FORMAT = {
     "duration_min": "{:.3f}",
     "umbra_duration_min": "{:.3f}",
     "penumbra_s": "{:.1f}",
+    "umbra_in_orbit_min": "{:.3f}",
     "sunlit_fraction": "{:.5f}",
     "beta_deg": "{:.3f}",
     "array_energy_j": "{:.1f}",
@@ -227,50 +231,67 @@ def format_table(rows: list[OrbitPlanRow], max_rows: int = PRINT_ROWS) -> list[s
     """The terminal table (first ``max_rows`` orbits)."""
     head = (
         f"{'orbit':>5}  {'start UTC':<19}  {'umbra in':>8}  {'umbra out':>9}  {'umbra':>6}  "
-        f"{'penum':>5}  {'sunlit':>6}  {'beta':>6}  {'array':>7}  {'essent.':>7}  {'optional':>8}"
+        f"{'penum':>5}  {'in orb':>6}  {'sunlit':>6}  {'beta':>6}  {'array':>6}  {'essent':>6}  "
+        f"{'option':>6}"
     )
     units = (
         f"{'':>5}  {'':<19}  {'hh:mm:ss':>8}  {'hh:mm:ss':>9}  {'[min]':>6}  "
-        f"{'[s]':>5}  {'[-]':>6}  {'[deg]':>6}  {'[kJ]':>7}  {'[kJ]':>7}  {'[kJ]':>8}"
+        f"{'[s]':>5}  {'[min]':>6}  {'[-]':>6}  {'[deg]':>6}  {'[kJ]':>6}  {'[kJ]':>6}  {'[kJ]':>6}"
     )
     lines = [head, units]
     for r in rows[:max_rows]:
         lines.append(
             f"{r.orbit:>5}  {r.start_utc[:19].replace('T', ' '):<19}  {_hms(r.umbra_entry_utc):>8}  "
             f"{_hms(r.umbra_exit_utc):>9}  {r.umbra_duration_min:6.2f}  {r.penumbra_s:5.1f}  "
-            f"{r.sunlit_fraction:6.4f}  {r.beta_deg:6.1f}  {r.array_energy_j / 1e3:7.2f}  "
-            f"{r.essential_energy_j / 1e3:7.2f}  {r.optional_budget_j / 1e3:8.2f}"
+            f"{r.umbra_in_orbit_min:6.2f}  {r.sunlit_fraction:6.4f}  {r.beta_deg:6.1f}  "
+            f"{r.array_energy_j / 1e3:6.2f}  {r.essential_energy_j / 1e3:6.2f}  "
+            f"{r.optional_budget_j / 1e3:6.2f}"
         )
     if len(rows) > max_rows:
         lines.append(f"... {len(rows) - max_rows} more orbits (all {len(rows)} in the CSV)")
+    lines.append(
+        "umbra in/out/[min]/penum: the eclipse overlapping the orbit most; in orb: umbra inside "
+        "the orbit; option: optional budget at reserve SoC"
+    )
     return lines
 
 
-def summary_lines(rows: list[OrbitPlanRow]) -> list[str]:
-    """Worst orbit (minimum optional budget) and the umbra duration range."""
+def summary_lines(rows: list[OrbitPlanRow], margin_j: float = 0.0) -> list[str]:
+    """Worst orbit (minimum optional budget), the umbra duration range, and a warning
+    where the onboard budget promises more than the truth array energy affords."""
     if not rows:
         return ["no complete orbit in the planning window"]
     worst = min(rows, key=lambda r: (r.optional_budget_j, r.orbit))
+    best = max(r.optional_budget_j for r in rows)
     lines = [
         f"worst orbit (min optional budget): #{worst.orbit} starting {worst.start_utc}: "
-        f"{worst.optional_budget_j:.0f} J (array {worst.array_energy_j:.0f} J, "
-        f"umbra {worst.umbra_duration_min:.2f} min, beta {worst.beta_deg:.1f} deg)"
+        f"{worst.optional_budget_j:.0f} J (best orbit {best:.0f} J; worst has array "
+        f"{worst.array_energy_j:.0f} J, umbra {worst.umbra_in_orbit_min:.2f} min in orbit, "
+        f"beta {worst.beta_deg:.1f} deg)"
     ]
-    with_umbra = [r for r in rows if r.umbra_entry_utc]
-    if with_umbra:
-        lo = min(with_umbra, key=lambda r: r.umbra_duration_min)
-        hi = max(with_umbra, key=lambda r: r.umbra_duration_min)
+    eclipses = {r.umbra_entry_utc: r for r in rows if r.umbra_entry_utc}  # one per passage
+    dark_free = sum(1 for r in rows if r.umbra_in_orbit_min == 0.0)
+    if eclipses:
+        lo = min(eclipses.values(), key=lambda r: r.umbra_duration_min)
+        hi = max(eclipses.values(), key=lambda r: r.umbra_duration_min)
         lines.append(
-            f"umbra duration: min {lo.umbra_duration_min:.2f} min (orbit #{lo.orbit}), "
-            f"max {hi.umbra_duration_min:.2f} min (orbit #{hi.orbit})"
-            + (
-                f"; {len(rows) - len(with_umbra)} orbit(s) without umbra"
-                if len(with_umbra) < len(rows)
-                else ""
-            )
+            f"umbra duration over {len(eclipses)} eclipses: min {lo.umbra_duration_min:.2f} min "
+            f"(entry {lo.umbra_entry_utc}), max {hi.umbra_duration_min:.2f} min "
+            f"(entry {hi.umbra_entry_utc})"
+            + (f"; {dark_free} orbit(s) without umbra" if dark_free else "")
         )
     else:
         lines.append("umbra duration: no umbra in the planning window (full-sun season)")
+    over = [
+        r.optional_budget_j - max(0.0, r.array_energy_j - r.essential_energy_j - margin_j)
+        for r in rows
+    ]
+    n_over = sum(1 for x in over if x > 1.0)
+    if n_over:
+        lines.append(
+            f"WARNING: in {n_over} orbit(s) the onboard budget exceeds what the truth array "
+            f"energy affords (by up to {max(over):.0f} J): the onboard array model over-predicts"
+        )
     return lines
 
 
@@ -303,7 +324,7 @@ def write_plan(
         f"budget at reserve SoC {bat.reserve_soc:g}, margin {budget.margin_j:g} J",
         file=out,
     )
-    for line in format_table(rows) + [""] + summary_lines(rows):
+    for line in format_table(rows) + [""] + summary_lines(rows, budget.margin_j):
         print(line, file=out)
     print(f"wrote {path}", file=out)
     return rows, path
@@ -319,7 +340,8 @@ class YearView:
     start_s: np.ndarray
     umbra_fraction: np.ndarray
     beta_deg: np.ndarray
-    optional_budget_j: np.ndarray
+    optional_budget_j: np.ndarray  # onboard budget at reserve SoC
+    affordable_j: np.ndarray  # truth array energy - essential - margin (may be < 0)
 
     @property
     def worst(self) -> int:
@@ -332,9 +354,10 @@ def year_view(cfg: MissionConfig, days: int = YEAR_DAYS) -> YearView:
     truth = _truth(cfg)
     orbits = truth.orbit_summaries(0.0, days * 86400.0)
     nan = np.full(len(orbits), np.nan)
-    _, _, budget = _budgets(cfg, orbits, nan, nan)
+    _, essential, budget = _budgets(cfg, orbits, nan, nan)
+    affordable = array_energy_j(cfg, truth, orbits) - essential - cfg.power.budget.margin_j
     return YearView(
-        orbits.start_s, orbits.umbra_s / orbits.duration_s, orbits.beta_deg, budget
+        orbits.start_s, orbits.umbra_s / orbits.duration_s, orbits.beta_deg, budget, affordable
     )
 
 
@@ -357,12 +380,18 @@ def year_plot(
     w = view.worst
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True, constrained_layout=True)
     series = (
-        (100.0 * view.umbra_fraction, "umbra fraction of orbit [%]", "tab:blue"),
-        (view.beta_deg, "beta angle [deg]", "tab:orange"),
-        (view.optional_budget_j / 1e3, "optional budget per orbit [kJ]", "tab:green"),
+        (100.0 * view.umbra_fraction, "umbra fraction of orbit [%]", "tab:blue", None),
+        (view.beta_deg, "beta angle [deg]", "tab:orange", None),
+        (
+            view.optional_budget_j / 1e3,
+            "optional energy per orbit [kJ]",
+            "tab:green",
+            f"onboard optional budget at reserve SoC {cfg.power.battery.reserve_soc:g} "
+            "(flight software's array model)",
+        ),
     )
-    for k, (ax, (y, label, color)) in enumerate(zip(axes, series, strict=True)):
-        ax.plot(dates, y, color=color, lw=1.0)
+    for k, (ax, (y, label, color, line_label)) in enumerate(zip(axes, series, strict=True)):
+        ax.plot(dates, y, color=color, lw=1.0, label=line_label)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.axvline(dates[w], color="tab:red", ls="--", lw=1.0)
@@ -377,8 +406,13 @@ def year_plot(
         mid = 0.5 * (lo + hi)
         axes[0].set_ylim(max(0.0, mid - 2.5), mid + 2.5)
     axes[1].axhline(0.0, color="k", lw=0.6)
-    axes[2].set_ylim(bottom=0.0)
+    axes[2].plot(dates, view.affordable_j / 1e3, color="tab:purple", ls=":", lw=1.2,
+                 label="truth array energy - essential - margin (what the orbit affords)")
+    axes[2].axhline(0.0, color="k", lw=0.6)
     axes[0].legend(loc="lower left", fontsize=8, framealpha=0.9)
+    e_lo, e_hi = axes[2].get_ylim()
+    axes[2].set_ylim(e_lo, e_hi + 0.35 * (e_hi - e_lo))  # headroom for the legend
+    axes[2].legend(loc="upper left", fontsize=8, framealpha=0.9)
     axes[2].xaxis.set_major_locator(mdates.MonthLocator())
     axes[2].xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
     axes[2].set_xlabel("orbit start date (UTC)")

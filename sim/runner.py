@@ -28,19 +28,11 @@ from pathlib import Path
 import numpy as np
 
 import flight_sw
-from flight_sw.app import FlightSoftware
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.model import FeatureExtractor
 from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc.dictionary import DICTIONARY_VERSION
-from sim.prelaunch import train_prelaunch_model
 from sim.progress import Progress
-from sim.world import PayloadTruth, World
-
-#: Ticks of truth prepared per vectorised block (6 h at 1 s frames).
-BLOCK_TICKS = 21600
-#: Truth series sampling period in truth.npz.
-TRUTH_SAMPLE_S = 30.0
+from sim.simulation import BLOCK_TICKS, Simulation
 
 log = logging.getLogger("flightsim")
 
@@ -76,13 +68,6 @@ def git_revision(path: Path) -> str | None:
     if rev.returncode != 0:
         return None
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _spawn_rngs(seed: int) -> dict[str, np.random.Generator]:
-    """One generator per component, spawned from the mission seed."""
-    names = ("prelaunch", "scene", "payload_labels")
-    children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
 
 def run_mission(
@@ -130,15 +115,7 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
         log.warning(msg)
         print(msg, file=sys.stderr)
 
-    rngs = _spawn_rngs(seed)
-    image = train_prelaunch_model(cfg, rngs["prelaunch"])
     t_prep = time.perf_counter()
-    world = World(cfg, duration_s, rngs["scene"])
-    log.info(
-        f"truth prepared in {time.perf_counter() - t_prep:.1f} s: {len(world.eclipses)} eclipses, "
-        f"{len(world.contacts)} contacts, {len(world.overpasses)} calibration-site passes"
-    )
-    payload = PayloadTruth(world, rngs["payload_labels"])
     tm_path = out_dir / "telemetry.bin"
     tm_file = open(tm_path, "wb")  # noqa: SIM115 - closed below
     downlinked = [0, 0]
@@ -148,86 +125,39 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
         downlinked[0] += 1
         downlinked[1] += len(packet)
 
-    fsw = FlightSoftware(cfg, image, payload, sink)
-    log.info("start-up memory report (bytes): " + json.dumps(fsw.memory_report))
+    try:
+        sim = Simulation(cfg, seed, duration_s, sink)
+        world, fsw = sim.world, sim.fsw
+        log.info(
+            f"truth prepared in {time.perf_counter() - t_prep:.1f} s: {len(world.eclipses)} eclipses, "
+            f"{len(world.contacts)} contacts, {len(world.overpasses)} calibration-site passes"
+        )
+        log.info("start-up memory report (bytes): " + json.dumps(fsw.memory_report))
+        feas = fsw.feasibility
+        log.info(
+            f"essential load {feas.essential_power_w:.2f} W feasible on all {feas.orbits} orbits; "
+            f"worst orbit {feas.worst_orbit} margin {feas.worst_margin_j:.0f} J"
+        )
+        progress = Progress(days, "simulating", "days", enabled=show_progress)
+        while not sim.done:
+            sim.advance(BLOCK_TICKS)
+            progress.update(sim.tick * frame_s / 86400.0)
+        progress.close()
+    finally:
+        tm_file.close()
 
-    frozen_ext = FeatureExtractor(
-        image, np.zeros_like(fsw.buffers["ml.extractor_weights_int8"]), np.zeros_like(fsw.buffers["ml.extractor_scales"])
-    )
-    frozen_head = image.head.copy()
-    frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
-
-    sample_every = max(1, int(round(TRUTH_SAMPLE_S / frame_s)))
-    n_samples = n_ticks // sample_every + 1
-    truth_t = np.zeros(n_samples)
-    truth_soc = np.zeros(n_samples)
-    truth_solar = np.zeros(n_samples)
-    truth_load = np.zeros(n_samples)
-    truth_illum = np.zeros(n_samples)
-    truth_contact = np.zeros(n_samples, dtype=bool)
-    acc_t: list[float] = []
-    acc_onboard: list[float] = []
-    acc_frozen: list[float] = []
-    k = 0
-    load_acc_j = 0.0
-    base_w = cfg.power.bus_base_load_w
-    battery = world.battery
-    inputs = fsw.inputs
-    outputs = fsw.outputs
-    progress = Progress(days, "simulating", "days", enabled=show_progress)
-    min_soc = battery.soc
-
-    for tick0 in range(0, n_ticks, BLOCK_TICKS):
-        n = min(BLOCK_TICKS, n_ticks - tick0)
-        blk = world.block(tick0, n)
-        solar = blk.solar_w.tolist()
-        contact = blk.in_contact.tolist()
-        site = blk.site.tolist()
-        elev = blk.sun_elev_deg.tolist()
-        for i in range(n):
-            tick = tick0 + i
-            t = tick * frame_s
-            soc = battery.soc
-            inputs.soc = soc
-            inputs.solar_power_w = solar[i]
-            inputs.in_contact = contact[i]
-            payload.set_state(t, site[i], elev[i])
-            fsw.step(tick)
-            load_w = base_w + outputs.energy_j / frame_s
-            battery.step(solar[i], load_w, frame_s, t)
-            load_acc_j += load_w * frame_s
-            if soc < min_soc:
-                min_soc = soc
-            if outputs.predictions_valid:
-                truth = payload.truth_labels
-                acc_t.append(t)
-                acc_onboard.append(float(np.mean(outputs.predictions == truth)))
-                frozen_ext.features_into(fsw._pixels, frozen_feat)
-                acc_frozen.append(float(np.mean(np.argmax(frozen_feat @ frozen_head, axis=1) == truth)))
-            if tick % sample_every == 0:
-                truth_t[k] = t
-                truth_soc[k] = battery.soc
-                truth_solar[k] = solar[i]
-                truth_load[k] = load_acc_j / (sample_every * frame_s) if tick else load_w
-                truth_illum[k] = blk.illumination[i]
-                truth_contact[k] = contact[i]
-                load_acc_j = 0.0
-                k += 1
-        progress.update((tick0 + n) * frame_s / 86400.0)
-    progress.close()
-    tm_file.close()
-
+    tl = sim.log
     ev = world.eclipses
     np.savez_compressed(
         out_dir / "truth.npz",
-        t_s=truth_t[:k], soc=truth_soc[:k], solar_w=truth_solar[:k], load_w=truth_load[:k],
-        illumination=truth_illum[:k], in_contact=truth_contact[:k],
-        acc_t_s=np.array(acc_t), acc_onboard=np.array(acc_onboard), acc_frozen=np.array(acc_frozen),
+        t_s=np.array(tl.t_s), soc=np.array(tl.soc), solar_w=np.array(tl.solar_w), load_w=np.array(tl.load_w),
+        illumination=np.array(tl.illumination), in_contact=np.array(tl.in_contact, dtype=bool),
+        acc_t_s=np.array(tl.acc_t_s), acc_onboard=np.array(tl.acc_onboard), acc_frozen=np.array(tl.acc_frozen),
         umbra_entry_s=ev.umbra_entry_s, umbra_exit_s=ev.umbra_exit_s,
         contact_start_s=np.array([p.start_s for p in world.contacts]),
         contact_end_s=np.array([p.end_s for p in world.contacts]),
     )
-    summary = _summary(cfg, fsw, world, days, seed, acc_t, acc_onboard, acc_frozen, downlinked, min_soc)
+    summary = _summary(cfg, fsw, world, days, seed, tl.acc_t_s, tl.acc_onboard, tl.acc_frozen, downlinked, tl.min_soc)
     run_info = {
         "mission": cfg.mission.name,
         "seed": seed,
@@ -261,9 +191,7 @@ def _summary(cfg, fsw, world, days, seed, acc_t, acc_onboard, acc_frozen, downli
     shift_day = cfg.payload.drift.abrupt_shift_day
     pre_hi = (shift_day * 86400.0) if shift_day is not None else days * 86400.0
     last_day = max(days - 1.0, 0.0) * 86400.0
-    energy_training = sum(
-        float(fsw.task_energy_j[s.index]) for s in fsw.specs if s.kind == "training"
-    )
+    energy_training = sum(fsw.task_energy_j[s.index] for s in fsw.specs if s.kind == "training")
     out = {
         "mission": cfg.mission.name,
         "seed": seed,
@@ -282,6 +210,7 @@ def _summary(cfg, fsw, world, days, seed, acc_t, acc_onboard, acc_frozen, downli
         "brownout_deficit_j": round(bat.deficit_j, 3),
         "optional_runs_skipped": fsw.optional_skipped_total,
         "overruns": fsw.overruns_total,
+        "deadline_misses": fsw.deadline_misses_total,
         "mode_transitions": fsw.modes.transitions,
         "final_mode": fsw.mode,
         "training_updates_committed": fsw.learner.accepted,

@@ -107,12 +107,16 @@ class PayloadTruth:
         self.t_s = 0.0
         self.site = -1
         self.sun_elev_deg = -90.0
-        self.truth_labels = np.zeros(world.cfg.payload.samples_per_acquisition, dtype=np.int64)
+        self._truth: dict[int, np.ndarray] = {}  # true classes of the last acquisition into each buffer
 
     def set_state(self, t_s: float, site: int, sun_elev_deg: float) -> None:
         self.t_s = t_s
         self.site = site
         self.sun_elev_deg = sun_elev_deg
+
+    def truth_for(self, pixels: np.ndarray) -> np.ndarray:
+        """True classes of the last acquisition written into `pixels` (for scoring)."""
+        return self._truth[id(pixels)]
 
     def acquire(self, pixels: np.ndarray, labels: np.ndarray) -> int:
         """Fill pixels (and labels over a calibration site); return the ACQ_* status."""
@@ -122,9 +126,12 @@ class PayloadTruth:
         n = pixels.shape[0]
         over_site = self.site >= 0
         mix = self.world.site_mix[self.site] if over_site else scene.global_mix(self.t_s)
-        scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, self.truth_labels)
+        truth = self._truth.get(id(pixels))
+        if truth is None:
+            truth = self._truth[id(pixels)] = np.zeros(n, dtype=np.int64)
+        scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, truth)
         if over_site:
-            labels[:n] = self.truth_labels[:n]
+            labels[:n] = truth[:n]
             flip = self.rng.random(n) < self.label_noise
             if flip.any():
                 labels[:n][flip] = self.rng.integers(0, scene.n_classes, size=int(flip.sum()))

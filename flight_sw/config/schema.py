@@ -156,6 +156,22 @@ class ExecutiveConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FdirConfig:
+    overrun_limit: int = param(
+        5,
+        doc="Overruns of one task within overrun_window_s that step the mode down "
+        "(F Prime health: warn after 3, fail after 5 missed pings).",
+        ge=1,
+        le=1000,
+    )
+    overrun_window_s: float = param(600.0, doc="Window for counting overruns.", unit="s", gt=0)
+    watchdog_grace_s: float = param(
+        0.5, doc="Real-time mode: a task still running this long after its frame ends is declared hung.",
+        unit="s", gt=0, le=60,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class DriftConfig:
     gain_decay_per_day: float = param(
         0.002, doc="Relative per-band detector gain loss per day (ageing).", unit="1/day", ge=0, lt=0.1
@@ -261,6 +277,7 @@ class MissionConfig:
     orbit: OrbitConfig = param(doc="Orbit (uplinked TLE).")
     power: PowerConfig = param(doc="Power system.")
     executive: ExecutiveConfig = param(ExecutiveConfig(), doc="Executive frame structure.")
+    fdir: FdirConfig = param(FdirConfig(), doc="Fault detection, isolation and recovery thresholds.")
     tasks: tuple[TaskConfig, ...] = param(doc="Task table of the executive.", min_len=1)
     payload: PayloadConfig = param(PayloadConfig(), doc="Multispectral payload.")
     model: ModelConfig = param(ModelConfig(), doc="Onboard model and training.")

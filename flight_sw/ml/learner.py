@@ -6,6 +6,9 @@ interface), VALIDATE (candidate vs active on held-back samples), COMMIT (atomic
 switch of the active slot). Statistics accumulate when calibration labels arrive.
 After a commit the previous head stays in the other slot; if live labels show the
 new head doing worse than the previous one, it rolls back automatically.
+
+Every array lives in a buffer allocated at start-up; the steady-state path runs
+numba kernels over them and allocates nothing.
 """
 
 from __future__ import annotations
@@ -15,23 +18,39 @@ import math
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.devices.optimizer import DigitalSolver, SolveReport
+from flight_sw.devices.optimizer import SolveReport
+from flight_sw.ml import kernels as k
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 
 IDLE, SOLVE, VALIDATE, COMMIT = 0, 1, 2, 3
+STEP_NAMES = ("idle", "solve", "validate", "commit")
 #: Every HOLDOUT_EVERY-th labelled sample goes to the replay (validation) buffer.
 HOLDOUT_EVERY = 4
 #: Labelled samples after a commit used to judge it against the previous head.
 ROLLBACK_WINDOW = 64
 ROLLBACK_MARGIN = 0.05
+ACCURACY_EMA_ALPHA = 0.2
+
+#: Scalar state that a snapshot must carry (buffers are saved separately).
+STATE_FIELDS = (
+    "active", "version", "next_version", "replay_count", "replay_next", "state", "new_labels",
+    "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
+    "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
+    "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions",
+)
 
 
 class OnboardLearner:
-    def __init__(self, cfg: MissionConfig, image: ModelImage, buffers: dict[str, np.ndarray], solver: DigitalSolver):
-        m = cfg.model
-        self.cfg = m
+    def __init__(self, cfg: MissionConfig, image: ModelImage, buffers: dict[str, np.ndarray], solver):
+        self.cfg = cfg.model
         self.buf = buffers
-        self.extractor = FeatureExtractor(image, buffers["ml.extractor_weights_int8"], buffers["ml.extractor_scales"])
+        self.extractor = FeatureExtractor(
+            image,
+            buffers["ml.extractor_weights_int8"],
+            buffers["ml.extractor_scales"],
+            buffers["ml.extractor_folded_w"],
+            buffers["ml.extractor_folded_bias"],
+        )
         self.slots = (buffers["ml.head_slot_a"], buffers["ml.head_slot_b"])
         self.slots[0][...] = image.head
         self.slots[1][...] = image.head
@@ -51,6 +70,9 @@ class OnboardLearner:
         self.replay_next = 0
         self.feat = buffers["ml.batch_features"]
         self.scores = buffers["ml.batch_scores"]
+        self.pred_tmp = buffers["ml.batch_pred_tmp"]
+        self.feat_row = buffers["ml.feat_row"]
+        self.score_row = buffers["ml.score_row"]
         self.solver = solver
         self.n_classes = self.slots[0].shape[1]
         self.state = IDLE
@@ -59,12 +81,10 @@ class OnboardLearner:
         self.effective_labels = float(image.prior_samples)
         self.accepted = self.refused = self.rollbacks = 0
         self.label_accuracy = math.nan
-        self._acc_ema_alpha = 0.2
-        self._labelled_seen = 0
-        self._watch_remaining = 0
-        self._watch_new_correct = 0
-        self._watch_old_correct = 0
-        self.pred_tmp = buffers["ml.batch_pred_tmp"]
+        self.labelled_seen = 0
+        self.watch_remaining = 0
+        self.watch_new_correct = 0
+        self.watch_old_correct = 0
         self.rollback_pending_report = False
         self.last_report: SolveReport | None = None
         self.last_candidate_acc = math.nan
@@ -73,60 +93,62 @@ class OnboardLearner:
     # -- inference ---------------------------------------------------------------
     def predict(self, pixels: np.ndarray, out_labels: np.ndarray, head: np.ndarray | None = None) -> None:
         """Classify a batch into `out_labels` with the active head (or the given one)."""
-        n = pixels.shape[0]
-        feat = self.feat[:n]
-        self.extractor.features_into(pixels, feat)
-        np.dot(feat, self.slots[self.active] if head is None else head, out=self.scores[:n])
-        out_labels[:n] = np.argmax(self.scores[:n], axis=1)
+        feat = self.feat
+        k.features_into(pixels, self.extractor.w, self.extractor.bias, feat)
+        k.classify_into(feat, self.slots[self.active] if head is None else head, self.scores, out_labels)
+
+    def head_is_valid(self) -> bool:
+        """The active head is usable (finite weights): the 'invalid model' FDIR check."""
+        return bool(k.all_finite(self.slots[self.active]))
 
     # -- statistics --------------------------------------------------------------
     def accumulate(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray) -> None:
         """Fold a calibration batch into the statistics; hold every 4th sample back for validation."""
         n = pixels.shape[0]
         self.predict(pixels, pred)
-        acc = float(np.mean(pred[:n] == labels[:n]))
-        a = self._acc_ema_alpha
+        acc = k.count_equal(pred, labels, n) / n
+        a = ACCURACY_EMA_ALPHA
         self.label_accuracy = acc if math.isnan(self.label_accuracy) else (1 - a) * self.label_accuracy + a * acc
-        self._watch_after_commit(pixels, labels, pred)
-        feat = self.feat[:n]
-        f = self.cfg.forgetting_factor
-        train_rows = [i for i in range(n) if (self._labelled_seen + i) % HOLDOUT_EVERY]
-        for i in range(n):
-            if (self._labelled_seen + i) % HOLDOUT_EVERY == 0:
-                self.replay_x[self.replay_next] = pixels[i]
-                self.replay_y[self.replay_next] = labels[i]
-                self.replay_next = (self.replay_next + 1) % self.replay_x.shape[0]
-                self.replay_count = min(self.replay_count + 1, self.replay_x.shape[0])
-        self._labelled_seen += n
-        if train_rows:
-            phi = feat[train_rows]
-            self.q *= f
-            self.b *= f
-            self.q += phi.T @ phi
-            for row, lab in zip(phi, labels[train_rows], strict=True):
-                self.b[:, lab] += row
-            self.effective_labels = self.effective_labels * f + len(train_rows)
-            self.new_labels += len(train_rows)
+        self._watch_after_commit(pixels, labels, pred, n)
+        added, self.replay_next, held = k.fold_batch_into_stats(
+            self.feat, labels, pixels, n, self.labelled_seen, HOLDOUT_EVERY, self.cfg.forgetting_factor,
+            self.q, self.b, self.replay_x, self.replay_y, self.replay_next, self.replay_x.shape[0],
+        )
+        self.replay_count = min(self.replay_count + held, self.replay_x.shape[0])
+        self.labelled_seen += n
+        if added:
+            self.effective_labels = self.effective_labels * self.cfg.forgetting_factor + added
+            self.new_labels += added
         self.labels_total += n
 
-    def _watch_after_commit(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray) -> None:
-        if self._watch_remaining <= 0:
+    def _watch_after_commit(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray, n: int) -> None:
+        if self.watch_remaining <= 0:
             return
-        n = pixels.shape[0]
-        self._watch_new_correct += int(np.sum(pred[:n] == labels[:n]))
-        old = self.pred_tmp
-        self.predict(pixels, old, head=self.slots[1 - self.active])
-        self._watch_old_correct += int(np.sum(old[:n] == labels[:n]))
-        self._watch_remaining -= n
-        if self._watch_remaining <= 0:
-            seen = ROLLBACK_WINDOW - self._watch_remaining
-            if (self._watch_old_correct - self._watch_new_correct) / max(seen, 1) > ROLLBACK_MARGIN:
+        self.watch_new_correct += k.count_equal(pred, labels, n)
+        self.predict(pixels, self.pred_tmp, head=self.slots[1 - self.active])
+        # predict() overwrote the shared feature buffer with the same features: harmless.
+        self.watch_old_correct += k.count_equal(self.pred_tmp, labels, n)
+        self.watch_remaining -= n
+        if self.watch_remaining <= 0:
+            seen = ROLLBACK_WINDOW - self.watch_remaining
+            if (self.watch_old_correct - self.watch_new_correct) / max(seen, 1) > ROLLBACK_MARGIN:
                 self.rollback()
                 self.rollback_pending_report = True
 
     # -- the resumable update job ----------------------------------------------
     def wants_training(self) -> bool:
         return self.state != IDLE or self.new_labels >= self.cfg.min_new_labels
+
+    def step_flops(self) -> float:
+        """Modelled floating-point work of the step that will run next (for compute costing)."""
+        aug = self.q.shape[0]
+        c = self.n_classes
+        if self.state in (IDLE, SOLVE):
+            return aug**3 / 3.0 + 4.0 * aug * aug * c
+        if self.state == VALIDATE:
+            bands = self.replay_x.shape[1]
+            return 2.0 * 2.0 * self.replay_count * (bands * (aug - 1) + aug * c)
+        return float(aug * c)
 
     def training_step(self) -> str | None:
         """Run one bounded step; returns 'committed'/'refused' when an update finishes."""
@@ -135,8 +157,7 @@ class OnboardLearner:
                 return None
             self.state = SOLVE
         if self.state == SOLVE:
-            self.q_solve[...] = self.q
-            self.q_solve[np.diag_indices_from(self.q_solve)] += self.cfg.ridge_lambda
+            k.copy_add_diagonal(self.q, self.q_solve, self.cfg.ridge_lambda)
             x, report = self.solver.solve(self.q_solve, self.b)
             self.last_report = report
             self.new_labels = 0
@@ -144,13 +165,13 @@ class OnboardLearner:
                 self.state = IDLE
                 self.refused += 1
                 return "refused"
-            self.candidate[...] = x
+            np.copyto(self.candidate, x)
             self.state = VALIDATE
             return None
         if self.state == VALIDATE:
             self.last_candidate_acc = self._replay_accuracy(self.candidate)
             self.last_active_acc = self._replay_accuracy(self.slots[self.active])
-            if self.last_candidate_acc >= self.last_active_acc + self.cfg.validation_margin and self.replay_count:
+            if self.replay_count and self.last_candidate_acc >= self.last_active_acc + self.cfg.validation_margin:
                 self.state = COMMIT
                 return None
             self.state = IDLE
@@ -158,15 +179,15 @@ class OnboardLearner:
             return "refused"
         if self.state == COMMIT:
             inactive = 1 - self.active
-            self.slots[inactive][...] = self.candidate
+            np.copyto(self.slots[inactive], self.candidate)
             self.slot_versions[inactive] = self.next_version
             self.active = inactive  # the atomic switch
             self.version = self.next_version
             self.next_version += 1
             self.accepted += 1
             self.state = IDLE
-            self._watch_remaining = ROLLBACK_WINDOW
-            self._watch_new_correct = self._watch_old_correct = 0
+            self.watch_remaining = ROLLBACK_WINDOW
+            self.watch_new_correct = self.watch_old_correct = 0
             return "committed"
         return None
 
@@ -175,17 +196,19 @@ class OnboardLearner:
         self.active = 1 - self.active
         self.version = self.slot_versions[self.active]
         self.rollbacks += 1
-        self._watch_remaining = 0
+        self.watch_remaining = 0
 
     def _replay_accuracy(self, head: np.ndarray) -> float:
         n = self.replay_count
         if n == 0:
             return math.nan
-        batch = self.feat.shape[0]
-        correct = 0
-        pred = self.pred_tmp
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            self.predict(self.replay_x[start:stop], pred, head=head)
-            correct += int(np.sum(pred[: stop - start] == self.replay_y[start:stop]))
-        return correct / n
+        ext = self.extractor
+        return k.replay_correct(self.replay_x, self.replay_y, n, ext.w, ext.bias, head, self.feat_row, self.score_row) / n
+
+    # -- snapshot -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in STATE_FIELDS}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in STATE_FIELDS:
+            setattr(self, name, state[name])

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flight_sw.ml.kernels import features_into
+
 
 @dataclass(frozen=True)
 class ModelImage:
@@ -40,21 +42,26 @@ def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class FeatureExtractor:
-    """Frozen onboard: int8 weights and per-channel scales in preallocated buffers."""
+    """Frozen onboard: int8 weights with per-channel scales, folded once with the input
+    normalisation into float weights (all in preallocated buffers)."""
 
-    def __init__(self, image: ModelImage, w_int8: np.ndarray, scales: np.ndarray):
+    def __init__(
+        self,
+        image: ModelImage,
+        w_int8: np.ndarray,
+        scales: np.ndarray,
+        folded_w: np.ndarray | None = None,
+        folded_bias: np.ndarray | None = None,
+    ):
         q, s = quantise_per_channel(image.extractor_w)
         w_int8[...] = q
         scales[...] = s
-        self._w = (w_int8.astype(np.float64) * scales.astype(np.float64)) / image.input_std[:, None]
-        self._bias = image.extractor_bias - (image.input_mean / image.input_std) @ (
-            w_int8.astype(np.float64) * scales.astype(np.float64)
-        )
+        dequant = w_int8.astype(np.float64) * scales.astype(np.float64)
+        self.w = np.empty(dequant.shape) if folded_w is None else folded_w
+        self.bias = np.empty(dequant.shape[1]) if folded_bias is None else folded_bias
+        self.w[...] = dequant / image.input_std[:, None]
+        self.bias[...] = image.extractor_bias - (image.input_mean / image.input_std) @ dequant
 
     def features_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Fill out[:, :F] with relu(features) and out[:, F] with the bias input 1."""
-        f = self._w.shape[1]
-        out[:, :f] = pixels @ self._w  # temporary; issue 5's int8 kernel writes in place
-        out[:, :f] += self._bias
-        np.maximum(out[:, :f], 0.0, out=out[:, :f])
-        out[:, f] = 1.0
+        features_into(pixels, self.w, self.bias, out)

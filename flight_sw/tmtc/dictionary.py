@@ -65,8 +65,10 @@ HK_TASKS_SID = 2
 HK_TASK_RECORD: tuple[Param, ...] = (
     Param("task_index", "B", "", "Index in the task table."),
     Param("runs", "I", "", "Completed runs."),
-    Param("skipped", "I", "", "Runs refused by mode or power admission."),
+    Param("skipped", "I", "", "Runs refused by power admission."),
     Param("overruns", "I", "", "Runs whose cost exceeded the compute budget."),
+    Param("deadline_misses", "I", "", "Runs that ended after their minor frame (frame load above the frame)."),
+    Param("disabled", "B", "", "1 when FDIR or the watchdog has disabled the task."),
     Param("energy_j", "f", "J", "Energy drawn since start."),
 )
 
@@ -94,8 +96,14 @@ EVENT_MODE_CHANGE = 1  # params: from u8, to u8, reason u8
 EVENT_TRAINING_UPDATE = 2  # params: see TRAINING_UPDATE
 EVENT_CONTACT = 3  # params: aos(1)/los(0) u8
 EVENT_TASK_OVERRUN = 4  # params: task u8, cost f32
+EVENT_TASK_DISABLED = 5  # params: task u8, reason u8 (index in TASK_DISABLE_REASONS)
+EVENT_DEADLINE_MISS = 6  # params: task u8, frame load f32 [s]
+TASK_DISABLE_REASONS = ("overruns", "watchdog", "ground_command")
 
-MODE_REASONS = ("start", "low_soc", "soc_recovered", "device_failure", "overruns", "invalid_model", "ground_command")
+MODE_REASONS = (
+    "start", "low_soc", "soc_recovered", "device_failure", "overruns", "invalid_model", "ground_command",
+    "device_recovered", "watchdog",
+)
 
 TRAINING_UPDATE: tuple[Param, ...] = (
     Param("outcome", "B", "", "0 committed, 1 refused by gate, 2 rolled back."),

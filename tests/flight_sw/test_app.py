@@ -18,6 +18,10 @@ def _run(fsw, ticks, start=0, soc=None, contact=True):
         fsw.step(tick)
 
 
+def _total(counts, idx):
+    return sum(counts[i] for i in idx)
+
+
 def _optional(fsw):
     return [s.index for s in fsw.specs if not s.essential]
 
@@ -27,16 +31,16 @@ def test_optional_work_stops_at_the_floor_and_resumes_above_it(make_fsw, default
     floor = default_cfg.power.battery.floor_soc
     _run(fsw, 600, soc=0.95)
     opt = _optional(fsw)
-    ran_high = fsw.task_runs[opt].sum()
+    ran_high = _total(fsw.task_runs, opt)
     assert ran_high > 0
-    before_runs, before_skips = fsw.task_runs[opt].sum(), fsw.task_skipped[opt].sum()
+    before_runs, before_skips = _total(fsw.task_runs, opt), _total(fsw.task_skipped, opt)
     _run(fsw, 600, start=600, soc=floor - 0.001)
-    assert fsw.task_runs[opt].sum() == before_runs  # nothing optional ran below the floor
-    assert fsw.task_skipped[opt].sum() > before_skips
+    assert _total(fsw.task_runs, opt) == before_runs  # nothing optional ran below the floor
+    assert _total(fsw.task_skipped, opt) > before_skips
     ess = [s.index for s in fsw.specs if s.essential and s.kind in ("power_monitor", "housekeeping")]
     assert all(fsw.task_runs[i] > 0 for i in ess)  # essential tasks never starve
     _run(fsw, 600, start=1200, soc=0.95)
-    assert fsw.task_runs[opt].sum() > before_runs
+    assert _total(fsw.task_runs, opt) > before_runs
 
 
 def test_budget_is_debited_and_never_overspent(make_fsw):
@@ -57,20 +61,20 @@ def test_eclipse_policy(make_fsw, default_cfg):
     reserve = default_cfg.power.battery.reserve_soc
     margin = default_cfg.power.budget.eclipse_soc_margin
     opt = _optional(fsw)
-    before = fsw.task_runs[opt].sum()
+    before = _total(fsw.task_runs, opt)
     _run(fsw, 120, start=t_ecl, soc=reserve + margin - 0.01)  # in eclipse, below the margin
-    assert fsw.task_runs[opt].sum() == before
+    assert _total(fsw.task_runs, opt) == before
     _run(fsw, 120, start=t_ecl + 120, soc=reserve + margin + 0.05)  # enough charge: allowed
-    assert fsw.task_runs[opt].sum() > before
+    assert _total(fsw.task_runs, opt) > before
 
     never = dataclasses.replace(
         default_cfg, power=dataclasses.replace(
             default_cfg.power, budget=dataclasses.replace(default_cfg.power.budget, eclipse_policy="never")))
     fsw2 = make_fsw(never)
     _run(fsw2, 20, soc=0.95)
-    before = fsw2.task_runs[opt].sum()
+    before = _total(fsw2.task_runs, opt)
     _run(fsw2, 120, start=t_ecl, soc=0.99)
-    assert fsw2.task_runs[opt].sum() == before
+    assert _total(fsw2.task_runs, opt) == before
 
 
 def _mode_events(fsw):
@@ -129,7 +133,7 @@ def test_inference_skipped_in_the_dark(make_fsw):
     fsw.test_payload.mode = ACQ_DARK
     _run(fsw, 100, soc=0.9)
     inf = [s.index for s in fsw.specs if s.kind == "inference"]
-    assert fsw.task_runs[inf].sum() == 0
+    assert _total(fsw.task_runs, inf) == 0
 
 
 def test_start_up_memory_report_matches_allocations(make_fsw):

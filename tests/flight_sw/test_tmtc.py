@@ -45,13 +45,27 @@ def test_sequence_count_wraps_at_14_bits():
 
 def test_downlink_queue_drains_only_in_contact_at_the_rate_and_counts_overflow():
     sent = []
-    q = DownlinkQueue(np.zeros((4, 64), np.uint8), np.zeros(4, np.uint16), rate_bps=8 * 100, sink=sent.append)
+    q = DownlinkQueue(np.zeros((4, 64), np.uint8), np.zeros(4, np.uint16), 8 * 100, 1.0, sent.append)
     for i in range(6):
         q.push(bytes([i]) * 50)
     assert q.count == 4 and q.overflow == 2
-    q.drain(10.0, in_contact=False)
+    q.drain(10, in_contact=False)
     assert sent == []
-    q.drain(1.0, in_contact=True)  # 100 bytes per second: two 50-byte packets
+    q.drain(1, in_contact=True)  # 100 bytes per frame: two 50-byte packets
     assert [p[0] for p in sent] == [0, 1]
-    q.drain(1.0, in_contact=True)
+    q.drain(1, in_contact=True)
     assert [p[0] for p in sent] == [0, 1, 2, 3] and q.count == 0
+    assert sent[0] == bytes([0]) * 50
+
+
+def test_draining_k_frames_at_once_equals_k_single_frames():
+    def run(chunks):
+        sent = []
+        q = DownlinkQueue(np.zeros((64, 64), np.uint8), np.zeros(64, np.uint16), 8 * 37, 1.0, sent.append)
+        for i in range(40):
+            q.push(bytes([i]) * (10 + i))
+        for n in chunks:
+            q.drain(n, in_contact=True)
+        return sent, q.state_dict()
+
+    assert run([1] * 25) == run([25]) == run([3, 7, 15])
