@@ -164,6 +164,8 @@ class FlightSoftware:
         self._hk_last_tick = 0
         self._tick = 0
         self.t_s = 0.0
+        self.generation = 0  # bumped by the real-time watchdog when a step hangs
+        self.current_task: int | None = None
         self.modes.announce_start(0.0)
 
     # -- schedule helpers --------------------------------------------------------------
@@ -187,13 +189,19 @@ class FlightSoftware:
         k = self._next_due[self.modes.mode_index][tick % self.n_frames]
         return -1 if k < 0 else tick + k
 
-    def idle(self, n_frames: int, in_contact: bool) -> None:
-        """Cross n frames in which no task is due: only the downlink drains."""
+    def idle(self, first_tick: int, n_frames: int, in_contact: bool) -> None:
+        """Cross n frames from `first_tick` in which no task is due: only the downlink drains."""
         self.downlink.drain(n_frames, in_contact)
+        self._tick = first_tick + n_frames - 1
+        self.t_s = self._tick * self.frame_s
 
     # -- the executive -----------------------------------------------------------------
-    def step(self, tick: int) -> None:
-        """Run minor frame `tick`: every due task in priority order, power-admitted."""
+    def step(self, tick: int, generation: int | None = None) -> None:
+        """Run minor frame `tick`: every due task in priority order, power-admitted.
+
+        `generation` is set by the real-time watchdog: a step whose generation has been
+        retired (its worker was declared hung) runs nothing more if it ever resumes.
+        """
         self._tick = tick
         t = tick * self.frame_s
         self.t_s = t
@@ -210,7 +218,11 @@ class FlightSoftware:
                 self.task_skipped[idx] += 1
                 self.optional_skipped_total += 1
                 continue
+            if generation is not None and generation != self.generation:
+                return
+            self.current_task = idx
             cost_s = self._handlers[idx](t)
+            self.current_task = None
             if cost_s < 0.0:
                 continue  # woke up, nothing to do, negligible energy
             self._account(idx, spec, cost_s, tick, t)

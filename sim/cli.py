@@ -103,7 +103,16 @@ def cmd_run(args) -> int:
     cfg, _ = _load(args.config, args.days)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     text = Path(args.config).read_text(encoding="utf-8")
-    result = run_mission(cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet)
+    if args.speedup is not None and not args.realtime:
+        print("error: --speedup needs --realtime", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.realtime and args.speedup is not None and args.speedup <= 0:
+        print(f"error: --speedup must be > 0, got {args.speedup}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    speedup = (args.speedup or 1.0) if args.realtime else None
+    result = run_mission(
+        cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet, realtime_speedup=speedup
+    )
     print(f"run folder: {result.run_dir}")
     if args.report:
         from ground_tools.report import write_report
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--report", action="store_true", help="also write the review report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--realtime", action="store_true", help="pace ticks to wall time (HIL), with the task watchdog")
+    p.add_argument("--speedup", type=float, help="with --realtime: run N times faster than real time")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bench", help="run a benchmark group (or all) and write bench-results.json")
     p.add_argument("group", nargs="?", default="all")

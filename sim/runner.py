@@ -78,6 +78,7 @@ def run_mission(
     seed: int | None = None,
     show_progress: bool = True,
     command: str | None = None,
+    realtime_speedup: float | None = None,
 ) -> RunResult:
     """Simulate the mission and write the run folder; returns its path and summary."""
     days = cfg.mission.duration_days if days is None else days
@@ -90,7 +91,7 @@ def run_mission(
     log.setLevel(logging.INFO)
     wall0 = time.perf_counter()
     try:
-        result = _run(cfg, out_dir, days, seed, show_progress, command)
+        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -99,7 +100,10 @@ def run_mission(
     return result
 
 
-def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progress: bool, command: str | None) -> RunResult:
+def _run(
+    cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progress: bool, command: str | None,
+    realtime_speedup: float | None,
+) -> RunResult:
     frame_s = cfg.executive.minor_frame_s
     n_ticks = int(round(days * 86400.0 / frame_s))
     duration_s = n_ticks * frame_s
@@ -116,6 +120,7 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
         print(msg, file=sys.stderr)
 
     t_prep = time.perf_counter()
+    sim = None
     tm_path = out_dir / "telemetry.bin"
     tm_file = open(tm_path, "wb")  # noqa: SIM115 - closed below
     downlinked = [0, 0]
@@ -125,8 +130,16 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
         downlinked[0] += 1
         downlinked[1] += len(packet)
 
+    executor_factory = None
+    if realtime_speedup is not None:
+        from flight_sw.exec.realtime import PacedClock, RealTimeExecutive
+
+        def executor_factory(fsw):
+            clock = PacedClock(frame_s, time.monotonic, time.sleep, realtime_speedup)
+            return RealTimeExecutive(fsw, clock, cfg.fdir.watchdog_grace_s)
+
     try:
-        sim = Simulation(cfg, seed, duration_s, sink)
+        sim = Simulation(cfg, seed, duration_s, sink, executor_factory=executor_factory)
         world, fsw = sim.world, sim.fsw
         log.info(
             f"truth prepared in {time.perf_counter() - t_prep:.1f} s: {len(world.eclipses)} eclipses, "
@@ -139,12 +152,15 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
             f"worst orbit {feas.worst_orbit} margin {feas.worst_margin_j:.0f} J"
         )
         progress = Progress(days, "simulating", "days", enabled=show_progress)
+        chunk = BLOCK_TICKS if sim.executor is None else 60
         while not sim.done:
-            sim.advance(BLOCK_TICKS)
+            sim.advance(chunk)
             progress.update(sim.tick * frame_s / 86400.0)
         progress.close()
     finally:
         tm_file.close()
+        if sim is not None and sim.executor is not None:
+            sim.executor.close()
 
     tl = sim.log
     ev = world.eclipses
@@ -158,6 +174,12 @@ def _run(cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progres
         contact_end_s=np.array([p.end_s for p in world.contacts]),
     )
     summary = _summary(cfg, fsw, world, days, seed, tl.acc_t_s, tl.acc_onboard, tl.acc_frozen, downlinked, tl.min_soc)
+    if sim.executor is not None:
+        jitter_ms = np.array(sim.executor.jitter_s) * 1000.0
+        summary["realtime_speedup"] = realtime_speedup
+        summary["tick_jitter_p50_ms"] = round(float(np.percentile(jitter_ms, 50)), 3)
+        summary["tick_jitter_p99_ms"] = round(float(np.percentile(jitter_ms, 99)), 3)
+        summary["hung_tasks"] = sim.executor.hung_tasks
     run_info = {
         "mission": cfg.mission.name,
         "seed": seed,

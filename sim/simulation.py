@@ -62,7 +62,10 @@ class Simulation:
         skip_idle: bool = True,
         image: ModelImage | None = None,
         optimizer=None,
+        executor_factory: Callable[[FlightSoftware], object] | None = None,
     ):
+        """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
+        `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped."""
         self.cfg = cfg
         self.frame_s = cfg.executive.minor_frame_s
         self.n_ticks = int(round(duration_s / self.frame_s))
@@ -82,6 +85,10 @@ class Simulation:
             np.zeros_like(fsw.buffers["ml.extractor_scales"]),
         )
         self._frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
+        self.executor = executor_factory(fsw) if executor_factory else None
+        if self.executor is not None:
+            self.skip_idle = False  # every frame is paced in real time
+        self._step = self.executor.run_tick if self.executor is not None else fsw.step
         self.tick = 0
         self.log = TruthLog(min_soc=self.world.battery.soc)
         self._sample_every = max(1, int(round(TRUTH_SAMPLE_S / self.frame_s)))
@@ -137,7 +144,7 @@ class Simulation:
                     while e < j and contact[e] == c:
                         e += 1
                     inputs.in_contact = c
-                    fsw.idle(e - seg, c)
+                    fsw.idle(block_start + seg, e - seg, c)
                     seg = e
                 tick = gap_end
                 continue
@@ -146,7 +153,7 @@ class Simulation:
             inputs.solar_power_w = solar[i]
             inputs.in_contact = contact[i]
             payload.set_state(t, site[i], elev[i])
-            fsw.step(tick)
+            self._step(tick)
             load_w = base_w + outputs.energy_j / frame_s
             battery.step(solar[i], load_w, frame_s, t)
             soc_arr[i] = battery.soc

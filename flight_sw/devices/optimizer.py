@@ -4,7 +4,8 @@ Training asks for the minimiser of E(X) = 1/2 tr(X^T Q X) - tr(B^T X), i.e. Q X 
 with Q symmetric positive definite. Nothing above this interface knows which path
 (analog device, refinement, digital fallback) produced X; the report says so for
 telemetry and energy accounting. The analog driver of issue 6 implements the same
-interface; until it lands the digital solver below is the only backend.
+interface (`flight_sw.devices.driver.AnalogDriver`, built by
+`flight_sw.devices.factory.make_optimizer`) and uses the solver below as its fallback.
 """
 
 from __future__ import annotations
@@ -20,11 +21,29 @@ PATH_ANALOG = 1
 
 @dataclass
 class SolveReport:
+    """What one solve did. The first five fields are what every backend fills.
+
+    The analog driver (`flight_sw.devices.driver`) also fills the rest: analog
+    rounds used, retries, whether (and why) the digital fallback produced X,
+    the device health after the solve, the energy split per path, the modelled
+    device time (settling, programming, timeouts, backoff) and the raw relative
+    residual of the first device answer (no refinement).
+    """
+
     path: int = PATH_DIGITAL
     ok: bool = False
     rel_residual: float = float("nan")
-    flops: float = 0.0
-    energy_j: float = 0.0
+    flops: float = 0.0  # digital floating-point operations on the flight CPU
+    energy_j: float = 0.0  # total: digital_energy_j + analog_energy_j
+    rounds: int = 0
+    retries: int = 0
+    fallback: bool = False
+    fallback_reason: int = 0  # flight_sw.devices.driver.FALLBACK_REASONS index
+    health: int = 0  # flight_sw.devices.driver.HEALTH_* after the solve
+    digital_energy_j: float = 0.0
+    analog_energy_j: float = 0.0
+    device_time_s: float = 0.0
+    raw_rel_residual: float = float("nan")
 
 
 @numba.njit(cache=True)
@@ -100,6 +119,7 @@ class DigitalSolver:
         r.ok = bool(ok) and r.rel_residual <= self.residual_tolerance
         r.flops = n**3 / 3.0 + 2.0 * n * n * m + 2.0 * n * n * m  # factor, substitutions, residual check
         r.energy_j = r.flops * self.energy_per_flop_j
+        r.digital_energy_j = r.energy_j
         self.solves += 1
         self.energy_total_j += r.energy_j
         return self.x, r

@@ -25,10 +25,9 @@ def test_default_table_builds_and_is_indexed_by_frame():
     specs = build_task_specs(cfg.tasks, 1.0)
     table = build_frame_table(specs, cfg.executive)
     assert len(table) == 60
-    pm = next(s.index for s in specs if s.name == "power_monitor")
-    assert all(pm in frame for frame in table)  # every frame
-    hk = next(s for s in specs if s.name == "housekeeping")
-    assert [f for f, due in enumerate(table) if hk.index in due] == [hk.offset_frames]
+    for spec in specs:  # each task is due exactly in the frames its period and offset give
+        frames = [f for f, due in enumerate(table) if spec.index in due]
+        assert frames == list(range(spec.offset_frames, 60, spec.period_frames)), spec.name
 
 
 def test_priority_order_within_a_frame():
@@ -73,8 +72,8 @@ def test_config_with_overloaded_frame_refused_at_startup():
     from flight_sw.app import FlightSoftware
 
     cfg = load_mission_config(DEFAULT)
-    heavy = tuple(dataclasses.replace(t, compute_budget_s=0.9) if t.name in ("inference", "power_monitor") else t
+    heavy = tuple(dataclasses.replace(t, compute_budget_s=0.9) if t.name in ("inference", "label_collect") else t
                   for t in cfg.tasks)
     cfg = dataclasses.replace(cfg, tasks=heavy)
-    with pytest.raises(ScheduleError, match=r"frame 3: .*power_monitor, inference"):
+    with pytest.raises(ScheduleError, match=r"frame 5: .*inference, label_collect"):
         FlightSoftware(cfg, image=None, payload=None, downlink_sink=lambda p: None)  # type: ignore[arg-type]

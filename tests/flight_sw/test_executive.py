@@ -1,0 +1,244 @@
+"""Executive: FDIR transitions, overrun and deadline accounting, the watchdog, fixed memory."""
+
+import dataclasses
+import struct
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from spacepackets.ecss import PusTm
+
+from flight_sw.app import ACQ_SCENE
+from flight_sw.exec.realtime import PacedClock, RealTimeExecutive
+from flight_sw.tmtc import dictionary as d
+
+
+def _events(fsw, event_id):
+    out = []
+    for raw in fsw.test_packets:
+        p = PusTm.unpack(raw, timestamp_len=7)
+        data = bytes(p.source_data)
+        if p.service == 5 and struct.unpack(">H", data[:2])[0] == event_id:
+            out.append(data[2:])
+    return out
+
+
+def _mode_reasons(fsw):
+    return [d.MODE_REASONS[e[2]] for e in _events(fsw, d.EVENT_MODE_CHANGE)]
+
+
+def _run(fsw, start, n, soc=0.9):
+    for tick in range(start, start + n):
+        fsw.inputs.soc = soc
+        fsw.inputs.in_contact = True  # drain everything to the test sink
+        fsw.step(tick)
+    return start + n
+
+
+def _with_task(cfg, name, **changes):
+    tasks = tuple(dataclasses.replace(t, **changes) if t.name == name else t for t in cfg.tasks)
+    return dataclasses.replace(cfg, tasks=tasks)
+
+
+def test_repeated_overruns_step_the_mode_down_until_the_ground_commands(make_fsw, default_cfg):
+    # A 100 kFLOP/s CPU: inference and label work fit their (raised) budgets, the training
+    # steps (a 33 x 33 solve, validation over the replay buffer) overrun theirs.
+    cfg = dataclasses.replace(default_cfg, executive=dataclasses.replace(default_cfg.executive, cpu_flops_per_s=1e5))
+    cfg = _with_task(_with_task(_with_task(cfg, "inference", compute_budget_s=0.2), "label_collect",
+                                compute_budget_s=0.4), "extra_inference", compute_budget_s=0.2)
+    fsw = make_fsw(cfg)
+    # Feed labels so training has work; each solve step now costs far above its budget.
+    from flight_sw.app import ACQ_LABELLED
+
+    fsw.test_payload.mode = ACQ_LABELLED
+    tick = _run(fsw, 0, 3000)
+    training = next(s.index for s in fsw.specs if s.kind == "training")
+    assert fsw.task_overruns[training] >= cfg.fdir.overrun_limit
+    assert sum(fsw.task_overruns) == fsw.task_overruns[training]
+    assert fsw.mode == "NOMINAL"
+    assert "overruns" in _mode_reasons(fsw)
+    assert fsw.task_deadline_misses[training] >= 1 and _events(fsw, d.EVENT_DEADLINE_MISS)
+    # FDIR holds NOMINAL; only a ground command lifts it.
+    tick = _run(fsw, tick, 600)
+    assert fsw.mode == "NOMINAL"
+    assert fsw.command_mode("TRAINING") and fsw.mode == "TRAINING"
+    _run(fsw, tick, 1)  # downlink the event
+    assert _mode_reasons(fsw)[-1] == "ground_command"
+
+
+class _FlakySolver:
+    """An optimizer backend whose health the test controls."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def solve(self, q, b):
+        return self.inner.solve(q, b)
+
+
+def test_device_failure_holds_nominal_and_recovery_restores_training(make_fsw, default_cfg, image):
+    from flight_sw.app import FlightSoftware
+    from flight_sw.devices.optimizer import DigitalSolver
+    from tests.flight_sw.conftest import FakePayload
+
+    solver = _FlakySolver(DigitalSolver(default_cfg.model.feature_dim + 1, len(default_cfg.payload.classes), 1e-9))
+    packets = []
+    fsw = FlightSoftware(default_cfg, image, FakePayload(default_cfg), packets.append, optimizer=solver)
+    fsw.test_packets = packets
+    tick = _run(fsw, 0, 20)
+    solver.failed = True
+    tick = _run(fsw, tick, 20)
+    assert fsw.mode == "NOMINAL"
+    solver.failed = False
+    _run(fsw, tick, 20)
+    assert fsw.mode == "TRAINING"
+    assert _mode_reasons(fsw)[-2:] == ["device_failure", "device_recovered"]
+
+
+def test_invalid_model_is_rolled_back_then_caps_the_mode(make_fsw):
+    fsw = make_fsw()
+    tick = _run(fsw, 0, 10)
+    fsw.learner.slots[fsw.learner.active][0, 0] = np.nan
+    tick = _run(fsw, tick, 61)
+    assert fsw.learner.rollbacks == 1 and fsw.mode == "TRAINING"  # the other slot was fine
+    for slot in fsw.learner.slots:
+        slot[0, 0] = np.inf
+    _run(fsw, tick, 61)
+    assert fsw.mode == "NOMINAL" and _mode_reasons(fsw)[-1] == "invalid_model"
+
+
+def test_ground_command_refused_while_power_holds_safe(make_fsw, default_cfg):
+    fsw = make_fsw()
+    tick = _run(fsw, 0, 20, soc=default_cfg.power.battery.safe_mode_soc - 0.01)
+    assert fsw.mode == "SAFE"
+    assert not fsw.command_mode("TRAINING")
+    assert fsw.mode == "SAFE"
+    assert fsw.command_mode("SAFE") and fsw.mode == "SAFE"
+    _run(fsw, tick, 20, soc=0.9)
+    assert fsw.mode == "SAFE"  # the commanded target is now SAFE
+
+
+class _HangingPayload:
+    def __init__(self, cfg):
+        self.release = threading.Event()
+        self.calls = 0
+
+    def acquire(self, pixels, labels):
+        self.calls += 1
+        self.release.wait(10.0)  # a hung imager driver
+        return ACQ_SCENE
+
+
+def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw, default_cfg):
+    payload = _HangingPayload(default_cfg)
+    fsw = make_fsw(payload=payload)
+    clock = PacedClock(default_cfg.executive.minor_frame_s, time.monotonic, time.sleep, speedup=50.0)
+    rt = RealTimeExecutive(fsw, clock, grace_s=0.05)
+    monitor = next(s.index for s in fsw.specs if s.kind == "power_monitor")
+    try:
+        for tick in range(0, 40):
+            fsw.inputs.in_contact = True
+            rt.run_tick(tick)
+    finally:
+        payload.release.set()
+        rt.close()
+    # Every task that drives the hung imager hangs once, is disabled, and is never called again.
+    imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect")]
+    assert rt.hung_tasks == len(imaging) == payload.calls
+    assert all(fsw.task_disabled[i] for i in imaging)
+    assert fsw.task_runs[monitor] >= 3  # essential work went on after the hangs
+    watchdog = d.TASK_DISABLE_REASONS.index("watchdog")
+    assert sorted(_events(fsw, d.EVENT_TASK_DISABLED)) == sorted(struct.pack(">BB", i, watchdog) for i in imaging)
+
+
+def test_paced_clock_measures_lateness():
+    now = [100.0]
+    slept = []
+    clock = PacedClock(1.0, lambda: now[0], lambda s: (slept.append(s), now.__setitem__(0, now[0] + s + 0.002)), 2.0)
+    assert clock.wait_for(0) == 0.0  # the first tick starts the clock
+    now[0] = 100.1
+    assert clock.wait_for(1) == pytest.approx(0.002)
+    assert slept[-1] == pytest.approx(0.4)
+
+
+class _PoolPayload:
+    """Cycles through pre-generated batches with np.copyto: allocates nothing per call."""
+
+    def __init__(self, cfg, n=64):
+        from sim.scene import SceneTruth
+
+        scene = SceneTruth(cfg.payload, np.random.default_rng(0))
+        b = cfg.payload.samples_per_acquisition
+        self.px = np.zeros((n, b, cfg.payload.bands), np.float32)
+        self.lab = np.zeros((n, b), np.int64)
+        for i in range(n):
+            scene.sample(0.0, b, scene.base_mix, 45.0, self.px[i], self.lab[i])
+        self.i = 0
+
+    def acquire(self, pixels, labels):
+        self.i = (self.i + 1) % len(self.px)
+        np.copyto(pixels, self.px[self.i])
+        np.copyto(labels, self.lab[self.i])
+        return 2  # labelled: exercises accumulation and training too
+
+
+NUMPY_DOMAIN = 389047  # numpy's tracemalloc domain for array data
+
+
+def test_steady_state_ticks_have_bounded_heap_and_allocate_no_arrays(make_fsw, default_cfg):
+    sent = []
+    fsw = make_fsw(payload=_PoolPayload(default_cfg))
+    fsw.downlink.sink = sent.append
+    ids = {name: (id(buf), buf.ctypes.data) for name, buf in fsw.buffers.items()}
+    tick = 0
+    for tick in range(0, 20000):  # warm-up: compile, first orbits, first training updates
+        fsw.inputs.soc = 0.9
+        fsw.inputs.in_contact = tick % 600 < 300
+        fsw.step(tick)
+    sent.clear()
+    tracemalloc.start(16)
+    try:
+        before = tracemalloc.take_snapshot().filter_traces([tracemalloc.DomainFilter(True, NUMPY_DOMAIN)])
+        cur0, _ = tracemalloc.get_traced_memory()
+        worst_tick_peak = 0
+        orbit = fsw.orbit_index
+        for tick in range(20000, 120000):
+            fsw.inputs.soc = 0.9
+            fsw.inputs.in_contact = tick % 600 < 300
+            if tick % 100 == 0:
+                sent.clear()  # the ground's archive is not flight memory
+            start, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            fsw.step(tick)
+            _, peak = tracemalloc.get_traced_memory()
+            if fsw.orbit_index != orbit:
+                orbit = fsw.orbit_index
+                continue  # once per orbit the eclipse prediction runs (numpy, freed): growth bound below
+            worst_tick_peak = max(worst_tick_peak, peak - start)
+        sent.clear()
+        cur1, _ = tracemalloc.get_traced_memory()
+        after = tracemalloc.take_snapshot().filter_traces([tracemalloc.DomainFilter(True, NUMPY_DOMAIN)])
+        live = after.statistics("traceback")
+    finally:
+        tracemalloc.stop()
+    growth = cur1 - cur0
+    print(f"heap growth over 100,000 ticks: {growth} B; worst transient per ordinary tick: {worst_tick_peak} B")
+    assert growth < 64 * 1024
+    # Array data allocated in the window and still alive: only the eclipse predictor's
+    # per-orbit cache (replaced each orbit, not grown) may remain.
+    assert not before.statistics("filename")
+    assert all(any("flight_sw/power" in f.filename for f in s.traceback) for s in live), [
+        s.traceback.format() for s in live
+    ]
+    assert sum(s.size for s in live) < 16 * 1024
+    # An ordinary tick (inference, labels, training steps, housekeeping) allocates no
+    # array: one feature batch alone would be 16 x 33 x 8 = 4,224 bytes of numpy data.
+    assert worst_tick_peak < 4096
+    assert fsw.learner.accepted + fsw.learner.refused > 0  # training really ran in the window
+    assert {name: (id(buf), buf.ctypes.data) for name, buf in fsw.buffers.items()} == ids
