@@ -19,6 +19,7 @@ import numpy as np
 
 from flight_sw.app import FlightSoftware
 from flight_sw.config.schema import MissionConfig
+from flight_sw.ml.kernels import classify_into, count_equal
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from sim.prelaunch import train_prelaunch_model
 from sim.world import PayloadTruth, World
@@ -85,6 +86,9 @@ class Simulation:
             np.zeros_like(fsw.buffers["ml.extractor_scales"]),
         )
         self._frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
+        self._frozen_head = np.ascontiguousarray(self.image.head, dtype=np.float64)
+        self._frozen_scores = np.zeros_like(fsw.buffers["ml.batch_scores"])
+        self._frozen_pred = np.zeros_like(fsw.buffers["ml.batch_pred"])
         self.executor = executor_factory(fsw) if executor_factory else None
         if self.executor is not None:
             self.skip_idle = False  # every frame is paced in real time
@@ -165,13 +169,14 @@ class Simulation:
 
     def _score(self, t: float) -> None:
         """Truth accuracy of the onboard model and of the frozen pre-launch model on this batch."""
-        truth = self.payload.truth_for(self.fsw._pixels)
         fsw = self.fsw
+        truth = self.payload.truth_for(fsw._pixels)
+        n = truth.shape[0]
         self.log.acc_t_s.append(t)
-        self.log.acc_onboard.append(float(np.mean(fsw.outputs.predictions == truth)))
+        self.log.acc_onboard.append(count_equal(fsw.outputs.predictions, truth, n) / n)
         self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
-        pred = np.argmax(self._frozen_feat @ self.image.head, axis=1)
-        self.log.acc_frozen.append(float(np.mean(pred == truth)))
+        classify_into(self._frozen_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
+        self.log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
 
     def _sample_truth(self, blk, block_start: int, t_from: int, t_to: int) -> None:
         i0, i1 = t_from - block_start, t_to - block_start
@@ -196,7 +201,7 @@ class Simulation:
         sim_state = {
             "tick": self.tick,
             "battery": self.world.battery.state.copy(),
-            "rng_scene": self.world.scene.rng.bit_generator.state,
+            "scene_stream": self.world.scene.stream_state(),
             "rng_payload": self.payload.rng.bit_generator.state,
             "log": copy.deepcopy(self.log),
         }
@@ -207,6 +212,6 @@ class Simulation:
         self.fsw.restore(fsw_blob)
         self.tick = sim_state["tick"]
         self.world.battery.state[:] = sim_state["battery"]
-        self.world.scene.rng.bit_generator.state = sim_state["rng_scene"]
+        self.world.scene.load_stream_state(sim_state["scene_stream"])
         self.payload.rng.bit_generator.state = sim_state["rng_payload"]
         self.log = sim_state["log"]

@@ -225,13 +225,202 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceConfig:
-    backend: Literal["digital"] = param(
+    """The optimizer behind `solve(Q, B)`: digital Cholesky, or the analog device + driver.
+
+    Keys come in three groups. `driver_*`: the flight driver (flight_sw.devices.driver).
+    `analog_*`: the physical device; the simulator's emulator (sim.analog) is built from
+    them, and the driver uses `analog_drift_t0_s`. `fault_*`: faults the emulator injects
+    at random (all off by default). Literature values behind the defaults: IBM aihwkit's
+    published presets (7-bit input DAC, 9-bit output ADC, output noise 0.04-0.1 of full
+    scale, PCM programming noise 1-4% of g_max = 25 uS, read noise 1-2%, drift
+    g(t) = g0 (t/t0)^-nu with t0 = 20 s, nu ~0.05-0.1), Sun & Ielmini (PNAS 2019, IEEE TED
+    2020: one-step feedback solver, settling ~ 1/lambda_min), Le Gallo et al. (Nat.
+    Electron. 2018: mixed-precision refinement), Song et al. (Science 2024: multi-array
+    error-compensated programming), Zuo et al. (Nat. Electron. 2025: RRAM write-verify,
+    FP32-level results in ~3 refinement rounds). docs/analog_device.md has the model.
+    """
+
+    backend: Literal["digital", "analog"] = param(
         "digital",
-        doc="Optimizer backend. Only the digital fallback exists until the analog "
-        "device issue lands (issue 6).",
+        doc="Optimizer backend: digital (Cholesky on the flight CPU) or analog (the analog "
+        "device behind the fault-tolerant driver, with the digital solver as its fallback).",
     )
     digital_energy_per_flop_j: float = param(
-        1e-9, doc="Reference flight-CPU energy per floating-point operation.", unit="J", gt=0
+        1e-9,
+        doc="Reference flight-CPU energy per floating-point operation (ARM Cortex-A9 class, "
+        "~0.5 W at ~0.5 GFLOP/s); costs the fallback and the driver's digital work.",
+        unit="J",
+        gt=0,
+    )
+    url: str = param(
+        "inproc://",
+        doc="Where the analog device is: inproc:// (emulator in the host process), "
+        "tcp://HOST:PORT (HIL bench, `flightsim hil serve`) or serial:///dev/NAME[?baud=N].",
+    )
+    # -- driver ---------------------------------------------------------------------
+    driver_residual_tolerance: float = param(
+        1e-6,
+        doc="Acceptance gate: a solution is used only if ||QX-B||_F/||B||_F is at or below this "
+        "(analog and fallback alike).",
+        gt=0,
+        lt=1,
+    )
+    driver_max_rounds: int = param(
+        6, doc="Analog refinement rounds per solve before giving up (Zuo et al. 2025: ~3 suffice).", ge=1, le=64
+    )
+    driver_max_retries: int = param(
+        3, doc="Failed device rounds retried per solve (with backoff) before the fallback.", ge=0, le=20
+    )
+    driver_backoff_base_s: float = param(
+        0.01, doc="First retry backoff; booked in modelled time, never slept by flight code.", unit="s", ge=0, le=10
+    )
+    driver_backoff_factor: float = param(2.0, doc="Backoff growth per retry.", ge=1, le=10)
+    driver_reply_timeout_s: float = param(
+        0.5, doc="Silence on the link after which a reply counts as missing.", unit="s", gt=0, le=60
+    )
+    driver_settle_timeout_s: float = param(
+        0.01, doc="Settling time the device may use per solve command before reporting a timeout.", unit="s", gt=0, le=10
+    )
+    driver_initial_out_range: float = param(
+        8.0,
+        doc="Initial output (ADC) full scale in normalised units; auto-ranged after each round, "
+        "x8 on saturation.",
+        gt=0,
+        le=1e5,
+    )
+    driver_stall_ratio: float = param(
+        0.7,
+        doc="A round that leaves more than this fraction of the residual counts as failed "
+        "(retried, matrix reprogrammed).",
+        gt=0,
+        lt=1,
+    )
+    driver_degrade_after: int = param(
+        3, doc="Consecutive failed analog solves before health DEGRADED (FSFW-style counting).", ge=1, le=1000
+    )
+    driver_fail_after: int = param(
+        6, doc="Consecutive failed analog solves before health FAILED (fallback only).", ge=1, le=1000
+    )
+    driver_recover_after: int = param(
+        3, doc="Clean analog solves that lift DEGRADED back to OK.", ge=1, le=1000
+    )
+    driver_selftest_period_solves: int = param(
+        20, doc="While DEGRADED/FAILED, run the canary self-test every this many solves.", ge=1, le=100000
+    )
+    driver_canary_raw_tolerance: float = param(
+        0.1, doc="Largest relative error of the canary's first (unrefined) device answer.", gt=0, le=1
+    )
+    driver_calibration_period_s: float = param(
+        5700.0,
+        doc="Reference read + digital gain correction period (once per ~95 min orbit: drift "
+        "costs ~24% of the conductance per orbit at nu = 0.05).",
+        unit="s",
+        gt=0,
+    )
+    driver_calibration_gain_threshold: float = param(
+        0.1,
+        doc="Reprogram the reference (and a cached matrix) when its gain moved more than this.",
+        gt=0,
+        lt=1,
+    )
+    driver_skip_after_nonconverged: int = param(
+        2,
+        doc="Consecutive non-converged solves with a passing self-test (the problem, not the "
+        "device, is at fault) before the analog path is skipped for a while.",
+        ge=1,
+        le=1000,
+    )
+    driver_skip_solves: int = param(
+        20, doc="Solves sent straight to the fallback after such a skip decision.", ge=0, le=100000
+    )
+    driver_solve_time_budget_s: float = param(
+        1.0,
+        doc="Modelled time (device, timeouts, backoff) an analog attempt may take before the fallback.",
+        unit="s",
+        gt=0,
+    )
+    # -- the physical device (emulated in sim/analog) ----------------------------------------
+    analog_n_max: int = param(64, doc="Array size: largest n the device can program.", ge=1, le=4096)
+    analog_dac_bits: int = param(
+        8, doc="DAC resolution of programmed values and inputs (aihwkit default input: 7 bits).", ge=2, le=16
+    )
+    analog_adc_bits: int = param(9, doc="Output ADC resolution (aihwkit default: 9 bits).", ge=2, le=16)
+    analog_program_slices: int = param(
+        2,
+        doc="Arrays per matrix: slice k+1 is programmed with the measured error of slices 1..k, "
+        "scaled to full range (Song et al., Science 2024).",
+        ge=1,
+        le=4,
+    )
+    analog_program_noise: float = param(
+        0.01,
+        doc="Conductance error after write-verify, 1 sigma, fraction of g_max (aihwkit PCM: 1-4%; "
+        "RRAM write-verify ~1%).",
+        ge=0,
+        le=0.2,
+    )
+    analog_verify_reads: int = param(
+        64, doc="Reads averaged when measuring a slice for the next slice's compensation.", ge=1, le=65536
+    )
+    analog_read_noise: float = param(
+        0.01, doc="Short-term conductance read noise per 1 us read, relative (aihwkit: 1-2%).", ge=0, le=0.2
+    )
+    analog_output_noise: float = param(
+        0.04, doc="Output noise per ADC conversion, fraction of full scale (aihwkit: 0.04-0.1).", ge=0, le=0.5
+    )
+    analog_adc_averages: int = param(
+        256, doc="ADC conversions averaged per settled output (noise / sqrt(N)).", ge=1, le=65536
+    )
+    analog_g_max_s: float = param(25e-6, doc="Maximum device conductance (aihwkit PCM: 25 uS).", unit="S", gt=0)
+    analog_drift_nu: float = param(
+        0.05, doc="Mean drift exponent: g(t) = g0 (t/t0)^-nu (aihwkit PCM ~0.05-0.1).", ge=0, le=0.5
+    )
+    analog_drift_nu_std: float = param(
+        0.005, doc="Device-to-device spread of the drift exponent (what a global correction leaves).", ge=0, le=0.2
+    )
+    analog_drift_t0_s: float = param(20.0, doc="Drift reference time after programming (aihwkit: 20 s).", unit="s", gt=0)
+    analog_tau_s: float = param(
+        1e-6,
+        doc="Circuit time constant of the gradient flow dx/dt = -(Qx-b)/tau; settling takes "
+        "~tau/lambda_min ln(1/tol) (Sun & Ielmini, IEEE TED 2020).",
+        unit="s",
+        gt=0,
+        le=1,
+    )
+    analog_reference_cells: int = param(
+        32, doc="Reference cells read by the calibration (global drift compensation).", ge=1, le=65536
+    )
+    analog_program_energy_per_cell_j: float = param(
+        1e-10,
+        doc="Write-verify energy per cell and slice (~10 pulses of ~10 pJ; RRAM order of magnitude, unverified).",
+        unit="J",
+        ge=0,
+    )
+    analog_program_time_per_row_s: float = param(
+        1e-5, doc="Row-parallel write-verify time per row and slice.", unit="s", ge=0
+    )
+    analog_conversion_energy_j: float = param(
+        5e-12,
+        doc="Energy per DAC/ADC conversion (Walden figure of merit ~10 fJ/step at 9 bits, Murmann ADC survey).",
+        unit="J",
+        ge=0,
+    )
+    analog_conversion_time_s: float = param(1e-7, doc="Time per ADC conversion.", unit="s", ge=0)
+    analog_column_power_w: float = param(
+        1e-4, doc="Power of one column amplifier while settling/reading.", unit="W", ge=0
+    )
+    analog_read_voltage_v: float = param(0.2, doc="Read voltage across the array.", unit="V", gt=0, le=5)
+    # -- faults the emulator injects at random (probability per device command) ----------------
+    fault_stuck_cells: int = param(0, doc="Cells stuck at a rail from start-up (permanent).", ge=0, le=100000)
+    fault_dead_rate: float = param(0.0, doc="Per command: the device stops replying (for a few commands).", ge=0, le=1)
+    fault_slow_settle_rate: float = param(0.0, doc="Per command: settling 10^4 x slower (timeout).", ge=0, le=1)
+    fault_no_settle_rate: float = param(0.0, doc="Per command: the circuit never settles.", ge=0, le=1)
+    fault_saturate_rate: float = param(0.0, doc="Per command: outputs stuck at the rails.", ge=0, le=1)
+    fault_corrupt_rate: float = param(0.0, doc="Per command: reply bytes corrupted.", ge=0, le=1)
+    fault_seu_rate: float = param(0.0, doc="Per command: a bit flip in a programmed code (SEU).", ge=0, le=1)
+    fault_brownout_rate: float = param(0.0, doc="Per command: brown-out mid-command (no reply, state lost).", ge=0, le=1)
+    fault_wrong_output_rate: float = param(
+        0.0, doc="Per command: silently wrong outputs in a well-formed reply (only the residual gate sees it).", ge=0, le=1
     )
 
 

@@ -1,17 +1,26 @@
-"""Benchmark group `exec`: simulation speed of the default mission with all tasks.
+"""Benchmark group `exec`: speed, memory and real-time behaviour of the executive.
 
-- ``exec.speed_x_realtime``: simulated seconds per wall second of a whole
-  `run_mission` of the default mission (truth preparation, pre-launch model,
-  executive with every task, telemetry), median of 3 runs.
-- ``exec.empty_loop_speed_x_realtime``: the same host loop (world inputs,
-  battery step) around an executive with no tasks, same process: the ceiling the
-  full run is measured against. Issue 4 brings the full speed work (frame
-  skipping, allocation-free tick path) and the memory figures.
+- ``exec.speed_x_realtime``: simulated seconds per wall second of the default mission
+  with every task, the simulation loop (truth blocks, executive, battery, telemetry)
+  after set-up; median of 3 runs of one simulated day (quick: 0.25 day).
+- ``exec.empty_loop_speed_x_realtime``: the same loop stepping every frame with an
+  executive that does nothing (no idle-frame crossing): the baseline, same process.
+- ``exec.heap_growth_bytes_per_100k_ticks``: traced Python heap growth of the flight
+  software over 100,000 ticks after warm-up (payload from a fixed pool, packets
+  consumed by the ground).
+- ``exec.peak_rss_mib_30d``: peak resident memory of `flightsim run --days 30` in a
+  child process (quick: 3 days, scaled nothing: the figure is then the 3-day peak).
+- ``exec.rt_jitter_p50_ms`` / ``exec.rt_jitter_p99_ms``: lateness of tick wake-ups in
+  real-time mode at 1x over a 10-minute run (quick: 20 s).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -21,41 +30,109 @@ from sim.bench import median_time_s
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
 
 
+def _loop_speed(cfg, image, seconds: float, empty: bool) -> float:
+    from sim.simulation import Simulation
+
+    sim = Simulation(cfg, cfg.mission.seed, seconds, lambda p: None, image=image, skip_idle=not empty)
+    if empty:
+        sim.fsw.step = lambda tick, generation=None: None
+    t0 = time.perf_counter()
+    sim.advance(sim.n_ticks)
+    return time.perf_counter() - t0
+
+
+def _heap_growth(cfg, image) -> float:
+    from flight_sw.app import FlightSoftware
+    from sim.scene import SceneTruth
+
+    scene = SceneTruth(cfg.payload, np.random.default_rng(0))
+    b = cfg.payload.samples_per_acquisition
+    pool_x = np.zeros((64, b, cfg.payload.bands), np.float32)
+    pool_y = np.zeros((64, b), np.int64)
+    for i in range(64):
+        scene.sample(0.0, b, scene.base_mix, 45.0, pool_x[i], pool_y[i])
+
+    class Pool:
+        i = 0
+
+        def acquire(self, pixels, labels):
+            self.i = (self.i + 1) % 64
+            np.copyto(pixels, pool_x[self.i])
+            np.copyto(labels, pool_y[self.i])
+            return 2
+
+    fsw = FlightSoftware(cfg, image, Pool(), lambda p: None)
+    for tick in range(20000):
+        fsw.inputs.soc = 0.9
+        fsw.inputs.in_contact = tick % 600 < 300
+        fsw.step(tick)
+    tracemalloc.start()
+    c0, _ = tracemalloc.get_traced_memory()
+    for tick in range(20000, 120000):
+        fsw.inputs.soc = 0.9
+        fsw.inputs.in_contact = tick % 600 < 300
+        fsw.step(tick)
+    c1, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return float(c1 - c0)
+
+
+def _peak_rss_mib(days: float) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        code = (
+            "import resource, sys\n"
+            "from sim.cli import main\n"
+            f"rc = main(['run', {str(DEFAULT_CONFIG)!r}, '--days', '{days}', '--out', {tmp!r} + '/r', '--quiet'])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+            "sys.exit(rc)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0  # ru_maxrss is in KiB on Linux
+
+
+def _rt_jitter_ms(cfg, image, seconds: float) -> tuple[float, float]:
+    from flight_sw.exec.realtime import PacedClock, RealTimeExecutive
+    from sim.simulation import Simulation
+
+    def factory(fsw):
+        return RealTimeExecutive(fsw, PacedClock(cfg.executive.minor_frame_s, time.monotonic, time.sleep, 1.0),
+                                 cfg.fdir.watchdog_grace_s)
+
+    sim = Simulation(cfg, cfg.mission.seed, seconds, lambda p: None, image=image, executor_factory=factory)
+    try:
+        sim.advance(sim.n_ticks)
+    finally:
+        sim.executor.close()
+    jitter = np.array(sim.executor.jitter_s[1:]) * 1000.0
+    return float(np.percentile(jitter, 50)), float(np.percentile(jitter, 99))
+
+
 def run(quick: bool, log) -> dict[str, float]:
     from flight_sw.config import load_mission_config
-    from sim.power_truth import BatteryTruth
-    from sim.runner import run_mission
+    from sim.prelaunch import train_prelaunch_model
+    from sim.simulation import spawn_rngs
 
     cfg = load_mission_config(DEFAULT_CONFIG)
-    text = DEFAULT_CONFIG.read_text()
-    days = 0.25 if quick else 1.0
-    with tempfile.TemporaryDirectory() as tmp:
-        wall = median_time_s(
-            lambda: run_mission(cfg, text, Path(tmp) / "r", days=days, show_progress=False), repeats=3, warmup=1
-        )
-    sim_s = days * 86400.0
-    log(f"default mission, {days:g} d: {wall:.2f} s wall (median of 3)")
-
-    n = int(sim_s)
-    solar = np.full(n, 20.0).tolist()
-    battery = BatteryTruth(cfg.power.battery)
-
-    class EmptyExecutive:
-        energy_j = 0.0
-
-        def step(self, tick: int) -> None:
-            return None
-
-    ex = EmptyExecutive()
-
-    def empty_loop() -> None:
-        for tick in range(n):
-            ex.step(tick)
-            battery.step(solar[tick], 9.0 + ex.energy_j, 1.0, float(tick))
-
-    wall_empty = median_time_s(empty_loop, repeats=3, warmup=0)
-    log(f"empty executive loop, {days:g} d: {wall_empty:.3f} s wall")
+    image = train_prelaunch_model(cfg, spawn_rngs(cfg.mission.seed)["prelaunch"])
+    seconds = (0.25 if quick else 1.0) * 86400.0
+    wall = median_time_s(lambda: _loop_speed(cfg, image, seconds, empty=False), repeats=3, warmup=1)
+    log(f"default mission loop, {seconds / 86400:g} d: {wall:.3f} s wall (median of 3)")
+    wall_empty = median_time_s(lambda: _loop_speed(cfg, image, seconds, empty=True), repeats=3, warmup=0)
+    log(f"empty executive loop stepping every frame: {wall_empty:.3f} s wall")
+    growth = _heap_growth(cfg, image)
+    log(f"heap growth over 100,000 ticks: {growth:.0f} B")
+    days = 3.0 if quick else 30.0
+    rss = _peak_rss_mib(days)
+    log(f"peak RSS of a {days:g}-day run: {rss:.0f} MiB")
+    rt_s = 20.0 if quick else 600.0
+    log(f"real-time run at 1x for {rt_s:g} s ...")
+    p50, p99 = _rt_jitter_ms(cfg, image, rt_s)
+    log(f"tick jitter p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     return {
-        "exec.speed_x_realtime": sim_s / wall,
-        "exec.empty_loop_speed_x_realtime": sim_s / wall_empty,
+        "exec.speed_x_realtime": seconds / wall,
+        "exec.empty_loop_speed_x_realtime": seconds / wall_empty,
+        "exec.heap_growth_bytes_per_100k_ticks": growth,
+        "exec.peak_rss_mib_30d": rss,
+        "exec.rt_jitter_p50_ms": p50,
+        "exec.rt_jitter_p99_ms": p99,
     }
