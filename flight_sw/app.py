@@ -351,14 +351,19 @@ class FlightSoftware:
         if not reopen:
             self._prev_umbra = (prev.umbra_entry_s, prev.umbra_exit_s)
             self.orbit_index += 1
+        start, end = float(pred.orbit_start_s[0]), float(pred.orbit_end_s[0])
+        sun_eq = None
+        if self.cfg.power.solar_array.attitude_mode == "nadir_body_mounted":
+            sun_eq = self.predictor.zenith_panel_sun_s(start, end)
         s = self.budget.new_orbit(
             self.orbit_index,
-            float(pred.orbit_start_s[0]),
-            float(pred.orbit_end_s[0]),
+            start,
+            end,
             float(pred.umbra_entry_s[0]),
             float(pred.umbra_exit_s[0]),
             float(pred.sunlit_s[0]),
             self.inputs.soc,
+            sun_equivalent_s=sun_eq,
         )
         payload = d.HK_ORBIT_STRUCT.pack(
             s.orbit_index,

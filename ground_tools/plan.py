@@ -24,9 +24,9 @@ Sources:
   (:class:`flight_sw.power.budget.PowerBudget`, its own onboard array model) when the
   orbit opens at the reserve state of charge, i.e. the steady-state budget: no reserve
   deficit to repay and no surplus to spend. For a nadir body-mounted panel the onboard
-  model uses a fixed incidence factor, so ``onboard_generation_j`` can differ from
-  ``array_energy_j`` (the truth); the gap is what the budget leaves on the table (or
-  over-promises).
+  model integrates cos(incidence) x illumination from its own SGP4 and analytic sun, so
+  ``onboard_generation_j`` tracks ``array_energy_j`` (the truth); the gap is what the
+  budget leaves on the table (or over-promises).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ import numpy as np
 
 from flight_sw.config.schema import MissionConfig
 from flight_sw.power.budget import PowerBudget
+from flight_sw.power.eclipse_predictor import EclipsePredictor
+from flight_sw.power.tle import parse_tle
 from sim.orbit_truth import OrbitSummary, OrbitTruth
 from sim.power_truth import SECONDS_PER_YEAR, SolarArrayTruth
 
@@ -129,7 +131,13 @@ def _budgets(cfg: MissionConfig, orbits: OrbitSummary, umbra_entry, umbra_exit):
     soc = cfg.power.battery.reserve_soc
     out = np.zeros((len(orbits), 3))
     sunlit_s = orbits.sunlit_fraction * orbits.duration_s
+    predictor = None
+    if cfg.power.solar_array.attitude_mode == "nadir_body_mounted":
+        predictor = EclipsePredictor(parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2), cfg.mission.start_utc)
     for i in range(len(orbits)):
+        sun_eq = None
+        if predictor is not None:  # the onboard geometry integral, as the flight software does it
+            sun_eq = predictor.zenith_panel_sun_s(float(orbits.start_s[i]), float(orbits.end_s[i]))
         s = budget.new_orbit(
             i,
             float(orbits.start_s[i]),
@@ -138,6 +146,7 @@ def _budgets(cfg: MissionConfig, orbits: OrbitSummary, umbra_entry, umbra_exit):
             float(umbra_exit[i]),
             float(sunlit_s[i]),
             soc=soc,
+            sun_equivalent_s=sun_eq,
         )
         out[i] = (s.generation_j, s.essential_j, s.budget_j)
     return out[:, 0], out[:, 1], out[:, 2]
@@ -286,7 +295,7 @@ def summary_lines(rows: list[OrbitPlanRow], margin_j: float = 0.0) -> list[str]:
         r.optional_budget_j - max(0.0, r.array_energy_j - r.essential_energy_j - margin_j)
         for r in rows
     ]
-    n_over = sum(1 for x in over if x > 1.0)
+    n_over = sum(1 for x in over if x > 100.0)  # ignore rounding-level differences
     if n_over:
         lines.append(
             f"WARNING: in {n_over} orbit(s) the onboard budget exceeds what the truth array "

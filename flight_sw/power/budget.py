@@ -19,11 +19,6 @@ from flight_sw.config.schema import MissionConfig
 
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
-#: Onboard orbit-mean incidence factor per attitude mode. A sun-pointing array sees the
-#: sun face-on; a zenith panel on a nadir-pointing bus sees cos(angle to the sun), whose
-#: mean over the sunlit arc is about 0.5 at low beta (conservative; the simulator's truth
-#: integrates the real geometry, so the error shows in the budget-vs-use plots).
-INCIDENCE_FACTOR = {"sun_pointing": 1.0, "nadir_body_mounted": 0.5}
 
 
 @dataclass
@@ -53,7 +48,6 @@ class PowerBudget:
             * arr.area_m2
             * arr.cell_efficiency
             * (1.0 + arr.temperature_coefficient_per_k * (arr.cell_temperature_k - arr.reference_temperature_k))
-            * INCIDENCE_FACTOR[arr.attitude_mode]
         )
         self._degradation_per_s = arr.degradation_per_year / SECONDS_PER_YEAR
         bat = cfg.power.battery
@@ -67,7 +61,7 @@ class PowerBudget:
         self.state = OrbitBudgetState()
 
     def array_power_w(self, t_s: float) -> float:
-        """Onboard model of array output in full sun at mission time t_s."""
+        """Onboard model of array output in full sun at normal incidence at mission time t_s."""
         return self._array_peak_w * (1.0 - self._degradation_per_s * t_s)
 
     def new_orbit(
@@ -79,14 +73,19 @@ class PowerBudget:
         umbra_exit_s: float,
         sunlit_s: float,
         soc: float,
+        sun_equivalent_s: float | None = None,
     ) -> OrbitBudgetState:
-        """Open a new orbit's budget from its prediction and the current state of charge."""
+        """Open a new orbit's budget from its prediction and the current state of charge.
+
+        `sun_equivalent_s` is the orbit's full-sun-equivalent time of the array (illumination
+        x cos(incidence) integrated); it defaults to `sunlit_s` (a sun-pointing array).
+        """
         s = self.state
         s.orbit_index = orbit_index
         s.orbit_start_s, s.orbit_end_s = start_s, end_s
         s.umbra_entry_s, s.umbra_exit_s = umbra_entry_s, umbra_exit_s
         s.sunlit_s = sunlit_s
-        s.generation_j = self.array_power_w(start_s) * sunlit_s
+        s.generation_j = self.array_power_w(start_s) * (sunlit_s if sun_equivalent_s is None else sun_equivalent_s)
         s.essential_j = self.essential_power_w * (end_s - start_s)
         capacity_j = self._capacity_j * (1.0 - self._fade_per_s * start_s)
         delta_stored_j = (self._reserve_soc - soc) * capacity_j

@@ -162,6 +162,23 @@ class EclipsePredictor:
         r, _ = self._rv(t)
         return illumination_fraction(r, self._sun(t), self._polar_scale)
 
+    def zenith_panel_sun_s(self, t0_s: float, t1_s: float, step_s: float = 20.0) -> float:
+        """Full-sun-equivalent seconds of a panel on the zenith face of a nadir-pointing bus.
+
+        The integral over [t0_s, t1_s] of illumination x max(0, cos(angle between the local
+        zenith and the sun)), trapezoidal on a `step_s` grid (the integrand is smooth
+        except at shadow edges, whose penumbra is resolved by the illumination model).
+        """
+        n = max(int(math.ceil((t1_s - t0_s) / step_s)), 2)
+        t = np.linspace(t0_s, t1_s, n + 1)
+        r, _ = self._rv(t)
+        sun = self._sun(t)
+        zenith = r / np.linalg.norm(r, axis=1)[:, None]
+        to_sun = sun - r
+        to_sun /= np.linalg.norm(to_sun, axis=1)[:, None]
+        f = illumination_fraction(r, sun, self._polar_scale) * np.clip(np.sum(zenith * to_sun, axis=1), 0.0, 1.0)
+        return float(np.sum(0.5 * (f[1:] + f[:-1])) * (t[1] - t[0]))
+
     def eclipse_events(self, t0_s: float, t1_s: float) -> EclipseEvents:
         """Every shadow pass overlapping [t0_s, t1_s], entries/exits unclipped, in time order."""
         if not t1_s > t0_s:

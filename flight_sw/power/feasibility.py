@@ -10,7 +10,6 @@ trip through the battery: E_gen >= P_ess * t_sun + P_ess * t_shadow / (eta_c * e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +17,11 @@ import numpy as np
 from flight_sw.config.schema import MissionConfig
 from flight_sw.exec.schedule import build_task_specs, essential_energy_per_orbit_j
 from flight_sw.power.budget import PowerBudget
-from flight_sw.power.eclipse_predictor import EclipsePredictor
+from flight_sw.power.eclipse_predictor import EclipsePredictor, OrbitPrediction
 from flight_sw.power.tle import parse_tle
+
+#: Orbits predicted per request when sweeping a long horizon.
+CHUNK_ORBITS = 32
 
 
 class PowerInfeasibleError(ValueError):
@@ -46,16 +48,33 @@ def check_essential_feasibility(cfg: MissionConfig, days: float) -> FeasibilityR
     """Predict every orbit of the first `days` and raise if any cannot carry the essential set."""
     tle = parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2)
     predictor = EclipsePredictor(tle, cfg.mission.start_utc)
-    period_s = 86400.0 / tle.mean_motion_rev_per_day
-    k = max(1, math.ceil(days * 86400.0 / period_s))
-    pred = predictor.predict_orbits(0.0, k)
+    horizon_s = days * 86400.0
+    # Predict in chunks: the node-to-node period differs slightly from the TLE's mean
+    # motion, so one long request would run out of nodes over months.
+    chunks = []
+    t = 0.0
+    while t < horizon_s:
+        chunk = predictor.predict_orbits(t, CHUNK_ORBITS)
+        chunks.append(chunk)
+        t = float(chunk.orbit_end_s[-1])
+    pred = OrbitPrediction(*(
+        np.concatenate([getattr(c, f) for c in chunks]) for f in OrbitPrediction.__dataclass_fields__
+    ))
+    keep = pred.orbit_start_s < max(horizon_s, 1.0)
+    pred = OrbitPrediction(*(getattr(pred, f)[keep] for f in OrbitPrediction.__dataclass_fields__))
+    k = len(pred)
     p_ess = essential_power_w(cfg)
     budget = PowerBudget(cfg, p_ess)
     bat = cfg.power.battery
     duration = pred.orbit_end_s - pred.orbit_start_s
     sunlit = pred.sunlit_s
     shadow = duration - sunlit
-    gen = np.array([budget.array_power_w(float(t)) for t in pred.orbit_start_s]) * sunlit
+    if cfg.power.solar_array.attitude_mode == "nadir_body_mounted":
+        sun_eq = np.array([predictor.zenith_panel_sun_s(float(a), float(b))
+                           for a, b in zip(pred.orbit_start_s, pred.orbit_end_s, strict=True)])
+    else:
+        sun_eq = sunlit
+    gen = np.array([budget.array_power_w(float(t)) for t in pred.orbit_start_s]) * sun_eq
     required = p_ess * sunlit + p_ess * shadow / (bat.charge_efficiency * bat.discharge_efficiency)
     margin = gen - required
     worst = int(np.argmin(margin))
