@@ -78,3 +78,14 @@ def test_report_has_every_plot_non_empty(run_dir):
     for title, data in images:
         assert len(data) > 10_000, f"plot {title!r} looks empty"
     assert "<h2>Summary</h2>" in html and "training_updates_committed" in html
+
+
+def test_default_mission_is_power_limited_but_healthy(run_dir):
+    """The budget binds (optional work is refused) yet the battery never nears SAFE."""
+    cfg = load_mission_config(DEFAULT)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["optional_runs_skipped"] > 0
+    assert s["min_soc"] > cfg.power.battery.floor_soc
+    assert s["mode_transitions"] == 0 and s["final_mode"] == "TRAINING"
+    assert s["overruns"] == 0 and s["deadline_misses"] == 0
+    assert s["training_updates_committed"] >= 1 and s["brownout_deficit_j"] == 0.0
