@@ -416,6 +416,9 @@ class FlightSoftware:
             learner.refused,
             learner.rollbacks,
             learner.label_accuracy,
+            learner.drift_free.statistic,
+            learner.drift_labels.statistic,
+            learner.drift_free.alarms + learner.drift_labels.alarms,
             learner.labels_total,
             self.overruns_total,
             self.optional_skipped_total,
@@ -447,6 +450,8 @@ class FlightSoftware:
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
         n = self._pixels.shape[0]
+        self.learner.monitor(n)
+        self._report_drift(t)
         aug = self.learner.feat.shape[1]
         return 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) / self.cpu_flops_per_s
 
@@ -454,6 +459,7 @@ class FlightSoftware:
         if self.payload.acquire(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
             return -1.0
         self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
+        self._report_drift(t)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)
@@ -469,6 +475,12 @@ class FlightSoftware:
         if outcome is not None:
             self._report_update(outcome, t)
         return cost_s
+
+    def _report_drift(self, t: float) -> None:
+        events = self.learner.drift_events
+        while events:
+            source, samples = events.pop(0)
+            self.tm.event(d.EVENT_DRIFT_DETECTED, "medium", struct.pack(">BI", source, samples), t)
 
     def _report_update(self, outcome: str, t: float) -> None:
         learner = self.learner

@@ -16,22 +16,33 @@ MAX_TM_PACKET_BYTES = 256
 def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, numpy dtype) of every fixed buffer, grouped by component prefix."""
     bands = cfg.payload.bands
+    hidden = cfg.model.hidden_units
     feat = cfg.model.feature_dim
     n_cls = len(cfg.payload.classes)
     batch = cfg.payload.samples_per_acquisition
     replay = cfg.model.replay_buffer_size
     aug = feat + 1  # features plus bias
     return {
-        "ml.extractor_weights_int8": ((bands, feat), "int8"),
-        "ml.extractor_scales": ((feat,), "float32"),
-        "ml.extractor_folded_w": ((bands, feat), "float64"),
-        "ml.extractor_folded_bias": ((feat,), "float64"),
+        "ml.input_mean": ((bands,), "float64"),
+        "ml.input_inv_std": ((bands,), "float64"),
+        "ml.w1_int8": ((bands, hidden), "int8"),
+        "ml.w1_scales": ((hidden,), "float64"),
+        "ml.b1": ((hidden,), "float64"),
+        "ml.w2_int8": ((hidden, feat), "int8"),
+        "ml.w2_scales": ((feat,), "float64"),
+        "ml.b2": ((feat,), "float64"),
+        "ml.hidden_row": ((hidden,), "int8"),
+        "ml.batch_margins": ((batch,), "float64"),
+        "ml.batch_correct": ((batch,), "float64"),
+        "ml.drift_state_margin": ((4,), "float64"),
+        "ml.drift_state_labels": ((4,), "float64"),
         "ml.feat_row": ((aug,), "float64"),
         "ml.score_row": ((n_cls,), "float64"),
         "ml.head_slot_a": ((aug, n_cls), "float64"),
         "ml.head_slot_b": ((aug, n_cls), "float64"),
         "ml.candidate_head": ((aug, n_cls), "float64"),
-        "ml.stats_q": ((aug, aug), "float64"),
+        "ml.stats_q": ((n_cls, aug, aug), "float64"),
+        "ml.class_present": ((n_cls,), "int64"),
         "ml.stats_b": ((aug, n_cls), "float64"),
         "ml.solver_work": ((aug, aug), "float64"),
         "ml.replay_samples": ((replay, bands), "float32"),

@@ -1,73 +1,253 @@
-"""`groundtools`: what the ground team runs (report, decode, plan)."""
+"""`groundtools`: what the ground team runs (ingest, limits, report, models, replay, campaign, plan).
+
+Bad input (a run folder missing files, telemetry of another dictionary version, an
+empty or foreign archive, an invalid limits or model file, an unknown orbit)
+ends with a message on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from flight_sw.config import ConfigError, load_mission_config
+from ground_tools.archive import ArchiveError
 from ground_tools.decode import DecodeError
-from ground_tools.report import RunFolderError
+from ground_tools.limits import LimitsError
+from ground_tools.models import ModelFileError, NoSamplesError
+from ground_tools.runfolder import OptionError, RunFolderError
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT = (RunFolderError, DecodeError, ArchiveError, LimitsError, ModelFileError, NoSamplesError, ConfigError,
+             OptionError)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def cmd_report(args) -> int:
     from ground_tools.report import write_report
 
-    path = write_report(Path(args.run), Path(args.out) if args.out else None)
+    path = write_report(Path(args.run), Path(args.out) if args.out else None, db=args.db, orbit=args.orbit,
+                        limits_path=args.limits, log=_err)
     print(f"report: {path.resolve()}")
     return 0
 
 
 def cmd_decode(args) -> int:
-    from ground_tools.report import load_run
+    from ground_tools.decode import decode_file
+    from ground_tools.runfolder import INGEST_FILES, open_run
 
-    cfg, summary, run_info, truth, tm = load_run(Path(args.run))
+    run = open_run(Path(args.run), need=INGEST_FILES)
+    cfg = run.cfg
+    tm = decode_file(run.telemetry_path, cfg.mission.start_utc, len(cfg.tasks), cfg.telemetry.apid)
     print(f"{tm.packets} packets, {tm.bad_packets} bad {tm.bad_reasons or ''}")
     print(f"housekeeping reports: {len(tm.hk_core.get('t_s', []))}, orbit budgets: {len(tm.orbits.get('orbit_index', []))}, "
           f"events: {len(tm.events)}")
     return 0
 
 
-def cmd_plan_eclipses(args) -> int:
-    import time
+def cmd_ingest(args) -> int:
+    from ground_tools.archive import ingest
 
+    t0 = time.perf_counter()
+    rep = ingest(Path(args.run), args.db)
+    for line in rep.lines():
+        print(line)
+    if rep.already_ingested:
+        print("this telemetry file was already ingested: nothing changed")
+    print(f"done in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _archive_for(args):
+    from ground_tools.archive import ensure_archive
+
+    return ensure_archive(Path(args.run), args.db, log=_err)
+
+
+def cmd_limits(args) -> int:
+    from ground_tools.archive import Archive
+    from ground_tools.limits import check, format_table, load_limits
+    from ground_tools.runfolder import INGEST_FILES, open_run
+
+    run = open_run(Path(args.run), need=INGEST_FILES)
+    limit_set = load_limits(args.limits, run.cfg)  # a bad limits file fails before any ingest
+    db = _archive_for(args)
+    with Archive(db) as ar:
+        hk = ar.hk_core()
+    violations = check(limit_set, hk)
+    n_alarm = sum(v.level == "alarm" for v in violations)
+    print(f"limits {limit_set.source}: {len(limit_set.limits)} parameters, {len(limit_set.disabled)} disabled ranges; "
+          f"{len(hk.get('t_s', []))} housekeeping samples checked")
+    if not violations:
+        print("no limit violations")
+        return 0
+    print(f"{len(violations)} violations ({n_alarm} alarm, {len(violations) - n_alarm} warning):")
+    for line in format_table(violations, run.cfg.mission.start_utc):
+        print(line)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ground_tools.archive import Archive
+    from ground_tools.models import format_lifecycle, lifecycle
+    from ground_tools.runfolder import INGEST_FILES, open_run
+
+    run = open_run(Path(args.run), need=INGEST_FILES)
+    db = _archive_for(args)
+    with Archive(db) as ar:
+        hk, updates = ar.hk_core(), ar.training_updates()
+    truth = run.truth() if (run.path / "truth.npz").is_file() else None
+    end_s = float(truth["t_s"][-1]) if truth is not None and len(truth["t_s"]) else None
+    versions = lifecycle(hk, updates, truth, end_s)
+    if not versions:
+        print("no model information in the telemetry (no housekeeping, no training updates)")
+        return 0
+    print(f"{len(versions)} model versions were active onboard"
+          + ("" if truth is not None else " (no truth.npz: truth accuracy n/a)"))
+    for line in format_lifecycle(versions, run.cfg.mission.start_utc):
+        print(line)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    import json
+
+    from ground_tools.archive import Archive
+    from ground_tools.models import check_model_fits, format_replay, load_model, replay
+
+    image = load_model(args.model)
+    baseline = load_model(args.baseline) if args.baseline else None
+    db = _archive_for(args)
+    with Archive(db) as ar:
+        samples = ar.samples()
+        classes = json.loads(ar.meta["classes"])
+        bands = int(ar.meta["bands"])
+    if samples is None:
+        raise NoSamplesError(
+            f"{args.run}: no downlinked samples in the archive {db} (table `samples` is empty). The flight "
+            f"software does not downlink labelled samples yet, so there is nothing to replay {args.model} on."
+        )
+    check_model_fits(image, bands, classes, str(args.model))
+    if baseline is not None:
+        check_model_fits(baseline, bands, classes, str(args.baseline))
+    res = replay(image, samples, baseline)
+    for line in format_replay(res, classes, f"{args.model} (v{image.version})",
+                              f"{Path(args.baseline).name} (v{baseline.version})" if baseline else None):
+        print(line)
+    return 0
+
+
+def cmd_campaign(args) -> int:
+    from ground_tools.campaign import plan_runs, run_campaign, start_client, write_plot, write_table
+
+    if args.seeds < 1:
+        _err(f"error: --seeds must be >= 1, got {args.seeds}")
+        return EXIT_BAD_INPUT
+    if args.workers < 1:
+        _err(f"error: --workers must be >= 1, got {args.workers}")
+        return EXIT_BAD_INPUT
+    if args.days is not None and not 0 < args.days <= 366:
+        _err(f"error: --days must be in (0, 366], got {args.days:g}")
+        return EXIT_BAD_INPUT
+    out = Path(args.out)
+    specs = plan_runs(args.config, args.seeds, args.days, out)
+    out.mkdir(parents=True, exist_ok=True)
+    where = f"scheduler {args.scheduler}" if args.scheduler else f"a local Dask cluster of {args.workers} worker processes"
+    print(f"campaign: {len(specs)} runs ({len(args.config)} config(s) x {args.seeds} seed(s)) on {where}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        client, cluster = start_client(args.workers, args.scheduler)
+    except (OSError, TimeoutError) as exc:
+        _err(f"error: cannot reach the Dask scheduler at {args.scheduler}: {exc}")
+        return EXIT_BAD_INPUT
+    try:
+        print(f"cluster ready in {time.perf_counter() - t0:.1f} s: {len(client.scheduler_info()['workers'])} workers",
+              flush=True)
+        rows = run_campaign(specs, client, log=lambda m: print(m, flush=True))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    csv_path = write_table(rows, out)
+    png_path = write_plot(rows, out)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"table: {csv_path.resolve()}\nplot: {png_path.resolve()}")
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs ok in {time.perf_counter() - t0:.1f} s wall")
+    return 1 if failed else 0
+
+
+def cmd_plan_eclipses(args) -> int:
     from ground_tools.plan import YEAR_PNG_NAME, write_plan, year_plot
 
     try:
         cfg = load_mission_config(args.config)
     except ConfigError as exc:
-        print(f"error: invalid mission config {exc}", file=sys.stderr)
+        _err(f"error: invalid mission config {exc}")
         return EXIT_BAD_INPUT
     if not 0 < args.days <= 366:
-        print(f"error: --days must be in (0, 366], got {args.days:g}", file=sys.stderr)
+        _err(f"error: --days must be in (0, 366], got {args.days:g}")
         return EXIT_BAD_INPUT
     out = Path(args.out) if args.out else Path("plan") / Path(args.config).stem
     t0 = time.perf_counter()
-    try:
-        write_plan(cfg, args.days, out)
-        if args.year_plot:
-            print()
-            year_plot(cfg, out / YEAR_PNG_NAME, plan_days=args.days)
-        print(f"done in {time.perf_counter() - t0:.1f} s")
-    except BrokenPipeError:  # `| head`: the reader left; no traceback on exit either
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    write_plan(cfg, args.days, out)
+    if args.year_plot:
+        print()
+        year_plot(cfg, out / YEAR_PNG_NAME, plan_days=args.days)
+    print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundtools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("report", help="write the review report (HTML with plots) of a run folder")
+
+    def db_opt(p):
+        p.add_argument("--db", help="archive path (default: RUN/archive.sqlite)")
+
+    p = sub.add_parser("ingest", help="decode RUN/telemetry.bin into the SQLite archive (idempotent)")
+    p.add_argument("run")
+    db_opt(p)
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("limits", help="list limit violations of the run's housekeeping")
+    p.add_argument("run")
+    p.add_argument("--limits", help="limits YAML (default: ground_tools/limits_default.yaml)")
+    db_opt(p)
+    p.set_defaults(func=cmd_limits)
+    p = sub.add_parser("report", help="write the review report (one HTML file with plots) of a run folder")
     p.add_argument("run")
     p.add_argument("--out", help="output HTML path (default: RUN/report.html)")
+    p.add_argument("--orbit", type=int, help="orbit of the task execution timeline (default: the most skipped runs)")
+    p.add_argument("--limits", help="limits YAML (default: ground_tools/limits_default.yaml)")
+    db_opt(p)
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("decode", help="decode a run's telemetry and print packet counts")
+    p = sub.add_parser("decode", help="decode a run's telemetry (no archive) and print packet counts")
     p.add_argument("run")
     p.set_defaults(func=cmd_decode)
+    p = sub.add_parser("models", help="list every model version that was active onboard")
+    p.add_argument("run")
+    db_opt(p)
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("replay", help="score a candidate model on the run's downlinked samples")
+    p.add_argument("model", help="model file (.npz with the ModelImage fields)")
+    p.add_argument("run")
+    p.add_argument("--baseline", help="another model file to compare with (e.g. the pre-launch model)")
+    db_opt(p)
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("campaign", help="run simulations in parallel with Dask; one CSV table and one plot")
+    p.add_argument("config", nargs="+", help="mission config YAML(s)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per config: mission.seed + 0..N-1 (default 1)")
+    p.add_argument("--days", type=float, help="simulated days per run (default: each config's duration_days)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--out", default="campaign", help="output folder (default: ./campaign)")
+    p.set_defaults(func=cmd_campaign)
     p = sub.add_parser("plan", help="planning products from a mission config")
     plan_sub = p.add_subparsers(dest="plan_command", required=True)
     p = plan_sub.add_parser(
@@ -84,12 +264,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also plot umbra fraction and beta angle over a year (default: on)",
     )
     p.set_defaults(func=cmd_plan_eclipses)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RunFolderError, DecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except BAD_INPUT as exc:
+        _err(f"error: {exc}")
         return EXIT_BAD_INPUT
+    except sqlite3.DatabaseError as exc:
+        _err(f"error: archive: {exc}")
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `| head`: the reader left; no traceback on exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

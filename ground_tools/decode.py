@@ -1,30 +1,207 @@
-"""Decode a run's telemetry file into per-structure columns, using the shared dictionary.
+"""Telemetry decoding with the shared dictionary: framing, CRC, PUS headers, HK and events.
 
-Thin version (issue 2): decodes straight into numpy columns for the report. The
-SQLite archive, limits and idempotent ingest belong to issue 8. Bad packets (CRC,
-truncation, unknown service) are counted and skipped, never fatal.
+Two layers:
+
+- `frame_stream` cuts a byte stream into CCSDS space packets by their length field and
+  checks each packet's CRC-16/CCITT-FALSE (`binascii.crc_hqx`, the C implementation: a
+  packet with its CRC appended checks to zero). It never gives up on a damaged file:
+  a packet whose CRC fails but whose successor starts where its length says is kept
+  as a CRC-failed packet (its length is believable), and anything else (a corrupted
+  header, a length pointing nowhere, a truncated tail) becomes a *rejected chunk* and
+  the framer resynchronises on the next offset where a plausible header starts a
+  packet whose CRC checks (the APID, when known, narrows the search).
+- `decode_file` and the archive (`ground_tools.archive`) decode the PUS-C TM packets
+  into housekeeping rows and events with the structures of `flight_sw.tmtc.dictionary`.
+
+PUS-C TM layout (what `spacepackets.PusTm.pack` writes; checked against it and ccsdspy
+in the tests): 6-byte primary header, 7-byte secondary header (version/time reference,
+service, subtype, message counter u16, destination id u16), a 7-byte CDS short time
+(P-field, u16 days since 1958-01-01, u32 ms of day), the source data, a 2-byte CRC.
 """
 
 from __future__ import annotations
 
+import binascii
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from spacepackets.ecss import PusTm
 
 from flight_sw.tmtc import dictionary as d
 
-_CCSDS_EPOCH = datetime(1958, 1, 1, tzinfo=UTC)
-_PRIMARY_HEADER = 6
+CCSDS_EPOCH = datetime(1958, 1, 1, tzinfo=UTC)
+PRIMARY_HEADER = 6
+PUS_TM_SEC_HEADER = 7
+TIME_OFFSET = PRIMARY_HEADER + PUS_TM_SEC_HEADER
+DATA_OFFSET = TIME_OFFSET + d.CDS_SHORT_LEN
+CRC_LEN = 2
+MIN_PACKET = DATA_OFFSET + CRC_LEN
+_HDR = struct.Struct(">HHH")
+_SEC = struct.Struct(">BBBHH")
+_CDS = struct.Struct(">xHI")
 
 
 class DecodeError(ValueError):
-    """The file cannot be decoded at all (wrong dictionary, not telemetry)."""
+    """The file cannot be decoded at all (another dictionary version, not telemetry)."""
 
 
+@dataclass(slots=True)
+class Frame:
+    """One framed unit of the stream: a packet (CRC checked) or a rejected chunk."""
+
+    offset: int
+    raw: bytes
+    crc_ok: bool
+    reason: str | None = None  # None: a good packet; else why it is bad
+    is_packet: bool = True  # False: unframed bytes (rejected chunk), no header fields
+
+
+def _plausible_header(raw: bytes, pos: int, apid: int | None) -> int:
+    """Declared packet length at pos when the header looks like one of our TM packets, else 0."""
+    h0, _h1, h2 = _HDR.unpack_from(raw, pos)
+    # version 0, type TM (0), secondary header present (1)
+    if h0 >> 11 != 0b00001:
+        return 0
+    if apid is not None and h0 & 0x7FF != apid:
+        return 0
+    length = h2 + 1 + PRIMARY_HEADER
+    return length if length >= MIN_PACKET else 0
+
+
+def _crc_ok(raw: bytes, pos: int, length: int) -> bool:
+    return binascii.crc_hqx(raw[pos : pos + length], 0xFFFF) == 0
+
+
+def _valid_packet_at(raw: bytes, pos: int, apid: int | None) -> bool:
+    if pos + PRIMARY_HEADER > len(raw):
+        return False
+    length = _plausible_header(raw, pos, apid)
+    return bool(length) and pos + length <= len(raw) and _crc_ok(raw, pos, length)
+
+
+def _resync(raw: bytes, start: int, apid: int | None) -> int:
+    """First offset >= start where a CRC-valid packet begins (len(raw) when none)."""
+    n = len(raw)
+    if apid is not None:
+        sync = bytes(((0x08 | (apid >> 8)) & 0xFF, apid & 0xFF))
+        pos = raw.find(sync, start)
+        while pos != -1:
+            if _valid_packet_at(raw, pos, apid):
+                return pos
+            pos = raw.find(sync, pos + 1)
+        return n
+    for pos in range(start, n - MIN_PACKET + 1):
+        if raw[pos] & 0xF8 == 0x08 and _valid_packet_at(raw, pos, None):
+            return pos
+    return n
+
+
+def frame_stream(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
+    """Cut `raw` into packets; damaged parts come out as CRC-failed packets or rejected chunks.
+
+    `apid`: the mission's telemetry APID (from the config) when known; packets of other
+    APIDs are then treated as noise during resynchronisation only.
+    """
+    n = len(raw)
+    pos = 0
+    while pos < n:
+        if n - pos < PRIMARY_HEADER:
+            yield Frame(pos, raw[pos:], False, f"truncated: {n - pos} trailing bytes, shorter than a header", False)
+            return
+        length = _plausible_header(raw, pos, None)
+        if length and pos + length <= n:
+            if _crc_ok(raw, pos, length):
+                yield Frame(pos, raw[pos : pos + length], True)
+                pos += length
+                continue
+            nxt = pos + length
+            if nxt == n or (nxt + PRIMARY_HEADER <= n and _plausible_header(raw, nxt, apid)):
+                # The length is believable (the next packet starts where it says): keep it.
+                yield Frame(pos, raw[pos:nxt], False, "CRC mismatch")
+                pos = nxt
+                continue
+        nxt = _resync(raw, pos + 1, apid)
+        if nxt == n and length and pos + length > n and nxt - pos < length:
+            reason = f"truncated: last packet declares {length} bytes, {n - pos} present"
+        else:
+            reason = "corrupted header: bytes skipped to the next valid packet"
+        yield Frame(pos, raw[pos:nxt], False, reason, False)
+        pos = nxt
+
+
+def split_packets(raw: bytes) -> tuple[list[bytes], int]:
+    """Plain split by the CCSDS length fields, no checks: (packets, trailing bytes).
+
+    The "raw read" baseline of the ingest benchmark.
+    """
+    out = []
+    pos = 0
+    n = len(raw)
+    unpack = _HDR.unpack_from
+    while pos + PRIMARY_HEADER <= n:
+        length = unpack(raw, pos)[2] + 1 + PRIMARY_HEADER
+        if pos + length > n:
+            break
+        out.append(raw[pos : pos + length])
+        pos += length
+    return out, n - pos
+
+
+@dataclass(slots=True)
+class PacketHeader:
+    apid: int
+    seq: int
+    service: int
+    subtype: int
+    cds_days: int
+    cds_ms: int
+
+    def mission_s(self, start_utc: datetime) -> float:
+        return self.cds_days * 86400.0 + self.cds_ms / 1000.0 - (start_utc - CCSDS_EPOCH).total_seconds()
+
+
+def parse_header(pkt: bytes) -> PacketHeader | None:
+    """Primary + PUS-C secondary header fields (None when the packet is too short)."""
+    if len(pkt) < MIN_PACKET:
+        return None
+    h0, h1, _ = _HDR.unpack_from(pkt, 0)
+    _ver, service, subtype, _counter, _dest = _SEC.unpack_from(pkt, PRIMARY_HEADER)
+    days, ms = _CDS.unpack_from(pkt, TIME_OFFSET)
+    return PacketHeader(h0 & 0x7FF, h1 & 0x3FFF, service, subtype, days, ms)
+
+
+def epoch_offset_s(start_utc: datetime) -> float:
+    """Seconds from the CCSDS epoch to the mission start (subtract from CDS seconds)."""
+    return (start_utc - CCSDS_EPOCH).total_seconds()
+
+
+# -- event names from the dictionary -------------------------------------------------------
+def event_names() -> dict[int, str]:
+    """Event id -> name, from every EVENT_<NAME> integer constant of the dictionary."""
+    out = {}
+    for name in dir(d):
+        value = getattr(d, name)
+        if name.startswith("EVENT_") and isinstance(value, int) and not isinstance(value, bool):
+            out[value] = name[len("EVENT_") :].lower()
+    return out
+
+
+SEVERITIES = {v: k for k, v in d.EVENT_SEVERITY_SUBTYPE.items()}
+
+
+def check_dictionary_version(version: int, where: str) -> None:
+    if version != d.DICTIONARY_VERSION:
+        raise DecodeError(
+            f"{where}: telemetry written with dictionary version {version}; this ground software decodes "
+            f"version {d.DICTIONARY_VERSION} only. Decode it with the groundtools release that matches the "
+            f"flight software that produced it."
+        )
+
+
+# -- the thin whole-file decoder (numpy columns), kept for scripts and tests ---------------
 @dataclass
 class Telemetry:
     hk_core: dict[str, np.ndarray] = field(default_factory=dict)
@@ -37,71 +214,51 @@ class Telemetry:
     bad_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _mission_seconds(stamp: bytes, start_utc: datetime) -> float:
-    days, ms = struct.unpack(">HI", stamp[1:7])
-    return days * 86400.0 + ms / 1000.0 - (start_utc - _CCSDS_EPOCH).total_seconds()
-
-
-def split_packets(raw: bytes) -> tuple[list[bytes], int]:
-    """Cut a byte stream into space packets by their length field; returns (packets, trailing bytes)."""
-    out = []
-    pos = 0
-    while pos + _PRIMARY_HEADER <= len(raw):
-        length = struct.unpack_from(">H", raw, pos + 4)[0] + 1 + _PRIMARY_HEADER
-        if pos + length > len(raw):
-            break
-        out.append(raw[pos : pos + length])
-        pos += length
-    return out, len(raw) - pos
-
-
-def decode_file(path: Path, start_utc: datetime, n_tasks: int) -> Telemetry:
+def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None = None) -> Telemetry:
+    """Decode a telemetry file into numpy columns (no archive). Bad packets are counted."""
     raw = Path(path).read_bytes()
-    packets, trailing = split_packets(raw)
     tm = Telemetry()
     core_rows, task_rows, orbit_rows, orbit_energy = [], [], [], []
-    core_t, task_t = [], []
+    core_t, task_t, orbit_t = [], [], []
+    off = epoch_offset_s(start_utc)
+    task_size = d.HK_TASK_STRUCT.size
 
     def bad(reason: str) -> None:
         tm.bad_packets += 1
         tm.bad_reasons[reason] = tm.bad_reasons.get(reason, 0) + 1
 
-    if trailing:
-        bad("truncated trailing packet")
-    for pkt in packets:
+    for fr in frame_stream(raw, apid):
         tm.packets += 1
-        try:
-            p = PusTm.unpack(pkt, timestamp_len=d.CDS_SHORT_LEN)
-        except Exception:  # noqa: BLE001 - any malformed packet is counted, not fatal
-            bad("unpack/CRC failure")
+        if fr.reason is not None:
+            bad(fr.reason.split(":")[0])
             continue
-        t = _mission_seconds(bytes(p.timestamp), start_utc)
-        data = bytes(p.source_data)
-        if p.service == d.PUS_SERVICE_HK and len(data) >= 2:
+        h = parse_header(fr.raw)
+        t = h.cds_days * 86400.0 + h.cds_ms / 1000.0 - off
+        data = fr.raw[DATA_OFFSET:-CRC_LEN]
+        if h.service == d.PUS_SERVICE_HK and h.subtype == d.PUS_SUBTYPE_HK_REPORT and len(data) >= 2:
             sid = d.SID_STRUCT.unpack_from(data)[0]
             body = data[2:]
-            if sid == d.HK_CORE_SID and len(body) == d.HK_CORE_STRUCT.size:
-                row = d.HK_CORE_STRUCT.unpack(body)
-                if row[0] != d.DICTIONARY_VERSION:
-                    raise DecodeError(
-                        f"{path}: telemetry uses dictionary version {row[0]}, this decoder knows version "
-                        f"{d.DICTIONARY_VERSION}"
-                    )
-                core_rows.append(row)
+            if sid == d.HK_CORE_SID and len(body) >= 2:
+                check_dictionary_version(struct.unpack_from(">H", body)[0], str(path))
+                if len(body) != d.HK_CORE_STRUCT.size:
+                    bad("wrong length for HK SID 1")
+                    continue
+                core_rows.append(d.HK_CORE_STRUCT.unpack(body))
                 core_t.append(t)
-            elif sid == d.HK_TASKS_SID and len(body) == d.HK_TASK_STRUCT.size * n_tasks:
-                task_rows.append([d.HK_TASK_STRUCT.unpack_from(body, i * d.HK_TASK_STRUCT.size) for i in range(n_tasks)])
+            elif sid == d.HK_TASKS_SID and len(body) == task_size * n_tasks:
+                task_rows.append([d.HK_TASK_STRUCT.unpack_from(body, i * task_size) for i in range(n_tasks)])
                 task_t.append(t)
             elif sid == d.HK_ORBIT_SID and len(body) == d.HK_ORBIT_STRUCT.size + 4 * n_tasks:
                 orbit_rows.append(d.HK_ORBIT_STRUCT.unpack_from(body))
                 orbit_energy.append(struct.unpack_from(f">{n_tasks}f", body, d.HK_ORBIT_STRUCT.size))
+                orbit_t.append(t)
             else:
                 bad(f"unknown HK structure {sid} or wrong length")
-        elif p.service == d.PUS_SERVICE_EVENT and len(data) >= 2:
+        elif h.service == d.PUS_SERVICE_EVENT and len(data) >= 2:
             eid = d.EVENT_ID_STRUCT.unpack_from(data)[0]
-            tm.events.append({"t_s": t, "id": eid, "severity": p.message_subtype, "params": data[2:]})
+            tm.events.append({"t_s": t, "id": eid, "severity": h.subtype, "params": data[2:]})
         else:
-            bad(f"unexpected service {p.service}")
+            bad(f"unexpected service {h.service}")
     if core_rows:
         cols = list(zip(*core_rows, strict=True))
         tm.hk_core = {prm.name: np.array(c) for prm, c in zip(d.HK_CORE, cols, strict=True)}
@@ -113,6 +270,7 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int) -> Telemetry:
     if orbit_rows:
         cols = list(zip(*orbit_rows, strict=True))
         tm.orbits = {prm.name: np.array(c) for prm, c in zip(d.HK_ORBIT, cols, strict=True)}
+        tm.orbits["t_s"] = np.array(orbit_t)
         tm.orbit_task_energy_j = np.array(orbit_energy)
     return tm
 

@@ -1,9 +1,24 @@
 """Review report: one self-contained HTML file (plots embedded as PNG) for a run folder.
 
-Thin version (issue 2): summary table, eclipse/state-of-charge timeline, per-orbit
-budget against use split by task, model accuracy (onboard vs the frozen model),
-training updates, per-task execution counters, memory report. Issue 8 adds the
-archive, limits, task timelines, device health and the command history.
+Reads the run's telemetry from its SQLite archive (ingesting it first when needed),
+plus summary.json, truth.npz (simulator truth, marked as such), config.yaml and
+run.json from the run folder. Sections, top to bottom:
+
+- the summary table (summary.json) and the limit violations (table);
+- eclipses, contacts and state of charge, with limit markers;
+- the per-orbit optional-energy budget against what each optional task used;
+- a task execution timeline for one orbit (`--orbit N`; default: the orbit with the
+  most power-skipped runs): one lane per task, one cell per housekeeping period,
+  coloured by what the HK SID-2 counters say happened in it;
+- model accuracy (onboard and frozen arms from truth, label accuracy from HK), drift
+  statistics with detections marked (when the dictionary has them), training updates
+  and the model versions (lifecycle);
+- optimizer solves by path, analog device health and faults (when present), the
+  command history (when present), the limit-checked parameters, generation and load,
+  task counters, mode transitions, events and the start-up memory report.
+
+A section whose data the run does not have says so in words instead of showing an
+empty plot.
 """
 
 from __future__ import annotations
@@ -11,7 +26,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import math
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import matplotlib
@@ -19,22 +36,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from flight_sw.config.loader import parse_mission_config  # noqa: E402
-from flight_sw.config.schema import MODES  # noqa: E402
-from ground_tools.decode import (  # noqa: E402
-    Telemetry,
-    contact_events,
-    decode_file,
-    mode_changes,
-    training_updates,
-)
+from flight_sw.tmtc import dictionary as d  # noqa: E402
+from ground_tools.archive import Archive, ensure_archive  # noqa: E402
+from ground_tools.decode import Telemetry, contact_events, training_updates  # noqa: E402
+from ground_tools.limits import LEVELS, check, load_limits, violation_mask  # noqa: E402
+from ground_tools.models import lifecycle  # noqa: E402
+from ground_tools.runfolder import REQUIRED_FILES, OptionError, RunFolderError, open_run  # noqa: E402
 
-REQUIRED_FILES = ("config.yaml", "run.json", "telemetry.bin", "truth.npz", "summary.json")
+__all__ = ["REQUIRED_FILES", "RunFolderError", "write_report"]
 
-
-class RunFolderError(ValueError):
-    """The run folder is incomplete or unreadable; the message says what is missing."""
+LEVEL_COLOR = {"warning": "tab:orange", "alarm": "red"}
+OUTCOME_COLOR = {"committed": "tab:green", "refused": "tab:red", "rolled_back": "tab:purple"}
+LANE_COLORS = {
+    "ran": "#2ca02c",
+    "ran, some skipped": "#f2c12e",
+    "skipped (power)": "#d62728",
+    "not due / nothing to do": "#eeeeee",
+    "disabled": "#555555",
+}
 
 
 def _png(fig) -> str:
@@ -45,32 +66,47 @@ def _png(fig) -> str:
 
 
 def _hours(t_s):
-    return np.asarray(t_s) / 3600.0
+    return np.asarray(t_s, dtype=np.float64) / 3600.0
 
 
-def _shade_eclipses(ax, truth) -> None:
+def _shade_eclipses(ax, truth, scale=3600.0, offset=0.0) -> None:
     for a, b in zip(truth["umbra_entry_s"], truth["umbra_exit_s"], strict=True):
         if np.isfinite(a) and np.isfinite(b):
-            ax.axvspan(a / 3600.0, b / 3600.0, color="0.85", lw=0)
+            ax.axvspan((a - offset) / scale, (b - offset) / scale, color="0.85", lw=0)
 
 
-def plot_soc(tm: Telemetry, truth, cfg) -> str:
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+def _mark_violations(ax, t_s, values, violations, parameter, scale=3600.0) -> int:
+    n = 0
+    masks = violation_mask(violations, parameter, t_s)
+    for lv in LEVELS:
+        m = masks[lv]
+        if m.any():
+            n += int(m.sum())
+            ax.plot(np.asarray(t_s)[m] / scale, np.asarray(values)[m], "o", ms=4, mfc="none",
+                    color=LEVEL_COLOR[lv], label=f"limit {lv} ({int(m.sum())} samples)")
+    return n
+
+
+# -- plots --------------------------------------------------------------------------------------
+def plot_soc(tm: Telemetry, truth, cfg, violations=()) -> str:
+    fig, ax = plt.subplots(figsize=(11, 3.4))
     _shade_eclipses(ax, truth)
-    ax.plot(_hours(truth["t_s"]), truth["soc"], lw=1, label="state of charge (truth)")
+    ax.plot(_hours(truth["t_s"]), truth["soc"], lw=1, label="state of charge (simulator truth)")
     if tm.hk_core:
-        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, label="state of charge (HK)")
+        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, label="state of charge (HK telemetry)")
+        _mark_violations(ax, tm.hk_core["t_s"], tm.hk_core["soc"], violations, "soc")
     bat = cfg.power.battery
-    for level, name, style in ((bat.reserve_soc, "reserve", "--"), (bat.floor_soc, "floor", ":"), (bat.safe_mode_soc, "safe", "-.")):
+    for level, name, style in ((bat.reserve_soc, "reserve", "--"), (bat.floor_soc, "floor", ":"),
+                               (bat.safe_mode_soc, "SAFE entry", "-.")):
         ax.axhline(level, ls=style, color="k", lw=0.8)
-        ax.text(0, level, f" {name}", va="bottom", fontsize=7)
+        ax.text(0, level, f" {name} {level:g}", va="bottom", fontsize=7)
     for t, aos in contact_events(tm):
         if aos:
             ax.axvline(t / 3600.0, color="tab:green", lw=0.5, alpha=0.6)
-    ax.set_xlabel("mission time [h]  (grey: umbra, green: contact start)")
+    ax.set_xlabel("mission time [h]  (grey bands: umbra; green lines: contact start)")
     ax.set_ylabel("SoC")
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8, ncol=2)
     ax.set_title("Eclipses, contacts and battery state of charge")
     return _png(fig)
 
@@ -80,161 +116,513 @@ def plot_power(truth) -> str:
     _shade_eclipses(ax, truth)
     ax.plot(_hours(truth["t_s"]), truth["solar_w"], lw=0.8, label="array power [W]")
     ax.plot(_hours(truth["t_s"]), truth["load_w"], lw=0.8, label="bus load [W] (30 s mean)")
-    ax.set_xlabel("mission time [h]")
+    ax.set_xlabel("mission time [h]  (simulator truth; grey: umbra)")
     ax.set_ylabel("W")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("Generation and load")
     return _png(fig)
 
 
-def plot_budget(tm: Telemetry, cfg) -> str:
-    fig, ax = plt.subplots(figsize=(11, 3.4))
+def _orbit_table(tm: Telemetry) -> dict[int, dict]:
+    """Per orbit index: the last budget report of it (a TLE uplink reopens an orbit)."""
     o = tm.orbits
-    if o and tm.orbit_task_energy_j is not None and len(o["orbit_index"]) > 1:
-        index = o["orbit_index"]
-        # A TLE uplink reopens an orbit (same index reported again): its budget is the
-        # last report of that index; its use arrives with the first report of the next.
-        last = {int(k): i for i, k in enumerate(index)}
-        first = {}
-        for i, k in enumerate(index):
-            first.setdefault(int(k), i)
-        idx = np.array([k for k in sorted(last) if k + 1 in first])
-        budget = o["budget_j"][[last[k] for k in idx]] / 1000.0
-        generation = o["generation_j"][[last[k] for k in idx]] / 1000.0
-        used = tm.orbit_task_energy_j[[first[k + 1] for k in idx]] / 1000.0
-        bottom = np.zeros(len(idx))
-        for i, task in enumerate(cfg.tasks):
-            if task.criticality != "optional":
-                continue
-            ax.bar(idx, used[:, i], bottom=bottom, label=f"{task.name} (optional)")
-            bottom += used[:, i]
-        ax.step(idx, budget, where="mid", color="k", lw=1.2, label="optional budget")
-        ax.plot(idx, generation, "v", color="tab:orange", ms=3, label="predicted generation")
+    out = {}
+    if not o:
+        return out
+    for i, k in enumerate(o["orbit_index"].astype(int)):
+        out[int(k)] = {name: o[name][i] for name in o}
+        out[int(k)]["row"] = i
+    return out
+
+
+def plot_budget(tm: Telemetry, cfg) -> str | None:
+    o = tm.orbits
+    if not o or tm.orbit_task_energy_j is None or len(o["orbit_index"]) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    index = o["orbit_index"].astype(int)
+    # A TLE uplink reopens an orbit (same index reported again): its budget is the
+    # last report of that index; its use arrives with the first report of the next.
+    last = {int(k): i for i, k in enumerate(index)}
+    first: dict[int, int] = {}
+    for i, k in enumerate(index):
+        first.setdefault(int(k), i)
+    idx = np.array([k for k in sorted(last) if k + 1 in first])
+    if not len(idx):
+        plt.close(fig)
+        return None
+    budget = o["budget_j"][[last[k] for k in idx]] / 1000.0
+    generation = o["generation_j"][[last[k] for k in idx]] / 1000.0
+    used = tm.orbit_task_energy_j[[first[k + 1] for k in idx]] / 1000.0
+    bottom = np.zeros(len(idx))
+    for i, task in enumerate(cfg.tasks):
+        if task.criticality != "optional":
+            continue
+        ax.bar(idx, used[:, i], bottom=bottom, label=f"{task.name} (optional)")
+        bottom += used[:, i]
+    ax.step(idx, budget, where="mid", color="k", lw=1.2, label="optional budget granted")
+    ax.plot(idx, generation, "v", color="tab:orange", ms=3, label="predicted generation (whole orbit)")
     ax.set_xlabel("orbit")
     ax.set_ylabel("kJ")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
     ax.set_title("Per-orbit optional-energy budget and what optional tasks used")
     return _png(fig)
 
 
-def plot_accuracy(tm: Telemetry, truth, cfg) -> str:
-    fig, ax = plt.subplots(figsize=(11, 3.4))
-    t = truth["acc_t_s"]
+def choose_orbit(tm: Telemetry, requested: int | None) -> tuple[int, str]:
+    """The orbit for the task timeline: the requested one, else the one with the most skips."""
+    orbits = _orbit_table(tm)
+    ht = tm.hk_tasks
+    complete = [k for k in sorted(orbits) if ht and np.any((ht["t_s"] >= orbits[k]["orbit_start_s"])
+                                                          & (ht["t_s"] < orbits[k]["orbit_end_s"]))]
+    if not complete:
+        raise OptionError("no orbit has both a budget report and task housekeeping in this run")
+    if requested is not None:
+        if requested not in orbits:
+            raise OptionError(
+                f"--orbit {requested}: no such orbit in the telemetry; orbits {min(orbits)} to {max(orbits)} are archived"
+            )
+        return requested, "chosen with --orbit"
+    skipped = ht["skipped"].sum(axis=1)
+    best, best_n = None, 0.0
+    for k in complete:
+        o = orbits[k]
+        m = (ht["t_s"] >= o["orbit_start_s"]) & (ht["t_s"] < o["orbit_end_s"])
+        idx = np.flatnonzero(m)
+        if len(idx) < 2:
+            continue
+        n = skipped[idx[-1]] - skipped[max(idx[0] - 1, 0)]
+        if n > best_n:
+            best, best_n = k, n
+    if best is not None:
+        return best, f"the orbit with the most power-skipped runs ({int(best_n)}); choose another with --orbit N"
+    mid = complete[len(complete) // 2]
+    return mid, "no runs were skipped in any orbit: a middle orbit; choose another with --orbit N"
+
+
+def plot_task_timeline(tm: Telemetry, cfg, orbit: int, why: str) -> str:
+    o = _orbit_table(tm)[orbit]
+    t0, t1 = float(o["orbit_start_s"]), float(o["orbit_end_s"])
+    ht, hk = tm.hk_tasks, tm.hk_core
+    idx = np.flatnonzero((ht["t_s"] >= t0) & (ht["t_s"] <= t1))
+    if len(idx) and idx[0] > 0:
+        idx = np.concatenate([[idx[0] - 1], idx])
+    names = [t.name for t in cfg.tasks]
+    n_tasks = len(names)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(11, 0.42 * n_tasks + 3.2), sharex=True,
+                                 gridspec_kw={"height_ratios": [n_tasks * 0.42 + 0.6, 1.6]})
+    for a in (ax, bx):
+        if np.isfinite(o["umbra_entry_s"]) and np.isfinite(o["umbra_exit_s"]):
+            a.axvspan((o["umbra_entry_s"] - t0) / 60, (o["umbra_exit_s"] - t0) / 60, color="0.85", lw=0, zorder=0)
+    for j in range(1, len(idx)):
+        a, b = idx[j - 1], idx[j]
+        x0, x1 = (max(ht["t_s"][a], t0) - t0) / 60, (ht["t_s"][b] - t0) / 60
+        for i in range(n_tasks):
+            runs = ht["runs"][b, i] - ht["runs"][a, i]
+            skipped = ht["skipped"][b, i] - ht["skipped"][a, i]
+            if ht["disabled"][b, i]:
+                state = "disabled"
+            elif runs > 0 and skipped > 0:
+                state = "ran, some skipped"
+            elif runs > 0:
+                state = "ran"
+            elif skipped > 0:
+                state = "skipped (power)"
+            else:
+                state = "not due / nothing to do"
+            y = n_tasks - 1 - i
+            ax.barh(y, x1 - x0, left=x0, height=0.8, color=LANE_COLORS[state], edgecolor="white", lw=0.3)
+            if ht["overruns"][b, i] > ht["overruns"][a, i]:
+                ax.plot((x0 + x1) / 2, y, "kx", ms=5)
+            if ht["deadline_misses"][b, i] > ht["deadline_misses"][a, i]:
+                ax.plot((x0 + x1) / 2, y, "v", color="purple", ms=5)
+    labels = [f"{n} ({cfg.tasks[i].criticality[:3]})" for i, n in enumerate(names)]
+    ax.set_yticks(range(n_tasks), labels[::-1], fontsize=8)
+    handles = [Patch(color=c, label=k) for k, c in LANE_COLORS.items()]
+    handles += [plt.Line2D([], [], marker="x", color="k", ls="", label="overrun"),
+                plt.Line2D([], [], marker="v", color="purple", ls="", label="deadline miss"),
+                Patch(color="0.85", label="predicted umbra")]
+    ax.legend(handles=handles, fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.02), frameon=False)
+    ax.set_title(f"Task execution in orbit {orbit}: {why}\n(one cell per housekeeping period; "
+                 f"HK SID 2 counter changes)", fontsize=10)
+    if hk:
+        m = (hk["t_s"] >= t0) & (hk["t_s"] <= t1)
+        tt = (hk["t_s"][m] - t0) / 60
+        bx.plot(tt, hk["budget_remaining_j"][m] / 1000.0, color="k", lw=1.2, label="optional budget left [kJ]")
+        bx.set_ylabel("kJ")
+        cx = bx.twinx()
+        cx.plot(tt, hk["soc"][m], color="tab:blue", lw=1, label="SoC")
+        cx.set_ylabel("SoC", color="tab:blue")
+        contact = hk["in_contact"][m] > 0
+        if contact.any():
+            bx.fill_between(tt, 0, 1, where=contact, transform=bx.get_xaxis_transform(), color="tab:green",
+                            alpha=0.15, lw=0, label="ground contact")
+        bx.legend(fontsize=7, loc="upper right")
+    bx.set_xlabel(f"minutes since orbit {orbit} start (mission time {t0 / 3600:.2f} h)")
+    bx.set_xlim(0, (t1 - t0) / 60)
+    fig.subplots_adjust(hspace=0.45)
+    return _png(fig)
+
+
+def _bin_mean(t, v, width_s):
+    t = np.asarray(t)
+    bins = np.arange(0.0, t[-1] + width_s, width_s)
+    which = np.digitize(t, bins)
+    centres, means = [], []
+    for b in np.unique(which):
+        m = which == b
+        centres.append(t[m].mean())
+        means.append(np.asarray(v)[m].mean())
+    return np.array(centres), np.array(means)
+
+
+def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    t = truth.get("acc_t_s", np.zeros(0))
+    lows = []
     if len(t):
-        bins = np.arange(0.0, t[-1] + 5400.0, 5400.0)  # ~one orbit
-        which = np.digitize(t, bins)
-        centres, on, fr = [], [], []
-        for b in np.unique(which):
-            m = which == b
-            centres.append(t[m].mean())
-            on.append(truth["acc_onboard"][m].mean())
-            fr.append(truth["acc_frozen"][m].mean())
-        ax.plot(_hours(centres), on, "-o", ms=3, label="onboard model (truth, per orbit)")
-        ax.plot(_hours(centres), fr, "-s", ms=3, label="frozen pre-launch model (truth)")
+        arms = [("acc_onboard", "onboard model (truth, per ~orbit)", "-o"),
+                ("acc_frozen", "frozen pre-launch model (truth)", "-s")]
+        arms += [(k, f"{k[4:]} arm (truth)", "-^") for k in sorted(truth)
+                 if k.startswith("acc_") and k not in ("acc_t_s", "acc_onboard", "acc_frozen")
+                 and len(truth[k]) == len(t)]
+        for key, label, style in arms:
+            c, m = _bin_mean(t, truth[key], 5400.0)
+            ax.plot(_hours(c), m, style, ms=3, label=label)
+            lows.append(np.nanmin(m))
     if tm.hk_core:
         ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["label_accuracy"], ".", ms=2, alpha=0.5,
                 label="onboard accuracy on calibration labels (HK)")
+        _mark_violations(ax, tm.hk_core["t_s"], tm.hk_core["label_accuracy"], violations, "label_accuracy")
+        lab = tm.hk_core["label_accuracy"]
+        if np.isfinite(lab).any():
+            lows.append(np.nanmin(lab))
     for u in training_updates(tm):
-        color = {"committed": "tab:green", "refused": "tab:red", "rolled_back": "tab:purple"}[u["outcome"]]
-        ax.axvline(u["t_s"] / 3600.0, color=color, lw=0.6, alpha=0.7)
+        ax.axvline(u["t_s"] / 3600.0, color=OUTCOME_COLOR[u["outcome"]], lw=0.6, alpha=0.7)
     shift = cfg.payload.drift.abrupt_shift_day
-    if shift is not None:
+    if shift is not None and len(t) and shift * 86400.0 <= t[-1]:
         ax.axvline(shift * 24.0, color="k", ls="--", lw=1)
-        ax.text(shift * 24.0, 0.02, " abrupt sensor shift", fontsize=8)
-    lows = [np.nanmin(v) for v in (truth["acc_onboard"], truth["acc_frozen"]) if len(v)]
-    ax.set_ylim(min([0.5, *lows]) - 0.02, 1.01)
-    ax.set_xlabel("mission time [h]  (vertical: training updates, green committed, red refused, purple rolled back)")
+        ax.text(shift * 24.0, 0.02, " abrupt sensor shift", fontsize=8, transform=ax.get_xaxis_transform())
+    ax.set_ylim(max(0.0, min([0.5, *lows]) - 0.02), 1.01)
+    ax.set_xlabel("mission time [h]  (vertical lines: training updates; green committed, red refused, purple rolled back)")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title("Model accuracy under drift")
     return _png(fig)
 
 
-def plot_tasks(tm: Telemetry, cfg) -> str:
+def drift_fields() -> list[str]:
+    return [p.name for p in d.HK_CORE if p.name.startswith("drift_")]
+
+
+def plot_drift(tm: Telemetry, events: list[dict]) -> str | None:
+    fields = [f for f in drift_fields() if f != "drift_alarms"]
+    hk = tm.hk_core
+    if not fields or not hk:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.0))
+    for f in fields:
+        ax.plot(_hours(hk["t_s"]), hk[f], lw=0.9, label=f"{f} (HK)")
+    det = [e for e in events if e["name"] == "drift_detected"]
+    for e in det:
+        ax.axvline(e["t_s"] / 3600.0, color="red", lw=0.8, alpha=0.8)
+    ax.set_xlabel(f"mission time [h]  (red lines: {len(det)} drift detections from events)")
+    ax.set_ylabel("statistic")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Drift monitor statistics and detections")
+    return _png(fig)
+
+
+def plot_training(tm: Telemetry, updates: list[dict]) -> str | None:
+    if not updates:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    t = np.array([u["t_s"] for u in updates]) / 3600.0
+    cand = np.array([u["candidate_accuracy"] for u in updates], dtype=float)
+    act = np.array([u["active_accuracy"] for u in updates], dtype=float)
+    ax.plot(t, act, "_", color="0.3", ms=10, label="active model on the same held-back samples")
+    for outcome, color in OUTCOME_COLOR.items():
+        m = np.array([u["outcome"] == outcome for u in updates])
+        if m.any():
+            ax.plot(t[m], cand[m], "o", color=color, ms=5, label=f"candidate, {outcome.replace('_', ' ')} ({int(m.sum())})")
+    ax.set_ylabel("held-back accuracy")
+    ax.set_xlabel("mission time [h]")
+    if tm.hk_core:
+        bx = ax.twinx()
+        bx.step(_hours(tm.hk_core["t_s"]), tm.hk_core["model_version"], where="post", color="tab:blue", lw=0.8,
+                alpha=0.6)
+        bx.set_ylabel("active model version (HK)", color="tab:blue")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Training updates: candidate vs active accuracy at the validation gate")
+    return _png(fig)
+
+
+def plot_solve_paths(updates: list[dict]) -> str | None:
+    if not updates:
+        return None
+    paths = Counter("analog" if u["solve_path"] else "digital" for u in updates)
+    energy: dict[str, float] = Counter()
+    for u in updates:
+        energy["analog" if u["solve_path"] else "digital"] += float(u["solve_energy_j"])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 1.9))
+    left = 0.0
+    for name, color in (("digital", "tab:blue"), ("analog", "tab:orange")):
+        share = paths[name] / len(updates)
+        ax.barh(0, share, left=left, color=color, label=f"{name}: {paths[name]} ({100 * share:.0f}%)")
+        left += share
+    ax.set_xlim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel("share of training solves")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.5), ncol=2, frameon=False)
+    names = ["digital", "analog"]
+    bx.barh(names, [energy[n] for n in names], color=["tab:blue", "tab:orange"])
+    bx.set_xlabel("solve energy [J] (training-update events)")
+    fig.suptitle("Optimizer solves by path", fontsize=10)
+    return _png(fig)
+
+
+def device_fields() -> list[str]:
+    return [p.name for p in d.HK_CORE if p.name.startswith("device_")]
+
+
+def plot_device(tm: Telemetry) -> str | None:
+    fields = device_fields()
+    if not fields or not tm.hk_core:
+        return None
+    fig, axes = plt.subplots(len(fields), 1, figsize=(11, 1.4 * len(fields) + 0.6), sharex=True, squeeze=False)
+    for ax, f in zip(axes[:, 0], fields, strict=True):
+        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core[f], lw=0.9)
+        ax.set_ylabel(f, fontsize=8)
+    axes[-1, 0].set_xlabel("mission time [h]")
+    axes[0, 0].set_title("Analog device health (HK)")
+    return _png(fig)
+
+
+def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
+    hk = tm.hk_core
+    if not hk or not limit_set.limits:
+        return None
+    lims = [lim for lim in limit_set.limits if lim.parameter in hk]
+    ncol = 2
+    nrow = math.ceil(len(lims) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.1 * nrow + 0.4), squeeze=False, sharex=True)
+    t = hk["t_s"]
+    for k, lim in enumerate(lims):
+        ax = axes[k // ncol, k % ncol]
+        ax.plot(_hours(t), hk[lim.parameter], lw=0.8, color="tab:blue")
+        for lv in LEVELS:
+            b = lim.levels.get(lv)
+            if b is None:
+                continue
+            for v in (b.low, b.high):
+                if v is not None:
+                    ax.axhline(v, color=LEVEL_COLOR[lv], lw=0.8, ls="--")
+        n = _mark_violations(ax, t, hk[lim.parameter], violations, lim.parameter)
+        ax.set_title(f"{lim.parameter}: {n} samples outside limits" if n else f"{lim.parameter}: within limits",
+                     fontsize=9, color="red" if n else "black")
+        ax.tick_params(labelsize=7)
+    for k in range(len(lims), nrow * ncol):
+        axes[k // ncol, k % ncol].axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("mission time [h]", fontsize=8)
+    fig.suptitle("Limit-checked parameters (dashed: orange warning bound, red alarm bound)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_tasks(tm: Telemetry, cfg) -> str | None:
+    if not tm.hk_tasks:
+        return None
     fig, ax = plt.subplots(figsize=(11, 2.8))
     names = [t.name for t in cfg.tasks]
-    if tm.hk_tasks:
-        runs = tm.hk_tasks["runs"][-1]
-        skipped = tm.hk_tasks["skipped"][-1]
-        overruns = tm.hk_tasks["overruns"][-1]
-        x = np.arange(len(names))
-        ax.bar(x - 0.27, runs, 0.27, label="runs")
-        ax.bar(x, skipped, 0.27, label="skipped by power admission")
-        ax.bar(x + 0.27, overruns, 0.27, label="overruns")
-        ax.set_xticks(x, names)
-        ax.set_yscale("symlog")
+    runs = tm.hk_tasks["runs"][-1]
+    skipped = tm.hk_tasks["skipped"][-1]
+    overruns = tm.hk_tasks["overruns"][-1]
+    x = np.arange(len(names))
+    ax.bar(x - 0.27, runs, 0.27, label="runs")
+    ax.bar(x, skipped, 0.27, label="skipped by power admission")
+    ax.bar(x + 0.27, overruns, 0.27, label="overruns")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_yscale("symlog")
     ax.legend(fontsize=8)
     ax.set_title("Task execution counters (last housekeeping report)")
     return _png(fig)
 
 
-def load_run(run_dir: Path):
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: not a run folder (directory not found)")
-    missing = [f for f in REQUIRED_FILES if not (run_dir / f).is_file()]
-    if missing:
-        raise RunFolderError(f"{run_dir}: incomplete run folder, missing {', '.join(missing)}")
-    cfg = parse_mission_config((run_dir / "config.yaml").read_text(encoding="utf-8"), str(run_dir / "config.yaml"))
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    run_info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    truth = dict(np.load(run_dir / "truth.npz"))
-    tm = decode_file(run_dir / "telemetry.bin", cfg.mission.start_utc, len(cfg.tasks))
-    return cfg, summary, run_info, truth, tm
-
-
+# -- HTML -------------------------------------------------------------------------------------
 def _table(rows) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
+def _grid(header: list[str], rows: list[list], cls: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f'<tr{f" class={chr(34)}{cls[i]}{chr(34)}" if cls and cls[i] else ""}>'
+        + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+        for i, r in enumerate(rows)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(x, spec: str) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
+
+
+def _img(title: str, data: str) -> str:
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+
+
+def _note(text: str) -> str:
+    return f'<p class="missing">{html.escape(text)}</p>'
+
+
+def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None, orbit: int | None = None,
+                 limits_path: Path | None = None, log=None) -> Path:
     """Render report.html in the run folder (or at `out`); returns its path."""
-    run_dir = Path(run_dir)
-    cfg, summary, run_info, truth, tm = load_run(run_dir)
-    plots = [
-        ("Eclipses, contacts and state of charge", plot_soc(tm, truth, cfg)),
-        ("Per-orbit energy budget", plot_budget(tm, cfg)),
-        ("Model accuracy", plot_accuracy(tm, truth, cfg)),
-        ("Generation and load", plot_power(truth)),
-        ("Task execution", plot_tasks(tm, cfg)),
-    ]
-    updates = training_updates(tm)
-    modes = mode_changes(tm)
-    upd_rows = "".join(
-        f"<tr><td>{u['t_s'] / 3600:.2f}</td><td>{u['outcome']}</td><td>{u['version']}</td>"
-        f"<td>{u['candidate_accuracy']:.3f}</td><td>{u['active_accuracy']:.3f}</td>"
-        f"<td>{u['solve_energy_j']:.2e}</td><td>{u['rel_residual']:.1e}</td></tr>"
-        for u in updates[:200]
+    run = open_run(run_dir, need=REQUIRED_FILES)
+    cfg = run.cfg
+    db = ensure_archive(run.path, db, log=log)
+    with Archive(db) as ar:
+        tm = ar.telemetry()
+        events = ar.events()
+        updates = ar.training_updates()
+        modes = ar.mode_changes()
+        command_packets = ar.rows("SELECT t_s, subtype, hex(raw) AS raw FROM packets WHERE service = 1 ORDER BY t_s")
+    summary = run.summary()
+    truth = run.truth()
+    limit_set = load_limits(limits_path, cfg)
+    violations = check(limit_set, tm.hk_core)
+    start = cfg.mission.start_utc
+    end_s = float(truth["t_s"][-1]) if len(truth.get("t_s", [])) else None
+    versions = lifecycle(tm.hk_core, updates, truth, end_s)
+    orbit_n, orbit_why = choose_orbit(tm, orbit) if tm.orbits and tm.hk_tasks else (None, "")
+
+    sections: list[tuple[str, str, str]] = []  # (anchor title, html, caption)
+
+    def plot(title: str, data: str | None, caption: str, missing: str) -> None:
+        sections.append((title, _img(title, data) if data else _note(missing), caption))
+
+    plot("Eclipses, contacts and state of charge", plot_soc(tm, truth, cfg, violations),
+         "Battery state of charge from housekeeping (dots) over the simulator's truth (line). Circles: samples "
+         "outside a limit.", "")
+    plot("Per-orbit energy budget", plot_budget(tm, cfg),
+         "For each orbit, the optional-energy budget the power manager granted (black step) against what the "
+         "optional tasks used, stacked by task.",
+         "Fewer than two orbit budget reports in the telemetry: no per-orbit comparison.")
+    if orbit_n is not None:
+        plot(f"Task execution timeline, orbit {orbit_n}", plot_task_timeline(tm, cfg, orbit_n, orbit_why),
+             "Which task ran or was refused by power admission in each housekeeping period of the orbit; below, "
+             "the optional budget left and the state of charge.", "")
+    else:
+        plot("Task execution timeline", None, "", "No orbit with task housekeeping in the telemetry.")
+    plot("Model accuracy", plot_accuracy(tm, truth, cfg, violations),
+         "Accuracy of the onboard model and the frozen pre-launch model (simulator truth, averaged per ~orbit), "
+         "and the accuracy the satellite itself reports on calibration labels (HK).", "")
+    drift_png = plot_drift(tm, events)
+    plot("Drift statistics", drift_png,
+         "Drift monitor statistics from housekeeping; red lines mark drift detections (events).",
+         f"Drift statistics: not available in this run (telemetry dictionary version {d.DICTIONARY_VERSION} "
+         "has no drift fields).")
+    plot("Training updates", plot_training(tm, updates),
+         "Each update: the candidate's accuracy on held-back samples at the validation gate against the active "
+         "model's (grey); the blue step is the active model version.",
+         "No training updates in this run.")
+    plot("Optimizer solves by path", plot_solve_paths(updates),
+         "Which optimizer path produced the training solves (from the training-update events) and their energy.",
+         "No optimizer solves reported in this run.")
+    dev = plot_device(tm)
+    plot("Analog device health", dev, "Analog device health parameters from housekeeping.",
+         f"No device telemetry in this run: dictionary version {d.DICTIONARY_VERSION} has no analog-device health "
+         "or fault fields yet (the solve path of each training update is shown above).")
+    plot("Limit-checked parameters", plot_limits(tm, limit_set, violations, cfg),
+         f"Every parameter with a limit ({html.escape(Path(limit_set.source).name)}), its bounds and the samples "
+         "outside them.", "No limit-checked parameter in the telemetry.")
+    plot("Generation and load", plot_power(truth), "Simulator truth: array power and bus load.", "")
+    plot("Task execution counters", plot_tasks(tm, cfg), "Counters of the last task housekeeping report.",
+         "No task housekeeping in the telemetry.")
+
+    def hms(t):
+        return (start + timedelta(seconds=float(t))).strftime("%Y-%m-%d %H:%M:%S")
+
+    n_alarm = sum(v.level == "alarm" for v in violations)
+    n_warn = len(violations) - n_alarm
+    viol_rows = [[v.parameter, v.level, hms(v.start_s), f"{v.start_s / 3600:.2f}", f"{(v.end_s - v.start_s) / 60:.1f}",
+                  f"{v.worst:.4g}", f"{'<' if v.side == 'low' else '>'} {v.bound:g}", v.mode, v.samples]
+                 for v in violations[:300]]
+    viol_html = (
+        (_grid(["parameter", "level", "start (UTC)", "t [h]", "duration [min]", "worst", "bound", "mode", "samples"],
+               viol_rows, [v.level for v in violations[:300]])
+         + (f'<p class="note">first 300 of {len(violations)} shown; `groundtools limits RUN` lists all</p>'
+            if len(violations) > 300 else ""))
+        if violations else '<p class="ok">No limit violations.</p>'
     )
-    mode_rows = "".join(
-        f"<tr><td>{m['t_s'] / 3600:.2f}</td><td>{MODES[m['from']]}</td><td>{MODES[m['to']]}</td><td>{m['reason']}</td></tr>" for m in modes
+    upd_rows = [[f"{u['t_s'] / 3600:.2f}", u["outcome"], u["version"], _fmt(u["candidate_accuracy"], ".3f"),
+                 _fmt(u["active_accuracy"], ".3f"), u["labels_used"], "analog" if u["solve_path"] else "digital",
+                 _fmt(u["solve_energy_j"], ".2e"), _fmt(u["rel_residual"], ".1e")]
+                for u in updates[:200]]
+    mode_rows = [[f"{m['t_s'] / 3600:.2f}", m["from_mode"], m["to_mode"], m["reason"]] for m in modes]
+    ev_counts = Counter((e["name"], e["severity"]) for e in events)
+    ev_rows = [[n, s, c] for (n, s), c in sorted(ev_counts.items())]
+    notable = [e for e in events if e["name"] not in ("contact", "training_update")][:100]
+    model_rows = [[f"v{mv.version}", mv.origin, f"v{mv.parent}" if mv.parent is not None else "-",
+                   hms(mv.activated_s) if math.isfinite(mv.activated_s) else "-", f"{mv.active_s / 3600:.2f}",
+                   "n/a" if not math.isfinite(mv.label_accuracy) else f"{mv.label_accuracy:.3f}",
+                   "n/a" if not math.isfinite(mv.truth_accuracy) else f"{mv.truth_accuracy:.3f}",
+                   mv.refused_candidates, mv.why_replaced] for mv in versions]
+    n_units, n_bad, reasons = tm.packets, tm.bad_packets, tm.bad_reasons
+    decode_note = f"{n_units} packets archived, {n_bad} bad" + (
+        f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
+    cmd_html = (
+        _grid(["t [h]", "PUS subtype", "raw"], [[f"{c['t_s'] / 3600:.2f}", c["subtype"], c["raw"][:64]]
+                                               for c in command_packets[:200]])
+        if command_packets else
+        _note("No command history in this run: the flight software receives no telecommands yet (no PUS "
+              "service 1 verification reports in the telemetry).")
     )
-    figs = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
-        for title, data in plots
+    toc = "".join(f'<li><a href="#s{i}">{html.escape(title)}</a></li>' for i, (title, _, _) in enumerate(sections))
+    body = "".join(
+        f'<h2 id="s{i}">{html.escape(title)}</h2>'
+        + (f'<p class="caption">{caption}</p>' if caption else "") + content
+        for i, (title, content, caption) in enumerate(sections)
     )
-    decode_note = (
-        f"{tm.packets} packets decoded, {tm.bad_packets} bad"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in tm.bad_reasons.items())})" if tm.bad_reasons else "")
-    )
+    run_info = run.run_info
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Review: {html.escape(cfg.mission.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}}
 table{{border-collapse:collapse;margin:0.5em 0}}th,td{{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}}
-th{{background:#f3f3f3}}img{{max-width:100%}}.note{{color:#666;font-size:13px}}</style></head><body>
+th{{background:#f3f3f3}}img{{max-width:100%}}.note,.caption{{color:#555;font-size:13px}}
+.missing{{background:#f6f6f6;border-left:4px solid #bbb;padding:6px 10px;color:#444}}
+.ok{{color:#1a7f37}}tr.alarm td{{background:#fde2e2}}tr.warning td{{background:#fff1d6}}
+.cols{{display:flex;gap:2em;flex-wrap:wrap}}ul.toc{{columns:3;font-size:13px}}</style></head><body>
 <h1>Review: {html.escape(cfg.mission.name)}</h1>
-<p class="note">Run folder {html.escape(str(run_dir.resolve()))}; seed {run_info.get('seed')};
-git {html.escape(str(run_info.get('git_revision')))}; {html.escape(decode_note)}.
-Accuracy curves marked "truth" come from the simulator (truth.npz); everything else is decoded telemetry.</p>
+<p class="note">Run folder {html.escape(str(run.path.resolve()))}; seed {run_info.get('seed')};
+git {html.escape(str(run_info.get('git_revision')))}; telemetry dictionary v{d.DICTIONARY_VERSION};
+archive {html.escape(str(Path(db).resolve()))}: {html.escape(decode_note)}.
+Curves marked "truth" come from the simulator (truth.npz); everything else is decoded telemetry.</p>
 <h2>Summary</h2>{_table(summary.items())}
-{figs}
-<h2>Training updates ({len(updates)})</h2>
-<table><tr><th>t [h]</th><th>outcome</th><th>version</th><th>candidate acc</th><th>active acc</th><th>solve energy [J]</th><th>rel. residual</th></tr>{upd_rows}</table>
-<h2>Mode transitions ({len(modes)})</h2>
-<table><tr><th>t [h]</th><th>from</th><th>to</th><th>reason</th></tr>{mode_rows}</table>
-<h2>Start-up memory report</h2>{_table(run_info.get('memory_report_bytes', {}).items())}
+<h2 id="limits">Limit violations ({n_alarm} alarm, {n_warn} warning)</h2>
+<p class="caption">Excursions of housekeeping parameters outside the limits in
+{html.escape(str(limit_set.source))} (consecutive samples merged; bounds from the run's config where the file says so).</p>
+{viol_html}
+<h2>Contents</h2><ul class="toc">{toc}<li><a href="#models">Model versions</a></li>
+<li><a href="#updates">Training update list</a></li><li><a href="#commands">Command history</a></li>
+<li><a href="#modes">Mode transitions and events</a></li></ul>
+{body}
+<h2 id="models">Model versions ({len(versions)})</h2>
+<p class="caption">Every model that was active onboard, from training-update events and the model version in
+housekeeping (`groundtools models RUN`). Label accuracy: the onboard figure while the version was active;
+truth accuracy: the simulator's over the same time.</p>
+{_grid(["version", "origin", "parent", "activated (UTC)", "active [h]", "label acc (HK)", "truth acc", "refused candidates", "replaced because"], model_rows)}
+<h2 id="updates">Training update list ({len(updates)})</h2>
+{_grid(["t [h]", "outcome", "version", "candidate acc", "active acc", "labels", "solve path", "solve energy [J]", "rel. residual"], upd_rows)}
+<h2 id="commands">Command history</h2>{cmd_html}
+<h2 id="modes">Mode transitions ({len(modes)}) and events</h2>
+<div class="cols"><div>{_grid(["t [h]", "from", "to", "reason"], mode_rows) if modes else _note("No mode transitions.")}</div>
+<div>{_grid(["event", "severity", "count"], ev_rows)}</div></div>
+{_grid(["t (UTC)", "event", "severity", "detail"], [[hms(e["t_s"]), e["name"], e["severity"], e["detail"]] for e in notable]) if notable else ""}
+<h2>Start-up memory report (bytes)</h2>{_table(run_info.get('memory_report_bytes', {}).items())}
 </body></html>
 """
-    out = Path(out) if out else run_dir / "report.html"
+    out = Path(out) if out else run.path / "report.html"
     out.write_text(doc, encoding="utf-8")
     return out

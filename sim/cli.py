@@ -158,6 +158,11 @@ def cmd_config_doc(args) -> int:
     return 0
 
 
+def cmd_hil(args) -> int:
+    """`flightsim hil serve|proxy`: the analog device emulator as a server, the fault proxy."""
+    return args.hil_func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flightsim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("config-doc", help="print every config key with its unit, limits and meaning")
     p.set_defaults(func=cmd_config_doc)
+    from sim.hil.cli import add_parser as add_hil_parser
+
+    add_hil_parser(sub)  # `flightsim hil serve|proxy` (issue 6)
+    sub.choices["hil"].set_defaults(func=cmd_hil)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -80,11 +80,7 @@ class Simulation:
             check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
         )
         fsw = self.fsw
-        self._frozen_ext = FeatureExtractor(
-            self.image,
-            np.zeros_like(fsw.buffers["ml.extractor_weights_int8"]),
-            np.zeros_like(fsw.buffers["ml.extractor_scales"]),
-        )
+        self._frozen_ext = FeatureExtractor(self.image)  # the same int8 network, own buffers
         self._frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
         self._frozen_head = np.ascontiguousarray(self.image.head, dtype=np.float64)
         self._frozen_scores = np.zeros_like(fsw.buffers["ml.batch_scores"])

@@ -207,6 +207,7 @@ class PayloadConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
+    hidden_units: int = param(32, doc="Hidden layer of the ground-trained MLP feature extractor.", ge=2, le=1024)
     feature_dim: int = param(32, doc="Feature extractor output size (head input).", ge=2, le=1024)
     ridge_lambda: float = param(1e-2, doc="Ridge regularisation of the head solve.", gt=0)
     forgetting_factor: float = param(
@@ -220,6 +221,22 @@ class ModelConfig:
     )
     min_new_labels: int = param(
         32, doc="Labelled samples needed since the last update before training.", ge=1
+    )
+    drift_threshold: float = param(
+        60.0,
+        doc="Page-Hinkley alarm threshold on the cumulative drop of the per-sample confidence "
+        "margin (label-free drift monitor).",
+        gt=0,
+    )
+    drift_delta: float = param(
+        0.05, doc="Page-Hinkley tolerance: drops smaller than this per sample are ignored.", ge=0
+    )
+    drift_forget: float = param(
+        0.5,
+        doc="On a drift alarm the head statistics are scaled by this factor so new labels "
+        "dominate, and the next labels start an update at once.",
+        gt=0,
+        le=1,
     )
 
 
@@ -342,9 +359,22 @@ class DeviceConfig:
     # -- the physical device (emulated in sim/analog) ----------------------------------------
     analog_n_max: int = param(64, doc="Array size: largest n the device can program.", ge=1, le=4096)
     analog_dac_bits: int = param(
-        8, doc="DAC resolution of programmed values and inputs (aihwkit default input: 7 bits).", ge=2, le=16
+        8, doc="DAC resolution of the programmed conductances (codes per slice).", ge=2, le=16
     )
-    analog_adc_bits: int = param(9, doc="Output ADC resolution (aihwkit default: 9 bits).", ge=2, le=16)
+    analog_input_bits: int = param(
+        12,
+        doc="Resolution of the right-hand-side input DACs. aihwkit's inference tiles use 7 bits; a "
+        "solver input is static during the settle, so a slow precise DAC is used.",
+        ge=2,
+        le=16,
+    )
+    analog_adc_bits: int = param(
+        12,
+        doc="Output ADC resolution. aihwkit's inference tiles use 9 bits; a settled solver output is "
+        "DC, so an oversampling converter is used (see analog_adc_averages).",
+        ge=2,
+        le=16,
+    )
     analog_program_slices: int = param(
         2,
         doc="Arrays per matrix: slice k+1 is programmed with the measured error of slices 1..k, "
@@ -360,7 +390,11 @@ class DeviceConfig:
         le=0.2,
     )
     analog_verify_reads: int = param(
-        64, doc="Reads averaged when measuring a slice for the next slice's compensation.", ge=1, le=65536
+        1024,
+        doc="Reads averaged when measuring a slice for the next slice's compensation (sets the static "
+        "error floor: read_noise / sqrt(reads)).",
+        ge=1,
+        le=65536,
     )
     analog_read_noise: float = param(
         0.01, doc="Short-term conductance read noise per 1 us read, relative (aihwkit: 1-2%).", ge=0, le=0.2
@@ -369,7 +403,11 @@ class DeviceConfig:
         0.04, doc="Output noise per ADC conversion, fraction of full scale (aihwkit: 0.04-0.1).", ge=0, le=0.5
     )
     analog_adc_averages: int = param(
-        256, doc="ADC conversions averaged per settled output (noise / sqrt(N)).", ge=1, le=65536
+        1024,
+        doc="ADC conversions averaged per settled output: output noise / sqrt(N), and the read noise "
+        "of the conductances is integrated over the same window.",
+        ge=1,
+        le=65536,
     )
     analog_g_max_s: float = param(25e-6, doc="Maximum device conductance (aihwkit PCM: 25 uS).", unit="S", gt=0)
     analog_drift_nu: float = param(

@@ -186,11 +186,17 @@ class _Programmed:
 
 
 class DeviceFault(Exception):
-    """Internal: a round failed for a device/link reason (never escapes solve())."""
+    """Internal: a round failed for a device/link reason (never escapes solve()).
 
-    def __init__(self, kind: str):
+    `soft` faults (settle timeout, persistent saturation) can be the problem's
+    doing (slow modes, huge solutions) as much as the device's: the self-test
+    decides which, as for a non-convergence.
+    """
+
+    def __init__(self, kind: str, soft: bool = False):
         super().__init__(kind)
         self.kind = kind
+        self.soft = soft
 
 
 @numba.njit(cache=True)
@@ -286,12 +292,14 @@ class AnalogDriver:
         self._consecutive_failures = 0
         self._clean_streak = 0
         self._nonconv_streak = 0
+        self._skip_len = 2  # doubles per consecutive skip decision, up to skip_solves
         self._solves_since_selftest = 0
         self._last_calibration_s = -math.inf
         self._nu_hat = 0.0
         self._device_time_s = 0.0
         self._last_time_sync_s = -math.inf
-        self._out_range = self.cfg.initial_out_range
+        self._out_range = np.full(m, self.cfg.initial_out_range)  # per-column ADC full scale
+        self._first_range = np.full(m, self.cfg.initial_out_range)  # learned for first rounds
         self.force_digital = False  # set by the host (power manager / FDIR) to keep the device off
         self.x = np.zeros((n, m))
         self._r = np.zeros((n, m))
@@ -309,6 +317,8 @@ class AnalogDriver:
         self._solve_retries = 0
         self._hard_faults = 0  # link/device faults this solve
         self._stalls = 0  # rounds that did not reduce the residual this solve
+        self._soft_faults = 0  # settle timeouts / persistent saturation this solve
+        self._verified_res = -1.0  # true residual already computed for the current X
         self._prog_suspect = False
 
     # -- public -------------------------------------------------------------------
@@ -338,6 +348,8 @@ class AnalogDriver:
         self._solve_retries = 0
         self._hard_faults = 0
         self._stalls = 0
+        self._soft_faults = 0
+        self._verified_res = -1.0
         q = np.asarray(q, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64)
         if b.ndim != 2 or q.ndim != 2 or q.shape != (b.shape[0], b.shape[0]):
@@ -432,8 +444,11 @@ class AnalogDriver:
             try:
                 self._ensure_programmed(q, scale, force=self._prog_suspect)
                 outcome, new_res = self._round(q, r, x, scale, bnorm, have_prev, first=rounds == 0)
-            except DeviceFault:
-                self._hard_faults += 1
+            except DeviceFault as fault:
+                if fault.soft:
+                    self._soft_faults += 1
+                else:
+                    self._hard_faults += 1
                 failed = True
                 outcome, new_res = _R_FAULT, res
             if outcome == _R_RANGE:
@@ -450,6 +465,7 @@ class AnalogDriver:
                 res = new_res
                 if res <= cfg.residual_tolerance:
                     res = self._true_residual(q, b, x, r, bnorm)  # never trust the recursion alone
+                    self._verified_res = res
                     have_prev = False
             if failed:
                 have_prev = False
@@ -463,7 +479,7 @@ class AnalogDriver:
         if self._hard_faults:
             self._record_failure(device=True)
             return FB_DEVICE
-        if exhausted or self._stalls:
+        if exhausted or self._stalls or self._soft_faults:
             st.nonconverged += 1
             self._on_nonconverged()
             return FB_NONCONVERGED
@@ -476,7 +492,10 @@ class AnalogDriver:
         rs = self._rscale[:m]
         np.max(np.abs(r), axis=0, out=rs)
         rs[rs == 0.0] = 1.0
-        reply = self._transact(p.CMD_SOLVE, p.pack_solve(r / rs, self._out_range, self.cfg.settle_timeout_s))
+        ranges = self._out_range[:m]
+        if first:  # a first round sees B itself: start from what past first rounds needed
+            ranges[...] = self._first_range[:m]
+        reply = self._transact(p.CMD_SOLVE, p.pack_solve(r / rs, ranges, self.cfg.settle_timeout_s))
         try:
             sr = p.unpack_solve_response(reply.payload)
         except p.ProtocolError as exc:
@@ -487,6 +506,11 @@ class AnalogDriver:
             raise DeviceFault("bad_reply")
         self._book_device(sr.time_s, sr.energy_j, sr.device_time_s)
         status = reply.status
+        # count every symptom first (one reply can carry several), then act on the worst
+        if status == p.STATUS_SETTLE_TIMEOUT:
+            st.settle_timeouts += 1
+        elif status == p.STATUS_SATURATED:
+            st.saturations += 1
         if status == p.STATUS_NOT_PROGRAMMED:
             st.not_programmed += 1
             self._prog.valid = False
@@ -496,16 +520,20 @@ class AnalogDriver:
             self._prog.valid = False
             raise DeviceFault("seu")
         if status == p.STATUS_SATURATED:
-            st.saturations += 1
-            if self._out_range < 1e5:
-                self._out_range *= 8.0
+            at_rail = np.max(np.abs(sr.y), axis=0) >= ranges * (1.0 - 1e-6)
+            if not at_rail.any():
+                at_rail[:] = True
+            if np.all(ranges[at_rail] < _RANGE_MAX):
+                ranges[at_rail] *= 8.0
+                if first:
+                    self._first_range[:m] = ranges
                 st.range_increases += 1
                 return _R_RANGE, 0.0
-            self._out_range = self.cfg.initial_out_range
-            raise DeviceFault("saturated")
+            ranges[:] = self.cfg.initial_out_range
+            self._first_range[:m] = self.cfg.initial_out_range
+            raise DeviceFault("saturated", soft=True)
         if status == p.STATUS_SETTLE_TIMEOUT:
-            st.settle_timeouts += 1
-            raise DeviceFault("settle_timeout")
+            raise DeviceFault("settle_timeout", soft=True)
         if status != p.STATUS_OK:
             st.device_errors += 1
             raise DeviceFault(f"status_{status}")
@@ -513,9 +541,11 @@ class AnalogDriver:
         if not np.all(np.isfinite(y)):
             st.bad_outputs += 1
             raise DeviceFault("bad_output")
-        ymax = float(np.max(np.abs(y)))
-        if ymax > 0.0:  # auto-range: ADC full scale about 2x the largest output next round
-            self._out_range = min(max(2.0 * ymax, 1e-3), 1e5)
+        # auto-range: each column's ADC full scale 1.5x its largest output for the next round
+        ymax = np.max(np.abs(y), axis=0)
+        np.clip(1.5 * ymax, 1e-3, _RANGE_MAX, out=ranges)
+        if first:
+            self._first_range[:m] = ranges
         d = self._d[:n, :m]
         np.multiply(y, rs / scale, out=d)
         gain = self._matrix_gain()
@@ -530,6 +560,7 @@ class AnalogDriver:
             st.last_raw_rel_residual = raw
         alpha = self._alpha[:m]
         _fcg_update(x, r, d, qd, self._pp[:n, :m], self._qpp[:n, :m], have_prev, alpha)
+        self._verified_res = -1.0  # X moved: any earlier verification is void
         self._solve_flops += 10.0 * n * m
         useless = np.isnan(alpha)
         if np.any(useless & (np.max(np.abs(r), axis=0) > 0.0)):
@@ -660,9 +691,10 @@ class AnalogDriver:
         qc, xc, bc = self._canary
         n, m = bc.shape
         passed = False
+        stalled = False
         err = float("nan")
-        saved_range = self._out_range
-        self._out_range = self.cfg.initial_out_range
+        saved_range = self._out_range.copy()
+        ranges = np.full(m, self.cfg.initial_out_range)
         try:
             scale = float(np.max(np.abs(qc)))
             self._program(qc / scale, n)
@@ -678,25 +710,29 @@ class AnalogDriver:
             for _ in range(self.cfg.max_rounds + 6):  # + a few re-ranging steps
                 rs = np.max(np.abs(r), axis=0)
                 rs[rs == 0] = 1.0
-                reply = self._transact(p.CMD_SOLVE, p.pack_solve(r / rs, self._out_range, self.cfg.settle_timeout_s))
+                reply = self._transact(p.CMD_SOLVE, p.pack_solve(r / rs, ranges, self.cfg.settle_timeout_s))
                 sr = p.unpack_solve_response(reply.payload)
                 self._book_device(sr.time_s, sr.energy_j, sr.device_time_s)
-                if reply.status == p.STATUS_SATURATED and self._out_range < 1e5:
-                    self._out_range *= 8.0
+                if reply.status == p.STATUS_SATURATED and np.all(ranges < _RANGE_MAX):
+                    ranges *= 8.0
                     continue
                 if reply.status != p.STATUS_OK or sr.codes_crc != self._prog.crc or not np.all(np.isfinite(sr.y)):
                     break
-                self._out_range = max(2.0 * float(np.max(np.abs(sr.y))), 1e-3)
+                ranges = np.clip(1.5 * np.max(np.abs(sr.y), axis=0), 1e-3, _RANGE_MAX)
                 d = sr.y * rs / scale
                 if k == 0:
                     err = float(np.linalg.norm(d - xc) / np.linalg.norm(xc))
                 qd = qc @ d
                 _fcg_update(x, r, d, qd, pp, qpp, k > 0, alpha)
                 k += 1
-                res = float(np.linalg.norm(bc - qc @ x) / bnorm)
+                new_res = float(np.linalg.norm(bc - qc @ x) / bnorm)
+                if new_res > self.cfg.stall_ratio * res and new_res > self.cfg.residual_tolerance:
+                    st.stalled_rounds += 1  # a bad canary round is a fault too, even if it recovers
+                    stalled = True
+                res = new_res
                 if res <= self.cfg.residual_tolerance or k >= self.cfg.max_rounds:
                     break
-            passed = err <= self.cfg.canary_raw_tolerance and res <= self.cfg.residual_tolerance
+            passed = err <= self.cfg.canary_raw_tolerance and res <= self.cfg.residual_tolerance and not stalled
         except (DeviceFault, p.ProtocolError):
             passed = False
         self._out_range = saved_range
@@ -735,6 +771,7 @@ class AnalogDriver:
     def _after_analog_success(self) -> None:
         self._consecutive_failures = 0
         self._nonconv_streak = 0
+        self._skip_len = 2
         if self._solve_retries == 0:
             self._clean_streak += 1
         if self.stats.health == HEALTH_DEGRADED and self._clean_streak >= self.cfg.recover_after:
@@ -745,7 +782,9 @@ class AnalogDriver:
         self._nonconv_streak += 1
         if self._self_test():
             if self._nonconv_streak >= self.cfg.skip_after_nonconverged:
-                self.stats.skips_remaining = self.cfg.skip_solves
+                # short at first (a transient fault can look like a hard problem), longer if it persists
+                self.stats.skips_remaining = min(self._skip_len, self.cfg.skip_solves)
+                self._skip_len = min(2 * self._skip_len, max(self.cfg.skip_solves, 1))
                 self._nonconv_streak = 0
         else:
             self._record_failure(device=True)
@@ -830,9 +869,14 @@ class AnalogDriver:
         """The acceptance gate: true relative residual in float64, and the report filled."""
         rep = self.report
         ok = bool(np.all(np.isfinite(x)))
-        res = float(_rel_residual(q, x, b)) if ok else float("inf")
         n, m = b.shape
-        self._solve_flops += 2.0 * n * n * m
+        if not ok:
+            res = float("inf")
+        elif self._verified_res >= 0.0:
+            res = self._verified_res  # computed from scratch on this very X just before
+        else:
+            res = float(_rel_residual(q, x, b))
+            self._solve_flops += 2.0 * n * n * m
         rep.rel_residual = res
         rep.ok = ok and res <= self.cfg.residual_tolerance
         st = self.stats
@@ -880,7 +924,8 @@ class AnalogDriver:
                 solver = DigitalSolver(n, m, self.cfg.energy_per_flop_j, self.cfg.residual_tolerance)
             xf, frep = solver.solve(q, b)
             x[...] = xf
-            self._solve_flops += frep.flops - 2.0 * n * n * m  # its own residual check is the gate's
+            self._verified_res = frep.rel_residual if np.isfinite(frep.rel_residual) else -1.0
+            self._solve_flops += frep.flops  # includes its own residual check, reused by the gate
         except Exception:  # noqa: BLE001 - malformed input: report not ok rather than crash
             x[...] = np.nan
         self._gate(q, x, b)
@@ -890,6 +935,7 @@ class AnalogDriver:
         return x, rep
 
 
+_RANGE_MAX = 1e5
 _FATAL_STATUS = frozenset(
     (p.STATUS_BAD_VERSION, p.STATUS_BAD_COMMAND, p.STATUS_BAD_PAYLOAD, p.STATUS_TOO_LARGE, p.STATUS_INTERNAL)
 )

@@ -401,43 +401,49 @@ def unpack_program_response(data: bytes) -> ProgramResult:
     return r
 
 
-# SOLVE command: settle on each right-hand-side column; outputs scaled to +-out_range.
-_SOLVE_CMD = struct.Struct(">HHff")
+# SOLVE command: settle on each right-hand-side column; column c's outputs are
+# digitised over +-out_range[c] (the column's amplifier gain / ADC full scale).
+_SOLVE_CMD = struct.Struct(">HHf")
 
 
-def pack_solve(rhs: np.ndarray, out_range: float, settle_timeout_s: float) -> bytes:
+def pack_solve(rhs: np.ndarray, out_range, settle_timeout_s: float) -> bytes:
     rhs = np.asarray(rhs, dtype=np.float64)
     if rhs.ndim != 2:
         raise ValueError(f"rhs must be (n, m), got {rhs.shape}")
     n, m = rhs.shape
     _check_range("n", n, 1, MAX_N)
     _check_range("m", m, 1, MAX_M)
-    if not (np.isfinite(out_range) and out_range > 0):
+    ranges = np.broadcast_to(np.asarray(out_range, dtype=np.float64), (m,))
+    if not (np.all(np.isfinite(ranges)) and np.all(ranges > 0)):
         raise ValueError(f"out_range must be finite and > 0, got {out_range}")
     if not (np.isfinite(settle_timeout_s) and settle_timeout_s > 0):
         raise ValueError(f"settle_timeout_s must be finite and > 0, got {settle_timeout_s}")
     if not np.all(np.isfinite(rhs)) or (rhs.size and np.max(np.abs(rhs)) > 1.0):
         raise ValueError("rhs must be finite and within [-1, 1]")
-    payload = _SOLVE_CMD.pack(n, m, out_range, settle_timeout_s) + _f32_block(rhs)
+    payload = _SOLVE_CMD.pack(n, m, settle_timeout_s) + _f32_block(ranges) + _f32_block(rhs)
     if len(payload) > MAX_PAYLOAD:
         raise ValueError("solve payload too large")
     return payload
 
 
-def unpack_solve(data: bytes) -> tuple[np.ndarray, float, float]:
+def unpack_solve(data: bytes) -> tuple[np.ndarray, np.ndarray, float]:
+    """(rhs (n, m), out_range (m,), settle_timeout_s)."""
     if len(data) < _SOLVE_CMD.size:
         raise ProtocolError("bad payload length", "SOLVE header")
-    n, m, out_range, timeout = _SOLVE_CMD.unpack_from(data)
+    n, m, timeout = _SOLVE_CMD.unpack_from(data)
     if not (1 <= n <= MAX_N and 1 <= m <= MAX_M):
         raise ProtocolError("field out of range", f"SOLVE n={n} m={m}")
-    if not (np.isfinite(out_range) and out_range > 0 and np.isfinite(timeout) and timeout > 0):
-        raise ProtocolError("field out of range", "SOLVE out_range/settle_timeout")
-    _need(data, _SOLVE_CMD.size + 4 * n * m, "SOLVE")
-    rhs = _f32_array(data, _SOLVE_CMD.size, n * m, (n, m))
+    if not (np.isfinite(timeout) and timeout > 0):
+        raise ProtocolError("field out of range", "SOLVE settle_timeout")
+    _need(data, _SOLVE_CMD.size + 4 * m + 4 * n * m, "SOLVE")
+    ranges = _f32_array(data, _SOLVE_CMD.size, m, (m,))
+    if not (np.all(np.isfinite(ranges)) and np.all(ranges > 0)):
+        raise ProtocolError("field out of range", "SOLVE out_range")
+    rhs = _f32_array(data, _SOLVE_CMD.size + 4 * m, n * m, (n, m))
     _finite(rhs, "SOLVE rhs")
     if np.max(np.abs(rhs)) > 1.0:
         raise ProtocolError("field out of range", "SOLVE rhs beyond [-1, 1]")
-    return rhs, float(out_range), float(timeout)
+    return rhs, ranges, float(timeout)
 
 
 _SOLVE_RESP = struct.Struct(">HHIfffdH")

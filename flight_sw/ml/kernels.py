@@ -12,17 +12,39 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def features_into(pixels, w, bias, out):  # pragma: no cover - compiled
-    """out[i, :F] = relu(pixels[i] @ w + bias); out[i, F] = 1 (the head's bias input)."""
-    n, bands = pixels.shape
-    f = w.shape[1]
-    for i in range(n):
-        for j in range(f):
-            s = bias[j]
-            for k in range(bands):
-                s += pixels[i, k] * w[k, j]
-            out[i, j] = s if s > 0.0 else 0.0
-        out[i, f] = 1.0
+def _mlp_row(x, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out_row):  # pragma: no cover
+    """One sample through the int8 MLP: quantise input, int8 x int8 -> int32 per layer."""
+    bands, hidden = w1.shape
+    feat = w2.shape[1]
+    # Layer 1: int8 inputs (per-tensor step sx) x int8 weights (per-channel s1).
+    for j in range(hidden):
+        acc = 0  # int32 accumulator
+        for k in range(bands):
+            v = (x[k] - mean[k]) * inv_std[k] / sx
+            q = int(np.rint(v))
+            if q > 127:
+                q = 127
+            elif q < -127:
+                q = -127
+            acc += q * np.int32(w1[k, j])
+        h = acc * sx * s1[j] + b1[j]
+        # ReLU, then requantise the hidden activation per tensor (step sh) to int8.
+        hq = int(np.rint(h / sh)) if h > 0.0 else 0
+        hid[j] = hq if hq < 127 else 127
+    for j in range(feat):
+        acc = 0
+        for k in range(hidden):
+            acc += np.int32(hid[k]) * np.int32(w2[k, j])
+        f = acc * sh * s2[j] + b2[j]
+        out_row[j] = f if f > 0.0 else 0.0
+    out_row[feat] = 1.0
+
+
+@numba.njit(cache=True)
+def mlp_features_into(pixels, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out):  # pragma: no cover
+    """Features of every row of `pixels` into `out` (n, F + 1); last column is the bias input."""
+    for i in range(pixels.shape[0]):
+        _mlp_row(pixels[i], mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out[i])
 
 
 @numba.njit(cache=True)
@@ -53,24 +75,30 @@ def count_equal(a, b, n):  # pragma: no cover - compiled
 
 @numba.njit(cache=True)
 def fold_batch_into_stats(
-    feat, labels, pixels, n, seen, holdout_every, forgetting, q, b, replay_x, replay_y, replay_next, replay_cap
+    feat, labels, pixels, n, seen, holdout_every, forgetting, q, b, replay_x, replay_y, replay_next, replay_cap,
+    present,
 ):  # pragma: no cover - compiled
-    """Forget, then add the training rows' phi phi^T and phi y^T; copy held-out rows to replay.
+    """Class-wise forgetting, then add the training rows' phi phi^T (to their class's Q) and phi y^T.
 
-    Row i is held out when (seen + i) % holdout_every == 0. Returns
-    (training rows added, new replay_next, held-out rows).
+    q is (classes, aug, aug): one Gram matrix per class, so a class forgets only when it
+    receives new labels (calibration sites show few classes at a time; the others keep
+    what they knew). Row i is held out for validation when (seen + i) % holdout_every == 0.
+    Returns (training rows added, new replay_next, held-out rows).
     """
-    aug = q.shape[0]
+    n_cls, aug, _ = q.shape
     added = 0
     held = 0
+    for c in range(n_cls):
+        present[c] = 0
     for i in range(n):
         if (seen + i) % holdout_every != 0:
             added += 1
-    if added > 0:
-        for r in range(aug):
-            for c in range(aug):
-                q[r, c] *= forgetting
-            for c in range(b.shape[1]):
+            present[labels[i]] = 1
+    for c in range(n_cls):
+        if present[c]:
+            for r in range(aug):
+                for j in range(aug):
+                    q[c, r, j] *= forgetting
                 b[r, c] *= forgetting
     for i in range(n):
         if (seen + i) % holdout_every == 0:
@@ -80,43 +108,46 @@ def fold_batch_into_stats(
             replay_next = (replay_next + 1) % replay_cap
             held += 1
         else:
+            c = labels[i]
             for r in range(aug):
                 fr = feat[i, r]
                 if fr == 0.0:
                     continue
-                for c in range(aug):
-                    q[r, c] += fr * feat[i, c]
-                b[r, labels[i]] += fr
+                for j in range(aug):
+                    q[c, r, j] += fr * feat[i, j]
+                b[r, c] += fr
     return added, replay_next, held
 
 
 @numba.njit(cache=True)
-def copy_add_diagonal(src, dst, value):  # pragma: no cover - compiled
-    n = src.shape[0]
+def sum_classes_add_diagonal(q, dst, value):  # pragma: no cover - compiled
+    """dst = sum over classes of q[c] + value * I (the ridge system matrix)."""
+    n_cls, n, _ = q.shape
     for r in range(n):
-        for c in range(n):
-            dst[r, c] = src[r, c]
+        for j in range(n):
+            acc = 0.0
+            for c in range(n_cls):
+                acc += q[c, r, j]
+            dst[r, j] = acc
         dst[r, r] += value
 
 
 @numba.njit(cache=True)
-def replay_correct(replay_x, replay_y, n, w, bias, head, feat_row, score_row):  # pragma: no cover - compiled
-    """Correct classifications of the first n replay samples by `head` (one row at a time)."""
+def replay_correct(
+    replay_x, replay_y, start, n, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, head, feat_row, score_row
+):  # pragma: no cover - compiled
+    """Correct classifications by `head` of n replay samples from ring index `start` (wrapping)."""
     correct = 0
-    f = w.shape[1]
-    bands = replay_x.shape[1]
     c = head.shape[1]
-    for i in range(n):
-        for j in range(f):
-            s = bias[j]
-            for k in range(bands):
-                s += replay_x[i, k] * w[k, j]
-            feat_row[j] = s if s > 0.0 else 0.0
-        feat_row[f] = 1.0
+    aug = feat_row.shape[0]
+    cap = replay_x.shape[0]
+    for r in range(n):
+        i = (start + r) % cap
+        _mlp_row(replay_x[i], mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, feat_row)
         best = 0
         for j in range(c):
             s = 0.0
-            for k in range(f + 1):
+            for k in range(aug):
                 s += feat_row[k] * head[k, j]
             score_row[j] = s
             if s > score_row[best]:
@@ -124,6 +155,23 @@ def replay_correct(replay_x, replay_y, n, w, bias, head, feat_row, score_row):  
         if best == replay_y[i]:
             correct += 1
     return correct
+
+
+@numba.njit(cache=True)
+def margins_into(scores, n, out):  # pragma: no cover - compiled
+    """Per-sample confidence margin: best score minus second best (label-free drift signal)."""
+    c = scores.shape[1]
+    for i in range(n):
+        b1 = -1e300
+        b2 = -1e300
+        for j in range(c):
+            v = scores[i, j]
+            if v > b1:
+                b2 = b1
+                b1 = v
+            elif v > b2:
+                b2 = v
+        out[i] = b1 - b2
 
 
 @numba.njit(cache=True)

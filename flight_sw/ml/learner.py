@@ -20,6 +20,7 @@ import numpy as np
 from flight_sw.config.schema import MissionConfig
 from flight_sw.devices.optimizer import SolveReport
 from flight_sw.ml import kernels as k
+from flight_sw.ml.drift import PageHinkley
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 
 IDLE, SOLVE, VALIDATE, COMMIT = 0, 1, 2, 3
@@ -29,6 +30,13 @@ HOLDOUT_EVERY = 4
 #: Labelled samples after a commit used to judge it against the previous head.
 ROLLBACK_WINDOW = 64
 ROLLBACK_MARGIN = 0.05
+#: The gate validates on the most recent held-back samples only: after a drift the
+#: old ones describe a sensor that no longer exists.
+VALIDATION_WINDOW = 96
+#: Label-based Page-Hinkley on per-sample correctness: ignore accuracy dips under 3 points,
+#: alarm after a cumulative excess of 8 errors (about 100 samples after an 8-point drop).
+LABEL_PH_DELTA = 0.03
+LABEL_PH_THRESHOLD = 8.0
 ACCURACY_EMA_ALPHA = 0.2
 
 #: Scalar state that a snapshot must carry (buffers are saved separately).
@@ -36,7 +44,7 @@ STATE_FIELDS = (
     "active", "version", "next_version", "replay_count", "replay_next", "state", "new_labels",
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
-    "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions",
+    "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
 )
 
 
@@ -44,13 +52,8 @@ class OnboardLearner:
     def __init__(self, cfg: MissionConfig, image: ModelImage, buffers: dict[str, np.ndarray], solver):
         self.cfg = cfg.model
         self.buf = buffers
-        self.extractor = FeatureExtractor(
-            image,
-            buffers["ml.extractor_weights_int8"],
-            buffers["ml.extractor_scales"],
-            buffers["ml.extractor_folded_w"],
-            buffers["ml.extractor_folded_bias"],
-        )
+        self.extractor = FeatureExtractor(image, buffers)
+        self._ext_args = self.extractor.args()
         self.slots = (buffers["ml.head_slot_a"], buffers["ml.head_slot_b"])
         self.slots[0][...] = image.head
         self.slots[1][...] = image.head
@@ -89,13 +92,38 @@ class OnboardLearner:
         self.last_report: SolveReport | None = None
         self.last_candidate_acc = math.nan
         self.last_active_acc = math.nan
+        self.margins = buffers["ml.batch_margins"]
+        self.present = buffers["ml.class_present"]
+        self.correct = buffers["ml.batch_correct"]
+        m = cfg.model
+        self.drift_free = PageHinkley(buffers["ml.drift_state_margin"], m.drift_delta, m.drift_threshold)
+        # Correctness is a 0/1 stream: its own tolerance and threshold (LABEL_PH_*).
+        self.drift_labels = PageHinkley(buffers["ml.drift_state_labels"], LABEL_PH_DELTA, LABEL_PH_THRESHOLD)
+        self.drift_pending = False  # an alarm asks the next labels to start an update at once
+        self.drift_events: list[tuple[int, int]] = []  # (source, samples) not yet reported
 
     # -- inference ---------------------------------------------------------------
     def predict(self, pixels: np.ndarray, out_labels: np.ndarray, head: np.ndarray | None = None) -> None:
         """Classify a batch into `out_labels` with the active head (or the given one)."""
         feat = self.feat
-        k.features_into(pixels, self.extractor.w, self.extractor.bias, feat)
+        k.mlp_features_into(pixels, *self._ext_args, feat)
         k.classify_into(feat, self.slots[self.active] if head is None else head, self.scores, out_labels)
+
+    def monitor(self, n: int) -> None:
+        """Label-free drift check on the batch just classified (margins of the active head)."""
+        k.margins_into(self.scores, n, self.margins)
+        if self.drift_free.update(self.margins, n) >= 0:
+            self._on_drift(0, self.drift_free.samples)
+
+    def _on_drift(self, source: int, samples: int) -> None:
+        """Forget old statistics so new labels dominate, and bring the next update forward."""
+        f = self.cfg.drift_forget
+        self.q *= f
+        self.b *= f
+        self.effective_labels *= f
+        self.drift_pending = True
+        if len(self.drift_events) < 8:
+            self.drift_events.append((source, samples))
 
     def head_is_valid(self) -> bool:
         """The active head is usable (finite weights): the 'invalid model' FDIR check."""
@@ -106,13 +134,19 @@ class OnboardLearner:
         """Fold a calibration batch into the statistics; hold every 4th sample back for validation."""
         n = pixels.shape[0]
         self.predict(pixels, pred)
-        acc = k.count_equal(pred, labels, n) / n
+        correct = k.count_equal(pred, labels, n)
+        acc = correct / n
+        for i in range(n):
+            self.correct[i] = 1.0 if pred[i] == labels[i] else 0.0
+        if self.drift_labels.update(self.correct, n) >= 0:
+            self._on_drift(1, self.drift_labels.samples)
         a = ACCURACY_EMA_ALPHA
         self.label_accuracy = acc if math.isnan(self.label_accuracy) else (1 - a) * self.label_accuracy + a * acc
         self._watch_after_commit(pixels, labels, pred, n)
         added, self.replay_next, held = k.fold_batch_into_stats(
             self.feat, labels, pixels, n, self.labelled_seen, HOLDOUT_EVERY, self.cfg.forgetting_factor,
             self.q, self.b, self.replay_x, self.replay_y, self.replay_next, self.replay_x.shape[0],
+            self.present,
         )
         self.replay_count = min(self.replay_count + held, self.replay_x.shape[0])
         self.labelled_seen += n
@@ -136,28 +170,35 @@ class OnboardLearner:
                 self.rollback_pending_report = True
 
     # -- the resumable update job ----------------------------------------------
+    def _enough_labels(self) -> bool:
+        # After a drift alarm one batch of new labels is enough to start an update.
+        return self.new_labels >= (1 if self.drift_pending else self.cfg.min_new_labels)
+
     def wants_training(self) -> bool:
-        return self.state != IDLE or self.new_labels >= self.cfg.min_new_labels
+        return self.state != IDLE or self._enough_labels()
 
     def step_flops(self) -> float:
         """Modelled floating-point work of the step that will run next (for compute costing)."""
-        aug = self.q.shape[0]
+        aug = self.q.shape[1]
         c = self.n_classes
         if self.state in (IDLE, SOLVE):
             return aug**3 / 3.0 + 4.0 * aug * aug * c
         if self.state == VALIDATE:
             bands = self.replay_x.shape[1]
-            return 2.0 * 2.0 * self.replay_count * (bands * (aug - 1) + aug * c)
+            hidden = self.extractor.w1.shape[1]
+            n = min(self.replay_count, VALIDATION_WINDOW)
+            return 2.0 * 2.0 * n * (bands * hidden + hidden * (aug - 1) + aug * c)
         return float(aug * c)
 
     def training_step(self) -> str | None:
         """Run one bounded step; returns 'committed'/'refused' when an update finishes."""
         if self.state == IDLE:
-            if self.new_labels < self.cfg.min_new_labels:
+            if not self._enough_labels():
                 return None
+            self.drift_pending = False
             self.state = SOLVE
         if self.state == SOLVE:
-            k.copy_add_diagonal(self.q, self.q_solve, self.cfg.ridge_lambda)
+            k.sum_classes_add_diagonal(self.q, self.q_solve, self.cfg.ridge_lambda)
             x, report = self.solver.solve(self.q_solve, self.b)
             self.last_report = report
             self.new_labels = 0
@@ -202,13 +243,23 @@ class OnboardLearner:
         n = self.replay_count
         if n == 0:
             return math.nan
-        ext = self.extractor
-        return k.replay_correct(self.replay_x, self.replay_y, n, ext.w, ext.bias, head, self.feat_row, self.score_row) / n
+        n = min(n, VALIDATION_WINDOW)
+        start = (self.replay_next - n) % self.replay_x.shape[0]
+        return k.replay_correct(
+            self.replay_x, self.replay_y, start, n, *self._ext_args, head, self.feat_row, self.score_row
+        ) / n
 
     # -- snapshot -----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in STATE_FIELDS}
+        out = {name: getattr(self, name) for name in STATE_FIELDS}
+        out["drift"] = [self.drift_free.alarms, self.drift_free.samples, self.drift_labels.alarms,
+                        self.drift_labels.samples, [list(e) for e in self.drift_events]]
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         for name in STATE_FIELDS:
             setattr(self, name, state[name])
+        fa, fs, la, ls, events = state["drift"]
+        self.drift_free.alarms, self.drift_free.samples = fa, fs
+        self.drift_labels.alarms, self.drift_labels.samples = la, ls
+        self.drift_events = [tuple(e) for e in events]

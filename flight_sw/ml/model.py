@@ -1,10 +1,14 @@
-"""The onboard model: a frozen int8-quantised feature extractor and a trainable head.
+"""The onboard model: a frozen, int8-quantised MLP feature extractor and a trainable head.
 
-Thin version (issue 2). The extractor is a fixed random-feature layer
-phi(x) = relu(((x - mu) / sigma) W + c) with W quantised to int8 with per-channel
-scales and used dequantised in float; the head is linear on [phi, 1] and is what
-trains onboard. Issue 5 replaces the extractor with a ground-trained MLP, adds the
-numba int8 x int8 -> int32 kernels and the drift monitors behind this interface.
+The ground trains the whole network before launch on the undrifted distribution
+(`sim.prelaunch`): inputs normalised per band, two ReLU layers (bands -> hidden ->
+features), a linear head. Onboard, the two layers are frozen and run in int8:
+inputs quantised with one per-tensor scale, weights with one scale per output
+channel (symmetric, 127 levels), int8 x int8 products accumulated in int32,
+dequantised once per output, hidden activations requantised per tensor. Only the
+head (features + bias -> classes) trains onboard, through the optimizer. This is
+the TinyTL / last-layer recipe (Lin et al., NeurIPS 2022: bias/last-layer updates
+save up to 6.5x memory) and what RaVAEn flew (few-shot head on a frozen encoder).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flight_sw.ml.kernels import features_into
+from flight_sw.ml.kernels import mlp_features_into
+
+INT8_MAX = 127
 
 
 @dataclass(frozen=True)
@@ -23,45 +29,73 @@ class ModelImage:
     version: int
     input_mean: np.ndarray  # (bands,)
     input_std: np.ndarray  # (bands,)
-    extractor_w: np.ndarray  # (bands, feature_dim) float32, quantised onboard
-    extractor_bias: np.ndarray  # (feature_dim,)
+    input_clip: float  # |normalised input| mapped to 127 (per-tensor int8 scale x 127)
+    w1: np.ndarray  # (bands, hidden) float32
+    b1: np.ndarray  # (hidden,)
+    hidden_clip: float  # largest hidden activation mapped to 127
+    w2: np.ndarray  # (hidden, feature_dim) float32
+    b2: np.ndarray  # (feature_dim,)
     head: np.ndarray  # (feature_dim + 1, classes)
     # Ground sufficient statistics behind `head`, scaled to a prior sample count: the
     # onboard statistics start from them, so training refines rather than forgets.
-    stats_q: np.ndarray  # (feature_dim + 1, feature_dim + 1), without the ridge term
+    stats_q: np.ndarray  # (classes, feature_dim + 1, feature_dim + 1): per-class Gram matrices, no ridge
     stats_b: np.ndarray  # (feature_dim + 1, classes)
     prior_samples: float
 
 
 def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 quantisation with one scale per output channel (column)."""
-    scale = np.max(np.abs(w), axis=0) / 127.0
+    scale = np.max(np.abs(w), axis=0) / INT8_MAX
     scale[scale == 0] = 1.0
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
     return q, scale.astype(np.float32)
 
 
 class FeatureExtractor:
-    """Frozen onboard: int8 weights with per-channel scales, folded once with the input
-    normalisation into float weights (all in preallocated buffers)."""
+    """The frozen int8 MLP, its weights and scales held in buffers allocated at start-up."""
 
-    def __init__(
-        self,
-        image: ModelImage,
-        w_int8: np.ndarray,
-        scales: np.ndarray,
-        folded_w: np.ndarray | None = None,
-        folded_bias: np.ndarray | None = None,
-    ):
-        q, s = quantise_per_channel(image.extractor_w)
-        w_int8[...] = q
-        scales[...] = s
-        dequant = w_int8.astype(np.float64) * scales.astype(np.float64)
-        self.w = np.empty(dequant.shape) if folded_w is None else folded_w
-        self.bias = np.empty(dequant.shape[1]) if folded_bias is None else folded_bias
-        self.w[...] = dequant / image.input_std[:, None]
-        self.bias[...] = image.extractor_bias - (image.input_mean / image.input_std) @ dequant
+    def __init__(self, image: ModelImage, buffers: dict[str, np.ndarray] | None = None):
+        bands, hidden = image.w1.shape
+        feat = image.w2.shape[1]
+        b = buffers if buffers is not None else {}
+
+        def buf(name, shape, dtype):
+            return b[name] if name in b else np.zeros(shape, dtype)
+
+        self.mean = buf("ml.input_mean", (bands,), np.float64)
+        self.inv_std = buf("ml.input_inv_std", (bands,), np.float64)
+        self.w1 = buf("ml.w1_int8", (bands, hidden), np.int8)
+        self.s1 = buf("ml.w1_scales", (hidden,), np.float64)
+        self.b1 = buf("ml.b1", (hidden,), np.float64)
+        self.w2 = buf("ml.w2_int8", (hidden, feat), np.int8)
+        self.s2 = buf("ml.w2_scales", (feat,), np.float64)
+        self.b2 = buf("ml.b2", (feat,), np.float64)
+        self.hid_row = buf("ml.hidden_row", (hidden,), np.int8)
+        self.mean[...] = image.input_mean
+        self.inv_std[...] = 1.0 / image.input_std
+        q1, s1 = quantise_per_channel(image.w1)
+        q2, s2 = quantise_per_channel(image.w2)
+        self.w1[...], self.s1[...], self.b1[...] = q1, s1, image.b1
+        self.w2[...], self.s2[...], self.b2[...] = q2, s2, image.b2
+        self.sx = image.input_clip / INT8_MAX  # input quantisation step
+        self.sh = image.hidden_clip / INT8_MAX  # hidden quantisation step
 
     def features_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
-        """Fill out[:, :F] with relu(features) and out[:, F] with the bias input 1."""
-        features_into(pixels, self.w, self.bias, out)
+        """Fill out[:, :F] with the features and out[:, F] with the head's bias input 1."""
+        mlp_features_into(
+            pixels, self.mean, self.inv_std, self.sx, self.w1, self.s1, self.b1,
+            self.sh, self.w2, self.s2, self.b2, self.hid_row, out,
+        )
+
+    def args(self) -> tuple:
+        """The kernel arguments after the pixels (for kernels that run the extractor inline)."""
+        return (self.mean, self.inv_std, self.sx, self.w1, self.s1, self.b1, self.sh, self.w2, self.s2, self.b2,
+                self.hid_row)
+
+
+def float_features(image: ModelImage, pixels: np.ndarray) -> np.ndarray:
+    """Float reference of the extractor (no quantisation): for tests and ground training."""
+    x = (np.asarray(pixels, np.float64) - image.input_mean) / image.input_std
+    h = np.maximum(x @ image.w1 + image.b1, 0.0)
+    f = np.maximum(h @ image.w2 + image.b2, 0.0)
+    return np.hstack([f, np.ones((f.shape[0], 1))])

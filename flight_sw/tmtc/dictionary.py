@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 1
+DICTIONARY_VERSION = 2
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -50,6 +50,9 @@ HK_CORE: tuple[Param, ...] = (
     Param("updates_refused", "H", "", "Candidates refused by the validation gate."),
     Param("rollbacks", "H", "", "Automatic or commanded rollbacks."),
     Param("label_accuracy", "f", "", "Active model accuracy on recent calibration labels (NaN: none)."),
+    Param("drift_stat", "f", "", "Label-free Page-Hinkley statistic (alarm at model.drift_threshold)."),
+    Param("drift_label_stat", "f", "", "Label-based Page-Hinkley statistic on calibration correctness."),
+    Param("drift_alarms", "H", "", "Drift alarms since start (both monitors)."),
     Param("labels_total", "I", "", "Calibration labels received since start."),
     Param("overruns_total", "I", "", "Task runs whose cost exceeded their compute budget."),
     Param("optional_skipped_total", "I", "", "Optional runs refused by power admission."),
@@ -98,6 +101,8 @@ EVENT_CONTACT = 3  # params: aos(1)/los(0) u8
 EVENT_TASK_OVERRUN = 4  # params: task u8, cost f32
 EVENT_TASK_DISABLED = 5  # params: task u8, reason u8 (index in TASK_DISABLE_REASONS)
 EVENT_DEADLINE_MISS = 6  # params: task u8, frame load f32 [s]
+EVENT_DRIFT_DETECTED = 7  # params: source u8 (0 label-free, 1 label-based), samples seen u32
+DRIFT_SOURCES = ("label_free", "label_based")
 TASK_DISABLE_REASONS = ("overruns", "watchdog", "ground_command")
 
 MODE_REASONS = (

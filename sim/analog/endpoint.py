@@ -31,6 +31,8 @@ class DeviceEndpoint:
         self._pending: np.ndarray | None = None
         self.commands = 0
         self.frames_dropped = 0
+        # for commands a fault hit: command index -> (reply status, reply delivered intact)
+        self.event_replies: dict[int, tuple[int, bool]] = {}
         self.energy_j = 0.0
 
     # -- construction helpers -------------------------------------------------------------
@@ -65,8 +67,7 @@ class DeviceEndpoint:
             self.array.stuck[i, j] = v
             self.array.stuck[j, i] = v
             cells.append((i, j))
-        self.faults.note("stuck")
-        return cells
+        return cells  # noted as triggered when a PROGRAM runs into them
 
     def clear_stuck(self) -> None:
         self.array.stuck[...] = np.nan
@@ -93,19 +94,26 @@ class DeviceEndpoint:
         self.commands += 1
         f = self.faults
         f.begin_command()
+        n_log = len(f.log)
+        status, intact, reply = self._run(frame)
+        if len(f.log) > n_log:
+            self.event_replies[f.command_index] = (status, intact)
+        return reply
+
+    def _run(self, frame: p.Frame) -> tuple[int, bool, bytes]:
+        f = self.faults
         if f.take("dead"):
-            return b""
-        is_solve = frame.code == p.CMD_SOLVE
-        if is_solve and f.take("brownout"):
+            return -1, False, b""
+        if frame.code == p.CMD_SOLVE and f.take("brownout"):
             self._brownout()
-            return b""
+            return -1, False, b""
         status, payload = self._dispatch(frame)
         flags = (p.FLAG_RESET if self._reset_flag else 0) | (p.FLAG_PROGRAMMED if self.array.programmed else 0)
         self._reset_flag = False
         reply = p.encode_frame(frame.code | p.RESPONSE_BIT, frame.seq, payload, status, flags)
         if f.take("corrupt"):
-            reply = f.corrupt(reply)
-        return reply
+            return status, False, f.corrupt(reply)
+        return status, True, reply
 
     def _brownout(self) -> None:
         self.array.reset()
@@ -182,6 +190,8 @@ class DeviceEndpoint:
         out = a.program(self._pending)
         self._pending = None
         self.energy_j += out.energy_j
+        if out.failed_cells:
+            self.faults.note("stuck")
         status = p.STATUS_VERIFY_FAIL if out.failed_cells else p.STATUS_OK
         return reply(status, out.crc, out.failed_cells, out.time_s, out.energy_j)
 

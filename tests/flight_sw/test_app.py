@@ -141,7 +141,7 @@ def test_start_up_memory_report_matches_allocations(make_fsw):
     allocated = sum(a.nbytes for a in fsw.buffers.values())
     assert fsw.memory_report["total"] == allocated
     assert set(fsw.memory_report) >= {"ml", "tmtc", "total"}
-    assert fsw.buffers["ml.stats_q"].shape == (default_feature_dim() + 1,) * 2
+    assert fsw.buffers["ml.stats_q"].shape == (6,) + (default_feature_dim() + 1,) * 2  # one Gram matrix per class
 
 
 def default_feature_dim():

@@ -1,0 +1,587 @@
+"""The telemetry archive: one SQLite file per run, raw packets kept beside the decoded tables.
+
+As the large ground systems do (COSMOS keeps raw logs beside QuestDB, Yamcs raw
+packets beside its parameter archive), every packet that arrived is stored as bytes
+with its header fields, CRC verdict and decoding status, and the decoded
+housekeeping and events live in tables derived from it. Decoding is driven by the
+shared dictionary (`flight_sw.tmtc.dictionary`): the `hk_core` columns are the SID-1
+parameters, in dictionary order, so a dictionary change shows up in the schema.
+
+Ingest is idempotent: each packet has a content key (apid, seq, t_s, sha1(raw)),
+unique in `packets`; rows already present are skipped (and the inserts are
+`INSERT OR IGNORE` besides), so ingesting the same file twice, or a longer file of
+the same run later, adds only what is new. Everything is written in one
+transaction: a file that cannot be decoded (another dictionary version) leaves the
+archive untouched.
+
+Schema (see docs/ground_tools.md for every column):
+
+    meta(key, value)                   schema/dictionary version, run identity, config text, tasks
+    ingests(file_sha1, ...)            one row per distinct telemetry file ingested, with its counts
+    packets(id, apid, seq, service, subtype, struct_id, t_s, length, crc_ok, status, sha1, raw)
+    rejects(id, file_offset, length, reason, sha1, raw)   unframed bytes (corrupted headers, truncation)
+    hk_core(packet_id, t_s, <SID-1 parameters>)           wide: one row per core HK report
+    hk_tasks(packet_id, task_index, t_s, runs, skipped, ...)   long: one row per task per report
+    orbits(packet_id, t_s, <SID-3 fields>) + orbit_task_energy(packet_id, task_index, energy_j)
+    events(packet_id, t_s, event_id, name, severity, detail, params)
+    training_updates(packet_id, t_s, outcome, version, ...)     decoded training-update events
+    mode_changes(packet_id, t_s, from_mode, to_mode, reason)
+    samples(id, t_s, pixels, label, onboard_label, model_version)   downlinked labelled samples
+    tasks(task_index, name, kind, criticality)                    the run's task table
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import struct
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from flight_sw.config.schema import MODES
+from flight_sw.tmtc import dictionary as d
+from ground_tools.decode import (
+    CRC_LEN,
+    DATA_OFFSET,
+    SEVERITIES,
+    TIME_OFFSET,
+    DecodeError,
+    Telemetry,
+    check_dictionary_version,
+    epoch_offset_s,
+    event_names,
+    frame_stream,
+)
+from ground_tools.runfolder import INGEST_FILES, RunFolder, RunFolderError, open_run
+
+SCHEMA_VERSION = 1
+DEFAULT_NAME = "archive.sqlite"
+_HDR = struct.Struct(">HHH")
+_SEC = struct.Struct(">BBBHH")
+_CDS = struct.Struct(">xHI")
+_U16 = struct.Struct(">H")
+
+
+class ArchiveError(ValueError):
+    """The archive is missing, empty, not SQLite, or belongs to another run or dictionary."""
+
+
+def _sql_type(fmt: str) -> str:
+    return "REAL" if fmt in "fd" else "INTEGER"
+
+
+def _cols(params) -> str:
+    return ", ".join(f"{p.name} {_sql_type(p.fmt)}" for p in params)
+
+
+def schema_statements() -> list[str]:
+    task_fields = [p for p in d.HK_TASK_RECORD if p.name != "task_index"]
+    tu_fields = ", ".join(
+        f"{p.name} {'TEXT' if p.name == 'outcome' else _sql_type(p.fmt)}" for p in d.TRAINING_UPDATE
+    )
+    return [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ingests (file_sha1 TEXT PRIMARY KEY, path TEXT, bytes INTEGER, "
+        "frames INTEGER, new_packets INTEGER, bad INTEGER, reasons TEXT, ingested_utc TEXT)",
+        "CREATE TABLE IF NOT EXISTS packets (id INTEGER PRIMARY KEY, apid INTEGER, seq INTEGER, service INTEGER, "
+        "subtype INTEGER, struct_id INTEGER, t_s REAL, length INTEGER, crc_ok INTEGER, status TEXT, "
+        "sha1 BLOB NOT NULL, raw BLOB NOT NULL, UNIQUE (apid, seq, t_s, sha1))",
+        "CREATE INDEX IF NOT EXISTS packets_time ON packets (t_s)",
+        "CREATE INDEX IF NOT EXISTS packets_type ON packets (service, subtype, struct_id, t_s)",
+        "CREATE TABLE IF NOT EXISTS rejects (id INTEGER PRIMARY KEY, file_offset INTEGER, length INTEGER, "
+        "reason TEXT, sha1 BLOB NOT NULL, raw BLOB NOT NULL, UNIQUE (file_offset, sha1))",
+        f"CREATE TABLE IF NOT EXISTS hk_core (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+        f"t_s REAL NOT NULL, {_cols(d.HK_CORE)})",
+        "CREATE INDEX IF NOT EXISTS hk_core_time ON hk_core (t_s)",
+        f"CREATE TABLE IF NOT EXISTS hk_tasks (packet_id INTEGER REFERENCES packets (id), task_index INTEGER, "
+        f"t_s REAL NOT NULL, {_cols(task_fields)}, PRIMARY KEY (packet_id, task_index))",
+        "CREATE INDEX IF NOT EXISTS hk_tasks_time ON hk_tasks (t_s)",
+        "CREATE INDEX IF NOT EXISTS hk_tasks_task ON hk_tasks (task_index, t_s)",
+        f"CREATE TABLE IF NOT EXISTS orbits (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+        f"t_s REAL NOT NULL, {_cols(d.HK_ORBIT)})",
+        "CREATE INDEX IF NOT EXISTS orbits_index ON orbits (orbit_index, t_s)",
+        "CREATE TABLE IF NOT EXISTS orbit_task_energy (packet_id INTEGER REFERENCES packets (id), "
+        "task_index INTEGER, energy_j REAL, PRIMARY KEY (packet_id, task_index))",
+        "CREATE TABLE IF NOT EXISTS events (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), t_s REAL NOT NULL, "
+        "event_id INTEGER, name TEXT, severity TEXT, detail TEXT, params BLOB)",
+        "CREATE INDEX IF NOT EXISTS events_time ON events (t_s)",
+        "CREATE INDEX IF NOT EXISTS events_type ON events (event_id, t_s)",
+        f"CREATE TABLE IF NOT EXISTS training_updates (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+        f"t_s REAL NOT NULL, {tu_fields})",
+        "CREATE INDEX IF NOT EXISTS training_updates_time ON training_updates (t_s)",
+        "CREATE TABLE IF NOT EXISTS mode_changes (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+        "t_s REAL NOT NULL, from_mode TEXT, to_mode TEXT, reason TEXT)",
+        "CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, t_s REAL NOT NULL, pixels BLOB NOT NULL, "
+        "label INTEGER NOT NULL, onboard_label INTEGER, model_version INTEGER)",
+        "CREATE INDEX IF NOT EXISTS samples_time ON samples (t_s)",
+        "CREATE TABLE IF NOT EXISTS tasks (task_index INTEGER PRIMARY KEY, name TEXT, kind TEXT, criticality TEXT)",
+    ]
+
+
+def default_db(run_dir: Path | str) -> Path:
+    return Path(run_dir) / DEFAULT_NAME
+
+
+# -- ingest ---------------------------------------------------------------------------------
+@dataclass
+class IngestReport:
+    db: Path
+    file_sha1: str
+    frames: int = 0  # packets and rejected chunks found in the file
+    new_packets: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    already_ingested: bool = False
+
+    def lines(self) -> list[str]:
+        out = [
+            f"archive: {self.db}",
+            f"{self.frames} packets in the file: {self.new_packets} new, {self.duplicates} already archived, "
+            f"{self.bad} bad",
+        ]
+        for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
+            out.append(f"  bad: {n} x {reason}")
+        return out
+
+
+class _Decoder:
+    """Turns frames into table rows (no database access): the heart of ingest."""
+
+    def __init__(self, run: RunFolder):
+        cfg = run.cfg
+        self.where = str(run.telemetry_path)
+        self.offset_s = epoch_offset_s(cfg.mission.start_utc)
+        self.apid = cfg.telemetry.apid
+        self.task_names = [t.name for t in cfg.tasks]
+        self.n_tasks = len(cfg.tasks)
+        self.names = event_names()
+        self.rows: dict[str, list[tuple]] = {
+            k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
+                            "training_updates", "mode_changes")
+        }
+        self.reasons: Counter[str] = Counter()
+        self.frames = 0
+        self.duplicates = 0
+
+    def _task(self, i: int) -> str:
+        return self.task_names[i] if 0 <= i < self.n_tasks else f"#{i}"
+
+    def run(self, raw: bytes, existing: set, next_id: int) -> None:
+        rows = self.rows
+        packets, hk_core, hk_tasks = rows["packets"], rows["hk_core"], rows["hk_tasks"]
+        sha1 = hashlib.sha1
+        off = self.offset_s
+        task_size = d.HK_TASK_STRUCT.size
+        core_size = d.HK_CORE_STRUCT.size
+        core_unpack = d.HK_CORE_STRUCT.unpack
+        task_unpack = d.HK_TASK_STRUCT.unpack_from
+        for fr in frame_stream(raw, self.apid):
+            self.frames += 1
+            pkt = fr.raw
+            if not fr.is_packet:
+                self.reasons[fr.reason.split(":")[0]] += 1
+                rows["rejects"].append((fr.offset, len(pkt), fr.reason, sha1(pkt).digest(), pkt))
+                continue
+            h0, h1, _ = _HDR.unpack_from(pkt)
+            _v, service, subtype, _c, _dst = _SEC.unpack_from(pkt, 6)
+            days, ms = _CDS.unpack_from(pkt, TIME_OFFSET)
+            t = days * 86400.0 + ms / 1000.0 - off
+            apid, seq = h0 & 0x7FF, h1 & 0x3FFF
+            digest = sha1(pkt).digest()
+            key = (apid, seq, t, digest)
+            if key in existing:
+                self.duplicates += 1
+                continue
+            existing.add(key)
+            pid = next_id
+            next_id += 1
+            status = "ok"
+            struct_id = None
+            data = pkt[DATA_OFFSET:-CRC_LEN]
+            if not fr.crc_ok:
+                status = "CRC mismatch"
+            elif service == d.PUS_SERVICE_HK and subtype == d.PUS_SUBTYPE_HK_REPORT and len(data) >= 2:
+                struct_id = sid = _U16.unpack_from(data)[0]
+                body = data[2:]
+                if sid == d.HK_CORE_SID and len(body) >= 2:
+                    check_dictionary_version(_U16.unpack_from(body)[0], self.where)
+                    if len(body) == core_size:
+                        hk_core.append((pid, t, *core_unpack(body)))
+                    else:
+                        status = "wrong length for HK SID 1"
+                elif sid == d.HK_TASKS_SID and len(body) == task_size * self.n_tasks:
+                    for i in range(self.n_tasks):
+                        rec = task_unpack(body, i * task_size)
+                        hk_tasks.append((pid, rec[0], t, *rec[1:]))
+                elif sid == d.HK_ORBIT_SID and len(body) == d.HK_ORBIT_STRUCT.size + 4 * self.n_tasks:
+                    rows["orbits"].append((pid, t, *d.HK_ORBIT_STRUCT.unpack_from(body)))
+                    energy = struct.unpack_from(f">{self.n_tasks}f", body, d.HK_ORBIT_STRUCT.size)
+                    rows["orbit_task_energy"].extend((pid, i, e) for i, e in enumerate(energy))
+                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID):
+                    status = f"wrong length for HK SID {sid}"
+                else:
+                    status = f"unknown HK structure {sid}"
+            elif service == d.PUS_SERVICE_EVENT and len(data) >= 2:
+                struct_id = eid = _U16.unpack_from(data)[0]
+                status = self._event(pid, t, eid, subtype, data[2:])
+            else:
+                status = f"unexpected service {service}/{subtype}"
+            if status != "ok":
+                self.reasons[status] += 1
+            packets.append(
+                (pid, apid, seq, service, subtype, struct_id, t, len(pkt), int(fr.crc_ok), status, digest, pkt)
+            )
+
+    def _event(self, pid: int, t: float, eid: int, subtype: int, params: bytes) -> str:
+        name = self.names.get(eid, f"unknown_{eid}")
+        severity = SEVERITIES.get(subtype, str(subtype))
+        detail, status = params.hex(), "ok"
+        try:
+            detail = self._detail(pid, t, eid, params)
+        except (struct.error, IndexError, ValueError):
+            status = f"malformed parameters of event {name}"
+        self.rows["events"].append((pid, t, eid, name, severity, detail, params))
+        return status
+
+    def _detail(self, pid: int, t: float, eid: int, p: bytes) -> str:
+        if eid == d.EVENT_MODE_CHANGE:
+            old, new, reason = struct.unpack(">BBB", p)
+            row = (pid, t, MODES[old], MODES[new], d.MODE_REASONS[reason])
+            self.rows["mode_changes"].append(row)
+            return f"{row[2]} -> {row[3]} ({row[4]})"
+        if eid == d.EVENT_TRAINING_UPDATE:
+            vals = list(d.TRAINING_UPDATE_STRUCT.unpack(p))
+            names = [f.name for f in d.TRAINING_UPDATE]
+            vals[names.index("outcome")] = d.TRAINING_OUTCOMES[vals[names.index("outcome")]]
+            self.rows["training_updates"].append((pid, t, *vals))
+            r = dict(zip(names, vals, strict=True))
+            return (
+                f"{r['outcome']} v{r['version']}: candidate {r['candidate_accuracy']:.3f} vs active "
+                f"{r['active_accuracy']:.3f}, {r['labels_used']} labels, "
+                f"{'analog' if r['solve_path'] else 'digital'} solve {r['solve_energy_j']:.3g} J"
+            )
+        if eid == d.EVENT_CONTACT:
+            (aos,) = struct.unpack(">B", p)
+            return "AOS (carrier lock)" if aos else "LOS"
+        if eid == d.EVENT_TASK_OVERRUN:
+            idx, cost = struct.unpack(">Bf", p)
+            return f"task {self._task(idx)} ran {cost:.3g} s (over its compute budget)"
+        if eid == d.EVENT_TASK_DISABLED:
+            idx, reason = struct.unpack(">BB", p)
+            return f"task {self._task(idx)} disabled ({d.TASK_DISABLE_REASONS[reason]})"
+        if eid == d.EVENT_DEADLINE_MISS:
+            idx, load = struct.unpack(">Bf", p)
+            return f"task {self._task(idx)} ended after its frame (frame load {load:.3g} s)"
+        if eid == getattr(d, "EVENT_DRIFT_DETECTED", None):
+            source, samples = struct.unpack(">BI", p)
+            sources = getattr(d, "DRIFT_SOURCES", ())
+            src = sources[source] if source < len(sources) else f"source {source}"
+            return f"{src} drift detector fired after {samples} samples"
+        return p.hex()
+
+
+def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        if not db.is_file():
+            raise ArchiveError(f"{db}: no archive here (run `groundtools ingest RUN` first)")
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    else:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ArchiveError(f"{db}: not an SQLite archive ({exc})") from None
+    return conn
+
+
+def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    try:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
+def _check_meta(meta: dict[str, str], db: Path, run: RunFolder | None) -> None:
+    if not meta:
+        return
+    if meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise ArchiveError(f"{db}: archive schema version {meta.get('schema_version')}, expected {SCHEMA_VERSION}")
+    if meta.get("dictionary_version") != str(d.DICTIONARY_VERSION):
+        raise ArchiveError(
+            f"{db}: archive holds telemetry of dictionary version {meta.get('dictionary_version')}; this ground "
+            f"software decodes version {d.DICTIONARY_VERSION}. Re-ingest into a new archive (--db) or use the "
+            f"matching groundtools release."
+        )
+    if run is not None:
+        ident = run.identity
+        if any(meta.get(k) != v for k, v in ident.items()):
+            raise ArchiveError(
+                f"{db}: this archive holds another run ({meta.get('mission')!r}, seed {meta.get('seed')}, config "
+                f"{meta.get('config_sha1', '')[:10]}); {run.path} is ({ident['mission']!r}, seed {ident['seed']}, config "
+                f"{ident['config_sha1'][:10]}). Use --db to archive it elsewhere."
+            )
+
+
+def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
+    """Decode RUN/telemetry.bin into the archive (default RUN/archive.sqlite); idempotent."""
+    run = open_run(run_dir, need=INGEST_FILES)
+    version = run.run_info.get("dictionary_version")
+    if version is not None:
+        check_dictionary_version(int(version), str(run.path / "run.json"))
+    db = Path(db) if db else default_db(run.path)
+    raw = run.telemetry_path.read_bytes()
+    if not raw:
+        raise RunFolderError(
+            f"{run.telemetry_path}: empty telemetry file, nothing to ingest (no packet reached the ground: "
+            f"was there a contact in this run?)"
+        )
+    file_sha1 = hashlib.sha1(raw).hexdigest()
+    conn = _connect(db, readonly=False)
+    try:
+        meta = _read_meta(conn)
+        _check_meta(meta, db, run)
+        existing: set = set()
+        next_id = 1
+        if meta:
+            existing = set(conn.execute("SELECT apid, seq, t_s, sha1 FROM packets"))
+            next_id = (conn.execute("SELECT max(id) FROM packets").fetchone()[0] or 0) + 1
+        dec = _Decoder(run)
+        dec.run(raw, existing, next_id)  # raises DecodeError before anything is written
+        report = IngestReport(db, file_sha1, dec.frames, len(dec.rows["packets"]), dec.duplicates,
+                              sum(dec.reasons.values()), dict(dec.reasons))
+        with conn:
+            for stmt in schema_statements():
+                conn.execute(stmt)
+            new_meta = {
+                "schema_version": str(SCHEMA_VERSION),
+                "dictionary_version": str(d.DICTIONARY_VERSION),
+                **run.identity,
+                "apid": str(run.cfg.telemetry.apid),
+                "n_tasks": str(len(run.cfg.tasks)),
+                "classes": json.dumps(list(run.cfg.payload.classes)),
+                "bands": str(run.cfg.payload.bands),
+                "config_yaml": run.config_text,
+            }
+            conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", new_meta.items())
+            conn.executemany(
+                "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?)",
+                [(i, t.name, t.kind, t.criticality) for i, t in enumerate(run.cfg.tasks)],
+            )
+            for table, rows in dec.rows.items():
+                if not rows:
+                    continue
+                marks = ", ".join("?" * len(rows[0]))
+                if table == "rejects":
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO rejects (file_offset, length, reason, sha1, raw) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                else:
+                    conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (file_sha1, str(run.telemetry_path.resolve()), len(raw), dec.frames, report.new_packets, report.bad,
+                 json.dumps(report.reasons, sort_keys=True), datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+            report.already_ingested = cur.rowcount == 0
+    finally:
+        conn.close()
+    return report
+
+
+def ensure_archive(run_dir: Path | str, db: Path | str | None = None, log=None) -> Path:
+    """The run's archive, ingesting its telemetry first when this file is not in it yet."""
+    run = open_run(run_dir, need=INGEST_FILES)
+    db = Path(db) if db else default_db(run.path)
+    if db.is_file():
+        file_sha1 = hashlib.sha1(run.telemetry_path.read_bytes()).hexdigest()
+        conn = _connect(db, readonly=True)
+        try:
+            meta = _read_meta(conn)
+            _check_meta(meta, db, run)
+            done = bool(meta) and conn.execute("SELECT 1 FROM ingests WHERE file_sha1 = ?", (file_sha1,)).fetchone()
+        finally:
+            conn.close()
+        if done:
+            return db
+    rep = ingest(run.path, db)
+    if log is not None:
+        log(f"ingested {run.telemetry_path} into {db}: {rep.new_packets} packets, {rep.bad} bad")
+    return db
+
+
+# -- reading ----------------------------------------------------------------------------------
+class Archive:
+    """Read access to one archive (opened read-only)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = _connect(self.path, readonly=True)
+        self.meta = _read_meta(self.conn)
+        if not self.meta:
+            self.conn.close()
+            raise ArchiveError(f"{self.path}: empty archive (no telemetry has been ingested into it)")
+        _check_meta(self.meta, self.path, None)
+        if not self.conn.execute("SELECT 1 FROM packets LIMIT 1").fetchone():
+            self.conn.close()
+            raise ArchiveError(f"{self.path}: empty archive (it holds no telemetry packets)")
+        self.n_tasks = int(self.meta["n_tasks"])
+        self.task_names = [r[0] for r in self.conn.execute("SELECT name FROM tasks ORDER BY task_index")]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def columns(self, table: str, order: str = "t_s, packet_id") -> dict[str, np.ndarray]:
+        cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY {order}")
+        names = [c[0] for c in cur.description]
+        rows = cur.fetchall()
+        if not rows:
+            return {}
+        out = {}
+        for i, (name, col) in enumerate(zip(names, zip(*rows, strict=True), strict=True)):
+            del i
+            first = next((v for v in col if v is not None), None)
+            if isinstance(first, (bytes, str)):
+                out[name] = np.array(col, dtype=object)
+            else:
+                out[name] = np.array([np.nan if v is None else v for v in col], dtype=np.float64)
+        return out
+
+    def hk_core(self) -> dict[str, np.ndarray]:
+        return self.columns("hk_core")
+
+    def hk_tasks(self) -> dict[str, np.ndarray]:
+        """Each field as an (n_reports, n_tasks) array, plus t_s (n_reports,)."""
+        cols = self.columns("hk_tasks", order="t_s, packet_id, task_index")
+        if not cols:
+            return {}
+        n = self.n_tasks
+        out = {k: v.reshape(-1, n) for k, v in cols.items() if k not in ("packet_id",)}
+        out["t_s"] = out["t_s"][:, 0]
+        return out
+
+    def orbits(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        o = self.columns("orbits")
+        if not o:
+            return {}, None
+        e = self.conn.execute(
+            "SELECT e.energy_j FROM orbit_task_energy e JOIN orbits o ON o.packet_id = e.packet_id "
+            "ORDER BY o.t_s, o.packet_id, e.task_index"
+        ).fetchall()
+        return o, np.array([r[0] for r in e], dtype=np.float64).reshape(-1, self.n_tasks)
+
+    def rows(self, sql: str, args=()) -> list[dict]:
+        cur = self.conn.execute(sql, args)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def events(self) -> list[dict]:
+        return self.rows("SELECT t_s, event_id, name, severity, detail FROM events ORDER BY t_s, packet_id")
+
+    def training_updates(self) -> list[dict]:
+        """Decoded training-update events; NaN fields (stored as NULL by SQLite) come back as NaN."""
+        rows = self.rows("SELECT * FROM training_updates ORDER BY t_s, packet_id")
+        for r in rows:
+            for k, v in r.items():
+                if v is None:
+                    r[k] = math.nan
+        return rows
+
+    def mode_changes(self) -> list[dict]:
+        return self.rows("SELECT * FROM mode_changes ORDER BY t_s, packet_id")
+
+    def contacts(self) -> list[tuple[float, int]]:
+        return [
+            (t, p[0]) for t, p in self.conn.execute(
+                "SELECT t_s, params FROM events WHERE event_id = ? AND length(params) = 1 ORDER BY t_s",
+                (d.EVENT_CONTACT,),
+            )
+        ]
+
+    def decode_stats(self) -> tuple[int, int, dict[str, int]]:
+        """(units archived: packets + rejected chunks, bad ones, reasons)."""
+        n_packets = self.conn.execute("SELECT count(*) FROM packets").fetchone()[0]
+        reasons = dict(self.conn.execute("SELECT status, count(*) FROM packets WHERE status != 'ok' GROUP BY status"))
+        for reason, n in self.conn.execute("SELECT reason, count(*) FROM rejects GROUP BY reason"):
+            key = reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + n
+        n_rej = self.conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+        return n_packets + n_rej, sum(reasons.values()), reasons
+
+    def samples(self):
+        """Downlinked labelled samples: (t_s, pixels (n, bands) float32, labels, onboard_label, model_version)."""
+        rows = self.conn.execute(
+            "SELECT t_s, pixels, label, onboard_label, model_version FROM samples ORDER BY t_s, id"
+        ).fetchall()
+        if not rows:
+            return None
+        bands = int(self.meta.get("bands", 0)) or len(rows[0][1]) // 4
+        pixels = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+        if pixels.size != bands * len(rows):
+            raise ArchiveError(f"{self.path}: samples table: pixel blobs are not {bands} float32 bands each")
+        return (
+            np.array([r[0] for r in rows]),
+            pixels.reshape(len(rows), bands),
+            np.array([r[2] for r in rows], dtype=np.int64),
+            np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64),
+            np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64),
+        )
+
+    def telemetry(self) -> Telemetry:
+        """The archive's content in the decoder's column form (what the plots take)."""
+        tm = Telemetry()
+        tm.hk_core = self.hk_core()
+        tm.hk_tasks = self.hk_tasks()
+        tm.orbits, tm.orbit_task_energy_j = self.orbits()
+        tm.packets, tm.bad_packets, tm.bad_reasons = self.decode_stats()
+        tm.events = [
+            {"t_s": t, "id": eid, "severity": sev, "params": bytes(p)}
+            for t, eid, sev, p in self.conn.execute("SELECT t_s, event_id, severity, params FROM events ORDER BY t_s")
+        ]
+        return tm
+
+
+def add_samples(db: Path | str, t_s, pixels, labels, onboard_label=None, model_version=None) -> int:
+    """Insert downlinked labelled samples (pixels stored as little-endian float32 bands)."""
+    pixels = np.asarray(pixels, dtype="<f4")
+    n = len(t_s)
+    ob = [None] * n if onboard_label is None else [int(v) for v in onboard_label]
+    mv = [None] * n if model_version is None else [int(v) for v in model_version]
+    conn = _connect(Path(db), readonly=False)
+    try:
+        with conn:
+            for stmt in schema_statements():
+                conn.execute(stmt)
+            conn.executemany(
+                "INSERT INTO samples (t_s, pixels, label, onboard_label, model_version) VALUES (?, ?, ?, ?, ?)",
+                [(float(t_s[i]), pixels[i].tobytes(), int(labels[i]), ob[i], mv[i]) for i in range(n)],
+            )
+    finally:
+        conn.close()
+    return n
+
+
+def log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+__all__ = [
+    "Archive", "ArchiveError", "DecodeError", "IngestReport", "RunFolderError", "add_samples", "default_db",
+    "ensure_archive", "ingest",
+]
