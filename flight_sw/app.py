@@ -54,6 +54,10 @@ class PayloadDevice(Protocol):
         """Fill pixels (and labels over a calibration site); return an ACQ_* status."""
         ...
 
+    def acquire_teacher(self, pixels: np.ndarray, labels: np.ndarray) -> int:
+        """Fill pixels and the onboard teacher model's labels for them; ACQ_* status."""
+        ...
+
 
 class SnapshotError(ValueError):
     """A snapshot that must not be restored (corrupt, or from another configuration)."""
@@ -291,6 +295,7 @@ class FlightSoftware:
             "housekeeping": self._task_housekeeping,
             "inference": self._task_inference,
             "label_collect": self._task_label_collect,
+            "teacher_label": self._task_teacher_label,
             "training": self._task_training,
         }[kind]
 
@@ -450,7 +455,7 @@ class FlightSoftware:
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
         n = self._pixels.shape[0]
-        self.learner.monitor(n)
+        self.learner.monitor(self._pixels, self.outputs.predictions, n, getattr(self.payload, "sun_elevation_deg", 90.0))
         self._report_drift(t)
         aug = self.learner.feat.shape[1]
         return 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) / self.cpu_flops_per_s
@@ -463,6 +468,18 @@ class FlightSoftware:
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)
+        aug = self.learner.feat.shape[1]
+        return 2.0 * self._cal_pixels.shape[0] * aug * aug / self.cpu_flops_per_s
+
+    def _task_teacher_label(self, t: float) -> float:
+        """Label a fresh frame with the onboard teacher (optional, power permitting)."""
+        if self.payload.acquire_teacher(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
+            return -1.0
+        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
+        if self.learner.rollback_pending_report:
+            self.learner.rollback_pending_report = False
+            self._report_update("rolled_back", t)
+        self._report_drift(t)
         aug = self.learner.feat.shape[1]
         return 2.0 * self._cal_pixels.shape[0] * aug * aug / self.cpu_flops_per_s
 

@@ -360,6 +360,7 @@ def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
         report = IngestReport(db, file_sha1, dec.frames, len(dec.rows["packets"]), dec.duplicates,
                               sum(dec.reasons.values()), dict(dec.reasons))
         with conn:
+            conn.execute("BEGIN")  # schema and rows in one transaction: one commit, all or nothing
             for stmt in schema_statements():
                 conn.execute(stmt)
             new_meta = {
@@ -492,7 +493,7 @@ class Archive:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def events(self) -> list[dict]:
-        return self.rows("SELECT t_s, event_id, name, severity, detail FROM events ORDER BY t_s, packet_id")
+        return self.rows("SELECT t_s, event_id, name, severity, detail, params FROM events ORDER BY t_s, packet_id")
 
     def training_updates(self) -> list[dict]:
         """Decoded training-update events; NaN fields (stored as NULL by SQLite) come back as NaN."""
@@ -566,6 +567,7 @@ def add_samples(db: Path | str, t_s, pixels, labels, onboard_label=None, model_v
     conn = _connect(Path(db), readonly=False)
     try:
         with conn:
+            conn.execute("BEGIN")
             for stmt in schema_statements():
                 conn.execute(stmt)
             conn.executemany(

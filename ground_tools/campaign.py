@@ -76,6 +76,21 @@ def plan_runs(configs: list[str], seeds: int, days: float | None, out: Path) -> 
     return specs
 
 
+def _warm(config: str) -> float:
+    """On a worker: import the simulator and load its compiled kernels with a tiny run."""
+    import tempfile
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="campaign-warm-") as tmp:
+        run_one(RunSpec("warm", config, 0, 0.005, tmp))
+    return time.perf_counter() - t0
+
+
+def warm_workers(client, config: str) -> dict:
+    """Run `_warm` once on every worker (benchmarks: keep start-up out of the timed part)."""
+    return client.run(_warm, config)
+
+
 def _quiet_dask() -> None:
     for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker",
                  "distributed.core", "distributed.http.proxy"):

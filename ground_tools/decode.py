@@ -5,11 +5,11 @@ Two layers:
 - `frame_stream` cuts a byte stream into CCSDS space packets by their length field and
   checks each packet's CRC-16/CCITT-FALSE (`binascii.crc_hqx`, the C implementation: a
   packet with its CRC appended checks to zero). It never gives up on a damaged file:
-  a packet whose CRC fails but whose successor starts where its length says is kept
-  as a CRC-failed packet (its length is believable), and anything else (a corrupted
-  header, a length pointing nowhere, a truncated tail) becomes a *rejected chunk* and
-  the framer resynchronises on the next offset where a plausible header starts a
-  packet whose CRC checks (the APID, when known, narrows the search).
+  a packet whose CRC fails is kept as a CRC-failed packet when no valid packet starts
+  inside its declared length (so the length is believable), and anything else (a corrupted
+  header, a length pointing past a packet that checks, a truncated tail) becomes a
+  *rejected chunk* and the framer resynchronises on the next offset where a plausible
+  header starts a packet whose CRC checks (the APID, when known, narrows the search).
 - `decode_file` and the archive (`ground_tools.archive`) decode the PUS-C TM packets
   into housekeeping rows and events with the structures of `flight_sw.tmtc.dictionary`.
 
@@ -82,21 +82,22 @@ def _valid_packet_at(raw: bytes, pos: int, apid: int | None) -> bool:
     return bool(length) and pos + length <= len(raw) and _crc_ok(raw, pos, length)
 
 
-def _resync(raw: bytes, start: int, apid: int | None) -> int:
-    """First offset >= start where a CRC-valid packet begins (len(raw) when none)."""
+def _resync(raw: bytes, start: int, apid: int | None, end: int | None = None) -> int:
+    """First offset in [start, end) where a CRC-valid packet begins (`end`, default len(raw), when none)."""
     n = len(raw)
+    end = n if end is None else min(end, n)
     if apid is not None:
         sync = bytes(((0x08 | (apid >> 8)) & 0xFF, apid & 0xFF))
-        pos = raw.find(sync, start)
-        while pos != -1:
+        pos = raw.find(sync, start, end + 1)
+        while pos != -1 and pos < end:
             if _valid_packet_at(raw, pos, apid):
                 return pos
-            pos = raw.find(sync, pos + 1)
-        return n
-    for pos in range(start, n - MIN_PACKET + 1):
+            pos = raw.find(sync, pos + 1, end + 1)
+        return end
+    for pos in range(start, min(end, n - MIN_PACKET + 1)):
         if raw[pos] & 0xF8 == 0x08 and _valid_packet_at(raw, pos, None):
             return pos
-    return n
+    return end
 
 
 def frame_stream(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
@@ -117,11 +118,11 @@ def frame_stream(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
                 yield Frame(pos, raw[pos : pos + length], True)
                 pos += length
                 continue
-            nxt = pos + length
-            if nxt == n or (nxt + PRIMARY_HEADER <= n and _plausible_header(raw, nxt, apid)):
-                # The length is believable (the next packet starts where it says): keep it.
-                yield Frame(pos, raw[pos:nxt], False, "CRC mismatch")
-                pos = nxt
+            # Damaged packet or damaged length? If no valid packet starts inside the declared
+            # extent, the length is believable: keep the bytes as a CRC-failed packet.
+            if _resync(raw, pos + 1, apid, pos + length) == pos + length:
+                yield Frame(pos, raw[pos : pos + length], False, "CRC mismatch")
+                pos += length
                 continue
         nxt = _resync(raw, pos + 1, apid)
         if nxt == n and length and pos + length > n and nxt - pos < length:

@@ -234,11 +234,7 @@ def load_model(path: Path | str):
 def _extractor(image):
     from flight_sw.ml.model import FeatureExtractor
 
-    try:
-        return FeatureExtractor(image)
-    except TypeError:  # older interface: the caller hands the int8 buffers
-        w = image.extractor_w
-        return FeatureExtractor(image, np.zeros(w.shape, np.int8), np.zeros(w.shape[1], np.float32))
+    return FeatureExtractor(image)  # the onboard int8 extractor: scores match what would fly
 
 
 def predict(image, pixels: np.ndarray) -> np.ndarray:

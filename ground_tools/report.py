@@ -76,14 +76,26 @@ def _shade_eclipses(ax, truth, scale=3600.0, offset=0.0) -> None:
 
 
 def _mark_violations(ax, t_s, values, violations, parameter, scale=3600.0) -> int:
+    """Mark samples outside limits: a coloured strip along the top of the axes spans each
+    excursion, and hollow circles mark the samples themselves when there are few enough to see."""
     n = 0
     masks = violation_mask(violations, parameter, t_s)
+    pad = 30.0  # s: a one-sample excursion stays visible
+    for lv in LEVELS:
+        spans = [((v.start_s - pad) / scale, (v.end_s - v.start_s + 2 * pad) / scale)
+                 for v in violations if v.parameter == parameter and v.level == lv]
+        if spans:  # one collection per level: fast for thousands of excursions
+            ax.broken_barh(spans, (0.94, 0.06), transform=ax.get_xaxis_transform(), color=LEVEL_COLOR[lv], lw=0)
     for lv in LEVELS:
         m = masks[lv]
         if m.any():
             n += int(m.sum())
-            ax.plot(np.asarray(t_s)[m] / scale, np.asarray(values)[m], "o", ms=4, mfc="none",
-                    color=LEVEL_COLOR[lv], label=f"limit {lv} ({int(m.sum())} samples)")
+            label = f"limit {lv}: {int(m.sum())} samples (strip at top)"
+            if m.sum() <= 300:
+                ax.plot(np.asarray(t_s)[m] / scale, np.asarray(values)[m], "o", ms=5, mfc="none",
+                        color=LEVEL_COLOR[lv], label=label)
+            else:
+                ax.plot([], [], "s", color=LEVEL_COLOR[lv], label=label)
     return n
 
 
@@ -91,9 +103,10 @@ def _mark_violations(ax, t_s, values, violations, parameter, scale=3600.0) -> in
 def plot_soc(tm: Telemetry, truth, cfg, violations=()) -> str:
     fig, ax = plt.subplots(figsize=(11, 3.4))
     _shade_eclipses(ax, truth)
-    ax.plot(_hours(truth["t_s"]), truth["soc"], lw=1, label="state of charge (simulator truth)")
+    ax.plot(_hours(truth["t_s"]), truth["soc"], lw=0.8, color="0.35", label="state of charge (simulator truth)")
     if tm.hk_core:
-        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, label="state of charge (HK telemetry)")
+        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, color="tab:blue",
+                label="state of charge (HK telemetry)")
         _mark_violations(ax, tm.hk_core["t_s"], tm.hk_core["soc"], violations, "soc")
     bat = cfg.power.battery
     for level, name, style in ((bat.reserve_soc, "reserve", "--"), (bat.floor_soc, "floor", ":"),
@@ -139,7 +152,6 @@ def plot_budget(tm: Telemetry, cfg) -> str | None:
     o = tm.orbits
     if not o or tm.orbit_task_energy_j is None or len(o["orbit_index"]) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(11, 3.4))
     index = o["orbit_index"].astype(int)
     # A TLE uplink reopens an orbit (same index reported again): its budget is the
     # last report of that index; its use arrives with the first report of the next.
@@ -149,23 +161,31 @@ def plot_budget(tm: Telemetry, cfg) -> str | None:
         first.setdefault(int(k), i)
     idx = np.array([k for k in sorted(last) if k + 1 in first])
     if not len(idx):
-        plt.close(fig)
         return None
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     budget = o["budget_j"][[last[k] for k in idx]] / 1000.0
     generation = o["generation_j"][[last[k] for k in idx]] / 1000.0
-    used = tm.orbit_task_energy_j[[first[k + 1] for k in idx]] / 1000.0
+    used = tm.orbit_task_energy_j[[first[k + 1] for k in idx]]
     bottom = np.zeros(len(idx))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, task in enumerate(cfg.tasks):
-        if task.criticality != "optional":
-            continue
-        ax.bar(idx, used[:, i], bottom=bottom, label=f"{task.name} (optional)")
-        bottom += used[:, i]
-    ax.step(idx, budget, where="mid", color="k", lw=1.2, label="optional budget granted")
-    ax.plot(idx, generation, "v", color="tab:orange", ms=3, label="predicted generation (whole orbit)")
-    ax.set_xlabel("orbit")
+        c = colors[i % len(colors)]
+        if task.criticality == "optional":
+            ax.bar(idx, used[:, i] / 1000.0, bottom=bottom, color=c, label=f"{task.name}")
+            bottom += used[:, i] / 1000.0
+        bx.plot(idx, np.maximum(used[:, i], 1e-3), "-o" if task.criticality == "optional" else "--.", ms=3, color=c,
+                label=f"{task.name} ({task.criticality[:3]})")
+    ax.step(idx, budget, where="mid", color="k", lw=1.4, label="optional budget granted")
     ax.set_ylabel("kJ")
-    ax.legend(fontsize=8, loc="upper right", ncol=2)
-    ax.set_title("Per-orbit optional-energy budget and what optional tasks used")
+    ax.set_ylim(0, max(float(np.max(budget)), float(np.max(bottom))) * 1.35 + 1e-9)
+    ax.legend(fontsize=8, loc="upper right", ncol=3)
+    ax.set_title(f"Per-orbit optional-energy budget and what optional tasks used (bars, stacked)\n"
+                 f"predicted generation per orbit: {np.median(generation):.1f} kJ median", fontsize=10)
+    bx.set_yscale("log")
+    bx.set_ylabel("J per orbit (log)")
+    bx.set_xlabel("orbit")
+    bx.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    bx.set_title("Energy per task and orbit (all tasks; small users visible)", fontsize=9)
     return _png(fig)
 
 
@@ -214,6 +234,8 @@ def plot_task_timeline(tm: Telemetry, cfg, orbit: int, why: str) -> str:
     for a in (ax, bx):
         if np.isfinite(o["umbra_entry_s"]) and np.isfinite(o["umbra_exit_s"]):
             a.axvspan((o["umbra_entry_s"] - t0) / 60, (o["umbra_exit_s"] - t0) / 60, color="0.85", lw=0, zorder=0)
+    cells: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    overrun_pts, miss_pts = [], []
     for j in range(1, len(idx)):
         a, b = idx[j - 1], idx[j]
         x0, x1 = (max(ht["t_s"][a], t0) - t0) / 60, (ht["t_s"][b] - t0) / 60
@@ -231,11 +253,18 @@ def plot_task_timeline(tm: Telemetry, cfg, orbit: int, why: str) -> str:
             else:
                 state = "not due / nothing to do"
             y = n_tasks - 1 - i
-            ax.barh(y, x1 - x0, left=x0, height=0.8, color=LANE_COLORS[state], edgecolor="white", lw=0.3)
+            cells.setdefault((y, state), []).append((x0, x1 - x0))
             if ht["overruns"][b, i] > ht["overruns"][a, i]:
-                ax.plot((x0 + x1) / 2, y, "kx", ms=5)
+                overrun_pts.append(((x0 + x1) / 2, y))
             if ht["deadline_misses"][b, i] > ht["deadline_misses"][a, i]:
-                ax.plot((x0 + x1) / 2, y, "v", color="purple", ms=5)
+                miss_pts.append(((x0 + x1) / 2, y))
+    for (y, state), spans in cells.items():
+        ax.broken_barh(spans, (y - 0.4, 0.8), facecolor=LANE_COLORS[state], edgecolor="white", lw=0.3)
+    if overrun_pts:
+        ax.plot(*zip(*overrun_pts, strict=True), "kx", ms=5)
+    if miss_pts:
+        ax.plot(*zip(*miss_pts, strict=True), "v", color="purple", ms=5)
+    ax.set_ylim(-0.6, n_tasks - 0.4)
     labels = [f"{n} ({cfg.tasks[i].criticality[:3]})" for i, n in enumerate(names)]
     ax.set_yticks(range(n_tasks), labels[::-1], fontsize=8)
     handles = [Patch(color=c, label=k) for k, c in LANE_COLORS.items()]
@@ -281,32 +310,37 @@ def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
     t = truth.get("acc_t_s", np.zeros(0))
     lows = []
     if len(t):
-        arms = [("acc_onboard", "onboard model (truth, per ~orbit)", "-o"),
-                ("acc_frozen", "frozen pre-launch model (truth)", "-s")]
-        arms += [(k, f"{k[4:]} arm (truth)", "-^") for k in sorted(truth)
+        arms = [("acc_onboard", "onboard model (truth, per ~orbit)", "-o", "tab:blue"),
+                ("acc_frozen", "frozen pre-launch model (truth)", "-s", "tab:brown")]
+        arms += [(k, f"{k[4:]} arm (truth)", "-^", "tab:cyan") for k in sorted(truth)
                  if k.startswith("acc_") and k not in ("acc_t_s", "acc_onboard", "acc_frozen")
                  and len(truth[k]) == len(t)]
-        for key, label, style in arms:
+        for key, label, style, color in arms:
             c, m = _bin_mean(t, truth[key], 5400.0)
-            ax.plot(_hours(c), m, style, ms=3, label=label)
+            ax.plot(_hours(c), m, style, ms=3, color=color, label=label)
             lows.append(np.nanmin(m))
     if tm.hk_core:
-        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["label_accuracy"], ".", ms=2, alpha=0.5,
+        ax.step(_hours(tm.hk_core["t_s"]), tm.hk_core["label_accuracy"], where="post", lw=0.9, color="0.45",
                 label="onboard accuracy on calibration labels (HK)")
         _mark_violations(ax, tm.hk_core["t_s"], tm.hk_core["label_accuracy"], violations, "label_accuracy")
         lab = tm.hk_core["label_accuracy"]
         if np.isfinite(lab).any():
             lows.append(np.nanmin(lab))
-    for u in training_updates(tm):
-        ax.axvline(u["t_s"] / 3600.0, color=OUTCOME_COLOR[u["outcome"]], lw=0.6, alpha=0.7)
+    bottom = max(0.0, min([*lows, 1.0]) - 0.06)
+    updates = training_updates(tm)
+    for outcome, color in OUTCOME_COLOR.items():
+        tu = [u["t_s"] / 3600.0 for u in updates if u["outcome"] == outcome]
+        if tu:
+            ax.plot(tu, [bottom + 0.01] * len(tu), "^", color=color, ms=6,
+                    label=f"training update {outcome.replace('_', ' ')} ({len(tu)})")
     shift = cfg.payload.drift.abrupt_shift_day
     if shift is not None and len(t) and shift * 86400.0 <= t[-1]:
         ax.axvline(shift * 24.0, color="k", ls="--", lw=1)
-        ax.text(shift * 24.0, 0.02, " abrupt sensor shift", fontsize=8, transform=ax.get_xaxis_transform())
-    ax.set_ylim(max(0.0, min([0.5, *lows]) - 0.02), 1.01)
-    ax.set_xlabel("mission time [h]  (vertical lines: training updates; green committed, red refused, purple rolled back)")
+        ax.text(shift * 24.0, 0.9, " abrupt sensor shift", fontsize=8, transform=ax.get_xaxis_transform())
+    ax.set_ylim(bottom, 1.005)
+    ax.set_xlabel("mission time [h]")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     ax.set_title("Model accuracy under drift")
     return _png(fig)
 
@@ -315,21 +349,34 @@ def drift_fields() -> list[str]:
     return [p.name for p in d.HK_CORE if p.name.startswith("drift_")]
 
 
-def plot_drift(tm: Telemetry, events: list[dict]) -> str | None:
+#: Config keys holding the alarm threshold of a drift statistic (drawn when the config has them).
+DRIFT_THRESHOLD_KEYS = {"drift_stat": "drift_threshold"}
+
+
+def plot_drift(tm: Telemetry, events: list[dict], cfg) -> str | None:
     fields = [f for f in drift_fields() if f != "drift_alarms"]
     hk = tm.hk_core
     if not fields or not hk:
         return None
-    fig, ax = plt.subplots(figsize=(11, 3.0))
-    for f in fields:
-        ax.plot(_hours(hk["t_s"]), hk[f], lw=0.9, label=f"{f} (HK)")
+    sources = getattr(d, "DRIFT_SOURCES", ())
     det = [e for e in events if e["name"] == "drift_detected"]
-    for e in det:
-        ax.axvline(e["t_s"] / 3600.0, color="red", lw=0.8, alpha=0.8)
-    ax.set_xlabel(f"mission time [h]  (red lines: {len(det)} drift detections from events)")
-    ax.set_ylabel("statistic")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Drift monitor statistics and detections")
+    fig, axes = plt.subplots(len(fields), 1, figsize=(11, 1.9 * len(fields) + 0.8), sharex=True, squeeze=False)
+    for k, (ax, f) in enumerate(zip(axes[:, 0], fields, strict=True)):
+        ax.plot(_hours(hk["t_s"]), hk[f], lw=0.8, color="tab:blue", label=f"{f} (HK)")
+        thr = getattr(cfg.model, DRIFT_THRESHOLD_KEYS.get(f, ""), None)
+        if isinstance(thr, int | float):
+            ax.axhline(thr, color="red", ls="--", lw=0.8, label=f"alarm threshold (model.{DRIFT_THRESHOLD_KEYS[f]})")
+        # detections of the monitor that feeds this statistic (events carry the source index)
+        mine = [e for e in det if e["params"] and e["params"][0] == k] if len(sources) == len(fields) else det
+        for e in mine:
+            ax.axvline(e["t_s"] / 3600.0, color="red", lw=0.7, alpha=0.7)
+        name = sources[k].replace("_", "-") if len(sources) == len(fields) else ""
+        ax.set_title(f"{f}{f' ({name} monitor)' if name else ''}: {len(mine)} detections (red lines)", fontsize=9)
+        ax.set_ylabel("statistic", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("mission time [h]")
+    fig.suptitle("Drift monitor statistics (Page-Hinkley, HK) and detections (events)", fontsize=10)
+    fig.subplots_adjust(hspace=0.5)
     return _png(fig)
 
 
@@ -352,7 +399,8 @@ def plot_training(tm: Telemetry, updates: list[dict]) -> str | None:
         bx.step(_hours(tm.hk_core["t_s"]), tm.hk_core["model_version"], where="post", color="tab:blue", lw=0.8,
                 alpha=0.6)
         bx.set_ylabel("active model version (HK)", color="tab:blue")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.plot([], [], color="tab:blue", lw=0.8, label="active model version (right axis)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     ax.set_title("Training updates: candidate vs active accuracy at the validation gate")
     return _png(fig)
 
@@ -364,20 +412,17 @@ def plot_solve_paths(updates: list[dict]) -> str | None:
     energy: dict[str, float] = Counter()
     for u in updates:
         energy["analog" if u["solve_path"] else "digital"] += float(u["solve_energy_j"])
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 1.9))
-    left = 0.0
-    for name, color in (("digital", "tab:blue"), ("analog", "tab:orange")):
-        share = paths[name] / len(updates)
-        ax.barh(0, share, left=left, color=color, label=f"{name}: {paths[name]} ({100 * share:.0f}%)")
-        left += share
-    ax.set_xlim(0, 1)
-    ax.set_yticks([])
-    ax.set_xlabel("share of training solves")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.5), ncol=2, frameon=False)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 1.6))
     names = ["digital", "analog"]
-    bx.barh(names, [energy[n] for n in names], color=["tab:blue", "tab:orange"])
-    bx.set_xlabel("solve energy [J] (training-update events)")
-    fig.suptitle("Optimizer solves by path", fontsize=10)
+    colors = ["tab:blue", "tab:orange"]
+    ax.barh(names, [paths[n] for n in names], color=colors)
+    for y, n in enumerate(names):
+        ax.text(paths[n], y, f" {paths[n]} ({100 * paths[n] / len(updates):.0f}%)", va="center", fontsize=8)
+    ax.set_xlim(0, len(updates) * 1.25)
+    ax.set_xlabel("training solves (share)")
+    bx.barh(names, [energy[n] for n in names], color=colors)
+    bx.set_xlabel("solve energy [J], sum over training updates")
+    fig.suptitle("Optimizer solves by path", fontsize=10, y=1.08)
     return _png(fig)
 
 
@@ -417,7 +462,15 @@ def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
             for v in (b.low, b.high):
                 if v is not None:
                     ax.axhline(v, color=LEVEL_COLOR[lv], lw=0.8, ls="--")
-        n = _mark_violations(ax, t, hk[lim.parameter], violations, lim.parameter)
+        vals = np.asarray(hk[lim.parameter], dtype=float)
+        marks = [b for lv in LEVELS if lim.levels.get(lv) for b in (lim.levels[lv].low, lim.levels[lv].high)
+                 if b is not None]
+        finite = vals[np.isfinite(vals)]
+        lo = min([*marks, *(finite.min(keepdims=True) if len(finite) else [])], default=0.0)
+        hi = max([*marks, *(finite.max(keepdims=True) if len(finite) else [])], default=1.0)
+        pad = max(0.08 * (hi - lo), 0.5 if _is_int(lim.parameter) else 0.02)
+        ax.set_ylim(lo - pad, hi + pad * 1.6)
+        n = _mark_violations(ax, t, vals, violations, lim.parameter)
         ax.set_title(f"{lim.parameter}: {n} samples outside limits" if n else f"{lim.parameter}: within limits",
                      fontsize=9, color="red" if n else "black")
         ax.tick_params(labelsize=7)
@@ -426,8 +479,12 @@ def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
     for ax in axes[-1]:
         ax.set_xlabel("mission time [h]", fontsize=8)
     fig.suptitle("Limit-checked parameters (dashed: orange warning bound, red alarm bound)", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.45, wspace=0.18, top=1 - 0.55 / (2.1 * nrow + 0.4))
     return _png(fig)
+
+
+def _is_int(name: str) -> bool:
+    return next((p.fmt not in "fd" for p in d.HK_CORE if p.name == name), False)
 
 
 def plot_tasks(tm: Telemetry, cfg) -> str | None:
@@ -463,6 +520,33 @@ def _grid(header: list[str], rows: list[list], cls: list[str] | None = None) -> 
         for i, r in enumerate(rows)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _select_updates(updates: list[dict], head: int = 20, tail: int = 40, other: int = 100) -> list[dict]:
+    """For long runs: the first and last committed updates and every refused / rolled back one (capped)."""
+    if len(updates) <= head + tail + 20:
+        return updates
+    committed = [i for i, u in enumerate(updates) if u["outcome"] == "committed"]
+    rest = [i for i, u in enumerate(updates) if u["outcome"] != "committed"]
+    keep = set(committed[:head] + committed[-tail:] + rest[:other] + rest[-other:])
+    return [updates[i] for i in sorted(keep)]
+
+
+def _select_versions(versions: list, head: int = 10, tail: int = 15, longest: int = 10) -> list:
+    """For long runs: the first and last versions, the longest-lived, and every one that was not
+    simply superseded (rolled back, switched without an event, restored)."""
+    if len(versions) <= head + tail + longest:
+        return versions
+    by_life = sorted(range(len(versions)), key=lambda i: -versions[i].active_s)[:longest]
+    odd = [i for i, v in enumerate(versions)
+           if not v.why_replaced.startswith(("superseded", "active at")) or v.origin not in ("pre-launch", "trained onboard")]
+    keep = set(range(head)) | set(range(len(versions) - tail, len(versions))) | set(by_life) | set(odd[:100])
+    return [versions[i] for i in sorted(keep)]
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    size = max(1, math.ceil(len(items) / n))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _fmt(x, spec: str) -> str:
@@ -501,11 +585,11 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     sections: list[tuple[str, str, str]] = []  # (anchor title, html, caption)
 
     def plot(title: str, data: str | None, caption: str, missing: str) -> None:
-        sections.append((title, _img(title, data) if data else _note(missing), caption))
+        sections.append((title, _img(title, data), caption) if data else (title, _note(missing), ""))
 
     plot("Eclipses, contacts and state of charge", plot_soc(tm, truth, cfg, violations),
-         "Battery state of charge from housekeeping (dots) over the simulator's truth (line). Circles: samples "
-         "outside a limit.", "")
+         "Battery state of charge from housekeeping (dots) over the simulator's truth (line). The strip along the "
+         "top marks when a limit was violated (orange: warning, red: alarm).", "")
     plot("Per-orbit energy budget", plot_budget(tm, cfg),
          "For each orbit, the optional-energy budget the power manager granted (black step) against what the "
          "optional tasks used, stacked by task.",
@@ -519,7 +603,7 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     plot("Model accuracy", plot_accuracy(tm, truth, cfg, violations),
          "Accuracy of the onboard model and the frozen pre-launch model (simulator truth, averaged per ~orbit), "
          "and the accuracy the satellite itself reports on calibration labels (HK).", "")
-    drift_png = plot_drift(tm, events)
+    drift_png = plot_drift(tm, events, cfg)
     plot("Drift statistics", drift_png,
          "Drift monitor statistics from housekeeping; red lines mark drift detections (events).",
          f"Drift statistics: not available in this run (telemetry dictionary version {d.DICTIONARY_VERSION} "
@@ -550,26 +634,39 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     viol_rows = [[v.parameter, v.level, hms(v.start_s), f"{v.start_s / 3600:.2f}", f"{(v.end_s - v.start_s) / 60:.1f}",
                   f"{v.worst:.4g}", f"{'<' if v.side == 'low' else '>'} {v.bound:g}", v.mode, v.samples]
                  for v in violations[:300]]
+    per_param = Counter((v.parameter, v.level) for v in violations)
+    summary_rows = []
+    for (param, lv), n in sorted(per_param.items()):
+        vs = [v for v in violations if v.parameter == param and v.level == lv]
+        worst = min(v.worst for v in vs) if vs[0].side == "low" else max(v.worst for v in vs)
+        summary_rows.append([param, lv, n, f"{sum(v.end_s - v.start_s for v in vs) / 3600:.2f}", f"{worst:.4g}",
+                             f"{'<' if vs[0].side == 'low' else '>'} {vs[0].bound:g}", hms(vs[0].start_s)])
     viol_html = (
-        (_grid(["parameter", "level", "start (UTC)", "t [h]", "duration [min]", "worst", "bound", "mode", "samples"],
+        _grid(["parameter", "level", "excursions", "total duration [h]", "worst", "bound", "first (UTC)"],
+              summary_rows, [r[1] for r in summary_rows])
+        + f'<details{" open" if len(violations) <= 12 else ""}><summary>every excursion ({len(violations)})</summary>'
+        + '<div class="scroll">'
+        + (_grid(["parameter", "level", "start (UTC)", "t [h]", "duration [min]", "worst", "bound", "mode", "samples"],
                viol_rows, [v.level for v in violations[:300]])
          + (f'<p class="note">first 300 of {len(violations)} shown; `groundtools limits RUN` lists all</p>'
-            if len(violations) > 300 else ""))
+            if len(violations) > 300 else "")) + "</div></details>"
         if violations else '<p class="ok">No limit violations.</p>'
     )
+    shown_updates = _select_updates(updates)
     upd_rows = [[f"{u['t_s'] / 3600:.2f}", u["outcome"], u["version"], _fmt(u["candidate_accuracy"], ".3f"),
                  _fmt(u["active_accuracy"], ".3f"), u["labels_used"], "analog" if u["solve_path"] else "digital",
                  _fmt(u["solve_energy_j"], ".2e"), _fmt(u["rel_residual"], ".1e")]
-                for u in updates[:200]]
+                for u in shown_updates]
     mode_rows = [[f"{m['t_s'] / 3600:.2f}", m["from_mode"], m["to_mode"], m["reason"]] for m in modes]
     ev_counts = Counter((e["name"], e["severity"]) for e in events)
     ev_rows = [[n, s, c] for (n, s), c in sorted(ev_counts.items())]
     notable = [e for e in events if e["name"] not in ("contact", "training_update")][:100]
+    shown_versions = _select_versions(versions)
     model_rows = [[f"v{mv.version}", mv.origin, f"v{mv.parent}" if mv.parent is not None else "-",
                    hms(mv.activated_s) if math.isfinite(mv.activated_s) else "-", f"{mv.active_s / 3600:.2f}",
                    "n/a" if not math.isfinite(mv.label_accuracy) else f"{mv.label_accuracy:.3f}",
                    "n/a" if not math.isfinite(mv.truth_accuracy) else f"{mv.truth_accuracy:.3f}",
-                   mv.refused_candidates, mv.why_replaced] for mv in versions]
+                   mv.refused_candidates, mv.why_replaced] for mv in shown_versions]
     n_units, n_bad, reasons = tm.packets, tm.bad_packets, tm.bad_reasons
     decode_note = f"{n_units} packets archived, {n_bad} bad" + (
         f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
@@ -593,13 +690,14 @@ table{{border-collapse:collapse;margin:0.5em 0}}th,td{{border:1px solid #ccc;pad
 th{{background:#f3f3f3}}img{{max-width:100%}}.note,.caption{{color:#555;font-size:13px}}
 .missing{{background:#f6f6f6;border-left:4px solid #bbb;padding:6px 10px;color:#444}}
 .ok{{color:#1a7f37}}tr.alarm td{{background:#fde2e2}}tr.warning td{{background:#fff1d6}}
-.cols{{display:flex;gap:2em;flex-wrap:wrap}}ul.toc{{columns:3;font-size:13px}}</style></head><body>
+.scroll{{max-height:420px;overflow-y:auto}}summary{{cursor:pointer;color:#0645ad;font-size:13px}}
+.cols{{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start}}ul.toc{{columns:3;font-size:13px}}</style></head><body>
 <h1>Review: {html.escape(cfg.mission.name)}</h1>
 <p class="note">Run folder {html.escape(str(run.path.resolve()))}; seed {run_info.get('seed')};
 git {html.escape(str(run_info.get('git_revision')))}; telemetry dictionary v{d.DICTIONARY_VERSION};
 archive {html.escape(str(Path(db).resolve()))}: {html.escape(decode_note)}.
 Curves marked "truth" come from the simulator (truth.npz); everything else is decoded telemetry.</p>
-<h2>Summary</h2>{_table(summary.items())}
+<h2>Summary</h2><div class="cols">{"".join(_table(chunk) for chunk in _chunks(list(summary.items()), 3))}</div>
 <h2 id="limits">Limit violations ({n_alarm} alarm, {n_warn} warning)</h2>
 <p class="caption">Excursions of housekeeping parameters outside the limits in
 {html.escape(str(limit_set.source))} (consecutive samples merged; bounds from the run's config where the file says so).</p>
@@ -612,9 +710,15 @@ Curves marked "truth" come from the simulator (truth.npz); everything else is de
 <p class="caption">Every model that was active onboard, from training-update events and the model version in
 housekeeping (`groundtools models RUN`). Label accuracy: the onboard figure while the version was active;
 truth accuracy: the simulator's over the same time.</p>
+{f'<p class="note">{len(versions)} versions: {sum(v.origin == "trained onboard" for v in versions)} trained onboard, '
+ f'median time active {np.median([v.active_s for v in versions]) / 60:.1f} min. {len(shown_versions)} shown: the first and '
+ f'last, the longest-lived, and any not simply superseded; `groundtools models RUN` lists all.</p>'
+ if len(shown_versions) < len(versions) else ""}
 {_grid(["version", "origin", "parent", "activated (UTC)", "active [h]", "label acc (HK)", "truth acc", "refused candidates", "replaced because"], model_rows)}
 <h2 id="updates">Training update list ({len(updates)})</h2>
-{_grid(["t [h]", "outcome", "version", "candidate acc", "active acc", "labels", "solve path", "solve energy [J]", "rel. residual"], upd_rows)}
+{f'<p class="note">{len(shown_updates)} of {len(updates)} shown: the first and last committed updates and the '
+ f'refused / rolled back ones.</p>' if len(shown_updates) < len(updates) else ""}
+<div class="scroll">{_grid(["t [h]", "outcome", "version", "candidate acc", "active acc", "labels", "solve path", "solve energy [J]", "rel. residual"], upd_rows)}</div>
 <h2 id="commands">Command history</h2>{cmd_html}
 <h2 id="modes">Mode transitions ({len(modes)}) and events</h2>
 <div class="cols"><div>{_grid(["t [h]", "from", "to", "reason"], mode_rows) if modes else _note("No mode transitions.")}</div>

@@ -91,7 +91,7 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
     zeros_head = np.zeros((f + 1, n_classes))
     image = ModelImage(
         1, mean, std, input_clip, w1.astype(np.float32), b1, hidden_clip, w2.astype(np.float32), b2,
-        zeros_head, np.zeros((n_classes, f + 1, f + 1)), zeros_head, 0.0,
+        zeros_head, np.zeros((n_classes, f + 1, f + 1)), zeros_head, 0.0, np.zeros((n_classes, x.shape[1])),
     )
     phi = np.zeros((len(x), f + 1))
     FeatureExtractor(image).features_into(x, phi)  # the quantised onboard features
@@ -100,7 +100,10 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
     q = np.stack([phi[y == c].T @ phi[y == c] * scale for c in range(n_classes)])  # one Gram matrix per class
     b = phi.T @ onehot * scale
     head = np.linalg.solve(q.sum(axis=0) + cfg.model.ridge_lambda * np.eye(f + 1), b)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    spectra = np.stack([unit[y == c].mean(axis=0) for c in range(n_classes)])
+    spectra /= np.linalg.norm(spectra, axis=1, keepdims=True)
     return ModelImage(
         1, mean, std, input_clip, w1.astype(np.float32), b1, hidden_clip, w2.astype(np.float32), b2,
-        head, q, b, PRIOR_SAMPLES,
+        head, q, b, PRIOR_SAMPLES, spectra,
     )

@@ -169,6 +169,8 @@ def _run(
         t_s=np.array(tl.t_s), soc=np.array(tl.soc), solar_w=np.array(tl.solar_w), load_w=np.array(tl.load_w),
         illumination=np.array(tl.illumination), in_contact=np.array(tl.in_contact, dtype=bool),
         acc_t_s=np.array(tl.acc_t_s), acc_onboard=np.array(tl.acc_onboard), acc_frozen=np.array(tl.acc_frozen),
+        acc_ground=np.array(tl.acc_ground),
+        ground_uplink_s=np.array([u[0] for u in sim.ground.uplinks]),
         umbra_entry_s=ev.umbra_entry_s, umbra_exit_s=ev.umbra_exit_s,
         contact_start_s=np.array([p.start_s for p in world.contacts]),
         contact_end_s=np.array([p.end_s for p in world.contacts]),

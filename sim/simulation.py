@@ -21,6 +21,7 @@ from flight_sw.app import FlightSoftware
 from flight_sw.config.schema import MissionConfig
 from flight_sw.ml.kernels import classify_into, count_equal
 from flight_sw.ml.model import FeatureExtractor, ModelImage
+from sim.ground_loop import GroundLoopArm
 from sim.prelaunch import train_prelaunch_model
 from sim.world import PayloadTruth, World
 
@@ -50,6 +51,7 @@ class TruthLog:
     acc_t_s: list = field(default_factory=list)
     acc_onboard: list = field(default_factory=list)
     acc_frozen: list = field(default_factory=list)
+    acc_ground: list = field(default_factory=list)
     min_soc: float = 1.0
 
 
@@ -75,6 +77,8 @@ class Simulation:
         self.image = image or train_prelaunch_model(cfg, self.rngs["prelaunch"])
         self.world = World(cfg, self.n_ticks * self.frame_s, self.rngs["scene"])
         self.payload = PayloadTruth(self.world, self.rngs["payload_labels"])
+        self.ground = GroundLoopArm(cfg, self.image, self.world.contacts)
+        self.payload.on_labelled = self.ground.on_labelled
         self.fsw = FlightSoftware(
             cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
             check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
@@ -173,6 +177,8 @@ class Simulation:
         self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
         classify_into(self._frozen_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
         self.log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
+        self.ground.advance(t)
+        self.log.acc_ground.append(count_equal(self.ground.predict(self._frozen_feat), truth, n) / n)
 
     def _sample_truth(self, blk, block_start: int, t_from: int, t_to: int) -> None:
         i0, i1 = t_from - block_start, t_to - block_start
@@ -200,6 +206,7 @@ class Simulation:
             "scene_stream": self.world.scene.stream_state(),
             "rng_payload": self.payload.rng.bit_generator.state,
             "log": copy.deepcopy(self.log),
+            "ground": copy.deepcopy(self.ground),
         }
         return pickle.dumps((self.fsw.snapshot(), sim_state))
 
@@ -211,3 +218,5 @@ class Simulation:
         self.world.scene.load_stream_state(sim_state["scene_stream"])
         self.payload.rng.bit_generator.state = sim_state["rng_payload"]
         self.log = sim_state["log"]
+        self.ground = sim_state["ground"]
+        self.payload.on_labelled = self.ground.on_labelled

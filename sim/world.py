@@ -100,10 +100,12 @@ class PayloadTruth:
     Labels exist only over a calibration site in daylight, and carry configurable noise.
     """
 
-    def __init__(self, world: World, rng: np.random.Generator, label_noise: float = 0.02):
+    def __init__(self, world: World, rng: np.random.Generator):
         self.world = world
         self.rng = rng
-        self.label_noise = label_noise
+        self.label_noise = world.cfg.payload.site_label_noise
+        self.on_labelled = None  # callback(t, pixels, labels): the ground-loop arm's tap
+        self.teacher_noise = world.cfg.payload.teacher_label_noise
         self.t_s = 0.0
         self.site = -1
         self.sun_elev_deg = -90.0
@@ -113,6 +115,35 @@ class PayloadTruth:
         self.t_s = t_s
         self.site = site
         self.sun_elev_deg = sun_elev_deg
+
+    @property
+    def sun_elevation_deg(self) -> float:
+        """Ancillary data of the current frame: sun elevation at the ground track."""
+        return self.sun_elev_deg
+
+    def acquire_teacher(self, pixels: np.ndarray, labels: np.ndarray) -> int:
+        """A lit frame of the current scene, labelled by the emulated teacher model."""
+        if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:
+            return ACQ_DARK
+        scene = self.world.scene
+        n = pixels.shape[0]
+        over_site = self.site >= 0
+        mix = self.world.site_mix[self.site] if over_site else scene.global_mix(self.t_s)
+        truth = self._truth_buffer(pixels)
+        scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, truth)
+        labels[:n] = truth[:n]
+        flip = self.rng.random(n) < self.teacher_noise
+        if flip.any():
+            labels[:n][flip] = self.rng.integers(0, scene.n_classes, size=int(flip.sum()))
+        if self.on_labelled is not None:
+            self.on_labelled(self.t_s, pixels, labels)
+        return ACQ_LABELLED
+
+    def _truth_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        truth = self._truth.get(id(pixels))
+        if truth is None:
+            truth = self._truth[id(pixels)] = np.zeros(pixels.shape[0], dtype=np.int64)
+        return truth
 
     def truth_for(self, pixels: np.ndarray) -> np.ndarray:
         """True classes of the last acquisition written into `pixels` (for scoring)."""
@@ -126,14 +157,14 @@ class PayloadTruth:
         n = pixels.shape[0]
         over_site = self.site >= 0
         mix = self.world.site_mix[self.site] if over_site else scene.global_mix(self.t_s)
-        truth = self._truth.get(id(pixels))
-        if truth is None:
-            truth = self._truth[id(pixels)] = np.zeros(n, dtype=np.int64)
+        truth = self._truth_buffer(pixels)
         scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, truth)
         if over_site:
             labels[:n] = truth[:n]
             flip = self.rng.random(n) < self.label_noise
             if flip.any():
                 labels[:n][flip] = self.rng.integers(0, scene.n_classes, size=int(flip.sum()))
+            if self.on_labelled is not None:
+                self.on_labelled(self.t_s, pixels, labels)
             return ACQ_LABELLED
         return ACQ_SCENE

@@ -78,4 +78,49 @@ def check_consistency(cfg: MissionConfig) -> list[str]:
                 f"onboard.ram_budget_bytes: buffers need {total:,} bytes, expected at most the budget of "
                 f"{cfg.onboard.ram_budget_bytes:,} bytes (largest: {biggest})"
             )
+
+    # -- device (issue 6: analog optimizer, driver, emulator faults) ---------------------------
+    errs.extend(_device_consistency(cfg))
+    # -- end device ------------------------------------------------------------------------
+    return errs
+
+
+def _device_consistency(cfg: MissionConfig) -> list[str]:
+    """Cross-field rules of the `device` section (analog optimizer and its driver)."""
+    from flight_sw.devices.transport import check_device_url
+
+    dev = cfg.device
+    errs: list[str] = []
+    problem = check_device_url(dev.url)
+    if problem:
+        errs.append(f"device.url: got {dev.url!r}, {problem}")
+    if dev.driver_degrade_after > dev.driver_fail_after:
+        errs.append(
+            f"device.driver_degrade_after: got {dev.driver_degrade_after}, expected at most "
+            f"driver_fail_after ({dev.driver_fail_after}): DEGRADED comes before FAILED"
+        )
+    if dev.driver_settle_timeout_s >= dev.driver_reply_timeout_s:
+        errs.append(
+            f"device.driver_settle_timeout_s: got {dev.driver_settle_timeout_s} s, expected below "
+            f"driver_reply_timeout_s ({dev.driver_reply_timeout_s} s), or every slow settle looks like a lost reply"
+        )
+    if dev.driver_solve_time_budget_s < dev.driver_settle_timeout_s:
+        errs.append(
+            f"device.driver_solve_time_budget_s: got {dev.driver_solve_time_budget_s} s, expected at least "
+            f"driver_settle_timeout_s ({dev.driver_settle_timeout_s} s)"
+        )
+    n = cfg.model.feature_dim + 1
+    if dev.backend == "analog" and dev.analog_n_max < n:
+        errs.append(
+            f"device.analog_n_max: got {dev.analog_n_max}, expected at least model.feature_dim + 1 ({n}): "
+            "the head's system must fit the array"
+        )
+    rates = {k: getattr(dev, k) for k in dir(dev) if k.startswith("fault_") and k.endswith("_rate")}
+    if sum(rates.values()) > 1.0:
+        errs.append(f"device.fault_*_rate: rates sum to {sum(rates.values()):g}, expected at most 1 per command")
+    if dev.fault_stuck_cells > dev.analog_n_max**2:
+        errs.append(
+            f"device.fault_stuck_cells: got {dev.fault_stuck_cells}, expected at most analog_n_max^2 "
+            f"({dev.analog_n_max**2})"
+        )
     return errs

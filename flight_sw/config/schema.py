@@ -126,7 +126,7 @@ class PowerConfig:
 class TaskConfig:
     name: str = param(doc="Unique task name.")
     kind: Literal[
-        "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "training"
+        "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training"
     ] = param(doc="What the task does (binds it to its implementation).")
     period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
     offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
@@ -202,6 +202,17 @@ class PayloadConfig:
         16, doc="Pixels classified per inference run.", ge=1, le=4096
     )
     noise_sigma: float = param(0.01, doc="Sensor noise, reflectance units.", ge=0, lt=1)
+    site_label_noise: float = param(
+        0.02, doc="Fraction of calibration-site labels that are wrong (map errors, mixed pixels).", ge=0, le=1
+    )
+    teacher_label_noise: float = param(
+        0.08,
+        doc="Fraction of wrong labels from the onboard teacher model (a larger model run by "
+        "`teacher_label` tasks when power allows; emulated by the simulator as a labeller of "
+        "this accuracy).",
+        ge=0,
+        le=1,
+    )
     drift: DriftConfig = param(DriftConfig(), doc="Sensor drift model.")
 
 
@@ -223,13 +234,18 @@ class ModelConfig:
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )
     drift_threshold: float = param(
-        60.0,
-        doc="Page-Hinkley alarm threshold on the cumulative drop of the per-sample confidence "
-        "margin (label-free drift monitor).",
+        4.0,
+        doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "
+        "per-batch median spectral angle to the class reference spectra.",
+        unit="deg",
         gt=0,
     )
     drift_delta: float = param(
-        0.05, doc="Page-Hinkley tolerance: drops smaller than this per sample are ignored.", ge=0
+        1.5,
+        doc="Label-free drift monitor: rises smaller than this per batch are ignored "
+        "(a stationary sensor's batch medians vary by ~0.5 deg above 25 deg sun).",
+        unit="deg",
+        ge=0,
     )
     drift_forget: float = param(
         0.5,
@@ -325,7 +341,7 @@ class DeviceConfig:
         20, doc="While DEGRADED/FAILED, run the canary self-test every this many solves.", ge=1, le=100000
     )
     driver_canary_raw_tolerance: float = param(
-        0.1, doc="Largest relative error of the canary's first (unrefined) device answer.", gt=0, le=1
+        0.1, doc="Largest relative residual of the canary's first (unrefined) device answer.", gt=0, le=1
     )
     driver_calibration_period_s: float = param(
         5700.0,
@@ -481,6 +497,28 @@ class CalibrationSiteConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GroundLoopConfig:
+    """The comparison arm the simulator runs beside onboard training (not flight software)."""
+
+    turnaround_h: float = param(
+        24.0,
+        doc="Ground time from receiving samples to a validated, uplink-ready model "
+        "(retraining, review, scheduling).",
+        unit="h",
+        ge=0,
+    )
+    downlink_share: float = param(
+        0.05, doc="Share of each contact's downlink volume given to labelled samples.", gt=0, le=1
+    )
+    window_samples: int = param(
+        20000, doc="Most recent downlinked samples the ground retrains on.", ge=100
+    )
+    onboard_store_samples: int = param(
+        8192, doc="Labelled samples the satellite keeps for downlink (oldest dropped).", ge=16
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class DownlinkConfig:
     rate_bps: float = param(doc="Downlink data rate during contacts.", unit="bit/s", gt=0)
     queue_packets: int = param(4096, doc="Fixed downlink queue depth.", ge=1, le=10_000_000)
@@ -514,5 +552,6 @@ class MissionConfig:
         (), doc="Calibration sites (label sources)."
     )
     downlink: DownlinkConfig = param(doc="Downlink.")
+    ground_loop: GroundLoopConfig = param(GroundLoopConfig(), doc="Ground retraining comparison arm (simulation).")
     telemetry: TelemetryConfig = param(TelemetryConfig(), doc="Telemetry.")
     onboard: OnboardConfig = param(doc="Onboard resources.")

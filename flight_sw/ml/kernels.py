@@ -158,6 +158,59 @@ def replay_correct(
 
 
 @numba.njit(cache=True)
+def spectral_angle_stat(pixels, pred, ref, n, norms, angles):  # pragma: no cover - compiled
+    """Median spectral angle [deg] between the brighter half of the samples and the unit
+    reference spectrum of their predicted class: a label-free drift signal.
+
+    A sensor gain change alters the spectral *shape* a pixel has; brightness (sun,
+    albedo) does not change the angle, and the dimmer half, dominated by noise, is left
+    out. `norms` and `angles` are scratch buffers of length >= n.
+    """
+    bands = pixels.shape[1]
+    for i in range(n):
+        s = 0.0
+        for k in range(bands):
+            s += pixels[i, k] * pixels[i, k]
+        norms[i] = np.sqrt(s)
+    # median brightness (insertion sort of a copy in `angles`)
+    for i in range(n):
+        angles[i] = norms[i]
+    for i in range(1, n):
+        v = angles[i]
+        j = i - 1
+        while j >= 0 and angles[j] > v:
+            angles[j + 1] = angles[j]
+            j -= 1
+        angles[j + 1] = v
+    cut = angles[n // 2]
+    m = 0
+    for i in range(n):
+        if norms[i] >= cut and norms[i] > 0.0:
+            dot = 0.0
+            for k in range(bands):
+                dot += pixels[i, k] * ref[pred[i], k]
+            c = dot / norms[i]
+            if c > 1.0:
+                c = 1.0
+            elif c < -1.0:
+                c = -1.0
+            angles[m] = np.degrees(np.arccos(c))
+            m += 1
+    for i in range(1, m):
+        v = angles[i]
+        j = i - 1
+        while j >= 0 and angles[j] > v:
+            angles[j + 1] = angles[j]
+            j -= 1
+        angles[j + 1] = v
+    if m == 0:
+        return 0.0
+    if m % 2:
+        return angles[m // 2]
+    return 0.5 * (angles[m // 2 - 1] + angles[m // 2])
+
+
+@numba.njit(cache=True)
 def margins_into(scores, n, out):  # pragma: no cover - compiled
     """Per-sample confidence margin: best score minus second best (label-free drift signal)."""
     c = scores.shape[1]

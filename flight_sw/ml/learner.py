@@ -33,6 +33,8 @@ ROLLBACK_MARGIN = 0.05
 #: The gate validates on the most recent held-back samples only: after a drift the
 #: old ones describe a sensor that no longer exists.
 VALIDATION_WINDOW = 96
+#: Below this sun elevation the label-free drift statistic is dominated by noise.
+DRIFT_MIN_SUN_ELEV_DEG = 25.0
 #: Label-based Page-Hinkley on per-sample correctness: ignore accuracy dips under 3 points,
 #: alarm after a cumulative excess of 8 errors (about 100 samples after an 8-point drop).
 LABEL_PH_DELTA = 0.03
@@ -93,6 +95,11 @@ class OnboardLearner:
         self.last_candidate_acc = math.nan
         self.last_active_acc = math.nan
         self.margins = buffers["ml.batch_margins"]
+        self.class_spectra = buffers["ml.class_spectra"]
+        self.class_spectra[...] = image.class_spectra
+        self.drift_scratch = buffers["ml.drift_scratch"]
+        self.drift_sample = buffers["ml.drift_sample"]
+        self.last_angle_deg = math.nan
         self.present = buffers["ml.class_present"]
         self.correct = buffers["ml.batch_correct"]
         m = cfg.model
@@ -109,11 +116,23 @@ class OnboardLearner:
         k.mlp_features_into(pixels, *self._ext_args, feat)
         k.classify_into(feat, self.slots[self.active] if head is None else head, self.scores, out_labels)
 
-    def monitor(self, n: int) -> None:
-        """Label-free drift check on the batch just classified (margins of the active head)."""
+    def monitor(self, pixels: np.ndarray, pred: np.ndarray, n: int, sun_elevation_deg: float) -> None:
+        """Label-free drift check on the batch just classified.
+
+        The statistic is the batch's median spectral angle to the predicted classes'
+        reference spectra (bright half); it is fed to Page-Hinkley as a negated value so
+        the test fires on an *increase*. Frames under DRIFT_MIN_SUN_ELEV_DEG are skipped:
+        there, noise alone widens the angles (the frame's ancillary data give the sun
+        elevation).
+        """
         k.margins_into(self.scores, n, self.margins)
-        if self.drift_free.update(self.margins, n) >= 0:
-            self._on_drift(0, self.drift_free.samples)
+        if not sun_elevation_deg >= DRIFT_MIN_SUN_ELEV_DEG:
+            return
+        angle = k.spectral_angle_stat(pixels, pred, self.class_spectra, n, self.drift_scratch[0], self.drift_scratch[1])
+        self.last_angle_deg = angle
+        self.drift_sample[0] = -angle
+        if self.drift_free.update(self.drift_sample, 1) >= 0:
+            self._on_drift(0, self.drift_free.samples * n)
 
     def _on_drift(self, source: int, samples: int) -> None:
         """Forget old statistics so new labels dominate, and bring the next update forward."""

@@ -41,6 +41,8 @@ class ModelImage:
     stats_q: np.ndarray  # (classes, feature_dim + 1, feature_dim + 1): per-class Gram matrices, no ridge
     stats_b: np.ndarray  # (feature_dim + 1, classes)
     prior_samples: float
+    # Unit mean spectrum per class (classes, bands), for the label-free drift monitor.
+    class_spectra: np.ndarray
 
 
 def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -330,7 +330,6 @@ class AnalogArray:
         n, m = u.shape
         a = self.effective_matrix()
         stable, lam_min, v_min = self._eig
-        L = self.levels
         li = (1 << (p.input_bits - 1)) - 1
         uq = np.rint(u * li) / li  # input DAC (static during the settle)
         out_range = np.broadcast_to(np.asarray(out_range, dtype=np.float64), (m,))

@@ -204,6 +204,7 @@ def campaign(problems, params, n_solves: int, seed: int, log) -> dict[str, float
     for i in range(n_solves):
         if i == stuck_until:
             ep.clear_stuck()
+        ep.faults.clear()  # a fault drawn for a solve acts within it or expires (stuck cells persist)
         if rng.random() < 0.3:
             kind = FAULT_KINDS[int(rng.integers(len(FAULT_KINDS)))]
             injected[kind] += 1

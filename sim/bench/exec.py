@@ -61,6 +61,8 @@ def _heap_growth(cfg, image) -> float:
             np.copyto(labels, pool_y[self.i])
             return 2
 
+        acquire_teacher = acquire
+
     fsw = FlightSoftware(cfg, image, Pool(), lambda p: None)
     for tick in range(20000):
         fsw.inputs.soc = 0.9

@@ -59,7 +59,7 @@ class FaultProxy:
         while not self._stop.is_set():
             try:
                 client, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -99,7 +99,7 @@ class FaultProxy:
         while not self._stop.is_set():
             try:
                 data = src.recv(1 << 16)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 break

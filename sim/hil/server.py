@@ -83,7 +83,7 @@ class TcpDeviceServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 break
@@ -97,7 +97,7 @@ class TcpDeviceServer:
         while not self._stop.is_set():
             try:
                 data = conn.recv(1 << 16)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -28,6 +28,13 @@ class FakePayload:
             labels[:] = self.truth
         return self.mode
 
+    def acquire_teacher(self, pixels, labels):
+        if self.mode == ACQ_DARK:
+            return ACQ_DARK
+        self.scene.sample(self.t_s, pixels.shape[0], self.scene.base_mix, 45.0, pixels, self.truth)
+        labels[:] = self.truth
+        return ACQ_LABELLED
+
 
 @pytest.fixture(scope="session")
 def default_cfg():

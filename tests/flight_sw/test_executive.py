@@ -48,6 +48,7 @@ def test_repeated_overruns_step_the_mode_down_until_the_ground_commands(make_fsw
     cfg = dataclasses.replace(default_cfg, executive=dataclasses.replace(default_cfg.executive, cpu_flops_per_s=1e5))
     cfg = _with_task(_with_task(_with_task(cfg, "inference", compute_budget_s=0.2), "label_collect",
                                 compute_budget_s=0.4), "extra_inference", compute_budget_s=0.2)
+    cfg = dataclasses.replace(cfg, tasks=tuple(t for t in cfg.tasks if t.kind != "teacher_label"))
     fsw = make_fsw(cfg)
     # Feed labels so training has work; each solve step now costs far above its budget.
     from flight_sw.app import ACQ_LABELLED
@@ -107,6 +108,10 @@ def test_invalid_model_is_rolled_back_then_caps_the_mode(make_fsw):
     fsw.learner.slots[fsw.learner.active][0, 0] = np.nan
     tick = _run(fsw, tick, 61)
     assert fsw.learner.rollbacks == 1 and fsw.mode == "TRAINING"  # the other slot was fine
+    from flight_sw.app import ACQ_DARK
+
+    fsw.test_payload.mode = ACQ_DARK  # no labels: no training update can replace the bad heads
+    fsw.learner.state, fsw.learner.new_labels = 0, 0  # and no update in progress
     for slot in fsw.learner.slots:
         slot[0, 0] = np.inf
     _run(fsw, tick, 61)
@@ -134,6 +139,8 @@ class _HangingPayload:
         self.release.wait(10.0)  # a hung imager driver
         return ACQ_SCENE
 
+    acquire_teacher = acquire
+
 
 def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw, default_cfg):
     payload = _HangingPayload(default_cfg)
@@ -149,7 +156,7 @@ def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw,
         payload.release.set()
         rt.close()
     # Every task that drives the hung imager hangs once, is disabled, and is never called again.
-    imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect")]
+    imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect", "teacher_label")]
     assert rt.hung_tasks == len(imaging) == payload.calls
     assert all(fsw.task_disabled[i] for i in imaging)
     assert fsw.task_runs[monitor] >= 3  # essential work went on after the hangs
@@ -186,6 +193,8 @@ class _PoolPayload:
         np.copyto(pixels, self.px[self.i])
         np.copyto(labels, self.lab[self.i])
         return 2  # labelled: exercises accumulation and training too
+
+    acquire_teacher = acquire
 
 
 NUMPY_DOMAIN = 389047  # numpy's tracemalloc domain for array data

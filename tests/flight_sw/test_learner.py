@@ -104,7 +104,7 @@ def test_rollback_restores_bit_identical_weights(default_cfg, image):
     learner = _learner(default_cfg, image)
     before = learner.slots[learner.active].copy()
     version_before = learner.version
-    _feed(learner, scene, 20, rng, t_s=20 * 86400.0)
+    _feed(learner, scene, 30, rng, t_s=20 * 86400.0)  # >= min_new_labels training rows
     assert _finish_update(learner) == "committed"
     assert not np.array_equal(learner.slots[learner.active], before)
     learner.rollback()

@@ -1,0 +1,251 @@
+"""`groundtools ingest`: the SQLite archive, idempotence, damaged files, foreign input, cross-checks."""
+
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from spacepackets.ecss import PusTm
+
+from flight_sw.config import load_mission_config
+from flight_sw.tmtc import dictionary as d
+from ground_tools.archive import Archive, ArchiveError, default_db, ingest
+from ground_tools.decode import DATA_OFFSET, DecodeError, decode_file, split_packets
+
+from .helpers import cli, cli_subprocess, rewrite
+
+TABLES = ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
+          "training_updates", "mode_changes", "ingests", "meta", "tasks")
+
+
+def _content(db) -> dict:
+    """Row count and a digest of every table's rows (ingested_utc excluded: it is when, not what)."""
+    conn = sqlite3.connect(db)
+    out = {}
+    for t in TABLES:
+        rows = conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+        if t == "ingests":
+            rows = [r[:-1] for r in rows]
+        out[t] = (len(rows), hashlib.sha1(repr(rows).encode()).hexdigest())
+    conn.close()
+    return out
+
+
+def test_ingest_decodes_everything_like_the_plain_decoder(run_copy):
+    rep = ingest(run_copy)
+    assert rep.bad == 0 and rep.duplicates == 0 and rep.new_packets == rep.frames > 100
+    cfg = load_mission_config(run_copy / "config.yaml")
+    tm = decode_file(run_copy / "telemetry.bin", cfg.mission.start_utc, len(cfg.tasks))
+    with Archive(default_db(run_copy)) as ar:
+        hk = ar.hk_core()
+        assert list(hk)[:2] == ["packet_id", "t_s"] and [p.name for p in d.HK_CORE] == list(hk)[2:]
+        np.testing.assert_array_equal(hk["t_s"], tm.hk_core["t_s"])
+        np.testing.assert_array_equal(hk["soc"], tm.hk_core["soc"])
+        np.testing.assert_array_equal(hk["model_version"], tm.hk_core["model_version"])
+        ht = ar.hk_tasks()
+        assert ht["runs"].shape == tm.hk_tasks["runs"].shape
+        np.testing.assert_array_equal(ht["runs"], tm.hk_tasks["runs"])
+        o, energy = ar.orbits()
+        np.testing.assert_array_equal(o["budget_j"], tm.orbits["budget_j"])
+        np.testing.assert_array_equal(energy, tm.orbit_task_energy_j)
+        assert len(ar.events()) == len(tm.events)
+        assert ar.decode_stats() == (tm.packets, 0, {})
+        # indexed by time and packet type
+        idx = {r[0] for r in ar.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"packets_time", "packets_type", "hk_core_time", "events_type"} <= idx
+
+
+def test_ingesting_twice_changes_nothing(run_copy, capsys):
+    db = default_db(run_copy)
+    first = ingest(run_copy)
+    before = _content(db)
+    second = ingest(run_copy)
+    assert second.new_packets == 0 and second.duplicates == first.new_packets and second.already_ingested
+    assert _content(db) == before
+    rc, out, _ = cli(capsys, "ingest", run_copy)
+    assert rc == 0 and "0 new" in out and "already ingested: nothing changed" in out
+    assert _content(db) == before
+
+
+def test_a_longer_file_of_the_same_run_adds_only_the_new_packets(run_copy, tmp_path):
+    full = (run_copy / "telemetry.bin").read_bytes()
+    packets = split_packets(full)[0]
+    half = b"".join(packets[: len(packets) // 2])
+    (run_copy / "telemetry.bin").write_bytes(half)
+    ingest(run_copy)
+    (run_copy / "telemetry.bin").write_bytes(full)
+    rep = ingest(run_copy)
+    assert rep.new_packets == len(packets) - len(packets) // 2 and rep.duplicates == len(packets) // 2
+    with Archive(default_db(run_copy)) as ar:
+        assert ar.conn.execute("SELECT count(*) FROM packets").fetchone()[0] == len(packets)
+
+
+def test_truncated_file_keeps_every_whole_packet(run_copy):
+    raw = (run_copy / "telemetry.bin").read_bytes()
+    n = len(split_packets(raw)[0])
+    (run_copy / "telemetry.bin").write_bytes(raw[:-30])  # cut into the last packet
+    rep = ingest(run_copy)
+    assert rep.new_packets == n - 1
+    assert rep.bad == 1 and list(rep.reasons) == ["truncated"]
+    with Archive(default_db(run_copy)) as ar:
+        (reason,) = ar.conn.execute("SELECT reason FROM rejects").fetchone()
+        assert "last packet declares" in reason
+
+
+def test_flipped_bytes_are_counted_and_the_rest_is_kept(run_copy):
+    raw = bytearray((run_copy / "telemetry.bin").read_bytes())
+    packets = split_packets(bytes(raw))[0]
+    offsets = np.cumsum([0] + [len(p) for p in packets])
+    raw[offsets[10] + DATA_OFFSET + 3] ^= 0xFF  # payload of packet 10: CRC fails, length fine
+    raw[offsets[50] + 4] ^= 0x5A  # length field of packet 50: framing must resynchronise
+    raw[offsets[90] + 1] ^= 0x01  # sequence count of packet 90: CRC fails
+    (run_copy / "telemetry.bin").write_bytes(bytes(raw))
+    rep = ingest(run_copy)
+    assert rep.reasons.get("CRC mismatch") == 2
+    assert rep.reasons.get("corrupted header") == 1
+    # Only the damaged packets are lost; everything after the bad length is found again.
+    with Archive(default_db(run_copy)) as ar:
+        ok = ar.conn.execute("SELECT count(*) FROM packets WHERE status = 'ok'").fetchone()[0]
+        assert ok == len(packets) - 3
+        assert ar.conn.execute("SELECT count(*) FROM packets WHERE crc_ok = 0").fetchone()[0] == 2
+        total, bad, reasons = ar.decode_stats()
+        assert bad == 3 and reasons == {"CRC mismatch": 2, "corrupted header": 1}
+
+
+def test_random_corruption_never_raises(run_copy):
+    rng = np.random.default_rng(3)
+    raw = bytearray((run_copy / "telemetry.bin").read_bytes())
+    for pos in rng.integers(0, len(raw), 40):
+        raw[pos] = int(rng.integers(0, 256))
+    (run_copy / "telemetry.bin").write_bytes(bytes(raw[: len(raw) - 7]))
+    rep = ingest(run_copy)
+    assert rep.bad > 0 and rep.new_packets > 0.8 * len(split_packets(bytes(raw))[0])
+
+
+def _other_version(pkt: bytes):
+    if pkt[7] == d.PUS_SERVICE_HK and struct.unpack_from(">H", pkt, DATA_OFFSET)[0] == d.HK_CORE_SID:
+        body = bytearray(pkt)
+        struct.pack_into(">H", body, DATA_OFFSET + 2, d.DICTIONARY_VERSION + 7)
+        return bytes(body)
+    return None
+
+
+def test_telemetry_of_another_dictionary_version_is_refused_clearly(run_copy, capsys):
+    tm = run_copy / "telemetry.bin"
+    tm.write_bytes(rewrite(tm.read_bytes(), _other_version))
+    with pytest.raises(DecodeError, match=f"dictionary version {d.DICTIONARY_VERSION + 7}"):
+        ingest(run_copy)
+    assert not default_db(run_copy).exists() or not sqlite3.connect(default_db(run_copy)).execute(
+        "SELECT name FROM sqlite_master WHERE name = 'packets'").fetchone()
+    r = cli_subprocess("ingest", run_copy)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"telemetry written with dictionary version {d.DICTIONARY_VERSION + 7}" in r.stderr
+
+
+def test_run_json_of_another_dictionary_version_is_refused(run_copy, capsys):
+    info = json.loads((run_copy / "run.json").read_text())
+    info["dictionary_version"] = 99
+    (run_copy / "run.json").write_text(json.dumps(info))
+    rc, _, err = cli(capsys, "ingest", run_copy)
+    assert rc == 2 and "run.json: telemetry written with dictionary version 99" in err
+
+
+def test_missing_and_empty_files_give_clear_messages(run_copy, tmp_path, capsys):
+    rc, _, err = cli(capsys, "ingest", tmp_path / "nowhere")
+    assert rc == 2 and "not a run folder" in err
+    (run_copy / "telemetry.bin").write_bytes(b"")
+    rc, _, err = cli(capsys, "ingest", run_copy)
+    assert rc == 2 and "empty telemetry file" in err
+    (run_copy / "telemetry.bin").unlink()
+    rc, _, err = cli(capsys, "ingest", run_copy)
+    assert rc == 2 and "missing telemetry.bin" in err
+
+
+def test_empty_foreign_and_corrupt_archives(run_copy, short_run, tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    with pytest.raises(ArchiveError, match="empty archive"):
+        Archive(empty)
+    with pytest.raises(ArchiveError, match="no archive here"):
+        Archive(tmp_path / "absent.sqlite")
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    rc, _, err = cli(capsys, "ingest", run_copy, "--db", junk)
+    assert rc == 2 and "not an SQLite archive" in err
+    # an archive of this run, then telemetry of another run (different seed) into it
+    db = tmp_path / "a.sqlite"
+    ingest(run_copy, db)
+    info = json.loads((run_copy / "run.json").read_text())
+    info["seed"] = 12345
+    (run_copy / "run.json").write_text(json.dumps(info))
+    rc, _, err = cli(capsys, "ingest", run_copy, "--db", db)
+    assert rc == 2 and "holds another run" in err and "--db" in err
+    # an archive whose packets table is empty (interrupted or hand-made)
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM packets")
+    conn.commit()
+    conn.close()
+    rc, _, err = cli(capsys, "limits", short_run, "--db", db)
+    assert rc == 2 and ("empty archive" in err or "another run" in err)
+
+
+def test_packet_fields_agree_with_spacepackets(short_run, tmp_path):
+    db = tmp_path / "x.sqlite"
+    ingest(short_run, db)
+    with Archive(db) as ar:
+        rows = ar.conn.execute("SELECT apid, seq, service, subtype, raw FROM packets ORDER BY id").fetchall()
+    for apid, seq, service, subtype, raw in rows:
+        p = PusTm.unpack(raw, timestamp_len=d.CDS_SHORT_LEN)  # raises on a bad CRC
+        assert (p.apid, p.seq_count, p.service, p.message_subtype) == (apid, seq, service, subtype)
+
+
+CCSDSPY_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import ccsdspy
+    from ccsdspy import PacketField
+    path, fields = sys.argv[1], json.loads(sys.argv[2])
+    kinds = {"B": ("uint", 8), "H": ("uint", 16), "I": ("uint", 32), "f": ("float", 32), "d": ("float", 64)}
+    defs = [PacketField(n, "uint", b) for n, b in (("sec_ver", 8), ("service", 8), ("subtype", 8),
+            ("msg_counter", 16), ("dest_id", 16), ("p_field", 8), ("cds_days", 16), ("cds_ms", 32), ("sid", 16))]
+    defs += [PacketField(name, *kinds[fmt]) for name, fmt in fields]
+    defs.append(PacketField("crc", "uint", 16))
+    out = ccsdspy.FixedLength(defs).load(path, include_primary_header=True)
+    print(json.dumps({k: [float(x) for x in v] for k, v in out.items()}))
+""")
+
+
+def test_hk_decoding_cross_checked_with_ccsdspy(short_run, tmp_path):
+    """ccsdspy (independent decoder, no CRC check) reads a file of the SID-1 packets from the archive."""
+    db = tmp_path / "x.sqlite"
+    ingest(short_run, db)
+    with Archive(db) as ar:
+        raws = [r[0] for r in ar.conn.execute(
+            "SELECT raw FROM packets WHERE service = 3 AND struct_id = ? AND status = 'ok' ORDER BY id",
+            (d.HK_CORE_SID,))]
+        hk = ar.hk_core()
+    sid1 = tmp_path / "sid1.bin"
+    sid1.write_bytes(b"".join(raws))
+    cfgdir = tmp_path / "ccsdspy-config"
+    cfgdir.mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "ccsdspy_CONFIGDIR": str(cfgdir), "XDG_CONFIG_HOME": str(cfgdir)}
+    fields = [[p.name, p.fmt] for p in d.HK_CORE]
+    r = subprocess.run([sys.executable, "-c", CCSDSPY_SCRIPT, str(sid1), json.dumps(fields)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = {k: np.array(v) for k, v in json.loads(r.stdout).items()}
+    assert len(out["soc"]) == len(hk["soc"]) > 50
+    assert set(out["CCSDS_APID"]) == {load_mission_config(short_run / "config.yaml").telemetry.apid}
+    assert np.all(out["sid"] == d.HK_CORE_SID) and np.all(out["service"] == d.PUS_SERVICE_HK)
+    for p in d.HK_CORE:
+        np.testing.assert_array_equal(out[p.name], hk[p.name], err_msg=p.name)  # NaN == NaN here
+    start = load_mission_config(short_run / "config.yaml").mission.start_utc
+    from ground_tools.decode import epoch_offset_s
+
+    t = out["cds_days"] * 86400.0 + out["cds_ms"] / 1000.0 - epoch_offset_s(start)
+    np.testing.assert_allclose(t, hk["t_s"], atol=1e-6)

@@ -1,0 +1,108 @@
+"""Fault campaign (small), the `flightsim hil` command line and the `analog` bench group."""
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.analog import DeviceParams
+from sim.bench import GROUPS
+from sim.bench import analog as bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_small_fault_campaign_no_wrong_answer_no_crash_every_fault_visible():
+    problems = bench.reference_problems(60, seed=3)
+    logs = []
+    figs = bench.campaign(problems, DeviceParams(), 300, seed=11, log=logs.append)
+    assert figs["analog.campaign_solves"] == 300
+    assert figs["analog.campaign_wrong_accepted"] == 0
+    assert figs["analog.campaign_crashes"] == 0
+    assert figs["analog.campaign_faults_invisible"] == 0
+    assert figs["analog.campaign_fault_events"] > 50
+    shares = [figs[f"analog.campaign_share_{k}"] for k in ("refinement", "retry", "fallback")]
+    assert sum(shares) == pytest.approx(1.0) and all(s > 0 for s in shares)
+    assert any("served" in line for line in logs)
+
+
+def test_reference_accuracy_figures_quick():
+    problems = bench.reference_problems(40, seed=4)
+    figs = bench.accuracy_and_energy(problems, DeviceParams(), lambda m: None)
+    assert figs["analog.fallback_share"] <= 0.05
+    assert figs["analog.rounds_p95"] <= 6
+    assert 0 < figs["analog.energy_ratio_digital_to_analog"] < 10
+    raw = bench.raw_accuracy(problems[:20], DeviceParams(), lambda m: None)
+    assert 1e-3 < raw < 0.2
+
+
+def test_analog_is_a_bench_group():
+    assert "analog" in GROUPS
+
+
+def test_hil_cli_serves_and_exits(capsys):
+    from sim.cli import main
+
+    assert main(["hil", "serve", "--duration", "0.2", "--port", "0", "--faults", "corrupt=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "device: tcp://127.0.0.1:" in out and "served 0 commands" in out
+    assert main(["hil", "serve", "--faults", "nonsense=1", "--duration", "0"]) == 2
+    assert main(["hil", "proxy", "--target", "http://x", "--duration", "0"]) == 2
+
+
+def test_hil_serve_subprocess_with_proxy_end_to_end():
+    """`flightsim hil serve` as a real process on loopback, driven through its fault proxy."""
+    from flight_sw.devices.driver import AnalogDriver, DriverConfig
+    from flight_sw.devices.transport import transport_from_url
+    from sim.analog.problems import random_spd
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "hil", "serve", "--port", "0", "--proxy-port", "0", "--corrupt", "0.1",
+         "--duration", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+    )
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        urls = dict(line.split(": ", 1) for line in lines)
+        assert urls["device"].startswith("tcp://127.0.0.1:") and urls["proxy"].startswith("tcp://127.0.0.1:")
+        drv = AnalogDriver(33, 6, transport_from_url(urls["proxy"]), DriverConfig(reply_timeout_s=0.5, max_retries=5))
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            q = random_spd(rng, 33, 3.0)
+            b = rng.standard_normal((33, 6))
+            x, r = drv.solve(q, b)
+            assert r.ok and np.linalg.norm(q @ x - b) / np.linalg.norm(b) <= 1e-6
+        drv.transport.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_analog_bench_group_quick_mode():
+    from sim.bench import run_group
+
+    figs = run_group("analog", quick=True, log=lambda m: None)
+    for key in (
+        "analog.rounds_p95", "analog.raw_rel_residual_median", "analog.energy_ratio_digital_to_analog",
+        "analog.fallback_share", "analog.campaign_solves", "analog.campaign_wrong_accepted",
+        "analog.campaign_crashes", "analog.solves_per_s_inproc", "analog.solves_per_s_tcp",
+    ):
+        assert key in figs
+    assert figs["analog.campaign_wrong_accepted"] == 0 and figs["analog.campaign_crashes"] == 0
+
+
+@pytest.mark.slow
+def test_full_size_campaign():
+    problems = bench.reference_problems(300, seed=5)
+    figs = bench.campaign(problems, DeviceParams(), 10_000, seed=12, log=lambda m: None)
+    assert figs["analog.campaign_wrong_accepted"] == 0 and figs["analog.campaign_crashes"] == 0
+    assert figs["analog.campaign_faults_invisible"] == 0
+
+
+def test_threads_are_not_left_behind():
+    names = [t.name for t in threading.enumerate()]
+    assert not any(n.startswith("hil-") for n in names), names
