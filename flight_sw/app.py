@@ -475,7 +475,7 @@ class FlightSoftware:
         """Label a fresh frame with the onboard teacher (optional, power permitting)."""
         if self.payload.acquire_teacher(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
             return -1.0
-        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
+        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred, monitor=False)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)

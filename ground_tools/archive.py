@@ -140,6 +140,7 @@ class IngestReport:
     bad: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     already_ingested: bool = False
+    new_rows: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [
@@ -147,6 +148,8 @@ class IngestReport:
             f"{self.frames} packets in the file: {self.new_packets} new, {self.duplicates} already archived, "
             f"{self.bad} bad",
         ]
+        if self.new_packets:
+            out.append("new rows: " + ", ".join(f"{t} {n}" for t, n in self.new_rows.items() if n))
         for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
             out.append(f"  bad: {n} x {reason}")
         return out
@@ -358,7 +361,8 @@ def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
         dec = _Decoder(run)
         dec.run(raw, existing, next_id)  # raises DecodeError before anything is written
         report = IngestReport(db, file_sha1, dec.frames, len(dec.rows["packets"]), dec.duplicates,
-                              sum(dec.reasons.values()), dict(dec.reasons))
+                              sum(dec.reasons.values()), dict(dec.reasons),
+                              new_rows={t: len(r) for t, r in dec.rows.items()})
         with conn:
             conn.execute("BEGIN")  # schema and rows in one transaction: one commit, all or nothing
             for stmt in schema_statements():

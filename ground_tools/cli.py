@@ -163,9 +163,9 @@ def cmd_campaign(args) -> int:
     print(f"campaign: {len(specs)} runs ({len(args.config)} config(s) x {args.seeds} seed(s)) on {where}", flush=True)
     t0 = time.perf_counter()
     try:
-        client, cluster = start_client(args.workers, args.scheduler)
+        client, cluster = start_client(args.workers, args.scheduler, args.connect_timeout)
     except (OSError, TimeoutError) as exc:
-        _err(f"error: cannot reach the Dask scheduler at {args.scheduler}: {exc}")
+        _err(f"error: cannot reach the Dask scheduler at {args.scheduler} within {args.connect_timeout:g} s: {exc}")
         return EXIT_BAD_INPUT
     try:
         print(f"cluster ready in {time.perf_counter() - t0:.1f} s: {len(client.scheduler_info()['workers'])} workers",
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, help="simulated days per run (default: each config's duration_days)")
     p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--connect-timeout", type=float, default=15.0,
+                   help="seconds to wait for --scheduler (default 15)")
     p.add_argument("--out", default="campaign", help="output folder (default: ./campaign)")
     p.set_defaults(func=cmd_campaign)
     p = sub.add_parser("plan", help="planning products from a mission config")

@@ -19,6 +19,7 @@ from flight_sw.config.schema import MissionConfig
 from flight_sw.ml.kernels import classify_into
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 
+
 #: Bytes per downlinked labelled sample: bands x float32 + a label byte + 8 B time.
 def sample_bytes(bands: int) -> int:
     return 4 * bands + 1 + 8

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import flight_sw
 from flight_sw.config.schema import MissionConfig
 from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc.dictionary import DICTIONARY_VERSION
+from sim.learning_metrics import learning_figures
 from sim.progress import Progress
 from sim.simulation import BLOCK_TICKS, Simulation
 
@@ -176,6 +178,19 @@ def _run(
         contact_end_s=np.array([p.end_s for p in world.contacts]),
     )
     summary = _summary(cfg, fsw, world, days, seed, tl.acc_t_s, tl.acc_onboard, tl.acc_frozen, downlinked, tl.min_soc)
+    shift_day = cfg.payload.drift.abrupt_shift_day
+    shift_s = shift_day * 86400.0 if shift_day is not None and shift_day * 86400.0 < duration_s else None
+    figures = learning_figures(
+        {"acc_t_s": np.array(tl.acc_t_s), "acc_onboard": np.array(tl.acc_onboard),
+         "acc_frozen": np.array(tl.acc_frozen), "acc_ground": np.array(tl.acc_ground)},
+        world.orbit.period_s, shift_s,
+    )
+    for arm, f in figures.items():
+        summary[f"{arm}_mean_drop_pts"] = round(f["mean_drop_pts"], 2)
+        if shift_s is not None:
+            rec = f["recovery_orbits"]
+            summary[f"{arm}_recovery_orbits"] = None if math.isnan(rec) else rec
+    summary["ground_loop_uplinks"] = len(sim.ground.uplinks)
     if sim.executor is not None:
         jitter_ms = np.array(sim.executor.jitter_s) * 1000.0
         summary["realtime_speedup"] = realtime_speedup

@@ -234,14 +234,14 @@ class ModelConfig:
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )
     drift_threshold: float = param(
-        4.0,
+        6.0,
         doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "
         "per-batch median spectral angle to the class reference spectra.",
         unit="deg",
         gt=0,
     )
     drift_delta: float = param(
-        1.5,
+        2.0,
         doc="Label-free drift monitor: rises smaller than this per batch are ignored "
         "(a stationary sensor's batch medians vary by ~0.5 deg above 25 deg sun).",
         unit="deg",

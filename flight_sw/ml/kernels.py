@@ -12,39 +12,44 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _mlp_row(x, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out_row):  # pragma: no cover
-    """One sample through the int8 MLP: quantise input, int8 x int8 -> int32 per layer."""
-    bands, hidden = w1.shape
-    feat = w2.shape[1]
-    # Layer 1: int8 inputs (per-tensor step sx) x int8 weights (per-channel s1).
+def _mlp_row(x, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, out_row):  # pragma: no cover
+    """One sample through the int8 MLP: int8 x int8 products accumulated in int32.
+
+    cx = 1 / (std * input step) quantises the input; c1 = input step x per-channel weight
+    scale and c2 = hidden step x weight scale dequantise the int32 sums; ih = 1 / hidden
+    step requantises the hidden layer. Weights are stored transposed (output-channel
+    major) so each dot product runs over contiguous int8 memory. `xq` and `hid` are
+    int32 scratch rows.
+    """
+    hidden, bands = w1t.shape
+    feat = w2t.shape[0]
+    for k in range(bands):
+        q = np.int32(np.rint((x[k] - mean[k]) * cx[k]))
+        xq[k] = 127 if q > 127 else (-127 if q < -127 else q)
     for j in range(hidden):
-        acc = 0  # int32 accumulator
+        acc = np.int32(0)
         for k in range(bands):
-            v = (x[k] - mean[k]) * inv_std[k] / sx
-            q = int(np.rint(v))
-            if q > 127:
-                q = 127
-            elif q < -127:
-                q = -127
-            acc += q * np.int32(w1[k, j])
-        h = acc * sx * s1[j] + b1[j]
-        # ReLU, then requantise the hidden activation per tensor (step sh) to int8.
-        hq = int(np.rint(h / sh)) if h > 0.0 else 0
-        hid[j] = hq if hq < 127 else 127
+            acc += xq[k] * np.int32(w1t[j, k])
+        h = acc * c1[j] + b1[j]
+        if h > 0.0:  # ReLU, then requantise per tensor
+            v = np.int32(np.rint(h * ih))
+            hid[j] = v if v < 127 else 127
+        else:
+            hid[j] = 0
     for j in range(feat):
-        acc = 0
+        acc = np.int32(0)
         for k in range(hidden):
-            acc += np.int32(hid[k]) * np.int32(w2[k, j])
-        f = acc * sh * s2[j] + b2[j]
+            acc += hid[k] * np.int32(w2t[j, k])
+        f = acc * c2[j] + b2[j]
         out_row[j] = f if f > 0.0 else 0.0
     out_row[feat] = 1.0
 
 
 @numba.njit(cache=True)
-def mlp_features_into(pixels, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out):  # pragma: no cover
+def mlp_features_into(pixels, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, out):  # pragma: no cover
     """Features of every row of `pixels` into `out` (n, F + 1); last column is the bias input."""
     for i in range(pixels.shape[0]):
-        _mlp_row(pixels[i], mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, out[i])
+        _mlp_row(pixels[i], mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, out[i])
 
 
 @numba.njit(cache=True)
@@ -134,7 +139,7 @@ def sum_classes_add_diagonal(q, dst, value):  # pragma: no cover - compiled
 
 @numba.njit(cache=True)
 def replay_correct(
-    replay_x, replay_y, start, n, mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, head, feat_row, score_row
+    replay_x, replay_y, start, n, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, head, feat_row, score_row
 ):  # pragma: no cover - compiled
     """Correct classifications by `head` of n replay samples from ring index `start` (wrapping)."""
     correct = 0
@@ -143,7 +148,7 @@ def replay_correct(
     cap = replay_x.shape[0]
     for r in range(n):
         i = (start + r) % cap
-        _mlp_row(replay_x[i], mean, inv_std, sx, w1, s1, b1, sh, w2, s2, b2, hid, feat_row)
+        _mlp_row(replay_x[i], mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, feat_row)
         best = 0
         for j in range(c):
             s = 0.0

@@ -65,34 +65,34 @@ class FeatureExtractor:
             return b[name] if name in b else np.zeros(shape, dtype)
 
         self.mean = buf("ml.input_mean", (bands,), np.float64)
-        self.inv_std = buf("ml.input_inv_std", (bands,), np.float64)
-        self.w1 = buf("ml.w1_int8", (bands, hidden), np.int8)
-        self.s1 = buf("ml.w1_scales", (hidden,), np.float64)
+        self.cx = buf("ml.input_scale", (bands,), np.float64)
+        # int8 weights stored output-channel major (transposed): contiguous dot products.
+        self.w1 = buf("ml.w1_int8", (hidden, bands), np.int8)
+        self.c1 = buf("ml.w1_scales", (hidden,), np.float64)
         self.b1 = buf("ml.b1", (hidden,), np.float64)
-        self.w2 = buf("ml.w2_int8", (hidden, feat), np.int8)
-        self.s2 = buf("ml.w2_scales", (feat,), np.float64)
+        self.w2 = buf("ml.w2_int8", (feat, hidden), np.int8)
+        self.c2 = buf("ml.w2_scales", (feat,), np.float64)
         self.b2 = buf("ml.b2", (feat,), np.float64)
-        self.hid_row = buf("ml.hidden_row", (hidden,), np.int8)
-        self.mean[...] = image.input_mean
-        self.inv_std[...] = 1.0 / image.input_std
+        self.xq_row = buf("ml.input_q_row", (bands,), np.int32)
+        self.hid_row = buf("ml.hidden_row", (hidden,), np.int32)
+        sx = image.input_clip / INT8_MAX  # input quantisation step (per tensor)
+        sh = image.hidden_clip / INT8_MAX  # hidden quantisation step (per tensor)
         q1, s1 = quantise_per_channel(image.w1)
         q2, s2 = quantise_per_channel(image.w2)
-        self.w1[...], self.s1[...], self.b1[...] = q1, s1, image.b1
-        self.w2[...], self.s2[...], self.b2[...] = q2, s2, image.b2
-        self.sx = image.input_clip / INT8_MAX  # input quantisation step
-        self.sh = image.hidden_clip / INT8_MAX  # hidden quantisation step
+        self.mean[...] = image.input_mean
+        self.cx[...] = 1.0 / (image.input_std * sx)
+        self.w1[...], self.c1[...], self.b1[...] = q1.T, sx * s1.astype(np.float64), image.b1
+        self.w2[...], self.c2[...], self.b2[...] = q2.T, sh * s2.astype(np.float64), image.b2
+        self.ih = 1.0 / sh
 
     def features_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Fill out[:, :F] with the features and out[:, F] with the head's bias input 1."""
-        mlp_features_into(
-            pixels, self.mean, self.inv_std, self.sx, self.w1, self.s1, self.b1,
-            self.sh, self.w2, self.s2, self.b2, self.hid_row, out,
-        )
+        mlp_features_into(pixels, *self.args(), out)
 
     def args(self) -> tuple:
         """The kernel arguments after the pixels (for kernels that run the extractor inline)."""
-        return (self.mean, self.inv_std, self.sx, self.w1, self.s1, self.b1, self.sh, self.w2, self.s2, self.b2,
-                self.hid_row)
+        return (self.mean, self.cx, self.w1, self.c1, self.b1, self.ih, self.w2, self.c2, self.b2,
+                self.xq_row, self.hid_row)
 
 
 def float_features(image: ModelImage, pixels: np.ndarray) -> np.ndarray:

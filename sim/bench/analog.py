@@ -346,7 +346,7 @@ def run(quick: bool, log) -> dict[str, float]:
     figures.update(accuracy_and_energy(problems, params, log))
     figures["analog.raw_rel_residual_median"] = raw_accuracy(problems[:100 if quick else 500], params, log)
     figures.update(energy_scaling(params, (128,) if quick else (128, 512), log))
-    figures.update(learner_figures(params, range(1) if quick else range(4), log))
+    figures.update(learner_figures(params, range(1) if quick else range(8), log))
     figures.update(campaign(problems, params, 300 if quick else 10_000, seed=7, log=log))
     figures["analog.solves_per_s_inproc"] = throughput_inproc(problems, params, 50 if quick else 300)
     log(f"in-process: {figures['analog.solves_per_s_inproc']:.0f} solves/s")
