@@ -100,23 +100,49 @@ def _mark_violations(ax, t_s, values, violations, parameter, scale=3600.0) -> in
 
 
 # -- plots --------------------------------------------------------------------------------------
+#: Runs longer than this are drawn as per-orbit envelopes: individual eclipses and contacts
+#: would fill the plot (the task timeline shows one orbit in detail).
+DETAIL_LIMIT_S = 4 * 86400.0
+ORBIT_BIN_S = 5700.0
+
+
+def _envelope(ax, t_s, v, color, label):
+    t_s, v = np.asarray(t_s, dtype=float), np.asarray(v, dtype=float)
+    which = (t_s // ORBIT_BIN_S).astype(int)
+    bins = np.unique(which)
+    lo = np.array([np.nanmin(v[which == b]) for b in bins])
+    hi = np.array([np.nanmax(v[which == b]) for b in bins])
+    x = (bins + 0.5) * ORBIT_BIN_S / 3600.0
+    ax.fill_between(x, lo, hi, color=color, alpha=0.35, lw=0, label=label)
+    ax.plot(x, lo, color=color, lw=0.8)
+
+
 def plot_soc(tm: Telemetry, truth, cfg, violations=()) -> str:
     fig, ax = plt.subplots(figsize=(11, 3.4))
-    _shade_eclipses(ax, truth)
-    ax.plot(_hours(truth["t_s"]), truth["soc"], lw=0.8, color="0.35", label="state of charge (simulator truth)")
+    long_run = len(truth["t_s"]) and truth["t_s"][-1] > DETAIL_LIMIT_S
+    if long_run:
+        _envelope(ax, truth["t_s"], truth["soc"], "0.5", "state of charge, per-orbit min-max (simulator truth)")
+        if tm.hk_core:
+            _envelope(ax, tm.hk_core["t_s"], tm.hk_core["soc"], "tab:blue", "state of charge, per-orbit min-max (HK)")
+        xlabel = "mission time [h]  (long run: per-orbit envelopes; see the task timeline for one orbit in detail)"
+    else:
+        _shade_eclipses(ax, truth)
+        ax.plot(_hours(truth["t_s"]), truth["soc"], lw=0.8, color="0.35", label="state of charge (simulator truth)")
+        if tm.hk_core:
+            ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, color="tab:blue",
+                    label="state of charge (HK telemetry)")
+        for t, aos in contact_events(tm):
+            if aos:
+                ax.axvline(t / 3600.0, color="tab:green", lw=0.5, alpha=0.6)
+        xlabel = "mission time [h]  (grey bands: umbra; green lines: contact start)"
     if tm.hk_core:
-        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core["soc"], ".", ms=2, color="tab:blue",
-                label="state of charge (HK telemetry)")
         _mark_violations(ax, tm.hk_core["t_s"], tm.hk_core["soc"], violations, "soc")
     bat = cfg.power.battery
     for level, name, style in ((bat.reserve_soc, "reserve", "--"), (bat.floor_soc, "floor", ":"),
                                (bat.safe_mode_soc, "SAFE entry", "-.")):
         ax.axhline(level, ls=style, color="k", lw=0.8)
         ax.text(0, level, f" {name} {level:g}", va="bottom", fontsize=7)
-    for t, aos in contact_events(tm):
-        if aos:
-            ax.axvline(t / 3600.0, color="tab:green", lw=0.5, alpha=0.6)
-    ax.set_xlabel("mission time [h]  (grey bands: umbra; green lines: contact start)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("SoC")
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower right", fontsize=8, ncol=2)
@@ -126,10 +152,15 @@ def plot_soc(tm: Telemetry, truth, cfg, violations=()) -> str:
 
 def plot_power(truth) -> str:
     fig, ax = plt.subplots(figsize=(11, 2.8))
-    _shade_eclipses(ax, truth)
-    ax.plot(_hours(truth["t_s"]), truth["solar_w"], lw=0.8, label="array power [W]")
-    ax.plot(_hours(truth["t_s"]), truth["load_w"], lw=0.8, label="bus load [W] (30 s mean)")
-    ax.set_xlabel("mission time [h]  (simulator truth; grey: umbra)")
+    if len(truth["t_s"]) and truth["t_s"][-1] > DETAIL_LIMIT_S:
+        _envelope(ax, truth["t_s"], truth["solar_w"], "tab:blue", "array power [W], per-orbit min-max")
+        _envelope(ax, truth["t_s"], truth["load_w"], "tab:orange", "bus load [W] (30 s mean), per-orbit min-max")
+        ax.set_xlabel("mission time [h]  (simulator truth; long run: per-orbit envelopes)")
+    else:
+        _shade_eclipses(ax, truth)
+        ax.plot(_hours(truth["t_s"]), truth["solar_w"], lw=0.8, label="array power [W]")
+        ax.plot(_hours(truth["t_s"]), truth["load_w"], lw=0.8, label="bus load [W] (30 s mean)")
+        ax.set_xlabel("mission time [h]  (simulator truth; grey: umbra)")
     ax.set_ylabel("W")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("Generation and load")
@@ -305,6 +336,10 @@ def _bin_mean(t, v, width_s):
     return np.array(centres), np.array(means)
 
 
+#: Legend names of accuracy arms in truth.npz beyond onboard and frozen.
+ARM_LABELS = {"acc_ground": "ground retraining loop (truth)"}
+
+
 def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
     fig, ax = plt.subplots(figsize=(11, 3.6))
     t = truth.get("acc_t_s", np.zeros(0))
@@ -312,7 +347,7 @@ def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
     if len(t):
         arms = [("acc_onboard", "onboard model (truth, per ~orbit)", "-o", "tab:blue"),
                 ("acc_frozen", "frozen pre-launch model (truth)", "-s", "tab:brown")]
-        arms += [(k, f"{k[4:]} arm (truth)", "-^", "tab:cyan") for k in sorted(truth)
+        arms += [(k, ARM_LABELS.get(k, f"{k[4:]} arm (truth)"), "-^", "tab:cyan") for k in sorted(truth)
                  if k.startswith("acc_") and k not in ("acc_t_s", "acc_onboard", "acc_frozen")
                  and len(truth[k]) == len(t)]
         for key, label, style, color in arms:
@@ -327,6 +362,10 @@ def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
         if np.isfinite(lab).any():
             lows.append(np.nanmin(lab))
     bottom = max(0.0, min([*lows, 1.0]) - 0.06)
+    uplinks = np.asarray(truth.get("ground_uplink_s", []), dtype=float)
+    if len(uplinks):
+        ax.plot(uplinks / 3600.0, [bottom + 0.025] * len(uplinks), "d", color="tab:cyan", ms=5,
+                label=f"ground-loop model uplink ({len(uplinks)})")
     updates = training_updates(tm)
     for outcome, color in OUTCOME_COLOR.items():
         tu = [u["t_s"] / 3600.0 for u in updates if u["outcome"] == outcome]
@@ -601,8 +640,9 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     else:
         plot("Task execution timeline", None, "", "No orbit with task housekeeping in the telemetry.")
     plot("Model accuracy", plot_accuracy(tm, truth, cfg, violations),
-         "Accuracy of the onboard model and the frozen pre-launch model (simulator truth, averaged per ~orbit), "
-         "and the accuracy the satellite itself reports on calibration labels (HK).", "")
+         "Accuracy of the onboard model, the frozen pre-launch model and (when the run has it) the ground "
+         "retraining loop (simulator truth, averaged per ~orbit), and the accuracy the satellite itself reports on "
+         "calibration labels (HK).", "")
     drift_png = plot_drift(tm, events, cfg)
     plot("Drift statistics", drift_png,
          "Drift monitor statistics from housekeeping; red lines mark drift detections (events).",

@@ -9,13 +9,19 @@ its sufficient statistics, scaled to `PRIOR_SAMPLES`, seed the onboard statistic
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
+from flight_sw.ml.kernels import classify_into, spectral_angle_stat
+from flight_sw.ml.learner import DRIFT_MIN_BRIGHT, DRIFT_MIN_NORM
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from sim.scene import SceneTruth
 
 PRELAUNCH_SAMPLES = 8000
+#: Healthy-sensor batches used to fit the drift statistic's dependence on sun elevation.
+ANGLE_FIT_BATCHES = 2000
 #: Weight of the ground statistics onboard, in equivalent labelled samples.
 PRIOR_SAMPLES = 512.0
 EPOCHS = 40
@@ -92,6 +98,7 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
     image = ModelImage(
         1, mean, std, input_clip, w1.astype(np.float32), b1, hidden_clip, w2.astype(np.float32), b2,
         zeros_head, np.zeros((n_classes, f + 1, f + 1)), zeros_head, 0.0, np.zeros((n_classes, x.shape[1])),
+        (0.0, 0.0),
     )
     phi = np.zeros((len(x), f + 1))
     FeatureExtractor(image).features_into(x, phi)  # the quantised onboard features
@@ -103,7 +110,33 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     spectra = np.stack([unit[y == c].mean(axis=0) for c in range(n_classes)])
     spectra /= np.linalg.norm(spectra, axis=1, keepdims=True)
+    angle_model = _fit_angle_model(cfg, rng, dataclasses.replace(image, head=head), spectra)
     return ModelImage(
         1, mean, std, input_clip, w1.astype(np.float32), b1, hidden_clip, w2.astype(np.float32), b2,
-        head, q, b, PRIOR_SAMPLES, spectra,
+        head, q, b, PRIOR_SAMPLES, spectra, angle_model,
     )
+
+
+def _fit_angle_model(cfg: MissionConfig, rng: np.random.Generator, image: ModelImage, spectra: np.ndarray):
+    """Fit angle(e) = a + b / sin(e) to the drift statistic of a healthy sensor (least squares)."""
+    scene = SceneTruth(cfg.payload, rng)
+    batch = cfg.payload.samples_per_acquisition
+    ext = FeatureExtractor(image)
+    px = np.zeros((batch, cfg.payload.bands), np.float32)
+    lab = np.zeros(batch, np.int64)
+    feat = np.zeros((batch, image.head.shape[0]))
+    scores = np.zeros((batch, image.head.shape[1]))
+    pred = np.zeros(batch, np.int64)
+    scratch = np.zeros((2, batch))
+    elev = rng.uniform(15.0, 75.0, size=ANGLE_FIT_BATCHES)
+    stat = np.zeros(ANGLE_FIT_BATCHES)
+    head = np.ascontiguousarray(image.head)
+    for i, e in enumerate(elev):
+        scene.sample(0.0, batch, scene.base_mix, float(e), px, lab, drifted=False)
+        ext.features_into(px, feat)
+        classify_into(feat, head, scores, pred)
+        stat[i] = spectral_angle_stat(px, pred, spectra, batch, DRIFT_MIN_NORM, DRIFT_MIN_BRIGHT, scratch[0])
+    ok = stat >= 0.0
+    design = np.column_stack([np.ones(ok.sum()), 1.0 / np.sin(np.radians(elev[ok]))])
+    a, b = np.linalg.lstsq(design, stat[ok], rcond=None)[0]
+    return float(a), float(b)

@@ -234,16 +234,17 @@ class ModelConfig:
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )
     drift_threshold: float = param(
-        6.0,
+        4.0,
         doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "
-        "per-batch median spectral angle to the class reference spectra.",
+        "per-batch median spectral angle to the class reference spectra, above what a healthy "
+        "sensor shows at the frame's sun elevation.",
         unit="deg",
         gt=0,
     )
     drift_delta: float = param(
-        2.0,
+        1.5,
         doc="Label-free drift monitor: rises smaller than this per batch are ignored "
-        "(a stationary sensor's batch medians vary by ~0.5 deg above 25 deg sun).",
+        "(a healthy sensor's batch medians scatter by ~0.5 deg about the fit above 25 deg sun; scene mix moves them by up to ~1.2 deg).",
         unit="deg",
         ge=0,
     )

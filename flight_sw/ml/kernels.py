@@ -163,53 +163,44 @@ def replay_correct(
 
 
 @numba.njit(cache=True)
-def spectral_angle_stat(pixels, pred, ref, n, norms, angles):  # pragma: no cover - compiled
-    """Median spectral angle [deg] between the brighter half of the samples and the unit
-    reference spectrum of their predicted class: a label-free drift signal.
+def spectral_angle_stat(pixels, pred, ref, n, min_norm, min_count, angles):  # pragma: no cover - compiled
+    """Median spectral angle [deg] between the bright pixels (reflectance-vector norm at
+    least `min_norm`) and the unit reference spectrum of their predicted class: a
+    label-free drift signal. Returns -1 when fewer than `min_count` pixels are bright.
 
-    A sensor gain change alters the spectral *shape* a pixel has; brightness (sun,
-    albedo) does not change the angle, and the dimmer half, dominated by noise, is left
-    out. `norms` and `angles` are scratch buffers of length >= n.
+    A sensor gain change alters the spectral *shape* of a pixel; brightness (sun, albedo)
+    does not change the angle. Dark pixels (water, shadow) are left out: their angles are
+    dominated by noise and would make the statistic follow the scene, not the sensor.
+    `angles` is a scratch buffer of length >= n.
     """
     bands = pixels.shape[1]
+    m = 0
     for i in range(n):
         s = 0.0
         for k in range(bands):
             s += pixels[i, k] * pixels[i, k]
-        norms[i] = np.sqrt(s)
-    # median brightness (insertion sort of a copy in `angles`)
-    for i in range(n):
-        angles[i] = norms[i]
-    for i in range(1, n):
+        norm = np.sqrt(s)
+        if norm < min_norm:
+            continue
+        dot = 0.0
+        for k in range(bands):
+            dot += pixels[i, k] * ref[pred[i], k]
+        c = dot / norm
+        if c > 1.0:
+            c = 1.0
+        elif c < -1.0:
+            c = -1.0
+        angles[m] = np.degrees(np.arccos(c))
+        m += 1
+    if m < min_count:
+        return -1.0
+    for i in range(1, m):  # insertion sort of at most n values
         v = angles[i]
         j = i - 1
         while j >= 0 and angles[j] > v:
             angles[j + 1] = angles[j]
             j -= 1
         angles[j + 1] = v
-    cut = angles[n // 2]
-    m = 0
-    for i in range(n):
-        if norms[i] >= cut and norms[i] > 0.0:
-            dot = 0.0
-            for k in range(bands):
-                dot += pixels[i, k] * ref[pred[i], k]
-            c = dot / norms[i]
-            if c > 1.0:
-                c = 1.0
-            elif c < -1.0:
-                c = -1.0
-            angles[m] = np.degrees(np.arccos(c))
-            m += 1
-    for i in range(1, m):
-        v = angles[i]
-        j = i - 1
-        while j >= 0 and angles[j] > v:
-            angles[j + 1] = angles[j]
-            j -= 1
-        angles[j + 1] = v
-    if m == 0:
-        return 0.0
     if m % 2:
         return angles[m // 2]
     return 0.5 * (angles[m // 2 - 1] + angles[m // 2])

@@ -35,6 +35,10 @@ ROLLBACK_MARGIN = 0.05
 VALIDATION_WINDOW = 96
 #: Below this sun elevation the label-free drift statistic is dominated by noise.
 DRIFT_MIN_SUN_ELEV_DEG = 25.0
+#: Pixels darker than this reflectance-vector norm are left out of the drift statistic,
+#: and a batch needs DRIFT_MIN_BRIGHT bright pixels to give a reading.
+DRIFT_MIN_NORM = 0.4
+DRIFT_MIN_BRIGHT = 4
 #: Label-based Page-Hinkley on per-sample correctness at calibration sites: ignore accuracy
 #: dips under 5 points, alarm after a cumulative excess of 15 errors (about 300 samples
 #: after a 10-point drop; the label-free monitor is the fast one).
@@ -101,6 +105,7 @@ class OnboardLearner:
         self.drift_scratch = buffers["ml.drift_scratch"]
         self.drift_sample = buffers["ml.drift_sample"]
         self.last_angle_deg = math.nan
+        self.angle_a, self.angle_b = image.angle_model
         self.present = buffers["ml.class_present"]
         self.correct = buffers["ml.batch_correct"]
         m = cfg.model
@@ -121,17 +126,22 @@ class OnboardLearner:
         """Label-free drift check on the batch just classified.
 
         The statistic is the batch's median spectral angle to the predicted classes'
-        reference spectra (bright half); it is fed to Page-Hinkley as a negated value so
-        the test fires on an *increase*. Frames under DRIFT_MIN_SUN_ELEV_DEG are skipped:
-        there, noise alone widens the angles (the frame's ancillary data give the sun
-        elevation).
+        reference spectra (bright half), minus what a healthy sensor shows at this sun
+        elevation (the ground's fit a + b / sin(e); the frame's ancillary data give e).
+        It is fed to Page-Hinkley negated, so the test fires on an *increase*. Frames under
+        DRIFT_MIN_SUN_ELEV_DEG are skipped: there, noise dominates the angles.
         """
         k.margins_into(self.scores, n, self.margins)
         if not sun_elevation_deg >= DRIFT_MIN_SUN_ELEV_DEG:
             return
-        angle = k.spectral_angle_stat(pixels, pred, self.class_spectra, n, self.drift_scratch[0], self.drift_scratch[1])
+        angle = k.spectral_angle_stat(
+            pixels, pred, self.class_spectra, n, DRIFT_MIN_NORM, DRIFT_MIN_BRIGHT, self.drift_scratch[0]
+        )
+        if angle < 0.0:
+            return  # too few bright pixels (ocean, shadow): no reading
         self.last_angle_deg = angle
-        self.drift_sample[0] = -angle
+        expected = self.angle_a + self.angle_b / math.sin(math.radians(sun_elevation_deg))
+        self.drift_sample[0] = expected - angle
         if self.drift_free.update(self.drift_sample, 1) >= 0:
             self._on_drift(0, self.drift_free.samples * n)
 

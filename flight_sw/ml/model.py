@@ -41,8 +41,11 @@ class ModelImage:
     stats_q: np.ndarray  # (classes, feature_dim + 1, feature_dim + 1): per-class Gram matrices, no ridge
     stats_b: np.ndarray  # (feature_dim + 1, classes)
     prior_samples: float
-    # Unit mean spectrum per class (classes, bands), for the label-free drift monitor.
+    # Unit mean spectrum per class (classes, bands), for the label-free drift monitor, and
+    # the ground's model of a healthy sensor's median spectral angle [deg] against sun
+    # elevation e: angle(e) = a + b / sin(e) (noise widens angles as the sun gets low).
     class_spectra: np.ndarray
+    angle_model: tuple[float, float]
 
 
 def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
