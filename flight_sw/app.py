@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from flight_sw.config.schema import MODES, MissionConfig
-from flight_sw.devices.optimizer import DigitalSolver
+from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL, ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
@@ -90,11 +90,13 @@ class FlightSoftware:
         downlink_sink: Callable[[bytes], None],
         optimizer=None,
         check_energy_days: float | None = None,
+        device_transport=None,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
-        `optimizer` is any backend with solve(Q, B) -> (X, report) (default: the
-        digital solver). `check_energy_days` (default: the mission's duration)
+        `optimizer` is any backend with solve(Q, B) -> (X, report) (default: the one
+        `cfg.device` names, built by `make_optimizer`; an analog backend talks to the
+        device over `device_transport`, or the transport its `device.url` gives). `check_energy_days` (default: the mission's duration)
         is how far ahead the essential set is checked against the worst orbit.
         """
         self.cfg = cfg
@@ -140,7 +142,9 @@ class FlightSoftware:
 
         self.cpu_flops_per_s = cfg.executive.cpu_flops_per_s
         aug = cfg.model.feature_dim + 1
-        self.solver = optimizer or DigitalSolver(aug, len(cfg.payload.classes), cfg.device.digital_energy_per_flop_j)
+        self.solver = optimizer or make_optimizer(
+            cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
+        )
         self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
@@ -330,13 +334,17 @@ class FlightSoftware:
     def _task_power_monitor(self, t: float) -> float:
         inp = self.inputs
         self.modes.check_power(inp.soc, t)
-        self.modes.check_device(bool(getattr(self.solver, "failed", False)), t)
+        self.modes.check_device(self._device_failed(), t)
         if inp.in_contact != self._was_in_contact:
             self._was_in_contact = inp.in_contact
             self.tm.event(d.EVENT_CONTACT, "info", struct.pack(">B", int(inp.in_contact)), t)
         if self.orbit_index < 0:
             self._open_orbit(t)
         return 1e-4
+
+    def _device_failed(self) -> bool:
+        """The optimizer's health is FAILED (the analog driver; a stub may set `failed`)."""
+        return bool(getattr(self.solver, "failed", False)) or getattr(self.solver, "health", 0) == 2
 
     def _task_budget_update(self, t: float) -> float:
         if t < self.budget.state.orbit_end_s:
@@ -447,6 +455,15 @@ class FlightSoftware:
             for i in range(len(self.specs))
         )
         self.tm.housekeeping(d.HK_TASKS_SID, tasks, t)
+        st = getattr(self.solver, "stats", None)
+        if st is not None:
+            self.tm.housekeeping(d.HK_DEVICE_SID, d.HK_DEVICE_STRUCT.pack(
+                st.health, st.solves, st.analog_accepted, st.analog_after_retry, st.fallbacks,
+                st.rejected_by_gate, st.rounds_total, st.retries_total, st.timeouts, st.frames_rejected,
+                st.crc_errors, st.settle_timeouts, st.saturations, st.device_resets, st.seu_detected,
+                st.verify_failures, st.selftest_failures, st.calibrations, st.last_gain,
+                st.last_rel_residual, st.energy_analog_path_j, st.energy_fallback_path_j,
+            ), t)
         return 1e-3
 
     def _task_inference(self, t: float) -> float:

@@ -110,9 +110,19 @@ def cmd_run(args) -> int:
         print(f"error: --speedup must be > 0, got {args.speedup}", file=sys.stderr)
         return EXIT_BAD_INPUT
     speedup = (args.speedup or 1.0) if args.realtime else None
-    result = run_mission(
-        cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet, realtime_speedup=speedup
-    )
+    if args.device is not None and cfg.device.backend != "analog":
+        print("error: --device needs a config with device.backend: analog", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        result = run_mission(
+            cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet,
+            realtime_speedup=speedup, device_url=args.device,
+        )
+    except (ValueError, OSError) as exc:
+        if args.device is None:
+            raise
+        print(f"error: device {args.device}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"run folder: {result.run_dir}")
     if args.report:
         from ground_tools.report import write_report
@@ -178,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--realtime", action="store_true", help="pace ticks to wall time (HIL), with the task watchdog")
     p.add_argument("--speedup", type=float, help="with --realtime: run N times faster than real time")
+    p.add_argument("--device", help="analog device URL for HIL: tcp://HOST:PORT or serial:///dev/pts/N "
+                   "(default: device.url from the config; inproc:// is the emulator in this process)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bench", help="run a benchmark group (or all) and write bench-results.json")
     p.add_argument("group", nargs="?", default="all")

@@ -81,6 +81,7 @@ def run_mission(
     show_progress: bool = True,
     command: str | None = None,
     realtime_speedup: float | None = None,
+    device_url: str | None = None,
 ) -> RunResult:
     """Simulate the mission and write the run folder; returns its path and summary."""
     days = cfg.mission.duration_days if days is None else days
@@ -93,7 +94,7 @@ def run_mission(
     log.setLevel(logging.INFO)
     wall0 = time.perf_counter()
     try:
-        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup)
+        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup, device_url)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -105,6 +106,7 @@ def run_mission(
 def _run(
     cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progress: bool, command: str | None,
     realtime_speedup: float | None,
+    device_url: str | None = None,
 ) -> RunResult:
     frame_s = cfg.executive.minor_frame_s
     n_ticks = int(round(days * 86400.0 / frame_s))
@@ -141,7 +143,7 @@ def _run(
             return RealTimeExecutive(fsw, clock, cfg.fdir.watchdog_grace_s)
 
     try:
-        sim = Simulation(cfg, seed, duration_s, sink, executor_factory=executor_factory)
+        sim = Simulation(cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url)
         world, fsw = sim.world, sim.fsw
         log.info(
             f"truth prepared in {time.perf_counter() - t_prep:.1f} s: {len(world.eclipses)} eclipses, "
@@ -191,6 +193,12 @@ def _run(
             rec = f["recovery_orbits"]
             summary[f"{arm}_recovery_orbits"] = None if math.isnan(rec) else rec
     summary["ground_loop_uplinks"] = len(sim.ground.uplinks)
+    st = getattr(fsw.solver, "stats", None)
+    summary["optimizer_backend"] = cfg.device.backend
+    if st is not None:
+        summary["solves_analog"] = st.analog_accepted
+        summary["solves_fallback"] = st.fallbacks
+        summary["device_health"] = ("OK", "DEGRADED", "FAILED")[st.health]
     if sim.executor is not None:
         jitter_ms = np.array(sim.executor.jitter_s) * 1000.0
         summary["realtime_speedup"] = realtime_speedup

@@ -66,6 +66,7 @@ class Simulation:
         image: ModelImage | None = None,
         optimizer=None,
         executor_factory: Callable[[FlightSoftware], object] | None = None,
+        device_url: str | None = None,
     ):
         """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
         `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped."""
@@ -82,6 +83,7 @@ class Simulation:
         self.fsw = FlightSoftware(
             cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
             check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
+            device_transport=self._device_transport(cfg, seed, device_url),
         )
         fsw = self.fsw
         self._frozen_ext = FeatureExtractor(self.image)  # the same int8 network, own buffers
@@ -96,6 +98,20 @@ class Simulation:
         self.tick = 0
         self.log = TruthLog(min_soc=self.world.battery.soc)
         self._sample_every = max(1, int(round(TRUTH_SAMPLE_S / self.frame_s)))
+
+    @staticmethod
+    def _device_transport(cfg: MissionConfig, seed: int, url: str | None):
+        """For the analog backend: the emulated device in-process, or the HIL server at `url`."""
+        if cfg.device.backend != "analog":
+            return None
+        from flight_sw.devices.transport import InProcessTransport, transport_from_url
+        from sim.analog.endpoint import DeviceEndpoint
+
+        url = url or cfg.device.url
+        if url.startswith("inproc://"):
+            child = np.random.SeedSequence(seed).spawn(4)[3]  # the device's own generator
+            return InProcessTransport(DeviceEndpoint.from_config(cfg.device, child))
+        return transport_from_url(url)
 
     @property
     def done(self) -> bool:

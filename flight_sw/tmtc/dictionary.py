@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 2
+DICTIONARY_VERSION = 3
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -75,6 +75,33 @@ HK_TASK_RECORD: tuple[Param, ...] = (
     Param("energy_j", "f", "J", "Energy drawn since start."),
 )
 
+#: SID 4: the optimizer device driver (analog backend only), every `housekeeping` run.
+HK_DEVICE_SID = 4
+HK_DEVICE: tuple[Param, ...] = (
+    Param("health", "B", "", "0 OK, 1 DEGRADED, 2 FAILED."),
+    Param("solves", "I", "", "Solves requested."),
+    Param("analog_accepted", "I", "", "Solutions from the analog path (refinement, retries included)."),
+    Param("analog_after_retry", "I", "", "... of which needed a retry."),
+    Param("fallbacks", "I", "", "Solutions from the digital fallback."),
+    Param("rejected_by_gate", "I", "", "Solves with no usable answer (reported not ok)."),
+    Param("rounds_total", "I", "", "Analog refinement rounds."),
+    Param("retries_total", "I", "", "Retries (with backoff)."),
+    Param("timeouts", "I", "", "Replies that did not come in time."),
+    Param("frames_rejected", "I", "", "Malformed frames rejected by the decoder."),
+    Param("crc_errors", "I", "", "... of which CRC mismatches."),
+    Param("settle_timeouts", "I", "", "Solves that did not settle."),
+    Param("saturations", "I", "", "Outputs at the rails."),
+    Param("device_resets", "I", "", "Brown-outs / reboots seen."),
+    Param("seu_detected", "I", "", "Bit flips found in programmed values."),
+    Param("verify_failures", "I", "", "Programming verify failures (stuck cells)."),
+    Param("selftest_failures", "I", "", "Canary problems failed."),
+    Param("calibrations", "I", "", "Drift calibrations (reference reads)."),
+    Param("last_gain", "f", "", "Last calibrated conductance gain."),
+    Param("last_rel_residual", "f", "", "||QX - B|| / ||B|| of the last solve."),
+    Param("energy_analog_j", "f", "J", "Energy of solves served by the analog path."),
+    Param("energy_fallback_j", "f", "J", "Energy of solves served by the fallback."),
+)
+
 #: SID 3: the per-orbit budget, emitted when an orbit starts.
 HK_ORBIT_SID = 3
 HK_ORBIT: tuple[Param, ...] = (
@@ -131,5 +158,6 @@ HK_CORE_STRUCT = struct_of(HK_CORE)
 HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
 HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
+HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
 SID_STRUCT = struct.Struct(">H")
 EVENT_ID_STRUCT = struct.Struct(">H")
