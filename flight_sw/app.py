@@ -38,8 +38,10 @@ from flight_sw.power.eclipse_predictor import EclipsePredictor
 from flight_sw.power.feasibility import check_essential_feasibility, essential_power_w
 from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.commands import TcHandler
 from flight_sw.tmtc.downlink import DownlinkQueue
 from flight_sw.tmtc.packets import TmEncoder
+from flight_sw.tmtc.security import MemoryStore
 
 ACQ_DARK, ACQ_SCENE, ACQ_LABELLED = 0, 1, 2
 #: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
@@ -91,6 +93,7 @@ class FlightSoftware:
         optimizer=None,
         check_energy_days: float | None = None,
         device_transport=None,
+        tc_store=None,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
@@ -98,6 +101,9 @@ class FlightSoftware:
         `cfg.device` names, built by `make_optimizer`; an analog backend talks to the
         device over `device_transport`, or the transport its `device.url` gives). `check_energy_days` (default: the mission's duration)
         is how far ahead the essential set is checked against the worst orbit.
+        `tc_store` (issue 7) is the non-volatile store of the telecommand state (anti-replay
+        counters, upload staging, boot record, parameter table): an object with
+        `load() -> bytes` and an atomic `save(bytes)`; default: a fresh in-memory store.
         """
         self.cfg = cfg
         self.payload = payload
@@ -146,6 +152,12 @@ class FlightSoftware:
             cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
         )
         self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
+        # Issue 7 hook: parameters the onboard table (service 20) may override.
+        self._eclipse_policy = cfg.power.budget.eclipse_policy
+        self._eclipse_soc_margin = cfg.power.budget.eclipse_soc_margin
+        # Issue 7: authenticated telecommands; boots from the NV store (may install a confirmed upload).
+        self.tc = TcHandler(self, tc_store if tc_store is not None else MemoryStore())
+        self.tc.boot(cold=True, t=0.0)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
         self._pixels = self.buffers["ml.batch_pixels"]
@@ -279,10 +291,10 @@ class FlightSoftware:
         if inp.soc <= bat.floor_soc or not self.budget.can_afford(energy_j + claim_j):
             return False
         if self._predicted_eclipse(t):
-            pol = self.cfg.power.budget
-            if pol.eclipse_policy == "never":
+            policy = self._eclipse_policy  # issue 7 hook: config value unless the parameter table overrides it
+            if policy == "never":
                 return False
-            if pol.eclipse_policy == "soc_margin" and inp.soc < bat.reserve_soc + pol.eclipse_soc_margin:
+            if policy == "soc_margin" and inp.soc < bat.reserve_soc + self._eclipse_soc_margin:
                 return False
         return True
 
@@ -301,6 +313,7 @@ class FlightSoftware:
             "label_collect": self._task_label_collect,
             "teacher_label": self._task_teacher_label,
             "training": self._task_training,
+            "tc_handler": self.tc.run,
         }[kind]
 
     # -- commands (issue 7 routes authenticated telecommands here) ---------------------
@@ -318,6 +331,18 @@ class FlightSoftware:
 
     def enable_task(self, name: str) -> None:
         self.task_disabled[next(s.index for s in self.specs if s.name == name)] = False
+
+    def telecommand(self, frame: bytes) -> None:
+        """Queue one uplinked frame (issue 7); the `tc_handler` task authenticates and runs it."""
+        self.tc.enqueue(frame, self.t_s)
+
+    def _apply_params(self, table: dict[int, float]) -> None:
+        """Issue 7 hook: make an activated parameter table (ids in dictionary.PARAMS) effective."""
+        pb = self.cfg.power.budget
+        self.budget._margin_j = table.get(1, pb.margin_j)  # takes effect when the next orbit opens
+        self._eclipse_policy = d.ECLIPSE_POLICIES[int(table.get(2, d.ECLIPSE_POLICIES.index(pb.eclipse_policy)))]
+        self._eclipse_soc_margin = table.get(3, pb.eclipse_soc_margin)
+        self.learner.drift_free.threshold = table.get(4, self.cfg.model.drift_threshold)
 
     def load_tle(self, line1: str, line2: str) -> None:
         """Adopt an uplinked TLE: validate it, re-predict, and reopen this orbit's budget.
@@ -502,6 +527,8 @@ class FlightSoftware:
 
     def _task_training(self, t: float) -> float:
         learner = self.learner
+        if self.tc.upload.trial is not None:
+            return -1.0  # issue 7 hook: no onboard commit may overwrite an uploaded model's fallback slot
         if not learner.wants_training():
             return -1.0
         cost_s = learner.step_flops() / self.cpu_flops_per_s
@@ -627,3 +654,4 @@ class FlightSoftware:
         self.learner.load_state_dict(state["learner"])
         self.solver.solves = state["solver"]["solves"]
         self.solver.energy_total_j = state["solver"]["energy_total_j"]
+        self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)

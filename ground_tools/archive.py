@@ -28,6 +28,9 @@ Schema (see docs/ground_tools.md for every column):
     mode_changes(packet_id, t_s, from_mode, to_mode, reason)
     samples(id, t_s, pixels, label, onboard_label, model_version)   downlinked labelled samples
     tasks(task_index, name, kind, criticality)                    the run's task table
+    hk_device(packet_id, t_s, <SID-4 parameters>)                 optimizer-device health (dictionary v3+)
+    verifications(packet_id, t_s, subtype, stage, success, request_apid, request_seq, failure_code,
+                  failure, detail)                                 PUS service 1 reports (telecommands)
 """
 
 from __future__ import annotations
@@ -63,6 +66,15 @@ from ground_tools.runfolder import INGEST_FILES, RunFolder, RunFolderError, open
 
 SCHEMA_VERSION = 1
 DEFAULT_NAME = "archive.sqlite"
+#: PUS service 1 (request verification, dictionary v4+: telecommands) and 17 (test).
+VERIFICATION_SERVICE = getattr(d, "PUS_SERVICE_VERIFICATION", None)
+TEST_SERVICE = getattr(d, "PUS_SERVICE_TEST", None)
+VERIFICATION_STAGES = {1: "acceptance", 2: "acceptance", 3: "start", 4: "start", 5: "progress", 6: "progress",
+                       7: "completion", 8: "completion"}
+#: Optimizer-device housekeeping (SID 4, dictionary v3+): absent from older dictionaries.
+HK_DEVICE = getattr(d, "HK_DEVICE", ())
+HK_DEVICE_SID = getattr(d, "HK_DEVICE_SID", None)
+HK_DEVICE_STRUCT = getattr(d, "HK_DEVICE_STRUCT", None)
 _HDR = struct.Struct(">HHH")
 _SEC = struct.Struct(">BBBHH")
 _CDS = struct.Struct(">xHI")
@@ -122,6 +134,16 @@ def schema_statements() -> list[str]:
         "label INTEGER NOT NULL, onboard_label INTEGER, model_version INTEGER)",
         "CREATE INDEX IF NOT EXISTS samples_time ON samples (t_s)",
         "CREATE TABLE IF NOT EXISTS tasks (task_index INTEGER PRIMARY KEY, name TEXT, kind TEXT, criticality TEXT)",
+        "CREATE TABLE IF NOT EXISTS verifications (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+        "t_s REAL NOT NULL, subtype INTEGER, stage TEXT, success INTEGER, request_apid INTEGER, request_seq INTEGER, "
+        "failure_code INTEGER, failure TEXT, detail TEXT)",
+        "CREATE INDEX IF NOT EXISTS verifications_request ON verifications (request_apid, request_seq, t_s)",
+        *(
+            [f"CREATE TABLE IF NOT EXISTS hk_device (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
+             f"t_s REAL NOT NULL, {_cols(HK_DEVICE)})",
+             "CREATE INDEX IF NOT EXISTS hk_device_time ON hk_device (t_s)"]
+            if HK_DEVICE else []
+        ),
     ]
 
 
@@ -168,7 +190,7 @@ class _Decoder:
         self.names = event_names()
         self.rows: dict[str, list[tuple]] = {
             k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
-                            "training_updates", "mode_changes")
+                            "training_updates", "mode_changes", "hk_device", "verifications")
         }
         self.reasons: Counter[str] = Counter()
         self.frames = 0
@@ -228,13 +250,19 @@ class _Decoder:
                     rows["orbits"].append((pid, t, *d.HK_ORBIT_STRUCT.unpack_from(body)))
                     energy = struct.unpack_from(f">{self.n_tasks}f", body, d.HK_ORBIT_STRUCT.size)
                     rows["orbit_task_energy"].extend((pid, i, e) for i, e in enumerate(energy))
-                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID):
+                elif sid == HK_DEVICE_SID and len(body) == HK_DEVICE_STRUCT.size:
+                    rows["hk_device"].append((pid, t, *HK_DEVICE_STRUCT.unpack(body)))
+                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID):
                     status = f"wrong length for HK SID {sid}"
                 else:
                     status = f"unknown HK structure {sid}"
             elif service == d.PUS_SERVICE_EVENT and len(data) >= 2:
                 struct_id = eid = _U16.unpack_from(data)[0]
                 status = self._event(pid, t, eid, subtype, data[2:])
+            elif service == VERIFICATION_SERVICE and subtype in VERIFICATION_STAGES and len(data) >= 4:
+                rows["verifications"].append(verification_row(pid, t, subtype, data))
+            elif service == TEST_SERVICE:
+                pass  # connection test reply: kept in `packets`
             else:
                 status = f"unexpected service {service}/{subtype}"
             if status != "ok":
@@ -283,12 +311,36 @@ class _Decoder:
         if eid == d.EVENT_DEADLINE_MISS:
             idx, load = struct.unpack(">Bf", p)
             return f"task {self._task(idx)} ended after its frame (frame load {load:.3g} s)"
+        if eid == getattr(d, "EVENT_TC_REJECTED", None):
+            reason, key, seq = d.TC_REJECTED_STRUCT.unpack(p)
+            return f"telecommand frame rejected: {d.TC_REJECT_REASONS[reason]} (key {key}, claimed sequence {seq})"
+        if eid == getattr(d, "EVENT_MODEL_UPLOAD", None):
+            stage, version, counter = d.MODEL_UPLOAD_STRUCT.unpack(p)
+            return f"model upload v{version}: {d.MODEL_UPLOAD_STAGES[stage]} (security counter {counter})"
+        if eid == getattr(d, "EVENT_PARAMS_ACTIVATED", None):
+            (version,) = struct.unpack(">I", p)
+            return f"parameter table v{version} activated"
         if eid == getattr(d, "EVENT_DRIFT_DETECTED", None):
             source, samples = struct.unpack(">BI", p)
             sources = getattr(d, "DRIFT_SOURCES", ())
             src = sources[source] if source < len(sources) else f"source {source}"
             return f"{src} drift detector fired after {samples} samples"
         return p.hex()
+
+
+def verification_row(pid: int, t: float, subtype: int, data: bytes) -> tuple:
+    """PUS service 1 report: request id (packet id u16 + sequence control u16 of the TC), then
+    for a failure a u16 failure code (index in TC_FAILURES) and an ASCII text."""
+    pkt_id, seq_ctrl = struct.unpack_from(">HH", data)
+    success = subtype % 2 == 1
+    code, failure, detail = None, None, ""
+    if not success and len(data) >= 6:
+        (code,) = struct.unpack_from(">H", data, 4)
+        names = getattr(d, "TC_FAILURES", ())
+        failure = names[code] if code < len(names) else f"code {code}"
+        detail = data[6:].decode("ascii", errors="replace").strip("\x00 ")
+    return (pid, t, subtype, VERIFICATION_STAGES[subtype], int(success), pkt_id & 0x7FF, seq_ctrl & 0x3FFF,
+            code, failure, detail)
 
 
 def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
@@ -491,6 +543,29 @@ class Archive:
         ).fetchall()
         return o, np.array([r[0] for r in e], dtype=np.float64).reshape(-1, self.n_tasks)
 
+    def verifications(self) -> list[dict]:
+        return self.rows("SELECT * FROM verifications ORDER BY t_s, packet_id")
+
+    def model_uploads(self) -> list[dict]:
+        """Model-upload events (dictionary v4+) as dicts: t_s, stage, version."""
+        eid = getattr(d, "EVENT_MODEL_UPLOAD", None)
+        if eid is None:
+            return []
+        out = []
+        for t, p in self.conn.execute("SELECT t_s, params FROM events WHERE event_id = ? ORDER BY t_s", (eid,)):
+            try:
+                stage, version, counter = d.MODEL_UPLOAD_STRUCT.unpack(p)
+                out.append({"t_s": t, "stage": d.MODEL_UPLOAD_STAGES[stage], "version": version, "counter": counter})
+            except (struct.error, IndexError):
+                continue
+        return out
+
+    def hk_device(self) -> dict[str, np.ndarray]:
+        """Optimizer-device housekeeping (SID 4; empty when the run has none)."""
+        if not HK_DEVICE:
+            return {}
+        return self.columns("hk_device")
+
     def rows(self, sql: str, args=()) -> list[dict]:
         cur = self.conn.execute(sql, args)
         names = [c[0] for c in cur.description]
@@ -554,6 +629,7 @@ class Archive:
         tm.hk_core = self.hk_core()
         tm.hk_tasks = self.hk_tasks()
         tm.orbits, tm.orbit_task_energy_j = self.orbits()
+        tm.hk_device = self.hk_device()
         tm.packets, tm.bad_packets, tm.bad_reasons = self.decode_stats()
         tm.events = [
             {"t_s": t, "id": eid, "severity": sev, "params": bytes(p)}

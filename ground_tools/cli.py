@@ -80,8 +80,8 @@ def cmd_limits(args) -> int:
     limit_set = load_limits(args.limits, run.cfg)  # a bad limits file fails before any ingest
     db = _archive_for(args)
     with Archive(db) as ar:
-        hk = ar.hk_core()
-    violations = check(limit_set, hk)
+        hk, dev = ar.hk_core(), ar.hk_device()
+    violations = check(limit_set, hk, dev)
     n_alarm = sum(v.level == "alarm" for v in violations)
     print(f"limits {limit_set.source}: {len(limit_set.limits)} parameters, {len(limit_set.disabled)} disabled ranges; "
           f"{len(hk.get('t_s', []))} housekeeping samples checked")

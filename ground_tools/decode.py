@@ -209,6 +209,8 @@ class Telemetry:
     hk_tasks: dict[str, np.ndarray] = field(default_factory=dict)  # (n_reports, n_tasks) each
     orbits: dict[str, np.ndarray] = field(default_factory=dict)
     orbit_task_energy_j: np.ndarray | None = None  # (n_orbits, n_tasks)
+    hk_device: dict[str, np.ndarray] = field(default_factory=dict)  # SID 4, when the dictionary has it
+    verifications: int = 0  # PUS service 1 / 17 reports (counted, decoded by the archive)
     events: list[dict] = field(default_factory=list)
     packets: int = 0
     bad_packets: int = 0
@@ -219,7 +221,10 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
     """Decode a telemetry file into numpy columns (no archive). Bad packets are counted."""
     raw = Path(path).read_bytes()
     tm = Telemetry()
-    core_rows, task_rows, orbit_rows, orbit_energy = [], [], [], []
+    core_rows, task_rows, orbit_rows, orbit_energy, dev_rows, dev_t = [], [], [], [], [], []
+    dev_sid, dev_struct = getattr(d, "HK_DEVICE_SID", None), getattr(d, "HK_DEVICE_STRUCT", None)
+    tc_services = {x for x in (getattr(d, "PUS_SERVICE_VERIFICATION", None), getattr(d, "PUS_SERVICE_TEST", None))
+                   if x is not None}
     core_t, task_t, orbit_t = [], [], []
     off = epoch_offset_s(start_utc)
     task_size = d.HK_TASK_STRUCT.size
@@ -253,11 +258,16 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
                 orbit_rows.append(d.HK_ORBIT_STRUCT.unpack_from(body))
                 orbit_energy.append(struct.unpack_from(f">{n_tasks}f", body, d.HK_ORBIT_STRUCT.size))
                 orbit_t.append(t)
+            elif sid == dev_sid and len(body) == dev_struct.size:
+                dev_rows.append(dev_struct.unpack(body))
+                dev_t.append(t)
             else:
                 bad(f"unknown HK structure {sid} or wrong length")
         elif h.service == d.PUS_SERVICE_EVENT and len(data) >= 2:
             eid = d.EVENT_ID_STRUCT.unpack_from(data)[0]
             tm.events.append({"t_s": t, "id": eid, "severity": h.subtype, "params": data[2:]})
+        elif h.service in tc_services:
+            tm.verifications += 1  # telecommand verification / test replies: the archive decodes them
         else:
             bad(f"unexpected service {h.service}")
     if core_rows:
@@ -273,6 +283,10 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
         tm.orbits = {prm.name: np.array(c) for prm, c in zip(d.HK_ORBIT, cols, strict=True)}
         tm.orbits["t_s"] = np.array(orbit_t)
         tm.orbit_task_energy_j = np.array(orbit_energy)
+    if dev_rows:
+        cols = list(zip(*dev_rows, strict=True))
+        tm.hk_device = {prm.name: np.array(c) for prm, c in zip(d.HK_DEVICE, cols, strict=True)}
+        tm.hk_device["t_s"] = np.array(dev_t)
     return tm
 
 

@@ -92,9 +92,30 @@ class Violation:
     mode: str
 
 
+DEVICE_PREFIX = "device."
+
+
 def parameters() -> tuple[str, ...]:
-    """Parameters that limits can refer to: the core housekeeping (SID 1)."""
-    return tuple(p.name for p in d.HK_CORE if p.name != "dict_version")
+    """Parameters that limits can refer to: the core housekeeping (SID 1) by name, and the
+    optimizer-device housekeeping (SID 4, dictionary v3+) as ``device.<name>``."""
+    core = tuple(p.name for p in d.HK_CORE if p.name != "dict_version")
+    return core + tuple(DEVICE_PREFIX + p.name for p in getattr(d, "HK_DEVICE", ()))
+
+
+def series(parameter: str, hk: dict, dev: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(t_s, values, mode index) of a parameter, or None when the run has no such samples.
+    Device samples take the mode of the latest core report at or before them."""
+    if parameter.startswith(DEVICE_PREFIX):
+        name = parameter[len(DEVICE_PREFIX):]
+        if not dev or name not in dev or not hk:
+            return None
+        t = np.asarray(dev["t_s"], dtype=np.float64)
+        idx = np.clip(np.searchsorted(hk["t_s"], t, side="right") - 1, 0, len(hk["t_s"]) - 1)
+        return t, np.asarray(dev[name], dtype=np.float64), np.asarray(hk["mode"]).astype(int)[idx]
+    if not hk or parameter not in hk:
+        return None
+    return (np.asarray(hk["t_s"], dtype=np.float64), np.asarray(hk[parameter], dtype=np.float64),
+            np.asarray(hk["mode"]).astype(int))
 
 
 def _config_value(cfg: MissionConfig | None, path: str) -> float | None:
@@ -177,7 +198,7 @@ class _Parser:
     def limit(self, name: str, node) -> Limit | None:
         key = f"limits.{name}"
         if name not in parameters():
-            self.err(key, name, "a core housekeeping parameter: " + ", ".join(parameters()))
+            self.err(key, name, "a housekeeping parameter: " + ", ".join(parameters()))
             return None
         if not isinstance(node, dict):
             self.err(key, node, "a mapping with warning / alarm / per_mode / description")
@@ -250,7 +271,7 @@ class _Parser:
             self.keys(entry, key, ("parameter", "from_s", "to_s", "from_utc", "to_utc", "reason"))
             p = entry.get("parameter")
             if p != "*" and p not in parameters():
-                self.err(f"{key}.parameter", p, "'*' or a core housekeeping parameter")
+                self.err(f"{key}.parameter", p, "'*' or a housekeeping parameter")
                 continue
             lo, hi = self.time(entry, key, "from"), self.time(entry, key, "to")
             if lo is not None and hi is not None:
@@ -294,17 +315,14 @@ def load_limits(path: Path | str | None = None, cfg: MissionConfig | None = None
     return LimitSet(source, tuple(limits), tuple(disabled))
 
 
-def check(limits: LimitSet, hk: dict[str, np.ndarray]) -> list[Violation]:
-    """Every excursion of the core HK parameters outside their bounds, in time order."""
-    if not hk:
-        return []
-    t = np.asarray(hk["t_s"], dtype=np.float64)
-    mode_idx = np.asarray(hk["mode"]).astype(int)
+def check(limits: LimitSet, hk: dict[str, np.ndarray], dev: dict[str, np.ndarray] | None = None) -> list[Violation]:
+    """Every excursion of the HK parameters outside their bounds, in time order."""
     out: list[Violation] = []
     for lim in limits.limits:
-        if lim.parameter not in hk:
+        ser = series(lim.parameter, hk, dev)
+        if ser is None:
             continue
-        v = np.asarray(hk[lim.parameter], dtype=np.float64)
+        t, v, mode_idx = ser
         active = np.ones(len(t), bool)
         for dis in limits.disabled:
             if dis.parameter in ("*", lim.parameter):

@@ -13,6 +13,9 @@ rebuilt from the training-update events (committed / refused / rolled back) and 
 - a *refused* candidate never becomes active: it is counted against the model that
   was active (the candidate's parent). Refused candidates reuse the next version
   number, so they are counts, not versions;
+- a model-upload event (dictionary v4+, telecommands) that starts a trial activates the
+  uplinked version ("uplinked (trial)", "uplinked" once confirmed); a reverted trial
+  restores the model it replaced;
 - a change of `model_version` in HK with no event (an invalid-model rollback done by
   housekeeping, or an event packet lost) is shown as such.
 
@@ -78,13 +81,19 @@ class ModelVersion:
         return None if not self.intervals or self.why_replaced.startswith("active at") else self.intervals[-1][1]
 
 
-def lifecycle(hk: dict, updates: list[dict], truth: dict | None = None, end_s: float | None = None) -> list[ModelVersion]:
-    """Model versions in order of first activation (see the module docstring for the rules)."""
+def lifecycle(hk: dict, updates: list[dict], truth: dict | None = None, end_s: float | None = None,
+              uploads: list[dict] = ()) -> list[ModelVersion]:
+    """Model versions in order of first activation (see the module docstring for the rules).
+
+    `uploads`: model-upload events (t_s, stage, version) when the telemetry has them: a trial
+    of an uplinked model activates it, a revert restores the model it replaced.
+    """
     if not hk and not updates:
         return []
     hk_t = np.asarray(hk.get("t_s", []), dtype=np.float64)
     hk_v = np.asarray(hk.get("model_version", []), dtype=np.float64)
     timeline = [(u["t_s"], 0, u) for u in updates] + [(float(t), 1, int(v)) for t, v in zip(hk_t, hk_v, strict=True)]
+    timeline += [(u["t_s"], 0, {**u, "outcome": "upload"}) for u in uploads]
     timeline.sort(key=lambda x: (x[0], x[1]))
     if end_s is None:
         end_s = max((x[0] for x in timeline), default=0.0)
@@ -118,6 +127,22 @@ def lifecycle(hk: dict, updates: list[dict], truth: dict | None = None, end_s: f
             continue
         u = item
         outcome, v = u["outcome"], int(u["version"])
+        if outcome == "upload":
+            stage = u["stage"]
+            if stage in ("trial_started", "installed_at_boot") and v != active:
+                parent = active
+                close(t, f"replaced by uplinked v{v} ({stage.replace('_', ' ')})")
+                mv = activate(v, t, "uplinked (trial)" if stage == "trial_started" else "uplinked", parent=parent)
+                mv.parent = parent if mv.parent is None else mv.parent
+                active = v
+            elif stage == "confirmed" and v in versions:
+                versions[v].origin = "uplinked"
+            elif stage in ("trial_reverted", "reverted_at_boot") and v == active and versions[v].parent is not None:
+                back = versions[v].parent
+                close(t, f"uplinked trial reverted to v{back}")
+                activate(back, t, "pre-launch")
+                active = back
+            continue
         if outcome == "refused":
             if active is not None:
                 versions[active].refused_candidates += 1

@@ -41,7 +41,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from flight_sw.tmtc import dictionary as d  # noqa: E402
 from ground_tools.archive import Archive, ensure_archive  # noqa: E402
 from ground_tools.decode import Telemetry, contact_events, training_updates  # noqa: E402
-from ground_tools.limits import LEVELS, check, load_limits, violation_mask  # noqa: E402
+from ground_tools.limits import LEVELS, check, load_limits, series, violation_mask  # noqa: E402
 from ground_tools.models import lifecycle  # noqa: E402
 from ground_tools.runfolder import REQUIRED_FILES, OptionError, RunFolderError, open_run  # noqa: E402
 
@@ -224,10 +224,13 @@ def choose_orbit(tm: Telemetry, requested: int | None) -> tuple[int, str]:
     """The orbit for the task timeline: the requested one, else the one with the most skips."""
     orbits = _orbit_table(tm)
     ht = tm.hk_tasks
+    if not orbits:
+        raise OptionError("the telemetry has no orbit budget reports")
     complete = [k for k in sorted(orbits) if ht and np.any((ht["t_s"] >= orbits[k]["orbit_start_s"])
                                                           & (ht["t_s"] < orbits[k]["orbit_end_s"]))]
     if not complete:
-        raise OptionError("no orbit has both a budget report and task housekeeping in this run")
+        raise OptionError("no orbit has both a budget report and task housekeeping in this run"
+                          + (f" (--orbit {requested})" if requested is not None else ""))
     if requested is not None:
         if requested not in orbits:
             raise OptionError(
@@ -444,41 +447,102 @@ def plot_training(tm: Telemetry, updates: list[dict]) -> str | None:
     return _png(fig)
 
 
-def plot_solve_paths(updates: list[dict]) -> str | None:
-    if not updates:
+HEALTH_NAMES = ("OK", "DEGRADED", "FAILED")
+HEALTH_COLORS = ("#2ca02c", "#f2c12e", "#d62728")
+#: Device fault counters (HK SID 4), plotted when any of them is non-zero.
+FAULT_COUNTERS = ("timeouts", "frames_rejected", "crc_errors", "settle_timeouts", "saturations", "device_resets",
+                  "seu_detected", "verify_failures", "selftest_failures", "retries_total")
+
+
+def plot_solve_paths(updates: list[dict], dev: dict) -> str | None:
+    """Share of solves per path: from device housekeeping when present, else from the training updates."""
+    if dev:
+        last = {k: float(v[-1]) for k, v in dev.items()}
+        names = ["analog (first try)", "analog after retry", "digital fallback", "no usable answer"]
+        counts = [last["analog_accepted"] - last["analog_after_retry"], last["analog_after_retry"],
+                  last["fallbacks"], last["rejected_by_gate"]]
+        energy = {"analog path": last["energy_analog_j"], "digital fallback": last["energy_fallback_j"]}
+        total, source = max(last["solves"], 1.0), "device housekeeping (HK SID 4), whole run"
+        colors = ["tab:orange", "#f5b56a", "tab:blue", "tab:red"]
+    elif updates:
+        paths = Counter("analog" if u["solve_path"] else "digital" for u in updates)
+        names, counts = ["digital", "analog"], [paths["digital"], paths["analog"]]
+        energy = {n: sum(float(u["solve_energy_j"]) for u in updates if ("analog" if u["solve_path"] else "digital") == n)
+                  for n in names}
+        total, source = len(updates), "training-update events"
+        colors = ["tab:blue", "tab:orange"]
+    else:
         return None
-    paths = Counter("analog" if u["solve_path"] else "digital" for u in updates)
-    energy: dict[str, float] = Counter()
-    for u in updates:
-        energy["analog" if u["solve_path"] else "digital"] += float(u["solve_energy_j"])
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 1.6))
-    names = ["digital", "analog"]
-    colors = ["tab:blue", "tab:orange"]
-    ax.barh(names, [paths[n] for n in names], color=colors)
-    for y, n in enumerate(names):
-        ax.text(paths[n], y, f" {paths[n]} ({100 * paths[n] / len(updates):.0f}%)", va="center", fontsize=8)
-    ax.set_xlim(0, len(updates) * 1.25)
-    ax.set_xlabel("training solves (share)")
-    bx.barh(names, [energy[n] for n in names], color=colors)
-    bx.set_xlabel("solve energy [J], sum over training updates")
-    fig.suptitle("Optimizer solves by path", fontsize=10, y=1.08)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.0), gridspec_kw={"width_ratios": [3, 2]})
+    ax.barh(names, counts, color=colors)
+    for y, c in enumerate(counts):
+        ax.text(c, y, f" {int(c)} ({100 * c / total:.0f}%)", va="center", fontsize=8)
+    ax.set_xlim(0, max(max(counts), 1) * 1.3)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"solves (source: {source})")
+    bx.barh(list(energy), list(energy.values()), color=["tab:orange", "tab:blue"][: len(energy)])
+    bx.invert_yaxis()
+    bx.set_xlabel("solve energy [J]")
+    fig.suptitle("Optimizer solves by path", fontsize=10, y=1.02)
+    fig.subplots_adjust(wspace=0.45)
     return _png(fig)
 
 
 def device_fields() -> list[str]:
-    return [p.name for p in d.HK_CORE if p.name.startswith("device_")]
+    return [p.name for p in getattr(d, "HK_DEVICE", ())]
 
 
 def plot_device(tm: Telemetry) -> str | None:
-    fields = device_fields()
-    if not fields or not tm.hk_core:
+    dev = tm.hk_device
+    if not dev:
         return None
-    fig, axes = plt.subplots(len(fields), 1, figsize=(11, 1.4 * len(fields) + 0.6), sharex=True, squeeze=False)
-    for ax, f in zip(axes[:, 0], fields, strict=True):
-        ax.plot(_hours(tm.hk_core["t_s"]), tm.hk_core[f], lw=0.9)
-        ax.set_ylabel(f, fontsize=8)
-    axes[-1, 0].set_xlabel("mission time [h]")
-    axes[0, 0].set_title("Analog device health (HK)")
+    t = _hours(dev["t_s"])
+    faults = [f for f in FAULT_COUNTERS if f in dev and dev[f][-1] > 0]
+    fig, axes = plt.subplots(4, 1, figsize=(11, 8.2), sharex=True,
+                             gridspec_kw={"height_ratios": [0.7, 1.4, 1.6, 1.4]})
+    ax = axes[0]
+    health = dev["health"].astype(int)
+    for k, (name, color) in enumerate(zip(HEALTH_NAMES, HEALTH_COLORS, strict=True)):
+        m = health == k
+        if m.any():
+            ax.fill_between(t, 0, 1, where=m, step="post", color=color, lw=0,
+                            label=f"{name} ({100 * m.mean():.0f}% of reports)")
+    ax.set_yticks([])
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3, frameon=False)
+    ax.set_title("Device health state (driver state machine)", fontsize=9)
+    ax = axes[1]
+    for f, label, color in (("analog_accepted", "analog path", "tab:orange"), ("fallbacks", "digital fallback", "tab:blue"),
+                            ("rejected_by_gate", "no usable answer", "tab:red")):
+        ax.step(t, dev[f], where="post", color=color, label=f"{label}: {int(dev[f][-1])}")
+    ax.set_ylabel("solves (cumulative)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Solves per path", fontsize=9)
+    ax = axes[2]
+    if faults:
+        for f in faults:
+            ax.step(t, dev[f], where="post", label=f"{f}: {int(dev[f][-1])}")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.set_title("Fault counters (cumulative; counters that stayed 0 are not drawn)", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no faults: every fault counter stayed at 0", ha="center", va="center",
+                transform=ax.transAxes, fontsize=10)
+        ax.set_title("Fault counters", fontsize=9)
+    ax.set_ylabel("count", fontsize=8)
+    ax = axes[3]
+    res = np.asarray(dev["last_rel_residual"], dtype=float)
+    ok = np.isfinite(res) & (res > 0)
+    if ok.any():
+        ax.semilogy(t[ok], res[ok], ".", ms=3, color="k", label="last solve's relative residual")
+        ax.set_ylabel("||QX-B||/||B||", fontsize=8)
+    gx = ax.twinx()
+    gx.plot(t, dev["last_gain"], color="tab:purple", lw=0.9, label="calibrated conductance gain")
+    gx.set_ylabel("gain", color="tab:purple", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    gx.legend(fontsize=7, loc="upper right")
+    ax.set_title("Solution quality and drift calibration", fontsize=9)
+    axes[-1].set_xlabel("mission time [h]  (HK SID 4, every housekeeping period)")
+    fig.suptitle("Analog optimizer device health", fontsize=11, y=0.995)
+    fig.subplots_adjust(hspace=0.55, top=0.93)
     return _png(fig)
 
 
@@ -486,14 +550,16 @@ def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
     hk = tm.hk_core
     if not hk or not limit_set.limits:
         return None
-    lims = [lim for lim in limit_set.limits if lim.parameter in hk]
+    lims = [(lim, ser) for lim in limit_set.limits
+            if (ser := series(lim.parameter, hk, tm.hk_device)) is not None]
+    if not lims:
+        return None
     ncol = 2
     nrow = math.ceil(len(lims) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.1 * nrow + 0.4), squeeze=False, sharex=True)
-    t = hk["t_s"]
-    for k, lim in enumerate(lims):
+    for k, (lim, (t, vals, _mode)) in enumerate(lims):
         ax = axes[k // ncol, k % ncol]
-        ax.plot(_hours(t), hk[lim.parameter], lw=0.8, color="tab:blue")
+        ax.plot(_hours(t), vals, lw=0.8, color="tab:blue")
         for lv in LEVELS:
             b = lim.levels.get(lv)
             if b is None:
@@ -501,7 +567,6 @@ def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
             for v in (b.low, b.high):
                 if v is not None:
                     ax.axhline(v, color=LEVEL_COLOR[lv], lw=0.8, ls="--")
-        vals = np.asarray(hk[lim.parameter], dtype=float)
         marks = [b for lv in LEVELS if lim.levels.get(lv) for b in (lim.levels[lv].low, lim.levels[lv].high)
                  if b is not None]
         finite = vals[np.isfinite(vals)]
@@ -523,7 +588,8 @@ def plot_limits(tm: Telemetry, limit_set, violations, cfg) -> str | None:
 
 
 def _is_int(name: str) -> bool:
-    return next((p.fmt not in "fd" for p in d.HK_CORE if p.name == name), False)
+    params = (*d.HK_CORE, *(p.__class__(f"device.{p.name}", p.fmt, p.unit, p.doc) for p in getattr(d, "HK_DEVICE", ())))
+    return next((p.fmt not in "fd" for p in params if p.name == name), False)
 
 
 def plot_tasks(tm: Telemetry, cfg) -> str | None:
@@ -583,6 +649,38 @@ def _select_versions(versions: list, head: int = 10, tail: int = 15, longest: in
     return [versions[i] for i in sorted(keep)]
 
 
+def _command_history(verifications: list[dict], events: list[dict], hms) -> str:
+    """One row per telecommand (request apid + sequence): its acceptance / start / completion."""
+    rejected = [e for e in events if e["name"] == "tc_rejected"]
+    if not verifications and not rejected:
+        return _note("No command history in this run: no telecommand verification reports (PUS service 1) "
+                     "and no rejected telecommand frames in the telemetry.")
+    current: dict[tuple, dict] = {}  # (apid, seq) -> the latest request with that id (seq counts wrap)
+    records: list[dict] = []
+    for v in verifications:
+        key = (v["request_apid"], v["request_seq"])
+        r = current.get(key)
+        if r is None or (v["stage"] == "acceptance" and "acceptance" in r):
+            r = current[key] = {"t_s": v["t_s"], "key": key}
+            records.append(r)
+        r[v["stage"]] = "ok" if v["success"] else f"FAILED: {v['failure']}" + (f" ({v['detail']})" if v["detail"] else "")
+    rows, cls = [], []
+    for r in records:
+        failed = any(str(r.get(k, "")).startswith("FAILED") for k in ("acceptance", "start", "completion"))
+        rows.append([hms(r["t_s"]), f"{r['key'][0]}/{r['key'][1]}", r.get("acceptance", "-"), r.get("start", "-"),
+                     r.get("completion", "-")])
+        cls.append("alarm" if failed else "")
+    n_fail = sum(1 for c in cls if c)
+    out = (f'<p class="caption">{len(rows)} telecommands, {n_fail} failed verification; '
+           f"{len(rejected)} frames rejected before decoding (authentication, replay, format).</p>")
+    if rows:
+        out += '<div class="scroll">' + _grid(["first report (UTC)", "request apid/seq", "acceptance", "start",
+                                               "completion"], rows[:500], cls[:500]) + "</div>"
+    if rejected:
+        out += _grid(["t (UTC)", "rejected frame"], [[hms(e["t_s"]), e["detail"]] for e in rejected[:200]])
+    return out
+
+
 def _chunks(items: list, n: int) -> list[list]:
     size = max(1, math.ceil(len(items) / n))
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -605,21 +703,37 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     """Render report.html in the run folder (or at `out`); returns its path."""
     run = open_run(run_dir, need=REQUIRED_FILES)
     cfg = run.cfg
-    db = ensure_archive(run.path, db, log=log)
-    with Archive(db) as ar:
-        tm = ar.telemetry()
-        events = ar.events()
-        updates = ar.training_updates()
-        modes = ar.mode_changes()
-        command_packets = ar.rows("SELECT t_s, subtype, hex(raw) AS raw FROM packets WHERE service = 1 ORDER BY t_s")
+    if run.telemetry_path.stat().st_size == 0:
+        # No packet reached the ground (no contact yet): the truth sections still render.
+        tm, events, updates, modes, verifications, uploads = Telemetry(), [], [], [], [], []
+        archive_note = ("no telemetry reached the ground in this run (telemetry.bin is empty): only the "
+                        "simulator's truth is shown")
+    else:
+        db = ensure_archive(run.path, db, log=log)
+        with Archive(db) as ar:
+            tm = ar.telemetry()
+            events = ar.events()
+            updates = ar.training_updates()
+            modes = ar.mode_changes()
+            verifications = ar.verifications()
+            uploads = ar.model_uploads()
+        archive_note = ""
     summary = run.summary()
     truth = run.truth()
     limit_set = load_limits(limits_path, cfg)
-    violations = check(limit_set, tm.hk_core)
+    violations = check(limit_set, tm.hk_core, tm.hk_device)
     start = cfg.mission.start_utc
     end_s = float(truth["t_s"][-1]) if len(truth.get("t_s", [])) else None
-    versions = lifecycle(tm.hk_core, updates, truth, end_s)
-    orbit_n, orbit_why = choose_orbit(tm, orbit) if tm.orbits and tm.hk_tasks else (None, "")
+    versions = lifecycle(tm.hk_core, updates, truth, end_s, uploads)
+    orbit_n, orbit_why = None, ""
+    if orbit is not None or (tm.orbits and tm.hk_tasks):
+        try:
+            orbit_n, orbit_why = choose_orbit(tm, orbit)
+        except OptionError:
+            if orbit is not None:
+                raise  # the user asked for an orbit that is not there
+    if orbit is not None and not tm.orbits:
+        raise OptionError(f"--orbit {orbit}: the telemetry has no orbit budget reports")
 
     sections: list[tuple[str, str, str]] = []  # (anchor title, html, caption)
 
@@ -652,13 +766,18 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
          "Each update: the candidate's accuracy on held-back samples at the validation gate against the active "
          "model's (grey); the blue step is the active model version.",
          "No training updates in this run.")
-    plot("Optimizer solves by path", plot_solve_paths(updates),
-         "Which optimizer path produced the training solves (from the training-update events) and their energy.",
+    plot("Optimizer solves by path", plot_solve_paths(updates, tm.hk_device),
+         "Which optimizer path produced the solutions (device housekeeping when the run has it, else the "
+         "training-update events) and the energy spent on each path.",
          "No optimizer solves reported in this run.")
     dev = plot_device(tm)
-    plot("Analog device health", dev, "Analog device health parameters from housekeeping.",
-         f"No device telemetry in this run: dictionary version {d.DICTIONARY_VERSION} has no analog-device health "
-         "or fault fields yet (the solve path of each training update is shown above).")
+    plot("Analog device health", dev,
+         "The optimizer driver's housekeeping: health state, solves per path, fault counters, the residual of the "
+         "last solve and the drift calibration gain.",
+         "No device telemetry in this run: the optimizer backend is "
+         f"{getattr(cfg.device, 'backend', 'digital')}, and only the analog backend reports device housekeeping "
+         "(HK SID 4)." if device_fields() else
+         f"No device telemetry in this run: dictionary version {d.DICTIONARY_VERSION} has no device fields.")
     plot("Limit-checked parameters", plot_limits(tm, limit_set, violations, cfg),
          f"Every parameter with a limit ({html.escape(Path(limit_set.source).name)}), its bounds and the samples "
          "outside them.", "No limit-checked parameter in the telemetry.")
@@ -708,15 +827,9 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
                    "n/a" if not math.isfinite(mv.truth_accuracy) else f"{mv.truth_accuracy:.3f}",
                    mv.refused_candidates, mv.why_replaced] for mv in shown_versions]
     n_units, n_bad, reasons = tm.packets, tm.bad_packets, tm.bad_reasons
-    decode_note = f"{n_units} packets archived, {n_bad} bad" + (
-        f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
-    cmd_html = (
-        _grid(["t [h]", "PUS subtype", "raw"], [[f"{c['t_s'] / 3600:.2f}", c["subtype"], c["raw"][:64]]
-                                               for c in command_packets[:200]])
-        if command_packets else
-        _note("No command history in this run: the flight software receives no telecommands yet (no PUS "
-              "service 1 verification reports in the telemetry).")
-    )
+    decode_note = archive_note or (f"archive {Path(db).resolve()}: {n_units} packets archived, {n_bad} bad" + (
+        f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else ""))
+    cmd_html = _command_history(verifications, events, hms)
     toc = "".join(f'<li><a href="#s{i}">{html.escape(title)}</a></li>' for i, (title, _, _) in enumerate(sections))
     body = "".join(
         f'<h2 id="s{i}">{html.escape(title)}</h2>'
@@ -735,7 +848,7 @@ th{{background:#f3f3f3}}img{{max-width:100%}}.note,.caption{{color:#555;font-siz
 <h1>Review: {html.escape(cfg.mission.name)}</h1>
 <p class="note">Run folder {html.escape(str(run.path.resolve()))}; seed {run_info.get('seed')};
 git {html.escape(str(run_info.get('git_revision')))}; telemetry dictionary v{d.DICTIONARY_VERSION};
-archive {html.escape(str(Path(db).resolve()))}: {html.escape(decode_note)}.
+{html.escape(decode_note)}.
 Curves marked "truth" come from the simulator (truth.npz); everything else is decoded telemetry.</p>
 <h2>Summary</h2><div class="cols">{"".join(_table(chunk) for chunk in _chunks(list(summary.items()), 3))}</div>
 <h2 id="limits">Limit violations ({n_alarm} alarm, {n_warn} warning)</h2>

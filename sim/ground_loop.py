@@ -54,13 +54,13 @@ class _Ring:
 
     def push(self, t: float, x: np.ndarray, y: np.ndarray) -> None:
         cap = self.x.shape[0]
-        for i in range(x.shape[0]):
-            j = (self.head + self.count) % cap
-            self.x[j], self.y[j], self.t[j] = x[i], y[i], t
-            if self.count < cap:
-                self.count += 1
-            else:
-                self.head = (self.head + 1) % cap
+        k = min(x.shape[0], cap)
+        x, y = x[-k:], y[-k:]
+        idx = (self.head + self.count + np.arange(k)) % cap
+        self.x[idx], self.y[idx], self.t[idx] = x, y, t
+        overflow = max(self.count + k - cap, 0)
+        self.count = min(self.count + k, cap)
+        self.head = (self.head + overflow) % cap
 
     def pop(self, k: int, until_t: float) -> tuple[np.ndarray, np.ndarray]:
         """Up to k oldest rows collected by until_t."""

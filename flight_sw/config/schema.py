@@ -126,7 +126,8 @@ class PowerConfig:
 class TaskConfig:
     name: str = param(doc="Unique task name.")
     kind: Literal[
-        "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training"
+        "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training",
+        "tc_handler",
     ] = param(doc="What the task does (binds it to its implementation).")
     period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
     offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
@@ -530,6 +531,41 @@ class TelemetryConfig:
     apid: int = param(0x65, doc="CCSDS application process id of the flight software.", ge=0, le=2047)
 
 
+@dataclass(frozen=True, kw_only=True, repr=False)
+class TcKeyConfig:
+    """One SDLS-like key slot. The material is mission data: it never appears in repr/logs/TM."""
+
+    key_id: int = param(doc="Key id carried in every frame's security header.", ge=1, le=65535)
+    purpose: Literal["command", "upload"] = param(
+        doc="command: authenticates telecommand frames; upload: signs model/config manifests."
+    )
+    key_hex: str = param(doc="HMAC-SHA256 key as hex, at least 32 bytes (64 hex digits). Simulation missions only.")
+    active: bool = param(True, doc="A deactivated slot rejects every frame that names it.")
+
+    def __repr__(self) -> str:  # keys never reach logs, run.json or error reports
+        return f"TcKeyConfig(key_id={self.key_id}, purpose={self.purpose!r}, active={self.active}, key_hex=<redacted>)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TmtcConfig:
+    """Telecommand security and uplink. There is deliberately no way to disable authentication:
+    an unknown key such as `insecure` is refused by the loader, and a mission without keys
+    rejects every telecommand."""
+
+    keys: tuple[TcKeyConfig, ...] = param((), doc="Key slots (command and upload keys).")
+    anti_replay_window: int = param(
+        1024, doc="A frame's sequence number must lie in (last accepted, last accepted + window].", ge=1, le=1 << 20
+    )
+    tc_queue_frames: int = param(64, doc="Telecommand frames queued between tc_handler runs (more are refused, counted).", ge=1, le=4096)
+    max_frame_bytes: int = param(1024, doc="Longest telecommand frame accepted (CCSDS TC frame limit).", unit="byte", ge=64, le=65535)
+    uplink_rate_bps: float = param(64000.0, doc="Uplink data rate during contacts (model/config upload planning).", unit="bit/s", gt=0)
+    trial_confirm_runs: int = param(
+        60, doc="tc_handler runs an activated (trial) model may wait for its confirm command before it reverts itself.",
+        ge=1, le=100000,
+    )
+    max_upload_bytes: int = param(65536, doc="Largest model/config payload the staging area accepts.", unit="byte", ge=256, le=1 << 24)
+
+
 @dataclass(frozen=True, kw_only=True)
 class OnboardConfig:
     ram_budget_bytes: int = param(
@@ -555,4 +591,5 @@ class MissionConfig:
     downlink: DownlinkConfig = param(doc="Downlink.")
     ground_loop: GroundLoopConfig = param(GroundLoopConfig(), doc="Ground retraining comparison arm (simulation).")
     telemetry: TelemetryConfig = param(TelemetryConfig(), doc="Telemetry.")
+    tmtc: TmtcConfig = param(TmtcConfig(), doc="Telecommand security and uplink (issue 7).")
     onboard: OnboardConfig = param(doc="Onboard resources.")

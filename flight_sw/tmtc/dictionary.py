@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 3
+DICTIONARY_VERSION = 4  # 4: telecommands, service 1/17/8/13/20/23 (issue 7)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -161,3 +161,59 @@ TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
 SID_STRUCT = struct.Struct(">H")
 EVENT_ID_STRUCT = struct.Struct(">H")
+
+
+# -- Telecommands (issue 7) ---------------------------------------------------------------
+# Every TC is a PUS-C PusTc inside an SDLS-like authenticated frame (flight_sw.tmtc.security).
+PUS_SERVICE_VERIFICATION = 1
+TM_ACCEPT_OK, TM_ACCEPT_FAIL, TM_START_OK, TM_START_FAIL, TM_COMPLETE_OK, TM_COMPLETE_FAIL = 1, 2, 3, 4, 7, 8
+#: Service 1 report source data: request id (4 bytes: version/type/sec-hdr/APID, flags/seq count,
+#: as spacepackets' RequestId), then for failures a PUS failure code (PFC 16: u16) and parameters:
+#: TC_FAIL_PARAM_STRUCT followed by an ASCII text naming the field and the bound (at most 96 bytes).
+TC_FAIL_PARAM_STRUCT = struct.Struct(">H")  # failure code (index in TC_FAILURES)
+TC_FAILURES = (
+    "ok", "unknown_command", "bad_arguments", "mode_refused", "bad_tle", "unknown_task",
+    "upload_no_session", "upload_bad_signature", "upload_incompatible", "upload_downgrade",
+    "upload_bad_name", "upload_missing_chunks", "upload_hash_mismatch", "upload_not_verified",
+    "upload_too_large", "trial_none", "trial_validation_failed", "param_out_of_bounds", "param_unknown",
+    "param_none_staged", "unknown_key", "apid_mismatch",
+)
+
+PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments
+PUS_SERVICE_PARAMS = 20  # 20,3 load parameter values into the staging table
+PUS_SERVICE_TEST = 17  # 17,1 ping -> 17,2 pong
+PUS_SERVICE_LARGE_PACKET = 13  # 13,9 upload part: u16 part index + data
+PUS_SERVICE_FILE = 23  # 23,1 open upload session (signed manifest), 23,2 verify staged upload
+FN_MODE = 1  # u8 mode index
+FN_LOAD_TLE = 2  # 69 + 69 ASCII bytes
+FN_TASK_ENABLE = 3  # u8 task index
+FN_TASK_DISABLE = 4  # u8 task index
+FN_MODEL_ROLLBACK = 5  # none: switch to the other head slot
+FN_MODEL_ACTIVATE = 6  # none: the verified staged model becomes a trial
+FN_MODEL_CONFIRM = 7  # none: validate and confirm the trial (raises the security counter)
+FN_KEY_DEACTIVATE = 8  # u16 key id
+FN_PARAM_ACTIVATE = 9  # none: the validated staged parameter table becomes active
+FN_STRUCT = struct.Struct(">H")
+
+#: Onboard parameter table (service 20): id -> (name, lower bound, upper bound). Values are f64;
+#: eclipse_policy is an index in ECLIPSE_POLICIES.
+PARAMS: dict[int, tuple[str, float, float]] = {
+    1: ("power.budget.margin_j", 0.0, 1e6),
+    2: ("power.budget.eclipse_policy", 0.0, 2.0),
+    3: ("power.budget.eclipse_soc_margin", 0.0, 1.0),
+    4: ("model.drift_threshold", 1e-3, 1e3),
+}
+ECLIPSE_POLICIES = ("never", "soc_margin", "always")
+PARAM_ENTRY_STRUCT = struct.Struct(">Hd")
+
+EVENT_TC_REJECTED = 8  # params: reason u8 (TC_REJECT_REASONS), key id u16, sequence u64 (as claimed)
+TC_REJECT_REASONS = (
+    "too_short", "too_long", "bad_version", "bad_length", "unknown_key", "key_deactivated", "wrong_key_purpose",
+    "bad_mac", "replay", "outside_window", "queue_full", "state_corrupt", "bad_packet",
+)
+TC_REJECTED_STRUCT = struct.Struct(">BHQ")
+EVENT_MODEL_UPLOAD = 9  # params: stage u8 (MODEL_UPLOAD_STAGES), version u32, security counter u32
+MODEL_UPLOAD_STAGES = ("session_open", "verified", "trial_started", "confirmed", "trial_reverted", "refused",
+                       "reverted_at_boot", "installed_at_boot")
+MODEL_UPLOAD_STRUCT = struct.Struct(">BII")
+EVENT_PARAMS_ACTIVATED = 10  # params: table version u32

@@ -249,3 +249,34 @@ def test_hk_decoding_cross_checked_with_ccsdspy(short_run, tmp_path):
 
     t = out["cds_days"] * 86400.0 + out["cds_ms"] / 1000.0 - epoch_offset_s(start)
     np.testing.assert_allclose(t, hk["t_s"], atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(d, "PUS_SERVICE_VERIFICATION"), reason="dictionary has no telecommands")
+def test_telecommand_verification_reports_are_archived(run_copy):
+    """PUS service 1 reports (request id, failure code + text) land in `verifications`."""
+    from flight_sw.tmtc.packets import cds_short
+    from ground_tools.report import _command_history
+
+    cfg = load_mission_config(run_copy / "config.yaml")
+    start, apid = cfg.mission.start_utc, cfg.telemetry.apid
+
+    def report(subtype, seq, t, failure=None):
+        req = struct.pack(">HH", 0x1800 | apid, 0xC000 | seq)
+        if failure is not None:
+            req += struct.pack(">H", d.TC_FAILURES.index(failure[0])) + failure[1].encode()
+        return PusTm(service=d.PUS_SERVICE_VERIFICATION, message_subtype=subtype, timestamp=cds_short(start, t),
+                     source_data=req, apid=apid, seq_count=16000 + subtype + seq).pack()
+
+    extra = [report(1, 5, 100.0), report(3, 5, 100.0), report(7, 5, 101.0), report(1, 6, 200.0),
+             report(8, 6, 201.0, ("bad_tle", "tle_line1: checksum 3, expected 7"))]
+    tm = run_copy / "telemetry.bin"
+    tm.write_bytes(tm.read_bytes() + b"".join(extra))
+    rep = ingest(run_copy)
+    assert rep.bad == 0 and rep.new_rows["verifications"] == 5
+    with Archive(default_db(run_copy)) as ar:
+        ver = ar.verifications()
+    assert [(v["stage"], v["success"], v["request_seq"]) for v in ver] == [
+        ("acceptance", 1, 5), ("start", 1, 5), ("completion", 1, 5), ("acceptance", 1, 6), ("completion", 0, 6)]
+    assert ver[-1]["failure"] == "bad_tle" and ver[-1]["detail"] == "tle_line1: checksum 3, expected 7"
+    html = _command_history(ver, [], lambda t: f"{t:.0f}")
+    assert "2 telecommands, 1 failed" in html and "FAILED: bad_tle (tle_line1: checksum 3, expected 7)" in html

@@ -77,7 +77,7 @@ disabled:
     ("version: 1\nlimits:\n  soc: {warning: {low: abc}}\n",
      "limits.soc.warning.low: got 'abc', expected a number, a config key path"),
     ("version: 1\nlimits:\n  soc: {warning: {low: power.battery.nope}}\n", "there is no config key 'power.battery.nope'"),
-    ("version: 1\nlimits:\n  sco: {warning: {low: 0.5}}\n", "limits.sco: got 'sco', expected a core housekeeping parameter"),
+    ("version: 1\nlimits:\n  sco: {warning: {low: 0.5}}\n", "limits.sco: got 'sco', expected a housekeeping parameter"),
     ("version: 1\nlimits:\n  soc: {warning: {lo: 0.5}}\n", "limits.soc.warning.lo: got 'lo', expected one of the keys low, high"),
     ("version: 1\nlimits:\n  soc: {warning: {low: 0.9, high: 0.1}}\n", "limits.soc.warning: got"),
     ("version: 1\nlimits:\n  soc: {warning: {low: 0.3}, alarm: {low: 0.5}}\n", "limits.soc.alarm.low: got 0.5, expected <= warning.low"),

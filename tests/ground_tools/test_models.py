@@ -126,3 +126,14 @@ def test_replay_scores_a_candidate_against_the_model_that_flew(model_and_samples
     rc, _, err = cli(capsys, "replay", bad, run_copy)
     assert rc == 2 and "input_mean: shape (3,), expected (10,)" in err
     assert not math.isnan(acc)
+
+
+def test_lifecycle_with_an_uplinked_model_trial():
+    t = np.arange(0.0, 600.0, 100.0)
+    hk = {"t_s": t, "model_version": np.array([1, 1, 9, 9, 1, 1]), "label_accuracy": np.full(6, 0.9)}
+    uploads = [{"t_s": 150.0, "stage": "trial_started", "version": 9},
+               {"t_s": 350.0, "stage": "trial_reverted", "version": 9}]
+    vs = {m.version: m for m in lifecycle(hk, [], None, 600.0, uploads)}
+    assert vs[9].origin == "uplinked (trial)" and vs[9].parent == 1 and vs[9].intervals == [[150.0, 350.0]]
+    assert vs[9].why_replaced == "uplinked trial reverted to v1"
+    assert vs[1].intervals == [[0.0, 150.0], [350.0, 600.0]] and "no training-update event" not in vs[1].why_replaced

@@ -73,3 +73,39 @@ def test_report_bad_input_exits_2_without_traceback(run_copy, tmp_path):
     assert r.returncode == 2 and "missing truth.npz" in r.stderr and "Traceback" not in r.stderr
     r = cli_subprocess("report", tmp_path / "nothing")
     assert r.returncode == 2 and "not a run folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_device_housekeeping_is_archived_plotted_and_limit_checked(tmp_path):
+    """A run on the analog backend reports the optimizer device (HK SID 4)."""
+    import numpy as np
+
+    from flight_sw.config import parse_mission_config
+    from ground_tools.archive import Archive, ingest
+    from ground_tools.decode import decode_file
+    from ground_tools.limits import check, load_limits
+    from ground_tools.report import plot_device, plot_solve_paths
+    from sim.runner import run_mission
+
+    from .conftest import DEFAULT
+
+    text = DEFAULT.read_text().replace("  backend: digital", "  backend: analog")
+    assert "backend: analog" in text
+    cfg = parse_mission_config(text)
+    run = run_mission(cfg, text, tmp_path / "analog", days=0.1, show_progress=False).run_dir
+    rep = ingest(run)
+    assert rep.bad == 0 and rep.new_rows["hk_device"] == rep.new_rows["hk_core"] > 0
+    with Archive(run / "archive.sqlite") as ar:
+        tm = ar.telemetry()
+        updates = ar.training_updates()
+    plain = decode_file(run / "telemetry.bin", cfg.mission.start_utc, len(cfg.tasks))
+    assert plain.bad_packets == 0
+    np.testing.assert_array_equal(tm.hk_device["solves"], plain.hk_device["solves"])
+    dev = tm.hk_device
+    assert dev["solves"][-1] == dev["analog_accepted"][-1] + dev["fallbacks"][-1] + dev["rejected_by_gate"][-1]
+    for png in (plot_device(tm), plot_solve_paths(updates, dev)):
+        assert png and len(png) > 10_000
+    limits = load_limits(None, cfg)
+    assert any(lim.parameter == "device.health" for lim in limits.limits)
+    dev_bad = dict(dev, health=np.where(np.arange(len(dev["health"])) >= 3, 2, 0))
+    v = [x for x in check(limits, tm.hk_core, dev_bad) if x.parameter == "device.health"]
+    assert [(x.level, x.start_s, x.worst) for x in v] == [("alarm", dev["t_s"][3], 2.0)]

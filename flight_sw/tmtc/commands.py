@@ -1,0 +1,244 @@
+"""Telecommand handling: authenticated frames -> PUS-C TCs -> service 1 verified actions.
+
+`FlightSoftware.telecommand(frame)` queues a frame (bounded queue); the `tc_handler`
+task calls `TcHandler.run`, which authenticates each frame (security.py), unpacks the
+PUS packet with spacepackets (CRC checked), and executes it with the full service 1
+sequence: acceptance (1,1 / 1,2), start (1,3), completion (1,7) or failure (1,8, with
+a failure code and a text naming the field and the bound). A frame refused by
+security never gets a service 1 report (its request id is unauthenticated): it is
+reported as event EVENT_TC_REJECTED with the reason, the key id and the claimed
+sequence number. No exception escapes `process`: anything unexpected is a rejection.
+
+Services: 17,1 ping; 8,1 functions (mode, TLE, task enable/disable, model rollback,
+activate, confirm, key deactivation, parameter activation); 20,3 parameter load;
+23,1 upload session (signed manifest); 13,9 upload part; 23,2 verify upload.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+from spacepackets.ecss import PusTc
+from spacepackets.ecss.pus_1_verification import ErrorCode, FailureNotice, RequestId
+
+from flight_sw.config.schema import MODES
+from flight_sw.power.tle import TleError
+from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.params import ParamTable
+from flight_sw.tmtc.security import MAC_LEN, Authenticator, NvState, TcStore
+from flight_sw.tmtc.upload import ModelUploader, UploadError
+
+#: PUS failure code field width (PFC 16 -> u16), as spacepackets' ErrorCode.
+PFC_BITS = 16
+MAX_FAIL_TEXT = 96
+FRAME_COST_S = 2e-4  # modelled compute per frame (HMAC + unpack + dispatch)
+
+
+class TcHandler:
+    def __init__(self, fsw, store: TcStore):
+        cfg = fsw.cfg
+        self.fsw = fsw
+        self.apid = cfg.telemetry.apid
+        self.nv = NvState(store)
+        self.auth = Authenticator(cfg.tmtc, self.nv)
+        self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner)
+        self.params = ParamTable(self.nv, fsw._apply_params)
+        self.queue: deque[bytes] = deque()
+        self.queue_max = cfg.tmtc.tc_queue_frames
+        self.accepted = 0
+        self.rejected = 0
+        self.last_reject: str | None = None
+
+    # -- boot ---------------------------------------------------------------------------------
+    def boot(self, cold: bool, t: float) -> None:
+        """Cold start or restore: reload NV, revert unconfirmed trials, re-apply parameters."""
+        self.nv.reload()
+        self.queue.clear()
+        for stage in self.upload.boot(cold):
+            self._model_event(stage, self.fsw.learner.version, self.nv.data["sc"], t)
+        if self.nv.data["params"]["active"]:
+            self.fsw._apply_params(self.params.active())
+
+    # -- queue and task ---------------------------------------------------------------------
+    def enqueue(self, frame: bytes, t: float) -> None:
+        if len(frame) > self.auth.max_frame:
+            self._reject("too_long", 0, 0, t)
+        elif len(self.queue) >= self.queue_max:
+            self._reject("queue_full", 0, 0, t)
+        else:
+            self.queue.append(bytes(frame))
+
+    def run(self, t: float) -> float:
+        """The tc_handler task: every queued frame, then the trial countdown. -1: nothing to do."""
+        if not self.queue and self.upload.trial is None:
+            return -1.0
+        cost = 1e-5
+        while self.queue:
+            self.process(self.queue.popleft(), t)
+            cost += FRAME_COST_S
+        if self.upload.trial is not None:
+            self.upload.trial_runs_left -= 1
+            if self.upload.trial_runs_left <= 0:
+                tr = self.upload.trial
+                self.upload.revert()
+                self._model_event("trial_reverted", tr["version"], tr["sc"], t)
+        return cost
+
+    def process(self, frame: bytes, t: float) -> str | None:
+        """Authenticate and execute one frame; returns the reject reason (None: accepted)."""
+        try:
+            reason, key_id, seq, packet = self.auth.verify(frame)
+        except Exception:  # noqa: BLE001 - no input may crash the handler
+            reason, key_id, seq, packet = "bad_packet", 0, 0, b""
+        if reason:
+            self._reject(reason, key_id, seq, t)
+            return reason
+        try:
+            tc = PusTc.unpack(packet)
+            if len(packet) != tc.packet_len:
+                raise ValueError("trailing bytes after the PUS packet")
+        except Exception:  # noqa: BLE001 - CRC errors, truncation, bad headers
+            self._reject("bad_packet", key_id, seq, t)
+            return "bad_packet"
+        self.accepted += 1
+        self._execute(tc, t)
+        return None
+
+    def _reject(self, reason: str, key_id: int, seq: int, t: float) -> None:
+        self.rejected += 1
+        self.last_reject = reason
+        self.fsw.tm.event(
+            d.EVENT_TC_REJECTED, "medium",
+            d.TC_REJECTED_STRUCT.pack(d.TC_REJECT_REASONS.index(reason), key_id & 0xFFFF, seq & (2**64 - 1)), t,
+        )
+
+    # -- service 1 -----------------------------------------------------------------------------
+    def _verif(self, subtype: int, req: bytes, t: float, code: str | None = None, text: str = "") -> None:
+        data = req
+        if code is not None:
+            data += FailureNotice(
+                ErrorCode(pfc=PFC_BITS, val=d.TC_FAILURES.index(code)), text.encode()[:MAX_FAIL_TEXT]
+            ).pack()
+        self.fsw.tm._emit(d.PUS_SERVICE_VERIFICATION, subtype, data, t)  # the encoder's APID counter
+
+    def _execute(self, tc: PusTc, t: float) -> None:
+        req = RequestId.from_sp_header(tc.sp_header).pack()
+        action = self._lookup(tc)
+        if tc.apid != self.apid:
+            self._verif(d.TM_ACCEPT_FAIL, req, t, "apid_mismatch", f"apid {tc.apid} != {self.apid}")
+            return
+        if action is None:
+            self._verif(d.TM_ACCEPT_FAIL, req, t, "unknown_command", f"service {tc.service},{tc.message_subtype}")
+            return
+        self._verif(d.TM_ACCEPT_OK, req, t)
+        self._verif(d.TM_START_OK, req, t)
+        try:
+            action(bytes(tc.app_data), t)
+        except UploadError as e:
+            self._verif(d.TM_COMPLETE_FAIL, req, t, e.code, e.text)
+            return
+        except Exception as e:  # noqa: BLE001 - a malformed argument must not crash the executive
+            self._verif(d.TM_COMPLETE_FAIL, req, t, "bad_arguments", type(e).__name__)
+            return
+        self._verif(d.TM_COMPLETE_OK, req, t)
+
+    def _lookup(self, tc: PusTc):
+        return {
+            (d.PUS_SERVICE_TEST, 1): self._ping,
+            (d.PUS_SERVICE_FUNCTION, 1): self._function,
+            (d.PUS_SERVICE_PARAMS, 3): self._param_load,
+            (d.PUS_SERVICE_FILE, 1): self._upload_open,
+            (d.PUS_SERVICE_LARGE_PACKET, 9): self._upload_part,
+            (d.PUS_SERVICE_FILE, 2): self._upload_verify,
+        }.get((tc.service, tc.message_subtype))
+
+    # -- actions ------------------------------------------------------------------------------
+    def _ping(self, data: bytes, t: float) -> None:
+        self.fsw.tm._emit(d.PUS_SERVICE_TEST, 2, b"", t)
+
+    def _function(self, data: bytes, t: float) -> None:
+        if len(data) < 2:
+            raise UploadError("bad_arguments", "missing function id")
+        fn = d.FN_STRUCT.unpack_from(data)[0]
+        args = data[2:]
+        fsw = self.fsw
+        if fn == d.FN_MODE:
+            if len(args) != 1 or args[0] >= len(MODES):
+                raise UploadError("bad_arguments", f"mode index must be 0..{len(MODES) - 1}")
+            if not fsw.command_mode(MODES[args[0]]):
+                raise UploadError("mode_refused", f"a fault holds the satellite below {MODES[args[0]]}")
+        elif fn == d.FN_LOAD_TLE:
+            if len(args) != 138:
+                raise UploadError("bad_arguments", "TLE: two 69-character lines")
+            try:
+                fsw.load_tle(args[:69].decode("ascii"), args[69:].decode("ascii"))
+            except (TleError, UnicodeDecodeError, ValueError) as e:
+                raise UploadError("bad_tle", str(e)[:MAX_FAIL_TEXT]) from None
+        elif fn in (d.FN_TASK_ENABLE, d.FN_TASK_DISABLE):
+            if len(args) != 1 or args[0] >= len(fsw.specs) or fsw.specs[args[0]].kind == "tc_handler":
+                raise UploadError("unknown_task", "task index out of range (tc_handler cannot be disabled)")
+            name = fsw.specs[args[0]].name
+            if fn == d.FN_TASK_ENABLE:
+                fsw.enable_task(name)
+            else:
+                fsw.disable_task(name, "ground_command")
+        elif fn == d.FN_MODEL_ROLLBACK:
+            if args:
+                raise UploadError("bad_arguments", "rollback takes no arguments")
+            if self.upload.trial is not None:
+                tr = self.upload.trial
+                self.upload.revert()
+                self._model_event("trial_reverted", tr["version"], tr["sc"], t)
+            else:
+                fsw.learner.rollback()
+                fsw._report_update("rolled_back", t)
+        elif fn == d.FN_MODEL_ACTIVATE:
+            m = self.upload.activate()
+            self._model_event("trial_started", m["version"], m["security_counter"], t)
+        elif fn == d.FN_MODEL_CONFIRM:
+            m = self.upload.confirm()
+            self._model_event("confirmed", m["version"], m["security_counter"], t)
+        elif fn == d.FN_KEY_DEACTIVATE:
+            if len(args) != 2:
+                raise UploadError("bad_arguments", "key id: u16")
+            kid = struct.unpack(">H", args)[0]
+            if kid not in self.auth.keys:
+                raise UploadError("unknown_key", f"no key slot {kid}")
+            if kid not in self.nv.data["deact"]:
+                self.nv.data["deact"].append(kid)
+                self.nv.commit()
+        elif fn == d.FN_PARAM_ACTIVATE:
+            version = self.params.activate()
+            fsw.tm.event(d.EVENT_PARAMS_ACTIVATED, "info", struct.pack(">I", version), t)
+        else:
+            raise UploadError("unknown_command", f"function {fn}")
+
+    def _param_load(self, data: bytes, t: float) -> None:
+        self.params.load(data)
+
+    def _upload_open(self, data: bytes, t: float) -> None:
+        if len(data) < 2 + MAC_LEN + 2:
+            raise UploadError("bad_arguments", "expected u16 key id, 32-byte signature, manifest")
+        kid = struct.unpack_from(">H", data)[0]
+        try:
+            m = self.upload.open_session(kid, data[2 : 2 + MAC_LEN], data[2 + MAC_LEN :])
+        except UploadError as e:
+            self._model_event("refused", 0, 0, t)
+            raise e
+        self._model_event("session_open", m["version"], m["security_counter"], t)
+
+    def _upload_part(self, data: bytes, t: float) -> None:
+        if len(data) < 3:
+            raise UploadError("bad_arguments", "expected u16 part index and data")
+        self.upload.put_chunk(struct.unpack_from(">H", data)[0], data[2:])
+
+    def _upload_verify(self, data: bytes, t: float) -> None:
+        m = self.upload.verify()
+        self._model_event("verified", m["version"], m["security_counter"], t)
+
+    def _model_event(self, stage: str, version: int, sc: int, t: float) -> None:
+        self.fsw.tm.event(
+            d.EVENT_MODEL_UPLOAD, "info" if stage != "refused" else "medium",
+            d.MODEL_UPLOAD_STRUCT.pack(d.MODEL_UPLOAD_STAGES.index(stage), version & 0xFFFFFFFF, sc & 0xFFFFFFFF), t,
+        )

@@ -1,0 +1,307 @@
+"""Model upload: signed manifest, chunk reassembly into staging, trial activation, confirm/revert.
+
+The uploadable unit is the trainable head (what also trains onboard) plus version
+metadata; the frozen int8 feature extractor is fixed at launch. State machine::
+
+    (none) --23,1 signed manifest ok--> OPEN --13,9 parts--> OPEN --23,2 all parts, hash ok--> VERIFIED
+    VERIFIED --8/ACTIVATE--> TRIAL (head in the inactive slot, switched to; training paused)
+    TRIAL --8/CONFIRM and validates--> CONFIRMED (security counter raised, head kept for cold starts)
+    TRIAL --no confirm in trial_confirm_runs, failed validation, rollback command or any reboot--> reverted
+
+Power-cut safety: the staging area and the boot record live in the NV record, saved
+atomically after each step; the trial record is saved *before* the slot switch, so a
+reboot at any point finds either the old model or an unconfirmed trial it reverts. The
+security counter and the confirmed record are written only after every check passed
+(a TUF client once stored a timestamp before its rollback check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+
+import numpy as np
+
+from flight_sw.config.schema import MissionConfig
+from flight_sw.tmtc.security import MAC_LEN, Authenticator, NvState
+
+#: Version of this flight software, compared with a manifest's min_fsw_version.
+FSW_VERSION = (0, 1, 0)
+MANIFEST_FORMAT = 1
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+MAX_TRIAL_ACC_LOSS = 0.05  # a trial head may not score more than 5 points below the previous one
+
+
+class UploadError(Exception):
+    """A refused upload step: `code` is a name in dictionary.TC_FAILURES, `text` the detail."""
+
+    def __init__(self, code: str, text: str = ""):
+        super().__init__(f"{code}: {text}")
+        self.code, self.text = code, text
+
+
+def input_schema_hash(cfg: MissionConfig) -> str:
+    """What a head must fit: band count, feature dimension and class list (ground computes the same)."""
+    schema = {"bands": cfg.payload.bands, "feature_dim": cfg.model.feature_dim,
+              "classes": list(cfg.payload.classes)}
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def safe_name(name: object) -> bool:
+    """A staging file name: no path separators, no '..', not absolute, bounded length."""
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None and ".." not in name
+
+
+def parse_version(v: object) -> tuple[int, ...]:
+    if not isinstance(v, str) or not re.fullmatch(r"\d{1,4}(\.\d{1,4}){0,3}", v):
+        raise UploadError("upload_incompatible", f"min_fsw_version {v!r} is not dotted integers")
+    return tuple(int(x) for x in v.split("."))
+
+
+def dequantise_head(payload: bytes, shape: tuple[int, int], scales: list[float]) -> np.ndarray:
+    q = np.frombuffer(payload, dtype=np.int8).reshape(shape).astype(np.float64)
+    return q * np.asarray(scales, dtype=np.float64)[None, :]
+
+
+class ModelUploader:
+    """Upload sessions and the boot record, for one FlightSoftware's learner."""
+
+    def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner):
+        self.cfg = cfg
+        self.nv = nv
+        self.auth = auth
+        self.learner = learner
+        self.head_shape = tuple(learner.slots[0].shape)
+        self.schema_hash = input_schema_hash(cfg)
+        self.trial_runs_left = 0
+        self.launch_version = learner.version
+        self.launch_head = np.array(learner.slots[learner.active], copy=True)  # the golden image
+
+    # -- session -------------------------------------------------------------------------
+    def open_session(self, key_id: int, signature: bytes, manifest_bytes: bytes) -> dict:
+        """Check the signed manifest completely; only then replace the staging area."""
+        if len(signature) != MAC_LEN:
+            raise UploadError("upload_bad_signature", "signature must be 32 bytes")
+        reason = self.auth.verify_mac(key_id, "upload", manifest_bytes, signature)
+        if reason:
+            raise UploadError("upload_bad_signature", f"manifest signature refused ({reason}, key {key_id})")
+        try:
+            m = json.loads(manifest_bytes)
+        except (ValueError, UnicodeDecodeError):
+            raise UploadError("upload_incompatible", "manifest is not JSON") from None
+        if not isinstance(m, dict):
+            raise UploadError("upload_incompatible", "manifest is not an object")
+        self._check_manifest(m)
+        self.nv.data["staging"] = {"manifest": manifest_bytes.decode(), "chunks": {}, "verified": False}
+        self.nv.commit()
+        return m
+
+    def _check_manifest(self, m: dict) -> None:
+        def need(key, types):
+            v = m.get(key)
+            if not isinstance(v, types) or isinstance(v, bool):
+                raise UploadError("upload_incompatible", f"manifest.{key} missing or of the wrong type")
+            return v
+
+        if need("format", int) != MANIFEST_FORMAT:
+            raise UploadError("upload_incompatible", f"manifest.format must be {MANIFEST_FORMAT}")
+        if not safe_name(m.get("name")):
+            raise UploadError("upload_bad_name", "manifest.name must be a plain file name (no '/', '..', absolute)")
+        if need("kind", str) != "head":
+            raise UploadError("upload_incompatible", "manifest.kind: only 'head' is uploadable")
+        if need("dtype", str) != "int8":
+            raise UploadError("upload_incompatible", "manifest.dtype must be int8")
+        shape = need("shape", list)
+        if [*shape] != [*self.head_shape]:
+            raise UploadError("upload_incompatible", f"manifest.shape {shape} != onboard head {list(self.head_shape)}")
+        scales = need("scales", list)
+        if len(scales) != self.head_shape[1] or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and 0 < s < 1e6
+            for s in scales
+        ):
+            raise UploadError("upload_incompatible", "manifest.scales: one finite positive scale per class")
+        if need("input_schema_hash", str) != self.schema_hash:
+            raise UploadError("upload_incompatible", "manifest.input_schema_hash differs from the onboard schema")
+        if parse_version(m.get("min_fsw_version")) > FSW_VERSION:
+            raise UploadError("upload_incompatible", f"needs flight software >= {m['min_fsw_version']}")
+        size, chunk, n = need("size", int), need("chunk_size", int), need("n_chunks", int)
+        if size != self.head_shape[0] * self.head_shape[1]:
+            raise UploadError("upload_incompatible", "manifest.size does not match the shape")
+        if size > self.cfg.tmtc.max_upload_bytes:
+            raise UploadError("upload_too_large", f"size {size} > max_upload_bytes {self.cfg.tmtc.max_upload_bytes}")
+        if not 1 <= chunk <= 4096 or n != -(-size // chunk):
+            raise UploadError("upload_incompatible", "manifest.chunk_size / n_chunks inconsistent")
+        sha = need("sha256", str)
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise UploadError("upload_incompatible", "manifest.sha256 must be 64 lowercase hex digits")
+        version, sc = need("version", int), need("security_counter", int)
+        need("parent_version", int)
+        if not 0 < version < 1 << 32 or not 0 <= sc < 1 << 32:
+            raise UploadError("upload_incompatible", "manifest.version / security_counter out of range")
+        if sc < self.nv.data["sc"]:
+            raise UploadError("upload_downgrade", f"security_counter {sc} < onboard {self.nv.data['sc']}")
+
+    def manifest(self) -> dict:
+        st = self.nv.data["staging"]
+        if st is None:
+            raise UploadError("upload_no_session", "no upload session open")
+        return json.loads(st["manifest"])
+
+    def put_chunk(self, index: int, data: bytes) -> None:
+        m = self.manifest()
+        st = self.nv.data["staging"]
+        if not 0 <= index < m["n_chunks"]:
+            raise UploadError("bad_arguments", f"part {index} outside 0..{m['n_chunks'] - 1}")
+        want = min(m["chunk_size"], m["size"] - index * m["chunk_size"])
+        if len(data) != want:
+            raise UploadError("bad_arguments", f"part {index} has {len(data)} bytes, expected {want}")
+        st["chunks"][str(index)] = data.hex()  # a retransmitted part simply replaces its copy
+        st["verified"] = False
+        self.nv.commit()
+
+    def missing(self) -> list[int]:
+        m = self.manifest()
+        have = self.nv.data["staging"]["chunks"]
+        return [i for i in range(m["n_chunks"]) if str(i) not in have]
+
+    def _payload(self) -> bytes:
+        st = self.nv.data["staging"]
+        return b"".join(bytes.fromhex(st["chunks"][str(i)]) for i in range(len(st["chunks"])))
+
+    def verify(self) -> dict:
+        m = self.manifest()
+        missing = self.missing()
+        if missing:
+            shown = ",".join(str(i) for i in missing[:16])
+            raise UploadError("upload_missing_chunks", f"missing {len(missing)} of {m['n_chunks']}: {shown}")
+        if hashlib.sha256(self._payload()).hexdigest() != m["sha256"]:
+            self.nv.data["staging"]["chunks"] = {}  # corrupt: discard the parts, keep the session
+            self.nv.commit()
+            raise UploadError("upload_hash_mismatch", "sha256 of the parts differs from the manifest; resend")
+        self.nv.data["staging"]["verified"] = True
+        self.nv.commit()
+        return m
+
+    # -- activation ------------------------------------------------------------------------
+    @property
+    def trial(self) -> dict | None:
+        return self.nv.data["trial"]
+
+    def activate(self) -> dict:
+        st = self.nv.data["staging"]
+        if st is None or not st["verified"]:
+            raise UploadError("upload_not_verified", "no verified staged model")
+        if self.trial is not None:
+            raise UploadError("upload_not_verified", "a trial is already running")
+        m = json.loads(st["manifest"])
+        head = dequantise_head(self._payload(), self.head_shape, m["scales"])
+        if not np.all(np.isfinite(head)):
+            raise UploadError("trial_validation_failed", "head not finite")
+        lrn = self.learner
+        slot = 1 - lrn.active
+        # The trial record goes to NV before the switch: a reboot after it always reverts.
+        self.nv.data["trial"] = {"version": m["version"], "sc": m["security_counter"], "slot": slot,
+                                 "prev_slot": lrn.active, "prev_version": lrn.version}
+        # Untrusted until confirmed: a restored snapshot that still runs it is sanitised at boot.
+        self.nv.data["untrusted"] = ([v for v in self.nv.data.get("untrusted", []) if v != m["version"]]
+                                     + [m["version"]])[-16:]
+        self.nv.commit()
+        np.copyto(lrn.slots[slot], head)
+        lrn.slot_versions[slot] = m["version"]
+        lrn.active = slot
+        lrn.version = m["version"]
+        lrn.next_version = max(lrn.next_version, m["version"] + 1)
+        lrn.watch_remaining = 0  # the learner's own post-commit watch does not judge uploads
+        self.trial_runs_left = self.cfg.tmtc.trial_confirm_runs
+        return m
+
+    def confirm(self) -> dict:
+        tr = self.trial
+        if tr is None:
+            raise UploadError("trial_none", "no trial to confirm")
+        lrn = self.learner
+        if lrn.active != tr["slot"] or lrn.version != tr["version"]:
+            self.revert()
+            raise UploadError("trial_validation_failed", "trial model is no longer active (reverted)")
+        ok = lrn.head_is_valid()
+        if ok and lrn.replay_count:
+            new = lrn._replay_accuracy(lrn.slots[tr["slot"]])
+            old = lrn._replay_accuracy(lrn.slots[tr["prev_slot"]])
+            ok = new >= old - MAX_TRIAL_ACC_LOSS
+        if not ok:
+            self.revert()
+            raise UploadError("trial_validation_failed", "trial head invalid or worse than the previous one")
+        st = self.nv.data["staging"]
+        m = json.loads(st["manifest"])
+        # Every check passed: only now is trusted state (security counter, boot image) written.
+        self.nv.data["sc"] = max(self.nv.data["sc"], m["security_counter"])
+        self.nv.data["untrusted"] = [v for v in self.nv.data.get("untrusted", []) if v != m["version"]]
+        self.nv.data["confirmed"] = {"manifest": st["manifest"], "payload": self._payload().hex()}
+        self.nv.data["trial"] = None
+        self.nv.data["staging"] = None
+        self.nv.commit()
+        self.trial_runs_left = 0
+        return m
+
+    def revert(self) -> bool:
+        """Leave a trial: back to the previous slot if the trial is active. True if a trial existed."""
+        tr = self.trial
+        if tr is None:
+            return False
+        lrn = self.learner
+        if lrn.active == tr["slot"] and lrn.slot_versions[tr["slot"]] == tr["version"]:
+            lrn.active = tr["prev_slot"]
+            lrn.version = lrn.slot_versions[lrn.active]
+            lrn.rollbacks += 1
+        self.nv.data["trial"] = None
+        self.nv.commit()
+        self.trial_runs_left = 0
+        self._sanitise()
+        return True
+
+    def _sanitise(self) -> bool:
+        """No slot may hold an unconfirmed upload outside a trial (e.g. after restoring a snapshot
+        taken during one): the active slot falls back to the other slot or the launch head, and an
+        untrusted fallback slot is overwritten by the active head. True when anything changed."""
+        bad = set(self.nv.data.get("untrusted", []))
+        if self.trial is not None or not bad:
+            return False
+        lrn = self.learner
+        changed = False
+        if lrn.slot_versions[lrn.active] in bad:
+            other = 1 - lrn.active
+            if lrn.slot_versions[other] not in bad and bool(np.all(np.isfinite(lrn.slots[other]))):
+                lrn.active = other
+            else:
+                np.copyto(lrn.slots[lrn.active], self.launch_head)
+                lrn.slot_versions[lrn.active] = self.launch_version
+            lrn.version = lrn.slot_versions[lrn.active]
+            changed = True
+        other = 1 - lrn.active
+        if lrn.slot_versions[other] in bad:
+            np.copyto(lrn.slots[other], lrn.slots[lrn.active])
+            lrn.slot_versions[other] = lrn.slot_versions[lrn.active]
+            changed = True
+        return changed
+
+    def boot(self, cold: bool) -> list[str]:
+        """After a cold start or a restore: revert any unconfirmed trial; on a cold start
+        install the last confirmed upload (the launch head stays in the other slot)."""
+        out = []
+        if self.revert() or self._sanitise():
+            out.append("reverted_at_boot")
+        conf = self.nv.data["confirmed"]
+        if cold and conf is not None:
+            m = json.loads(conf["manifest"])
+            head = dequantise_head(bytes.fromhex(conf["payload"]), self.head_shape, m["scales"])
+            if np.all(np.isfinite(head)):
+                lrn = self.learner
+                np.copyto(lrn.slots[0], head)
+                lrn.slot_versions[0] = m["version"]
+                lrn.active = 0
+                lrn.version = m["version"]
+                lrn.next_version = max(lrn.next_version, m["version"] + 1)
+                out.append("installed_at_boot")
+        return out

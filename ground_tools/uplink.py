@@ -1,0 +1,251 @@
+"""Ground uplink: authenticated TC frames, model packaging (int8, pruning, signed manifest), chunking,
+and config validate / diff / package for the onboard parameter table.
+
+Frames use the layout shared with the flight software (`flight_sw.tmtc.security.seal`),
+commands the ids in `flight_sw.tmtc.dictionary`, so flight and ground cannot disagree.
+Keys come from the mission config (simulation missions only; a real ground segment
+keeps them in its key store). The sequence number is the caller's to persist between
+sessions (`Uplinker.seq`): reusing one gets every frame refused as a replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+from spacepackets.ecss import PusTc
+
+from flight_sw.config.schema import MODES, MissionConfig
+from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.security import HEADER, MAC_LEN, seal
+from flight_sw.tmtc.upload import FSW_VERSION, MANIFEST_FORMAT, input_schema_hash
+
+INT8_MAX = 127
+#: PUS packet overhead (primary 6 + PUS-C TC secondary 5 + CRC 2) and the upload part index.
+PUS_TC_OVERHEAD = 13
+
+
+def mission_key(cfg: MissionConfig, purpose: str, key_id: int | None = None) -> tuple[int, bytes]:
+    """(key id, material) of the first active key of `purpose` (or the given id)."""
+    for k in cfg.tmtc.keys:
+        if k.purpose == purpose and k.active and (key_id is None or k.key_id == key_id):
+            return k.key_id, bytes.fromhex(k.key_hex)
+    raise KeyError(f"no active {purpose} key{'' if key_id is None else f' with id {key_id}'} in the mission config")
+
+
+class Uplinker:
+    """Builds authenticated PUS-C TC frames with increasing sequence numbers."""
+
+    def __init__(self, cfg: MissionConfig, first_seq: int = 1, key_id: int | None = None):
+        self.cfg = cfg
+        self.apid = cfg.telemetry.apid
+        self.key_id, self._key = mission_key(cfg, "command", key_id)
+        self.seq = first_seq
+        self.pus_seq = 0
+
+    def frame(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
+        packet = PusTc(service=service, message_subtype=subtype, apid=self.apid, seq_count=self.pus_seq,
+                       app_data=app_data).pack()
+        self.pus_seq = (self.pus_seq + 1) % (1 << 14)
+        out = seal(self._key, self.key_id, self.seq, packet)
+        self.seq += 1
+        return out
+
+    def function(self, fn: int, args: bytes = b"") -> bytes:
+        return self.frame(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(fn) + args)
+
+    def ping(self) -> bytes:
+        return self.frame(d.PUS_SERVICE_TEST, 1)
+
+    def mode(self, mode: str) -> bytes:
+        return self.function(d.FN_MODE, bytes([MODES.index(mode)]))
+
+    def load_tle(self, line1: str, line2: str) -> bytes:
+        return self.function(d.FN_LOAD_TLE, line1.encode("ascii") + line2.encode("ascii"))
+
+    def task(self, index: int, enable: bool) -> bytes:
+        return self.function(d.FN_TASK_ENABLE if enable else d.FN_TASK_DISABLE, bytes([index]))
+
+    def rollback(self) -> bytes:
+        return self.function(d.FN_MODEL_ROLLBACK)
+
+    def activate(self) -> bytes:
+        return self.function(d.FN_MODEL_ACTIVATE)
+
+    def confirm(self) -> bytes:
+        return self.function(d.FN_MODEL_CONFIRM)
+
+    def deactivate_key(self, key_id: int) -> bytes:
+        return self.function(d.FN_KEY_DEACTIVATE, struct.pack(">H", key_id))
+
+    def param_load(self, values: dict[int, float]) -> bytes:
+        body = bytes([len(values)]) + b"".join(d.PARAM_ENTRY_STRUCT.pack(k, v) for k, v in sorted(values.items()))
+        return self.frame(d.PUS_SERVICE_PARAMS, 3, body)
+
+    def param_activate(self) -> bytes:
+        return self.function(d.FN_PARAM_ACTIVATE)
+
+    def upload_open(self, pkg: ModelPackage) -> bytes:
+        return self.frame(d.PUS_SERVICE_FILE, 1, struct.pack(">H", pkg.key_id) + pkg.signature + pkg.manifest_bytes)
+
+    def upload_part(self, pkg: ModelPackage, index: int) -> bytes:
+        return self.frame(d.PUS_SERVICE_LARGE_PACKET, 9, struct.pack(">H", index) + pkg.chunks[index])
+
+    def upload_verify(self) -> bytes:
+        return self.frame(d.PUS_SERVICE_FILE, 2)
+
+    def upload_frames(self, pkg: ModelPackage, activate: bool = True) -> list[bytes]:
+        """The whole upload for a contact: open, every part, verify, then (optionally) activate."""
+        out = [self.upload_open(pkg)]
+        out += [self.upload_part(pkg, i) for i in range(len(pkg.chunks))]
+        out.append(self.upload_verify())
+        if activate:
+            out.append(self.activate())
+        return out
+
+
+# -- model packaging ------------------------------------------------------------------------
+def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8, one scale per output channel (column), as the onboard extractor."""
+    scale = np.max(np.abs(w), axis=0) / INT8_MAX
+    scale[scale == 0] = 1.0
+    return np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8), scale.astype(np.float64)
+
+
+def prune_magnitude(w: np.ndarray, sparsity: float) -> np.ndarray:
+    """Zero the smallest-|w| fraction `sparsity` of the weights (the bias row is kept)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    out = np.array(w, dtype=np.float64, copy=True)
+    body = out[:-1]
+    k = int(round(sparsity * body.size))
+    if k:
+        idx = np.argsort(np.abs(body), axis=None, kind="stable")[:k]
+        body.flat[idx] = 0.0
+    return out
+
+
+def head_accuracy(head: np.ndarray, features: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of a head on held-out (features + bias column, labels)."""
+    return float(np.mean(np.argmax(features @ head, axis=1) == labels))
+
+
+@dataclass
+class ModelPackage:
+    manifest: dict
+    manifest_bytes: bytes
+    signature: bytes
+    key_id: int
+    payload: bytes
+    chunks: list[bytes]
+    report: dict = field(default_factory=dict)
+
+
+def max_chunk_bytes(cfg: MissionConfig) -> int:
+    """Largest upload part that fits a frame: frame limit - security - PUS overhead - part index."""
+    return cfg.tmtc.max_frame_bytes - HEADER.size - MAC_LEN - PUS_TC_OVERHEAD - 2
+
+
+def package_model(
+    cfg: MissionConfig,
+    head: np.ndarray,
+    version: int,
+    parent_version: int,
+    security_counter: int,
+    sparsity: float = 0.0,
+    heldout: tuple[np.ndarray, np.ndarray] | None = None,
+    chunk_size: int | None = None,
+    provenance: dict | None = None,
+    name: str | None = None,
+    min_fsw_version: str = ".".join(map(str, FSW_VERSION)),
+) -> ModelPackage:
+    """Prune (optional), quantise per channel, sign the manifest, cut into parts.
+
+    `head` is (feature_dim + 1, classes) float; `heldout` = (features with bias column,
+    labels) measures what pruning and quantisation cost (reported, and kept in provenance).
+    """
+    head = np.asarray(head, dtype=np.float64)
+    pruned = prune_magnitude(head, sparsity)
+    q, scales = quantise_per_channel(pruned)
+    payload = q.tobytes()
+    report = {"sparsity_target": sparsity, "sparsity": float(np.mean(q[:-1] == 0)), "bytes": len(payload)}
+    if heldout is not None:
+        feats, labels = heldout
+        report["acc_float"] = head_accuracy(head, feats, labels)
+        report["acc_pruned"] = head_accuracy(pruned, feats, labels)
+        report["acc_int8"] = head_accuracy(q.astype(np.float64) * scales[None, :], feats, labels)
+        report["acc_cost_pruning"] = report["acc_float"] - report["acc_pruned"]
+        report["acc_cost_total"] = report["acc_float"] - report["acc_int8"]
+    chunk = chunk_size or max_chunk_bytes(cfg)
+    if not 1 <= chunk <= max_chunk_bytes(cfg):
+        raise ValueError(f"chunk_size must be in 1..{max_chunk_bytes(cfg)}")
+    chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    prov = {"source": "ground", **(provenance or {})}
+    prov.update({k: round(v, 4) for k, v in report.items() if k.startswith("acc_")})
+    manifest = {
+        "format": MANIFEST_FORMAT, "kind": "head", "name": name or f"head_v{version}.bin",
+        "version": version, "parent_version": parent_version, "security_counter": security_counter,
+        "dtype": "int8", "shape": list(q.shape), "scales": [float(s) for s in scales],
+        "size": len(payload), "chunk_size": chunk, "n_chunks": len(chunks),
+        "sha256": hashlib.sha256(payload).hexdigest(), "input_schema_hash": input_schema_hash(cfg),
+        "min_fsw_version": min_fsw_version, "sparsity": report["sparsity"], "provenance": prov,
+    }
+    mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    key_id, key = mission_key(cfg, "upload")
+    sig = hmac.new(key, mbytes, hashlib.sha256).digest()
+    limit = cfg.tmtc.max_frame_bytes - HEADER.size - MAC_LEN - PUS_TC_OVERHEAD - 2 - MAC_LEN
+    if len(mbytes) > limit:
+        raise ValueError(f"manifest of {len(mbytes)} bytes does not fit one frame ({limit}); shorten provenance")
+    return ModelPackage(manifest, mbytes, sig, key_id, payload, chunks, report)
+
+
+# -- config validate / diff / package ----------------------------------------------------
+def _param_value(cfg: MissionConfig, name: str) -> float:
+    obj = cfg
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return float(d.ECLIPSE_POLICIES.index(obj)) if isinstance(obj, str) else float(obj)
+
+
+def config_validate(text: str, source: str = "<config>") -> list[str]:
+    """Every error of a mission config (empty: valid), as the flight software's loader reports them."""
+    from flight_sw.config.loader import ConfigError, parse_mission_config
+
+    try:
+        parse_mission_config(text, source)
+    except ConfigError as e:
+        return list(e.errors)
+    return []
+
+
+def config_diff(active: MissionConfig, proposed: MissionConfig) -> tuple[dict[int, float], list[str]]:
+    """(uploadable parameter changes by id, lines describing every difference).
+
+    Only keys in the onboard parameter table (dictionary.PARAMS) can change in flight;
+    the other differing sections are listed as not uploadable.
+    """
+    changes: dict[int, float] = {}
+    lines: list[str] = []
+    for pid, (name, lo, hi) in sorted(d.PARAMS.items()):
+        old, new = _param_value(active, name), _param_value(proposed, name)
+        if old != new:
+            changes[pid] = new
+            lines.append(f"{name}: {old:g} -> {new:g} (uploadable, bounds [{lo:g}, {hi:g}])")
+    for f in type(active).__dataclass_fields__:
+        a, b = getattr(active, f), getattr(proposed, f)
+        if a != b and f not in ("power", "model"):
+            lines.append(f"{f}: differs (not uploadable in flight)")
+    return changes, lines
+
+
+def config_package(uplinker: Uplinker, changes: dict[int, float]) -> list[bytes]:
+    """Frames that load the changes into the staging table and activate them (20,3 then 8/activate)."""
+    for pid, value in changes.items():
+        name, lo, hi = d.PARAMS[pid]
+        if not lo <= value <= hi:
+            raise ValueError(f"{name}={value:g} outside [{lo:g}, {hi:g}]")
+    return [uplinker.param_load(changes), uplinker.param_activate()]

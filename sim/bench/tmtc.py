@@ -1,0 +1,170 @@
+"""Benchmark group `tmtc`: telecommand fuzzing and model uplink over the contact schedule.
+
+- ``tmtc.fuzz_frames``: frames pushed through `TcHandler.process` of a real flight
+  software (full: 1,000,000; quick: 20,000): random bytes, truncations, bit flips of a
+  valid frame, oversize frames, forged MACs, authentic frames with sequence numbers far
+  outside the window, and about 1% genuine frames (so the accept path is exercised).
+- ``tmtc.fuzz_crashes``: exceptions that escaped the handler (must be 0).
+- ``tmtc.fuzz_forgeries_accepted``: accepted frames that were not one of the genuine ones.
+- ``tmtc.fuzz_frames_per_s``: handler throughput on this machine (rejection events included).
+- ``tmtc.uplink_contacts_1pct_loss`` / ``tmtc.uplink_contacts_10pct_loss``: contacts the
+  default model (the uploadable head, int8, signed) needs over the default mission's
+  contact schedule (skyfield truth) at `tmtc.uplink_rate_bps`, frames lost at random;
+  mean over 50 independent loss draws (``..._max``: the worst draw). Each round the
+  ground sends what the service 1 reports say is missing and waits one tc_handler
+  period (10 s) for the reports; an unconfirmed trial reverts between contacts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
+ROUND_TRIP_S = 10.0
+
+
+class _Payload:
+    def acquire(self, pixels, labels):
+        return 0
+
+    acquire_teacher = acquire
+
+
+def _fsw(cfg, image):
+    from flight_sw.app import FlightSoftware
+    from flight_sw.tmtc.security import MemoryStore
+
+    fsw = FlightSoftware(cfg, image, _Payload(), lambda p: None, tc_store=MemoryStore())
+    fsw.tm.sink = lambda p: None  # events are built (cost measured) but not queued
+    return fsw
+
+
+def _fuzz(cfg, image, n: int, log) -> dict[str, float]:
+    from flight_sw.tmtc.security import HEADER, MAC_LEN
+    from ground_tools.uplink import Uplinker
+
+    fsw = _fsw(cfg, image)
+    tc = fsw.tc
+    up = Uplinker(cfg)
+    rng = np.random.default_rng(cfg.mission.seed)
+    template = up.ping()
+    huge = [bytes(rng.integers(0, 256, size, dtype=np.uint8)) for size in (1025, 4096, 65536, 1 << 20)]
+    kinds = rng.integers(0, 100, n)
+    crashes = forgeries = accepted = 0
+    genuine: set[bytes] = set()
+    t0 = time.perf_counter()
+    for i in range(n):
+        k = kinds[i]
+        if k < 1:  # genuine
+            frame = up.ping()
+            genuine.add(frame)
+        elif k < 20:
+            frame = rng.bytes(int(rng.integers(0, 1100)))
+        elif k < 40:
+            frame = template[: int(rng.integers(0, len(template)))]
+        elif k < 60:
+            b = bytearray(template)
+            j = int(rng.integers(0, 8 * len(b)))
+            b[j // 8] ^= 1 << (j % 8)
+            frame = bytes(b)
+        elif k < 62:
+            frame = huge[int(rng.integers(0, len(huge)))]
+        elif k < 82:
+            frame = template[:-MAC_LEN] + rng.bytes(MAC_LEN)
+        elif k < 92:  # authentic but far outside the window (ground bug / replayed old key use)
+            seq = up.seq
+            up.seq = int(rng.integers(seq + cfg.tmtc.anti_replay_window + 1, 2**63))
+            frame = up.ping()
+            up.seq = seq
+            genuine.add(frame)  # authentic: acceptance would not be a forgery, but it must be refused
+        else:
+            body = rng.bytes(int(rng.integers(0, 64)))
+            frame = HEADER.pack(int(rng.integers(0, 3)), int(rng.integers(0, 5)), int(rng.integers(0, 2**63)),
+                                len(body)) + body + rng.bytes(MAC_LEN)
+        try:
+            reason = tc.process(frame, 0.0)
+        except Exception:  # noqa: BLE001 - counted: the figure must be 0
+            crashes += 1
+            continue
+        if reason is None:
+            accepted += 1
+            if frame not in genuine:
+                forgeries += 1
+        if i and i % 200_000 == 0:
+            log(f"  fuzz: {i:,} frames")
+    dt = time.perf_counter() - t0
+    log(f"  fuzz: {n:,} frames, {accepted} accepted (genuine), {crashes} crashes, {forgeries} forgeries, {n / dt:,.0f}/s")
+    return {"tmtc.fuzz_frames": n, "tmtc.fuzz_crashes": crashes, "tmtc.fuzz_forgeries_accepted": forgeries,
+            "tmtc.fuzz_frames_per_s": n / dt, "tmtc.fuzz_genuine_accepted": accepted}
+
+
+def _uplink_contacts(fsw, cfg, pkg_for, contacts, loss: float, rng) -> int:
+    """Contacts used until the model is confirmed onboard (the real handler decides every step)."""
+    from ground_tools.uplink import Uplinker
+
+    up = Uplinker(cfg, first_seq=fsw.tc.auth.last_seq(1) + 1)
+    pkg = pkg_for()
+    rate = cfg.tmtc.uplink_rate_bps
+    tc, upl = fsw.tc, fsw.tc.upload
+    sc0 = tc.nv.data["sc"]
+    for used, c in enumerate(contacts, start=1):
+        left = c.duration_s
+        while left > ROUND_TRIP_S:
+            st = tc.nv.data["staging"]
+            if upl.trial is not None:
+                batch = [up.confirm()]
+            elif st is not None and st["manifest"] == pkg.manifest_bytes.decode():
+                batch = [] if st["verified"] else [up.upload_part(pkg, i) for i in upl.missing()] + [up.upload_verify()]
+                batch.append(up.activate())
+            else:
+                batch = up.upload_frames(pkg)
+            for f in batch:
+                need = 8 * len(f) / rate
+                if need > left:
+                    break
+                left -= need
+                if rng.random() >= loss:
+                    tc.process(f, 0.0)
+            left -= ROUND_TRIP_S
+            if tc.nv.data["sc"] > sc0:
+                return used
+        upl.revert()  # hours until the next contact: an unconfirmed trial reverts itself
+    return -1
+
+
+def run(quick: bool, log=print) -> dict[str, float]:
+    from flight_sw.config import load_mission_config
+    from ground_tools.uplink import package_model
+    from sim.orbit_truth import GroundStation, OrbitTruth
+    from sim.prelaunch import train_prelaunch_model
+
+    cfg = load_mission_config(DEFAULT_CONFIG)
+    image = train_prelaunch_model(cfg, np.random.default_rng(cfg.mission.seed))
+    out = _fuzz(cfg, image, 20_000 if quick else 1_000_000, log)
+
+    orbit = OrbitTruth(cfg.orbit.tle_line1, cfg.orbit.tle_line2, cfg.mission.start_utc)
+    stations = [GroundStation(s.name, s.lat_deg, s.lon_deg, s.alt_m, s.elevation_mask_deg) for s in cfg.ground_stations]
+    contacts = orbit.contact_windows(stations, 0.0, cfg.mission.duration_days * 86400.0)
+    draws = 10 if quick else 50
+    fsw = _fsw(cfg, image)
+    counter = [1]
+
+    def pkg_for():
+        counter[0] += 1
+        return package_model(cfg, image.head, version=counter[0], parent_version=image.version,
+                             security_counter=counter[0], provenance={"source": "bench"})
+
+    size = len(pkg_for().payload)
+    for loss, key in ((0.01, "tmtc.uplink_contacts_1pct_loss"), (0.10, "tmtc.uplink_contacts_10pct_loss")):
+        rng = np.random.default_rng(int(loss * 1000))
+        used = [_uplink_contacts(fsw, cfg, pkg_for, contacts, loss, rng) for _ in range(draws)]
+        out[key] = float(np.mean(used))
+        out[key + "_max"] = float(max(used))
+        log(f"  uplink {size} B head at {cfg.tmtc.uplink_rate_bps / 1e3:g} kbit/s, {loss:.0%} loss: "
+            f"{np.mean(used):.2f} contacts (max {max(used)}) of {len(contacts)} in {cfg.mission.duration_days:g} d")
+    out["tmtc.uplink_model_bytes"] = float(size)
+    out["tmtc.contact_mean_s"] = float(np.mean([c.duration_s for c in contacts]))
+    return out

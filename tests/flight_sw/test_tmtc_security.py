@@ -1,0 +1,249 @@
+"""SDLS-like command security: MAC before anti-replay, windows, key slots, persistence, fuzzing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flight_sw.config import load_mission_config
+from flight_sw.config.loader import ConfigError, parse_mission_config
+from flight_sw.config.schema import MissionConfig, TmtcConfig
+from flight_sw.tmtc.dictionary import TC_REJECT_REASONS
+from flight_sw.tmtc.security import HEADER, MAC_LEN, MemoryStore, seal
+from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "mission_configs").glob("*.yaml"))
+
+
+@pytest.fixture
+def bench(default_cfg, image):
+    return Bench(default_cfg, image)
+
+
+def test_valid_frame_is_accepted_and_counter_persisted(bench, default_cfg):
+    up = uplinker(default_cfg)
+    bench.send(up.ping())
+    assert bench.fsw.tc.accepted == 1 and bench.rejections() == []
+    assert [v[0] for v in bench.verification()] == [1, 3, 7]
+    assert bench.store.saves >= 1 and bench.fsw.tc.auth.last_seq(up.key_id) == 1
+
+
+def test_bad_mac_is_rejected_before_the_counter_is_touched(bench, default_cfg):
+    up = uplinker(default_cfg, first_seq=5)
+    good = up.ping()
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    saves = bench.store.saves
+    bench.send(forged)
+    assert bench.rejections() == [("bad_mac", up.key_id, 5)]
+    assert bench.fsw.tc.auth.last_seq(up.key_id) == 0 and bench.store.saves == saves
+    bench.send(good)  # the genuine frame with the same number still works
+    assert bench.fsw.tc.accepted == 1
+
+
+def test_replay_and_window(bench, default_cfg):
+    up = uplinker(default_cfg)
+    f1 = up.ping()
+    bench.send(f1, f1)
+    assert [r[0] for r in bench.rejections()] == ["replay"]
+    w = default_cfg.tmtc.anti_replay_window
+    up.seq = 1 + w + 1  # just outside (last, last + window]
+    bench.send(up.ping())
+    up.seq = 1 + w
+    bench.send(up.ping())
+    assert [r[0] for r in bench.rejections()] == ["replay", "outside_window"]
+    assert bench.fsw.tc.auth.last_seq(up.key_id) == 1 + w
+
+
+def test_huge_sequence_number_then_valid_one(bench, default_cfg):
+    up = uplinker(default_cfg)
+    up.seq = 2**64 - 1
+    bench.send(up.ping())
+    up.seq = 1
+    bench.send(up.ping())
+    assert [r[0] for r in bench.rejections()] == ["outside_window"]
+    assert bench.fsw.tc.accepted == 1 and bench.fsw.tc.auth.last_seq(up.key_id) == 1
+
+
+def test_every_key_slot_is_swept(bench, default_cfg):
+    """Every id 0..65535: only configured, active command keys authenticate (no bypass slot)."""
+    packet = uplinker(default_cfg).ping()[HEADER.size : -MAC_LEN]
+    keys = {k.key_id: k for k in default_cfg.tmtc.keys}
+    auth = bench.fsw.tc.auth
+    for kid in range(65536):
+        k = keys.get(kid)
+        material = bytes.fromhex(k.key_hex) if k else bytes(32)
+        for mat in (material, bytes(32), b""):
+            reason, *_ = auth.verify(seal(mat, kid, auth.last_seq(kid) + 1, packet))
+            if k is None:
+                assert reason == "unknown_key", kid
+            elif not k.active:
+                assert reason == "key_deactivated", kid
+            elif k.purpose != "command":
+                assert reason == "wrong_key_purpose", kid
+            elif mat == material:
+                assert reason is None, kid
+            else:
+                assert reason == "bad_mac", kid
+
+
+def test_deactivation_by_command_persists(bench, default_cfg):
+    up = uplinker(default_cfg)
+    bench.send(up.deactivate_key(up.key_id))
+    bench.send(up.ping())
+    assert bench.rejections()[-1][0] == "key_deactivated"
+    bench.boot()
+    bench.send(up.ping())
+    assert bench.rejections()[-1][0] == "key_deactivated"
+
+
+def test_replay_after_reboot_fails_including_first_frame(default_cfg, image):
+    store = MemoryStore()
+    b = Bench(default_cfg, image, store)
+    up = uplinker(default_cfg)
+    frames = [up.ping() for _ in range(3)]
+    snap = b.fsw.snapshot()  # taken before the frames: an older NV image of the flight state
+    b.send(*frames)
+    # Cold start with the same store: the very first frame after boot is a replay.
+    b.boot()
+    b.clear()
+    b.send(frames[2])
+    assert b.rejections() == [("replay", up.key_id, 3)]
+    # Restore an older snapshot: the store, not the snapshot, holds the counter.
+    b.boot(snapshot=snap)
+    b.clear()
+    b.send(*frames)
+    assert [r[0] for r in b.rejections()] == ["replay"] * 3
+    b.send(up.ping())
+    assert b.fsw.tc.accepted == 1
+
+
+def test_corrupt_store_refuses_everything(default_cfg, image):
+    store = MemoryStore()
+    b = Bench(default_cfg, image, store)
+    up = uplinker(default_cfg)
+    b.send(up.ping())
+    store.blob = store.blob[:-1] + bytes([store.blob[-1] ^ 0xFF])
+    b.boot()
+    b.send(up.ping())
+    assert b.rejections()[-1][0] == "state_corrupt"
+
+
+def test_keys_never_appear_in_telemetry(default_cfg, image):
+    """Run commands, rejections and housekeeping through the real downlink; scan every byte."""
+    sent: list[bytes] = []
+    b = Bench(default_cfg, image)
+    from flight_sw.app import FlightSoftware
+    from tests.flight_sw.conftest import FakePayload
+
+    fsw = FlightSoftware(default_cfg, image, FakePayload(default_cfg), sent.append, tc_store=b.store)
+    up = uplinker(default_cfg)
+    fsw.telecommand(up.ping())
+    fsw.telecommand(up.ping()[:-3] + b"abc")
+    fsw.telecommand(b"\x01" * 50)
+    for tick in range(0, 400):
+        fsw.inputs.in_contact = True
+        fsw.step(tick)
+    blob = b"".join(sent) + b.store.blob
+    assert len(sent) > 20 and fsw.tc.accepted == 1 and fsw.tc.rejected == 2
+    for k in default_cfg.tmtc.keys:
+        material = bytes.fromhex(k.key_hex)
+        for i in range(0, len(material) - 7):  # no 8-byte window of any key, raw or hex
+            assert material[i : i + 8] not in blob
+            assert material[i : i + 8].hex().encode() not in blob
+    assert "key_hex=<redacted>" in repr(default_cfg) and default_cfg.tmtc.keys[0].key_hex not in repr(default_cfg)
+
+
+# -- no insecure switch in any shipped config ------------------------------------------------
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_no_shipped_config_can_disable_authentication(path, image):
+    cfg = load_mission_config(path)
+    names = {f.name.lower() for f in dataclasses.fields(TmtcConfig)} | {
+        f.name.lower() for f in dataclasses.fields(MissionConfig)
+    }
+    assert not any(w in n for n in names for w in ("insecure", "bypass", "disable_auth", "no_auth"))
+    commands = [k for k in cfg.tmtc.keys if k.purpose == "command" and k.active]
+    assert commands and all(len(bytes.fromhex(k.key_hex)) >= 32 for k in cfg.tmtc.keys)
+    assert any(t.kind == "tc_handler" and t.criticality == "essential" for t in cfg.tasks)
+    # An unsigned frame and a frame with an all-zero key are refused by this config's flight software.
+    b = Bench(cfg, image) if cfg.payload.bands == image.w1.shape[0] else None
+    if b is not None:
+        up = uplinker(cfg)
+        packet = up.ping()[HEADER.size : -MAC_LEN]
+        kid = commands[0].key_id
+        b.send(HEADER.pack(1, kid, 1, len(packet)) + packet + bytes(32), seal(bytes(32), kid, 1, packet))
+        assert [r[0] for r in b.rejections()] == ["bad_mac", "bad_mac"]
+    text = path.read_text().replace("tmtc:\n", "tmtc:\n  insecure: true\n", 1)
+    with pytest.raises(ConfigError, match="insecure"):
+        parse_mission_config(text, str(path))
+
+
+def test_short_or_duplicate_keys_are_refused(default_cfg, image):
+    from flight_sw.tmtc.security import keys_from_config
+
+    k = default_cfg.tmtc.keys[0]
+    short = dataclasses.replace(default_cfg.tmtc, keys=(dataclasses.replace(k, key_hex="00" * 16),))
+    with pytest.raises(ValueError, match="at least 32 bytes") as e:
+        keys_from_config(short)
+    assert "00" * 16 not in str(e.value)
+    dup = dataclasses.replace(default_cfg.tmtc, keys=(k, k))
+    with pytest.raises(ValueError, match="duplicate"):
+        keys_from_config(dup)
+
+
+# -- property-based fuzzing of the TC path ---------------------------------------------------
+@st.composite
+def frames(draw, valid: bytes):
+    kind = draw(st.sampled_from(["random", "truncated", "bitflip", "huge", "forged", "header"]))
+    if kind == "random":
+        return draw(st.binary(max_size=1200))
+    if kind == "truncated":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "bitflip":
+        i = draw(st.integers(0, 8 * len(valid) - 1))
+        out = bytearray(valid)
+        out[i // 8] ^= 1 << (i % 8)
+        return bytes(out)
+    if kind == "huge":
+        return valid + draw(st.binary(min_size=1, max_size=10)) * draw(st.integers(100, 5000))
+    if kind == "forged":
+        return valid[:-MAC_LEN] + draw(st.binary(min_size=MAC_LEN, max_size=MAC_LEN))
+    # well-formed header with random claims and random body
+    body = draw(st.binary(max_size=200))
+    hdr = HEADER.pack(draw(st.integers(0, 255)), draw(st.integers(0, 65535)), draw(st.integers(0, 2**64 - 1)),
+                      draw(st.integers(0, 65535)))
+    return hdr + body + draw(st.binary(min_size=0, max_size=40))
+
+
+@pytest.fixture(scope="module")
+def fuzz_bench(default_cfg, image):
+    return Bench(default_cfg, image)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_frames_are_rejected_with_a_reason_and_never_move_the_window(fuzz_bench, default_cfg, data):
+    b = fuzz_bench
+    auth = b.fsw.tc.auth
+    up = uplinker(default_cfg, first_seq=auth.last_seq(1) + 1)
+    valid = up.ping()
+    frame = data.draw(frames(valid))
+    before = dict(auth.nv.data["seq"])
+    key = bytes.fromhex(default_cfg.tmtc.keys[0].key_hex)
+    genuine = (
+        len(frame) >= HEADER.size + MAC_LEN
+        and hmac.compare_digest(hmac.new(key, frame[:-MAC_LEN], hashlib.sha256).digest(), frame[-MAC_LEN:])
+    )
+    reason = b.fsw.tc.process(frame, 0.0)  # must not raise
+    if reason is None:
+        assert genuine, "a frame without the genuine MAC was accepted"
+    else:
+        assert reason in TC_REJECT_REASONS
+    if not genuine:
+        assert auth.nv.data["seq"] == before, "an unauthenticated frame moved the window"
+    b.clear()

@@ -1,0 +1,108 @@
+"""Ground uplink: packaging (int8, pruning cost on held-out data, signed manifest), config tools."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flight_sw.config import load_mission_config
+from flight_sw.ml.model import float_features
+from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.upload import input_schema_hash
+from ground_tools.uplink import (
+    Uplinker,
+    config_diff,
+    config_package,
+    config_validate,
+    max_chunk_bytes,
+    mission_key,
+    package_model,
+    prune_magnitude,
+)
+
+DEFAULT = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_mission_config(DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def image(cfg):
+    from sim.prelaunch import train_prelaunch_model
+
+    return train_prelaunch_model(cfg, np.random.default_rng(1))
+
+
+@pytest.fixture(scope="module")
+def heldout(cfg, image):
+    from sim.scene import SceneTruth
+
+    scene = SceneTruth(cfg.payload, np.random.default_rng(7))
+    x = np.zeros((2000, cfg.payload.bands), np.float32)
+    y = np.zeros(2000, np.int64)
+    scene.sample(0.0, 2000, scene.base_mix, 45.0, x, y)
+    return float_features(image, x), y
+
+
+def test_manifest_is_signed_complete_and_fits_a_frame(cfg, image, heldout):
+    pkg = package_model(cfg, image.head, version=3, parent_version=1, security_counter=3, heldout=heldout,
+                        provenance={"source": "ground_loop"})
+    m = pkg.manifest
+    for key in ("version", "parent_version", "security_counter", "sha256", "shape", "scales",
+                "input_schema_hash", "min_fsw_version", "provenance"):
+        assert key in m
+    assert m["input_schema_hash"] == input_schema_hash(cfg) and m["shape"] == list(image.head.shape)
+    assert hashlib.sha256(pkg.payload).hexdigest() == m["sha256"] and b"".join(pkg.chunks) == pkg.payload
+    _, key = mission_key(cfg, "upload")
+    assert hmac.compare_digest(hmac.new(key, pkg.manifest_bytes, hashlib.sha256).digest(), pkg.signature)
+    assert json.loads(pkg.manifest_bytes) == m
+    frames = Uplinker(cfg).upload_frames(pkg)
+    assert max(len(f) for f in frames) <= cfg.tmtc.max_frame_bytes
+    assert abs(pkg.report["acc_cost_total"]) < 0.02  # int8 per channel costs under 2 points
+
+
+def test_pruning_reaches_the_target_and_reports_the_accuracy_cost(cfg, image, heldout):
+    p = prune_magnitude(image.head, 0.5)
+    body = p[:-1]
+    assert np.mean(body == 0) == pytest.approx(0.5, abs=0.01)
+    np.testing.assert_array_equal(p[-1], image.head[-1])  # bias row kept
+    kept = np.abs(image.head[:-1])[body != 0]
+    assert kept.min() >= np.abs(image.head[:-1])[body == 0].max()
+    pkg = package_model(cfg, image.head, version=3, parent_version=1, security_counter=3, sparsity=0.9,
+                        heldout=heldout)
+    r = pkg.report
+    assert r["sparsity"] >= 0.9 - 0.01
+    assert r["acc_cost_pruning"] == pytest.approx(r["acc_float"] - r["acc_pruned"])
+    assert pkg.manifest["provenance"]["acc_pruned"] == round(r["acc_pruned"], 4)
+    with pytest.raises(ValueError):
+        prune_magnitude(image.head, 1.0)
+
+
+def test_config_validate_diff_package(cfg):
+    text = DEFAULT.read_text()
+    assert config_validate(text) == []
+    errs = config_validate(text.replace("margin_j: 1500", "margin_j: -1"))
+    assert errs and "margin_j" in errs[0]
+    new = dataclasses.replace(cfg, power=dataclasses.replace(
+        cfg.power, budget=dataclasses.replace(cfg.power.budget, margin_j=2500.0, eclipse_policy="never")))
+    changes, lines = config_diff(cfg, new)
+    assert changes == {1: 2500.0, 2: 0.0}
+    assert any("power.budget.margin_j: 1500 -> 2500" in x for x in lines)
+    frames = config_package(Uplinker(cfg), changes)
+    assert len(frames) == 2
+    with pytest.raises(ValueError, match="outside"):
+        config_package(Uplinker(cfg), {3: 2.0})
+    assert d.PARAMS[1][0] == "power.budget.margin_j"
+
+
+def test_chunk_limit(cfg, image):
+    with pytest.raises(ValueError):
+        package_model(cfg, image.head, 2, 1, 2, chunk_size=max_chunk_bytes(cfg) + 1)
