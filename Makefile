@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 sim: $(STAMP)
-	$(BIN)/flightsim run $(CONFIG) --out $(RUN) --report
+	@mkdir -p $(RUN)
+	$(BIN)/groundtools uplink plan $(CONFIG) --out $(RUN)/uplink.bin
+	$(BIN)/flightsim run $(CONFIG) --out $(RUN) --uplink $(RUN)/uplink.bin --report
 	@echo "Open the review report: file://$(abspath $(RUN))/report.html"
 
 test: $(STAMP)

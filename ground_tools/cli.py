@@ -204,6 +204,103 @@ def cmd_plan_eclipses(args) -> int:
     return 0
 
 
+def _load_cfg(path: str):
+    try:
+        return load_mission_config(path)
+    except ConfigError as exc:
+        _err(f"error: invalid mission config {exc}")
+        return None
+
+
+def cmd_uplink_plan(args) -> int:
+    """Build the authenticated frames a pass will carry (ping, config change, signed model)."""
+    from ground_tools.uplink_plan import build_default_plan
+    from ground_tools.uplink_plan import write_plan as write_uplink
+
+    cfg = _load_cfg(args.config)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    if args.seq < 1:
+        _err(f"error: --seq must be >= 1, got {args.seq}")
+        return EXIT_BAD_INPUT
+    entries, pkg, notes = build_default_plan(cfg, cfg.mission.seed if args.seed is None else args.seed, args.seq)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_uplink(out, entries)
+    for line in notes:
+        print(line)
+    print(f"uplink plan: {out} (keep the next sequence number: {args.seq + len(entries)})")
+    return 0
+
+
+def cmd_model_package(args) -> int:
+    """Quantise, optionally prune, sign and chunk a head from an .npz (key `head`)."""
+    import json
+
+    import numpy as np
+
+    from ground_tools.uplink import package_model
+
+    cfg = _load_cfg(args.config)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    try:
+        with np.load(args.model) as z:
+            head = np.asarray(z["head"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        _err(f"error: {args.model}: expected an .npz with a 'head' array ({exc})")
+        return EXIT_BAD_INPUT
+    want = (cfg.model.feature_dim + 1, len(cfg.payload.classes))
+    if head.shape != want:
+        _err(f"error: {args.model}: head has shape {head.shape}, expected {want} for this mission")
+        return EXIT_BAD_INPUT
+    heldout = None
+    if args.heldout:
+        with np.load(args.heldout) as z:
+            heldout = (z["features"], z["labels"])
+    pkg = package_model(cfg, head, args.version, args.parent, args.counter, sparsity=args.sparsity, heldout=heldout)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_bytes(pkg.manifest_bytes)
+    (out / "manifest.sig").write_bytes(pkg.signature)
+    (out / "payload.bin").write_bytes(pkg.payload)
+    print(json.dumps(pkg.report, indent=1))
+    print(f"package: {out} ({len(pkg.chunks)} parts of <= {pkg.manifest['chunk_size']} B)")
+    return 0
+
+
+def cmd_config(args) -> int:
+    """validate | diff | package a flight parameter change against the active config."""
+    from ground_tools.uplink import Uplinker, config_diff, config_package, config_validate
+    from ground_tools.uplink_plan import write_plan as write_uplink
+
+    text = Path(args.proposed).read_text(encoding="utf-8") if Path(args.proposed).is_file() else None
+    if text is None:
+        _err(f"error: {args.proposed}: file not found")
+        return EXIT_BAD_INPUT
+    errors = config_validate(text, args.proposed)
+    if args.action == "validate" or errors:
+        for e in errors:
+            print(e)
+        print("OK" if not errors else f"{len(errors)} error(s)")
+        return 0 if not errors else EXIT_BAD_INPUT
+    active = _load_cfg(args.active)
+    proposed = _load_cfg(args.proposed)
+    if active is None or proposed is None:
+        return EXIT_BAD_INPUT
+    changes, lines = config_diff(active, proposed)
+    for line in lines:
+        print(line)
+    if args.action == "package":
+        if not args.out:
+            _err("error: config package needs --out FILE")
+            return EXIT_BAD_INPUT
+        frames = config_package(Uplinker(active, args.seq), changes)
+        write_uplink(Path(args.out), [(0, f) for f in frames])
+        print(f"{len(frames)} frame(s) written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundtools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +363,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="also plot umbra fraction and beta angle over a year (default: on)",
     )
     p.set_defaults(func=cmd_plan_eclipses)
+
+    p = sub.add_parser("uplink", help="telecommand uplink products")
+    up_sub = p.add_subparsers(dest="uplink_command", required=True)
+    p = up_sub.add_parser("plan", help="the frames of the next passes: ping, a config change, a signed model upload")
+    p.add_argument("config", help="mission config YAML (its tmtc keys sign the frames)")
+    p.add_argument("--out", required=True, help="plan file for `flightsim run --uplink`")
+    p.add_argument("--seq", type=int, default=1, help="first anti-replay sequence number (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the ground retraining (default: the mission seed)")
+    p.set_defaults(func=cmd_uplink_plan)
+
+    p = sub.add_parser("model", help="model products")
+    m_sub = p.add_subparsers(dest="model_command", required=True)
+    p = m_sub.add_parser("package", help="quantise (int8 per channel), prune, sign and chunk a head for uplink")
+    p.add_argument("model", help=".npz with a 'head' array (feature_dim + 1, classes)")
+    p.add_argument("--config", required=True, help="mission config YAML")
+    p.add_argument("--out", required=True, help="output folder (manifest.json, manifest.sig, payload.bin)")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--parent", type=int, required=True, help="parent model version")
+    p.add_argument("--counter", type=int, required=True, help="security counter (must exceed the onboard one)")
+    p.add_argument("--sparsity", type=float, default=0.0, help="magnitude pruning target in [0, 1)")
+    p.add_argument("--heldout", help=".npz with 'features' and 'labels' to report the accuracy cost")
+    p.set_defaults(func=cmd_model_package)
+
+    p = sub.add_parser("config", help="flight parameter changes: validate | diff | package")
+    p.add_argument("action", choices=("validate", "diff", "package"))
+    p.add_argument("proposed", help="proposed mission config YAML")
+    p.add_argument("--active", help="the config flying now (for diff and package)")
+    p.add_argument("--out", help="package: frame file for `flightsim run --uplink`")
+    p.add_argument("--seq", type=int, default=1, help="package: first anti-replay sequence number")
+    p.set_defaults(func=cmd_config)
     return parser
 
 

@@ -113,10 +113,19 @@ def cmd_run(args) -> int:
     if args.device is not None and cfg.device.backend != "analog":
         print("error: --device needs a config with device.backend: analog", file=sys.stderr)
         return EXIT_BAD_INPUT
+    uplink = None
+    if args.uplink:
+        from sim.uplink_file import read_uplink_file
+
+        try:
+            uplink = read_uplink_file(Path(args.uplink))
+        except (OSError, ValueError) as exc:
+            print(f"error: --uplink {args.uplink}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         result = run_mission(
             cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet,
-            realtime_speedup=speedup, device_url=args.device,
+            realtime_speedup=speedup, device_url=args.device, uplink=uplink,
         )
     except (ValueError, OSError) as exc:
         if args.device is None:
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--realtime", action="store_true", help="pace ticks to wall time (HIL), with the task watchdog")
     p.add_argument("--speedup", type=float, help="with --realtime: run N times faster than real time")
+    p.add_argument("--uplink", help="telecommand plan (from `groundtools uplink plan`) radiated at contacts")
     p.add_argument("--device", help="analog device URL for HIL: tcp://HOST:PORT or serial:///dev/pts/N "
                    "(default: device.url from the config; inproc:// is the emulator in this process)")
     p.set_defaults(func=cmd_run)

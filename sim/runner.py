@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +44,17 @@ log = logging.getLogger("flightsim")
 class RunResult:
     run_dir: Path
     summary: dict
+
+
+_KEY_HEX = re.compile(r'(key_hex:\s*)(["\']?)([0-9a-fA-F]{2,})(\2)')
+
+
+def redact_keys(config_text: str) -> str:
+    """The run folder keeps a copy of the config, never the mission's key material."""
+    redacted = _KEY_HEX.sub(lambda m: m.group(1) + m.group(2) + "0" * len(m.group(3)) + m.group(4), config_text)
+    if redacted != config_text:
+        redacted = "# key material redacted by flightsim run (zeros of the same length)\n" + redacted
+    return redacted
 
 
 def package_versions() -> dict[str, str]:
@@ -82,19 +94,20 @@ def run_mission(
     command: str | None = None,
     realtime_speedup: float | None = None,
     device_url: str | None = None,
+    uplink: list[tuple[int, bytes]] | None = None,
 ) -> RunResult:
     """Simulate the mission and write the run folder; returns its path and summary."""
     days = cfg.mission.duration_days if days is None else days
     seed = cfg.mission.seed if seed is None else seed
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config_text, encoding="utf-8")
+    (out_dir / "config.yaml").write_text(redact_keys(config_text), encoding="utf-8")
     handler = logging.FileHandler(out_dir / "run.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     wall0 = time.perf_counter()
     try:
-        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup, device_url)
+        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup, device_url, uplink)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -107,6 +120,7 @@ def _run(
     cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progress: bool, command: str | None,
     realtime_speedup: float | None,
     device_url: str | None = None,
+    uplink: list[tuple[int, bytes]] | None = None,
 ) -> RunResult:
     frame_s = cfg.executive.minor_frame_s
     n_ticks = int(round(days * 86400.0 / frame_s))
@@ -143,7 +157,9 @@ def _run(
             return RealTimeExecutive(fsw, clock, cfg.fdir.watchdog_grace_s)
 
     try:
-        sim = Simulation(cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url)
+        sim = Simulation(
+            cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url, uplink=uplink
+        )
         world, fsw = sim.world, sim.fsw
         log.info(
             f"truth prepared in {time.perf_counter() - t_prep:.1f} s: {len(world.eclipses)} eclipses, "
@@ -195,6 +211,10 @@ def _run(
     summary["ground_loop_uplinks"] = len(sim.ground.uplinks)
     st = getattr(fsw.solver, "stats", None)
     summary["optimizer_backend"] = cfg.device.backend
+    summary["telecommands_uplinked"] = sim.frames_uplinked
+    tc = fsw.tc
+    summary["telecommands_accepted"] = getattr(tc, "accepted", None)
+    summary["telecommands_rejected"] = getattr(tc, "rejected", None)
     if st is not None:
         summary["solves_analog"] = st.analog_accepted
         summary["solves_fallback"] = st.fallbacks

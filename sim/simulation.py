@@ -67,6 +67,7 @@ class Simulation:
         optimizer=None,
         executor_factory: Callable[[FlightSoftware], object] | None = None,
         device_url: str | None = None,
+        uplink: list[tuple[int, bytes]] | None = None,
     ):
         """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
         `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped."""
@@ -97,6 +98,10 @@ class Simulation:
         self._step = self.executor.run_tick if self.executor is not None else fsw.step
         self.tick = 0
         self.log = TruthLog(min_soc=self.world.battery.soc)
+        # The ground station radiates plan group k at the start of the k-th contact of the run.
+        self._uplink = sorted(uplink or [], key=lambda e: e[0])
+        self._uplink_next = 0
+        self.frames_uplinked = 0
         self._sample_every = max(1, int(round(TRUTH_SAMPLE_S / self.frame_s)))
 
     @staticmethod
@@ -169,6 +174,8 @@ class Simulation:
                 tick = gap_end
                 continue
             t = tick * frame_s
+            if self._uplink_next < len(self._uplink) and contact[i]:
+                self._radiate(t)
             inputs.soc = battery.soc
             inputs.solar_power_w = solar[i]
             inputs.in_contact = contact[i]
@@ -182,6 +189,17 @@ class Simulation:
                 self._score(t)
             tick += 1
         self._sample_truth(blk, block_start, t_from, t_to)
+
+    def _radiate(self, t: float) -> None:
+        """Hand the frames of every plan group whose contact has started to the flight radio."""
+        contacts = self.world.contacts
+        while self._uplink_next < len(self._uplink):
+            group, frame = self._uplink[self._uplink_next]
+            if group >= len(contacts) or contacts[group].start_s > t:
+                break
+            self.fsw.telecommand(frame)
+            self._uplink_next += 1
+            self.frames_uplinked += 1
 
     def _score(self, t: float) -> None:
         """Truth accuracy of the onboard model and of the frozen pre-launch model on this batch."""
@@ -223,6 +241,7 @@ class Simulation:
             "rng_payload": self.payload.rng.bit_generator.state,
             "log": copy.deepcopy(self.log),
             "ground": copy.deepcopy(self.ground),
+            "uplink_next": self._uplink_next,
         }
         return pickle.dumps((self.fsw.snapshot(), sim_state))
 
@@ -235,4 +254,5 @@ class Simulation:
         self.payload.rng.bit_generator.state = sim_state["rng_payload"]
         self.log = sim_state["log"]
         self.ground = sim_state["ground"]
+        self._uplink_next = sim_state["uplink_next"]
         self.payload.on_labelled = self.ground.on_labelled

@@ -71,3 +71,27 @@ def test_run_far_from_tle_epoch_warns_with_the_field(tmp_path):
     r = _cli("sim.cli", "run", str(cfg), "--days", "0.05", "--out", str(tmp_path / "r"), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "warning: orbit.tle_max_age_days" in r.stderr and "45.0 days from the TLE epoch" in r.stderr
+
+
+def test_run_with_a_damaged_uplink_file_is_refused(tmp_path):
+    bad = tmp_path / "uplink.bin"
+    bad.write_bytes(b"\x00\x00\x00\xff" + b"x" * 10)
+    r = _cli("sim.cli", "run", str(DEFAULT), "--days", "0.01", "--uplink", str(bad), "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and "claims 255 bytes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_groundtools_uplink_plan_and_config_commands(tmp_path):
+    r = _cli("ground_tools.cli", "uplink", "plan", str(DEFAULT), "--out", str(tmp_path / "up.bin"))
+    assert r.returncode == 0, r.stderr
+    assert "model v1000" in r.stdout and (tmp_path / "up.bin").stat().st_size > 300
+    proposed = tmp_path / "p.yaml"
+    proposed.write_text(DEFAULT.read_text().replace("margin_j: 1500", "margin_j: 2500"))
+    r = _cli("ground_tools.cli", "config", "diff", str(proposed), "--active", str(DEFAULT))
+    assert r.returncode == 0 and "margin_j" in r.stdout
+    r = _cli("ground_tools.cli", "config", "package", str(proposed), "--active", str(DEFAULT), "--out",
+             str(tmp_path / "cfg.bin"))
+    assert r.returncode == 0 and (tmp_path / "cfg.bin").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEFAULT.read_text().replace("margin_j: 1500", "margin_j: -5"))
+    r = _cli("ground_tools.cli", "config", "validate", str(bad))
+    assert r.returncode == 2 and "margin_j" in r.stdout
