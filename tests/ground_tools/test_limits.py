@@ -27,7 +27,7 @@ def _write(tmp_path, text):
 def test_default_limits_take_thresholds_from_the_mission_config(cfg):
     ls = load_limits(DEFAULT_LIMITS, cfg)
     soc = next(lim for lim in ls.limits if lim.parameter == "soc")
-    assert soc.levels["warning"].low == cfg.power.battery.reserve_soc
+    assert soc.levels["warning"].low == cfg.power.battery.floor_soc
     assert soc.levels["alarm"].low == cfg.power.battery.safe_mode_soc
     assert soc.bounds("warning", "SAFE") is None and soc.bounds("alarm", "SAFE").low == cfg.power.battery.safe_mode_soc
     backlog = next(lim for lim in ls.limits if lim.parameter == "downlink_backlog")
