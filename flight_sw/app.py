@@ -167,6 +167,7 @@ class FlightSoftware:
         self._cal_pixels = self.buffers["ml.label_pixels"]
         self._cal_labels = self.buffers["ml.label_labels"]
         self._cal_pred = self.buffers["ml.label_pred"]
+        self._sample_fmt = struct.Struct(f">{cfg.payload.bands}f")
         self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
         self._handlers = tuple(self._handler_for(s.kind) for s in self.specs)
         # Optional tasks of higher priority keep a first claim on the orbit budget.
@@ -423,7 +424,7 @@ class FlightSoftware:
         else:
             for i in range(len(self.task_orbit_energy_j)):
                 self.task_orbit_energy_j[i] = 0.0
-        self.tm.housekeeping(d.HK_ORBIT_SID, payload, t)
+        self.tm.housekeeping(d.HK_ORBIT_SID, payload, t, high=True)  # the budget matters to operators
 
     def _task_housekeeping(self, t: float) -> float:
         inp = self.inputs
@@ -506,6 +507,7 @@ class FlightSoftware:
         if self.payload.acquire(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
             return -1.0
         self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
+        self._report_samples(t)
         self._report_drift(t)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
@@ -536,6 +538,16 @@ class FlightSoftware:
         if outcome is not None:
             self._report_update(outcome, t)
         return cost_s
+
+    def _report_samples(self, t: float) -> None:
+        """Send a few site-labelled samples down (HK SID 5) for the ground's replay and retraining."""
+        k = min(d.SAMPLES_PER_REPORT, self._cal_pixels.shape[0])
+        fmt = self._sample_fmt
+        parts = [d.SAMPLES_HEADER.pack(self.learner.version, k)]
+        for i in range(k):
+            parts.append(d.SAMPLE_RECORD_HEAD.pack(int(self._cal_labels[i]), int(self._cal_pred[i])))
+            parts.append(fmt.pack(*self._cal_pixels[i].tolist()))
+        self.tm.housekeeping(d.HK_SAMPLES_SID, b"".join(parts), t)
 
     def _report_drift(self, t: float) -> None:
         events = self.learner.drift_events

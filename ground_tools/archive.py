@@ -190,7 +190,7 @@ class _Decoder:
         self.names = event_names()
         self.rows: dict[str, list[tuple]] = {
             k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
-                            "training_updates", "mode_changes", "hk_device", "verifications")
+                            "training_updates", "mode_changes", "hk_device", "verifications", "samples")
         }
         self.reasons: Counter[str] = Counter()
         self.frames = 0
@@ -252,6 +252,15 @@ class _Decoder:
                     rows["orbit_task_energy"].extend((pid, i, e) for i, e in enumerate(energy))
                 elif sid == HK_DEVICE_SID and len(body) == HK_DEVICE_STRUCT.size:
                     rows["hk_device"].append((pid, t, *HK_DEVICE_STRUCT.unpack(body)))
+                elif sid == d.HK_SAMPLES_SID:
+                    decoded = decode_samples(body)
+                    if decoded is None:
+                        status = "malformed sample report (HK SID 5)"
+                    else:
+                        version, recs = decoded
+                        rows["samples"].extend(
+                            (t, np.asarray(px, dtype="<f4").tobytes(), lab, pred, version) for lab, pred, px in recs
+                        )
                 elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID):
                     status = f"wrong length for HK SID {sid}"
                 else:
@@ -441,6 +450,11 @@ def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
                 if table == "rejects":
                     conn.executemany(
                         "INSERT OR IGNORE INTO rejects (file_offset, length, reason, sha1, raw) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                elif table == "samples":  # new packets only reach here, so re-ingesting adds none
+                    conn.executemany(
+                        "INSERT INTO samples (t_s, pixels, label, onboard_label, model_version) VALUES (?, ?, ?, ?, ?)",
                         rows,
                     )
                 else:
@@ -636,6 +650,27 @@ class Archive:
             for t, eid, sev, p in self.conn.execute("SELECT t_s, event_id, severity, params FROM events ORDER BY t_s")
         ]
         return tm
+
+
+def decode_samples(body: bytes):
+    """HK SID 5 body -> (model version, [(label, onboard label, pixels tuple)]), or None if malformed."""
+    if len(body) < d.SAMPLES_HEADER.size:
+        return None
+    version, count = d.SAMPLES_HEADER.unpack_from(body)
+    if count == 0:
+        return version, []
+    rec = (len(body) - d.SAMPLES_HEADER.size) // count
+    bands = (rec - d.SAMPLE_RECORD_HEAD.size) // 4
+    if bands < 1 or d.SAMPLES_HEADER.size + count * (d.SAMPLE_RECORD_HEAD.size + 4 * bands) != len(body):
+        return None
+    fmt = struct.Struct(f">{bands}f")
+    out, pos = [], d.SAMPLES_HEADER.size
+    for _ in range(count):
+        lab, pred = d.SAMPLE_RECORD_HEAD.unpack_from(body, pos)
+        px = fmt.unpack_from(body, pos + d.SAMPLE_RECORD_HEAD.size)
+        out.append((lab, pred, px))
+        pos += d.SAMPLE_RECORD_HEAD.size + 4 * bands
+    return version, out
 
 
 def add_samples(db: Path | str, t_s, pixels, labels, onboard_label=None, model_version=None) -> int:

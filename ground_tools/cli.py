@@ -131,8 +131,8 @@ def cmd_replay(args) -> int:
         bands = int(ar.meta["bands"])
     if samples is None:
         raise NoSamplesError(
-            f"{args.run}: no downlinked samples in the archive {db} (table `samples` is empty). The flight "
-            f"software does not downlink labelled samples yet, so there is nothing to replay {args.model} on."
+            f"{args.run}: no downlinked samples in the archive {db} (table `samples` is empty): labelled samples "
+            f"come down from calibration-site passes (HK SID 5), and this run had none to replay {args.model} on."
         )
     check_model_fits(image, bands, classes, str(args.model))
     if baseline is not None:

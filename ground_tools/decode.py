@@ -261,6 +261,8 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
             elif sid == dev_sid and len(body) == dev_struct.size:
                 dev_rows.append(dev_struct.unpack(body))
                 dev_t.append(t)
+            elif sid == getattr(d, "HK_SAMPLES_SID", None):
+                pass  # labelled samples: archived by `groundtools ingest` (samples table)
             else:
                 bad(f"unknown HK structure {sid} or wrong length")
         elif h.service == d.PUS_SERVICE_EVENT and len(data) >= 2:

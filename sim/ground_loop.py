@@ -95,6 +95,9 @@ class GroundLoopArm:
         self._pending: list[tuple[float, np.ndarray]] = []  # (uplink-ready time, head)
         self.uplinks: list[tuple[float, int]] = []  # (time activated, version)
         self.samples_downlinked = 0
+        self.retrain_every_s = g.retrain_every_h * 3600.0
+        self._last_retrain_s = -float("inf")
+        self.retrains = 0
         n_cls = image.head.shape[1]
         b = cfg.payload.samples_per_acquisition
         self._scores = np.zeros((b, n_cls))
@@ -117,6 +120,9 @@ class GroundLoopArm:
                 self.extractor.features_into(np.ascontiguousarray(x), phi)
                 self.window.push(c.end_s, phi, y)
                 self.samples_downlinked += len(x)
+            if self.window.count and c.end_s - self._last_retrain_s >= self.retrain_every_s:
+                self._last_retrain_s = c.end_s
+                self.retrains += 1
                 self._pending.append((c.end_s + self.turnaround_s, self._retrain()))
         self._activate_due(t)
 

@@ -51,7 +51,7 @@ _KEY_HEX = re.compile(r'(key_hex:\s*)(["\']?)([0-9a-fA-F]{2,})(\2)')
 
 def redact_keys(config_text: str) -> str:
     """The run folder keeps a copy of the config, never the mission's key material."""
-    redacted = _KEY_HEX.sub(lambda m: m.group(1) + m.group(2) + "0" * len(m.group(3)) + m.group(4), config_text)
+    redacted = _KEY_HEX.sub(lambda m: m.group(1) + '"' + "0" * len(m.group(3)) + '"', config_text)
     if redacted != config_text:
         redacted = "# key material redacted by flightsim run (zeros of the same length)\n" + redacted
     return redacted

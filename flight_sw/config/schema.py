@@ -515,6 +515,12 @@ class GroundLoopConfig:
     window_samples: int = param(
         20000, doc="Most recent downlinked samples the ground retrains on.", ge=100
     )
+    retrain_every_h: float = param(
+        6.0,
+        doc="The ground runs its retraining job at most this often, on everything received so far.",
+        unit="h",
+        gt=0,
+    )
     onboard_store_samples: int = param(
         8192, doc="Labelled samples the satellite keeps for downlink (oldest dropped).", ge=16
     )

@@ -120,7 +120,7 @@ class TcHandler:
             data += FailureNotice(
                 ErrorCode(pfc=PFC_BITS, val=d.TC_FAILURES.index(code)), text.encode()[:MAX_FAIL_TEXT]
             ).pack()
-        self.fsw.tm._emit(d.PUS_SERVICE_VERIFICATION, subtype, data, t)  # the encoder's APID counter
+        self.fsw.tm.emit(d.PUS_SERVICE_VERIFICATION, subtype, data, t)  # the encoder's APID counter
 
     def _execute(self, tc: PusTc, t: float) -> None:
         req = RequestId.from_sp_header(tc.sp_header).pack()
@@ -155,7 +155,7 @@ class TcHandler:
 
     # -- actions ------------------------------------------------------------------------------
     def _ping(self, data: bytes, t: float) -> None:
-        self.fsw.tm._emit(d.PUS_SERVICE_TEST, 2, b"", t)
+        self.fsw.tm.emit(d.PUS_SERVICE_TEST, 2, b"", t)
 
     def _function(self, data: bytes, t: float) -> None:
         if len(data) < 2:

@@ -102,6 +102,14 @@ HK_DEVICE: tuple[Param, ...] = (
     Param("energy_fallback_j", "f", "J", "Energy of solves served by the fallback."),
 )
 
+#: SID 5: labelled calibration samples sent down for the ground (replay of candidate
+#: models, the ground retraining loop). Layout: SAMPLES_HEADER, then per sample one
+#: SAMPLE_RECORD_HEAD followed by `bands` big-endian f32 reflectances.
+HK_SAMPLES_SID = 5
+SAMPLES_PER_REPORT = 4
+SAMPLES_HEADER = struct.Struct(">IB")  # model version, sample count
+SAMPLE_RECORD_HEAD = struct.Struct(">BB")  # site label, onboard prediction
+
 #: SID 3: the per-orbit budget, emitted when an orbit starts.
 HK_ORBIT_SID = 3
 HK_ORBIT: tuple[Param, ...] = (

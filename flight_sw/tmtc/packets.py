@@ -36,14 +36,19 @@ def cds_short(start_utc: datetime, t_s: float) -> bytes:
 class TmEncoder:
     """Packs HK and event reports for one APID and hands them to `sink`."""
 
-    def __init__(self, apid: int, start_utc: datetime, sink: Callable[[bytes], None]):
+    def __init__(self, apid: int, start_utc: datetime, sink: Callable[[bytes, bool], None]):
+        """`sink(packet, high)` receives each packed report and its priority."""
         self.apid = apid
         self.start_utc = start_utc
         self.sink = sink
         self.seq_count = 0
         self.packets = 0
 
-    def _emit(self, service: int, subtype: int, data: bytes, t_s: float) -> None:
+    def emit(self, service: int, subtype: int, data: bytes, t_s: float, high: bool | None = None) -> None:
+        """Pack one PUS TM report and queue it; `high` defaults to every service but housekeeping."""
+        self._emit(service, subtype, data, t_s, high)
+
+    def _emit(self, service: int, subtype: int, data: bytes, t_s: float, high: bool | None = None) -> None:
         packet = PusTm(
             service=service,
             message_subtype=subtype,
@@ -54,10 +59,10 @@ class TmEncoder:
         ).pack()
         self.seq_count = (self.seq_count + 1) % _SEQ_MODULO
         self.packets += 1
-        self.sink(packet)
+        self.sink(packet, service != PUS_SERVICE_HK if high is None else high)
 
-    def housekeeping(self, sid: int, payload: bytes, t_s: float) -> None:
-        self._emit(PUS_SERVICE_HK, PUS_SUBTYPE_HK_REPORT, SID_STRUCT.pack(sid) + payload, t_s)
+    def housekeeping(self, sid: int, payload: bytes, t_s: float, high: bool = False) -> None:
+        self._emit(PUS_SERVICE_HK, PUS_SUBTYPE_HK_REPORT, SID_STRUCT.pack(sid) + payload, t_s, high)
 
     def event(self, event_id: int, severity: str, params: bytes, t_s: float) -> None:
         self._emit(

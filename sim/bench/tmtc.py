@@ -38,7 +38,7 @@ def _fsw(cfg, image):
     from flight_sw.tmtc.security import MemoryStore
 
     fsw = FlightSoftware(cfg, image, _Payload(), lambda p: None, tc_store=MemoryStore())
-    fsw.tm.sink = lambda p: None  # events are built (cost measured) but not queued
+    fsw.tm.sink = lambda p, high=False: None  # events are built (cost measured) but not queued
     return fsw
 
 

@@ -21,7 +21,7 @@ def test_cds_short_matches_the_library():
 
 def test_hk_packet_golden_bytes_and_round_trip():
     out = []
-    enc = TmEncoder(0x65, START, out.append)
+    enc = TmEncoder(0x65, START, lambda p, high: out.append(p))
     enc.housekeeping(d.HK_ORBIT_SID, b"\x01\x02", 1.5)
     raw = out[0]
     # CCSDS primary header: version 0, TM, secondary header flag, APID 0x065, unsegmented, seq 0.
@@ -36,7 +36,7 @@ def test_hk_packet_golden_bytes_and_round_trip():
 
 def test_sequence_count_wraps_at_14_bits():
     out = []
-    enc = TmEncoder(1, START, out.append)
+    enc = TmEncoder(1, START, lambda p, high: out.append(p))
     enc.seq_count = (1 << 14) - 1
     enc.event(d.EVENT_CONTACT, "info", b"\x01", 0.0)
     enc.event(d.EVENT_CONTACT, "info", b"\x00", 0.0)
@@ -45,7 +45,8 @@ def test_sequence_count_wraps_at_14_bits():
 
 def test_downlink_queue_drains_only_in_contact_at_the_rate_and_counts_overflow():
     sent = []
-    q = DownlinkQueue(np.zeros((4, 64), np.uint8), np.zeros(4, np.uint16), 8 * 100, 1.0, sent.append)
+    q = DownlinkQueue(np.zeros((5, 64), np.uint8), np.zeros(5, np.uint16), 8 * 100, 1.0, sent.append)
+    assert q.low.capacity == 4  # one row of five is reserved for high priority
     for i in range(6):
         q.push(bytes([i]) * 50)
     assert q.count == 4 and q.overflow == 2
@@ -69,3 +70,25 @@ def test_draining_k_frames_at_once_equals_k_single_frames():
         return sent, q.state_dict()
 
     assert run([1] * 25) == run([25]) == run([3, 7, 15])
+
+
+def test_high_priority_drains_first_and_each_class_counts_its_overflow():
+    sent = []
+    q = DownlinkQueue(np.zeros((8, 64), np.uint8), np.zeros(8, np.uint16), 8 * 1000, 1.0, sent.append)
+    assert q.high.capacity == 2 and q.low.capacity == 6
+    for i in range(8):
+        q.push(bytes([i]) * 10)  # low: 6 fit, 2 refused
+    for i in range(3):
+        q.push(bytes([100 + i]) * 10, high=True)  # high: 2 fit, 1 refused
+    assert (q.low.overflow, q.high.overflow, q.count) == (2, 1, 8)
+    q.drain(1, in_contact=True)
+    assert [p[0] for p in sent] == [100, 101, 0, 1, 2, 3, 4, 5]
+
+
+def test_encoder_routes_events_high_and_housekeeping_low():
+    got = []
+    enc = TmEncoder(1, START, lambda p, high: got.append(high))
+    enc.housekeeping(d.HK_CORE_SID, b"", 0.0)
+    enc.event(d.EVENT_CONTACT, "info", b"\x01", 0.0)
+    enc.housekeeping(d.HK_ORBIT_SID, b"", 0.0, high=True)
+    assert got == [False, True, True]

@@ -30,3 +30,19 @@ def run_copy(short_run, tmp_path) -> Path:
     for name in RUN_FILES:
         shutil.copy2(short_run / name, dst / name)
     return dst
+
+
+@pytest.fixture(scope="session")
+def no_sample_run(tmp_path_factory) -> Path:
+    """A short run of a mission without calibration sites: no labelled samples come down."""
+    import yaml
+
+    data = yaml.safe_load(DEFAULT.read_text())
+    data["calibration_sites"] = []
+    text = yaml.safe_dump(data, sort_keys=False)
+    from flight_sw.config import parse_mission_config
+
+    cfg = parse_mission_config(text)
+    out = tmp_path_factory.mktemp("nosamples") / "run"
+    run_mission(cfg, text, out, days=0.1, show_progress=False)
+    return out

@@ -93,17 +93,21 @@ def test_invalid_model_files_are_refused_with_the_field(model_and_samples, tmp_p
         load_model(tmp_path / "junk.npz")
 
 
-def test_replay_without_downlinked_samples_says_so(model_and_samples, short_run, tmp_path, capsys):
+def test_replay_without_downlinked_samples_says_so(model_and_samples, no_sample_run, tmp_path, capsys):
     _, image, _, _ = model_and_samples
     path = save_model(tmp_path / "m.npz", image)
-    rc, out, err = cli(capsys, "replay", path, short_run, "--db", tmp_path / "a.sqlite")
-    assert rc == 2 and "no downlinked samples" in err and "does not downlink labelled samples yet" in err
-    rc, out, err = cli(capsys, "replay", tmp_path / "absent.npz", short_run, "--db", tmp_path / "a.sqlite")
+    rc, out, err = cli(capsys, "replay", path, no_sample_run, "--db", tmp_path / "a.sqlite")
+    assert rc == 2 and "no downlinked samples" in err and "calibration-site passes" in err
+    rc, out, err = cli(capsys, "replay", tmp_path / "absent.npz", no_sample_run, "--db", tmp_path / "a.sqlite")
     assert rc == 2 and "model file not found" in err
 
 
-def test_replay_scores_a_candidate_against_the_model_that_flew(model_and_samples, run_copy, tmp_path, capsys):
+def test_replay_scores_a_candidate_against_the_model_that_flew(model_and_samples, no_sample_run, tmp_path, capsys):
+    import shutil
+
     cfg, image, x, y = model_and_samples
+    run_copy = tmp_path / "run"
+    shutil.copytree(no_sample_run, run_copy, ignore=shutil.ignore_patterns("archive.sqlite"))
     db = ensure_archive(run_copy)
     assert db == default_db(run_copy)
     flown = predict(image, x)

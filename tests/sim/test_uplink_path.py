@@ -61,3 +61,28 @@ def test_run_folder_never_keeps_key_material(uplinked_run):
     for name in ("run.json", "run.log", "summary.json"):
         body = (result.run_dir / name).read_text().lower()
         assert all(k.key_hex.lower()[:16] not in body for k in cfg.tmtc.keys), name
+
+
+def test_site_samples_go_down_and_replay_scores_a_candidate(uplinked_run, tmp_path):
+    """Labelled samples downlinked in HK SID 5 reach the archive; `groundtools replay` scores on them."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from ground_tools.archive import Archive, ingest
+    from ground_tools.models import save_model
+    from sim.prelaunch import train_prelaunch_model
+    from sim.simulation import spawn_rngs
+
+    cfg, _, result = uplinked_run
+    ingest(result.run_dir)
+    t, pixels, labels, onboard, versions = Archive(result.run_dir / "archive.sqlite").samples()
+    assert len(t) >= 8 and pixels.shape[1] == cfg.payload.bands
+    assert np.all((labels >= 0) & (labels < len(cfg.payload.classes)))
+    image = train_prelaunch_model(cfg, spawn_rngs(cfg.mission.seed)["prelaunch"])
+    model = save_model(tmp_path / "candidate.npz", image)
+    r = subprocess.run([sys.executable, "-m", "ground_tools.cli", "replay", str(model), str(result.run_dir)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy" in r.stdout.lower()
