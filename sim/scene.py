@@ -30,6 +30,8 @@ SIGNATURES = {
     "snow_ice": (0.90, 0.88, 0.85, 0.82, 0.80, 0.78, 0.74, 0.72, 0.08, 0.05),
     "urban": (0.10, 0.12, 0.14, 0.16, 0.17, 0.18, 0.19, 0.20, 0.24, 0.22),
 }
+#: Period over which drift and season are held constant [s].
+DRIFT_STEP_S = 60.0
 #: Bands hit by the abrupt shift: the red-edge/NIR detector module (B5-B8A).
 ABRUPT_BANDS = slice(3, 8)
 MIN_SUN_ELEVATION_DEG = 10.0
@@ -58,8 +60,23 @@ class SceneTruth:
         self._u = np.empty(0)
         self._z = np.empty(0)
         self._ui = self._zi = 0
+        # Drift and season change over hours, not seconds: evaluate them once per minute.
+        self._drift_key = None
+        self._drift = (self._unit_gain, self._zero_offset)
+        self._mix_key = None
+        self._mix = self.base_mix
+        self._cum_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def gain_offset(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Sensor gain and dark offset at t_s (held for a minute: drift is hours-slow, except
+        the abrupt shift, whose minute boundary is exact because day N starts on one)."""
+        key = int(t_s // DRIFT_STEP_S)
+        if key != self._drift_key:
+            self._drift_key = key
+            self._drift = self._gain_offset(key * DRIFT_STEP_S)
+        return self._drift
+
+    def _gain_offset(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         drift = self.cfg.drift
         day = t_s / 86400.0
         gain = np.maximum(1.0 - drift.gain_decay_per_day * day * self.gain_weights, 0.05)
@@ -71,6 +88,13 @@ class SceneTruth:
 
     def global_mix(self, t_s: float) -> np.ndarray:
         """Class mix of an arbitrary scene, with a yearly seasonal swing (snow vs vegetation)."""
+        key = int(t_s // DRIFT_STEP_S)
+        if key != self._mix_key:
+            self._mix_key = key
+            self._mix = self._global_mix(key * DRIFT_STEP_S)
+        return self._mix
+
+    def _global_mix(self, t_s: float) -> np.ndarray:
         mix = self.base_mix.copy()
         amp = self.cfg.drift.seasonal_amplitude * math.sin(2 * math.pi * t_s / (365.25 * 86400.0))
         names = list(self.cfg.classes)
@@ -105,8 +129,14 @@ class SceneTruth:
             gain, offset = self.gain_offset(t_s)
         else:
             gain, offset = self._unit_gain, self._zero_offset
+        cum = self._cum_cache.get(id(mix))
+        if cum is None or cum[0] is not mix:
+            cum = (mix, np.cumsum(mix))
+            if len(self._cum_cache) > 64:
+                self._cum_cache.clear()
+            self._cum_cache[id(mix)] = cum
         _sample_kernel(
-            self.signatures, np.cumsum(mix), gain, offset, noise, n,
+            self.signatures, cum[1], gain, offset, noise, n,
             self._u, self._ui, self._z, self._zi, pixels, labels,
         )
         self._ui += need_u
