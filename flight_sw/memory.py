@@ -35,6 +35,7 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.input_q_row": ((bands,), "int32"),
         "ml.batch_margins": ((batch,), "float64"),
         "ml.class_spectra": ((n_cls, bands), "float64"),
+        "ml.angle_model": ((n_cls, 2), "float64"),
         "ml.drift_scratch": ((2, batch), "float64"),
         "ml.drift_sample": ((1,), "float64"),
         "ml.batch_correct": ((batch,), "float64"),

@@ -14,8 +14,9 @@ import dataclasses
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.kernels import classify_into, spectral_angle_stat
-from flight_sw.ml.learner import DRIFT_MIN_BRIGHT, DRIFT_MIN_NORM
+from flight_sw.ml.kernels import classify_into
+from flight_sw.ml.learner import DRIFT_MIN_NORM
+from flight_sw.ml.learner import DRIFT_MIN_SUN_ELEV_DEG as DRIFT_MIN_ELEV_FIT_DEG
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from sim.scene import SceneTruth
 
@@ -98,7 +99,7 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
     image = ModelImage(
         1, mean, std, input_clip, w1.astype(np.float32), b1, hidden_clip, w2.astype(np.float32), b2,
         zeros_head, np.zeros((n_classes, f + 1, f + 1)), zeros_head, 0.0, np.zeros((n_classes, x.shape[1])),
-        (0.0, 0.0),
+        np.zeros((n_classes, 2)),
     )
     phi = np.zeros((len(x), f + 1))
     FeatureExtractor(image).features_into(x, phi)  # the quantised onboard features
@@ -118,25 +119,35 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
 
 
 def _fit_angle_model(cfg: MissionConfig, rng: np.random.Generator, image: ModelImage, spectra: np.ndarray):
-    """Fit angle(e) = a + b / sin(e) to the drift statistic of a healthy sensor (least squares)."""
+    """Per class, least-squares fit of angle(e) = a_c + b_c / sin(e) to a healthy sensor's
+    bright pixels, grouped by the class the flight model predicts (as the monitor does)."""
     scene = SceneTruth(cfg.payload, rng)
     batch = cfg.payload.samples_per_acquisition
     ext = FeatureExtractor(image)
+    n_cls = spectra.shape[0]
     px = np.zeros((batch, cfg.payload.bands), np.float32)
     lab = np.zeros(batch, np.int64)
     feat = np.zeros((batch, image.head.shape[0]))
-    scores = np.zeros((batch, image.head.shape[1]))
+    scores = np.zeros((batch, n_cls))
     pred = np.zeros(batch, np.int64)
-    scratch = np.zeros((2, batch))
-    elev = rng.uniform(15.0, 75.0, size=ANGLE_FIT_BATCHES)
-    stat = np.zeros(ANGLE_FIT_BATCHES)
     head = np.ascontiguousarray(image.head)
-    for i, e in enumerate(elev):
+    angles, inv_sin, cls = [], [], []
+    for e in rng.uniform(DRIFT_MIN_ELEV_FIT_DEG, 80.0, size=ANGLE_FIT_BATCHES):
         scene.sample(0.0, batch, scene.base_mix, float(e), px, lab, drifted=False)
         ext.features_into(px, feat)
         classify_into(feat, head, scores, pred)
-        stat[i] = spectral_angle_stat(px, pred, spectra, batch, DRIFT_MIN_NORM, DRIFT_MIN_BRIGHT, scratch[0])
-    ok = stat >= 0.0
-    design = np.column_stack([np.ones(ok.sum()), 1.0 / np.sin(np.radians(elev[ok]))])
-    a, b = np.linalg.lstsq(design, stat[ok], rcond=None)[0]
-    return float(a), float(b)
+        norm = np.linalg.norm(px, axis=1)
+        bright = norm >= DRIFT_MIN_NORM
+        cosv = np.clip(np.sum(px[bright] * spectra[pred[bright]], axis=1) / norm[bright], -1.0, 1.0)
+        angles.append(np.degrees(np.arccos(cosv)))
+        inv_sin.append(np.full(bright.sum(), 1.0 / np.sin(np.radians(e))))
+        cls.append(pred[bright])
+    angles, inv_sin, cls = np.concatenate(angles), np.concatenate(inv_sin), np.concatenate(cls)
+    model = np.zeros((n_cls, 2))
+    for c in range(n_cls):
+        m = cls == c
+        if m.sum() < 20:  # a class that is never bright (water): unused by the monitor
+            continue
+        design = np.column_stack([np.ones(m.sum()), inv_sin[m]])
+        model[c] = np.linalg.lstsq(design, angles[m], rcond=None)[0]
+    return model

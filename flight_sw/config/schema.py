@@ -235,7 +235,7 @@ class ModelConfig:
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )
     drift_threshold: float = param(
-        4.0,
+        3.0,
         doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "
         "per-batch median spectral angle to the class reference spectra, above what a healthy "
         "sensor shows at the frame's sun elevation.",
@@ -243,9 +243,9 @@ class ModelConfig:
         gt=0,
     )
     drift_delta: float = param(
-        1.5,
+        1.0,
         doc="Label-free drift monitor: rises smaller than this per batch are ignored "
-        "(a healthy sensor's batch medians scatter by ~0.5 deg about the fit above 25 deg sun; scene mix moves them by up to ~1.2 deg).",
+        "(a healthy sensor's batch medians scatter by ~0.3-0.5 deg about the per-class fit above 25 deg sun).",
         unit="deg",
         ge=0,
     )

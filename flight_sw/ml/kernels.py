@@ -163,15 +163,16 @@ def replay_correct(
 
 
 @numba.njit(cache=True)
-def spectral_angle_stat(pixels, pred, ref, n, min_norm, min_count, angles):  # pragma: no cover - compiled
-    """Median spectral angle [deg] between the bright pixels (reflectance-vector norm at
-    least `min_norm`) and the unit reference spectrum of their predicted class: a
-    label-free drift signal. Returns -1 when fewer than `min_count` pixels are bright.
+def spectral_angle_stat(pixels, pred, ref, angle_ab, inv_sin_elev, n, min_norm, min_count, resid):  # pragma: no cover
+    """Median over the bright pixels of (spectral angle to the reference spectrum of the
+    predicted class) minus (what a healthy sensor shows for that class at this sun
+    elevation: a_c + b_c / sin(e)), in degrees: a label-free drift signal.
 
-    A sensor gain change alters the spectral *shape* of a pixel; brightness (sun, albedo)
-    does not change the angle. Dark pixels (water, shadow) are left out: their angles are
-    dominated by noise and would make the statistic follow the scene, not the sensor.
-    `angles` is a scratch buffer of length >= n.
+    A sensor gain change alters the spectral *shape* of a pixel; brightness (sun,
+    albedo) does not change the angle, and the per-class expectation removes the
+    dependence on the scene's class mix and on noise at low sun. Dark pixels (norm
+    below `min_norm`: water, shadow) are left out. Returns -1e9 when fewer than
+    `min_count` pixels are bright. `resid` is a scratch buffer of length >= n.
     """
     bands = pixels.shape[1]
     m = 0
@@ -182,28 +183,29 @@ def spectral_angle_stat(pixels, pred, ref, n, min_norm, min_count, angles):  # p
         norm = np.sqrt(s)
         if norm < min_norm:
             continue
+        c = pred[i]
         dot = 0.0
         for k in range(bands):
-            dot += pixels[i, k] * ref[pred[i], k]
-        c = dot / norm
-        if c > 1.0:
-            c = 1.0
-        elif c < -1.0:
-            c = -1.0
-        angles[m] = np.degrees(np.arccos(c))
+            dot += pixels[i, k] * ref[c, k]
+        cosv = dot / norm
+        if cosv > 1.0:
+            cosv = 1.0
+        elif cosv < -1.0:
+            cosv = -1.0
+        resid[m] = np.degrees(np.arccos(cosv)) - (angle_ab[c, 0] + angle_ab[c, 1] * inv_sin_elev)
         m += 1
     if m < min_count:
-        return -1.0
+        return -1e9
     for i in range(1, m):  # insertion sort of at most n values
-        v = angles[i]
+        v = resid[i]
         j = i - 1
-        while j >= 0 and angles[j] > v:
-            angles[j + 1] = angles[j]
+        while j >= 0 and resid[j] > v:
+            resid[j + 1] = resid[j]
             j -= 1
-        angles[j + 1] = v
+        resid[j + 1] = v
     if m % 2:
-        return angles[m // 2]
-    return 0.5 * (angles[m // 2 - 1] + angles[m // 2])
+        return resid[m // 2]
+    return 0.5 * (resid[m // 2 - 1] + resid[m // 2])
 
 
 @numba.njit(cache=True)

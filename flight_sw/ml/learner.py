@@ -105,7 +105,9 @@ class OnboardLearner:
         self.drift_scratch = buffers["ml.drift_scratch"]
         self.drift_sample = buffers["ml.drift_sample"]
         self.last_angle_deg = math.nan
-        self.angle_a, self.angle_b = image.angle_model
+        self.last_free_alarm_samples = 0  # monitored samples seen when the label-free test last fired
+        self.angle_ab = buffers["ml.angle_model"]
+        self.angle_ab[...] = image.angle_model
         self.present = buffers["ml.class_present"]
         self.correct = buffers["ml.batch_correct"]
         m = cfg.model
@@ -125,24 +127,26 @@ class OnboardLearner:
     def monitor(self, pixels: np.ndarray, pred: np.ndarray, n: int, sun_elevation_deg: float) -> None:
         """Label-free drift check on the batch just classified.
 
-        The statistic is the batch's median spectral angle to the predicted classes'
-        reference spectra (bright half), minus what a healthy sensor shows at this sun
-        elevation (the ground's fit a + b / sin(e); the frame's ancillary data give e).
+        The statistic is the batch median, over bright pixels, of the spectral angle to the
+        predicted class's reference spectrum minus what a healthy sensor shows for that
+        class at this sun elevation (the ground's per-class fit a_c + b_c / sin(e); the
+        frame's ancillary data give e).
         It is fed to Page-Hinkley negated, so the test fires on an *increase*. Frames under
         DRIFT_MIN_SUN_ELEV_DEG are skipped: there, noise dominates the angles.
         """
         k.margins_into(self.scores, n, self.margins)
         if not sun_elevation_deg >= DRIFT_MIN_SUN_ELEV_DEG:
             return
-        angle = k.spectral_angle_stat(
-            pixels, pred, self.class_spectra, n, DRIFT_MIN_NORM, DRIFT_MIN_BRIGHT, self.drift_scratch[0]
+        resid = k.spectral_angle_stat(
+            pixels, pred, self.class_spectra, self.angle_ab, 1.0 / math.sin(math.radians(sun_elevation_deg)),
+            n, DRIFT_MIN_NORM, DRIFT_MIN_BRIGHT, self.drift_scratch[0],
         )
-        if angle < 0.0:
+        if resid < -1e8:
             return  # too few bright pixels (ocean, shadow): no reading
-        self.last_angle_deg = angle
-        expected = self.angle_a + self.angle_b / math.sin(math.radians(sun_elevation_deg))
-        self.drift_sample[0] = expected - angle
+        self.last_angle_deg = resid
+        self.drift_sample[0] = -resid
         if self.drift_free.update(self.drift_sample, 1) >= 0:
+            self.last_free_alarm_samples = self.drift_free.samples * n
             self._on_drift(0, self.drift_free.samples * n)
 
     def _on_drift(self, source: int, samples: int) -> None:

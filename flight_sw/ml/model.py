@@ -42,10 +42,11 @@ class ModelImage:
     stats_b: np.ndarray  # (feature_dim + 1, classes)
     prior_samples: float
     # Unit mean spectrum per class (classes, bands), for the label-free drift monitor, and
-    # the ground's model of a healthy sensor's median spectral angle [deg] against sun
-    # elevation e: angle(e) = a + b / sin(e) (noise widens angles as the sun gets low).
+    # the ground's model of a healthy sensor's spectral angle [deg] per class against sun
+    # elevation e: angle_c(e) = a_c + b_c / sin(e) (classes, 2) (noise widens angles as the
+    # sun gets low, and differently for dark and bright classes).
     class_spectra: np.ndarray
-    angle_model: tuple[float, float]
+    angle_model: np.ndarray
 
 
 def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

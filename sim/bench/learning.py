@@ -53,7 +53,7 @@ def _run(cfg, days: float, log, watch_shift_s: float | None = None):
         while not sim.done and learner.drift_free.alarms == alarms:
             sim.advance(60)
         if learner.drift_free.alarms > alarms:
-            delay = float(learner.drift_free.samples * batch - at_shift)
+            delay = float(learner.last_free_alarm_samples - at_shift)
     while not sim.done:
         sim.advance(86400)
         if days > 2:
@@ -165,7 +165,7 @@ def run(quick: bool, log) -> dict[str, float]:
     log(f"  false alarms: {cl.drift_free.alarms} label-free, {cl.drift_labels.alarms} label-based in {n_orbits:.0f} orbits")
 
     log("detection delay over several shift times:")
-    shift_days = (0.35, 0.55, 0.75) if quick else (0.3, 0.45, 0.6, 0.75, 0.9)
+    shift_days = (0.35, 0.45, 0.55, 0.65, 0.75) if quick else (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
     delays = _shift_delays(base, shift_days, log)
     delays.append(delay)
     finite = [d for d in delays if math.isfinite(d)]
