@@ -208,7 +208,10 @@ class Simulation:
         n = truth.shape[0]
         self.log.acc_t_s.append(t)
         self.log.acc_onboard.append(count_equal(fsw.outputs.predictions, truth, n) / n)
-        self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
+        if fsw.learner.feat_source is fsw._pixels:  # the frozen extractor flies: reuse its features
+            np.copyto(self._frozen_feat, fsw.learner.feat)
+        else:
+            self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
         classify_into(self._frozen_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
         self.log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
         self.ground.advance(t)

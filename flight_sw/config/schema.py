@@ -234,6 +234,13 @@ class ModelConfig:
     min_new_labels: int = param(
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )
+    prior_anchor: float = param(
+        0.1,
+        doc="Share of the ground's pre-launch statistics kept in every solve and never forgotten "
+        "(continual-learning anchor against forgetting; 0 disables).",
+        ge=0,
+        le=1,
+    )
     drift_threshold: float = param(
         3.0,
         doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "

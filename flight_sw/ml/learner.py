@@ -73,6 +73,11 @@ class OnboardLearner:
         self.b = buffers["ml.stats_b"]
         self.q[...] = image.stats_q
         self.b[...] = image.stats_b
+        self.prior_q = buffers["ml.prior_q"]
+        self.prior_b = buffers["ml.prior_b"]
+        self.prior_q[...] = image.stats_q
+        self.prior_b[...] = image.stats_b
+        self.b_solve = buffers["ml.solver_rhs"]
         self.q_solve = buffers["ml.solver_work"]
         self.replay_x = buffers["ml.replay_samples"]
         self.replay_y = buffers["ml.replay_labels"]
@@ -81,6 +86,7 @@ class OnboardLearner:
         self.feat = buffers["ml.batch_features"]
         self.scores = buffers["ml.batch_scores"]
         self.pred_tmp = buffers["ml.batch_pred_tmp"]
+        self.feat_source = None
         self.feat_row = buffers["ml.feat_row"]
         self.score_row = buffers["ml.score_row"]
         self.solver = solver
@@ -122,6 +128,7 @@ class OnboardLearner:
         """Classify a batch into `out_labels` with the active head (or the given one)."""
         feat = self.feat
         k.mlp_features_into(pixels, *self._ext_args, feat)
+        self.feat_source = pixels  # which batch `feat` describes (hosts may reuse it)
         k.classify_into(feat, self.slots[self.active] if head is None else head, self.scores, out_labels)
 
     def monitor(self, pixels: np.ndarray, pred: np.ndarray, n: int, sun_elevation_deg: float) -> None:
@@ -237,8 +244,9 @@ class OnboardLearner:
             self.drift_pending = False
             self.state = SOLVE
         if self.state == SOLVE:
-            k.sum_classes_add_diagonal(self.q, self.q_solve, self.cfg.ridge_lambda)
-            x, report = self.solver.solve(self.q_solve, self.b)
+            k.anchored_system(self.q, self.b, self.prior_q, self.prior_b, self.cfg.prior_anchor,
+                              self.cfg.ridge_lambda, self.q_solve, self.b_solve)
+            x, report = self.solver.solve(self.q_solve, self.b_solve)
             self.last_report = report
             self.new_labels = 0
             if not report.ok:
