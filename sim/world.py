@@ -125,46 +125,39 @@ class PayloadTruth:
         """A lit frame of the current scene, labelled by the emulated teacher model."""
         if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:
             return ACQ_DARK
-        scene = self.world.scene
-        n = pixels.shape[0]
-        over_site = self.site >= 0
-        mix = self.world.site_mix[self.site] if over_site else scene.global_mix(self.t_s)
-        truth = self._truth_buffer(pixels)
-        scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, truth)
-        labels[:n] = truth[:n]
-        flip = self.rng.random(n) < self.teacher_noise
-        if flip.any():
-            labels[:n][flip] = self.rng.integers(0, scene.n_classes, size=int(flip.sum()))
-        if self.on_labelled is not None:
-            self.on_labelled(self.t_s, pixels, labels)
+        self._label(pixels, labels, self._sample(pixels), self.teacher_noise)
         return ACQ_LABELLED
-
-    def _truth_buffer(self, pixels: np.ndarray) -> np.ndarray:
-        truth = self._truth.get(id(pixels))
-        if truth is None:
-            truth = self._truth[id(pixels)] = np.zeros(pixels.shape[0], dtype=np.int64)
-        return truth
-
-    def truth_for(self, pixels: np.ndarray) -> np.ndarray:
-        """True classes of the last acquisition written into `pixels` (for scoring)."""
-        return self._truth[id(pixels)]
 
     def acquire(self, pixels: np.ndarray, labels: np.ndarray) -> int:
         """Fill pixels (and labels over a calibration site); return the ACQ_* status."""
         if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:
             return ACQ_DARK
+        truth = self._sample(pixels)
+        if self.site < 0:
+            return ACQ_SCENE
+        self._label(pixels, labels, truth, self.label_noise)
+        return ACQ_LABELLED
+
+    def truth_for(self, pixels: np.ndarray) -> np.ndarray:
+        """True classes of the last acquisition written into `pixels` (for scoring)."""
+        return self._truth[id(pixels)]
+
+    def _sample(self, pixels: np.ndarray) -> np.ndarray:
+        """Draw the current scene (site mix over a calibration site) into pixels; return the truth."""
         scene = self.world.scene
+        mix = self.world.site_mix[self.site] if self.site >= 0 else scene.global_mix(self.t_s)
+        truth = self._truth.get(id(pixels))
+        if truth is None:
+            truth = self._truth[id(pixels)] = np.zeros(pixels.shape[0], dtype=np.int64)
+        scene.sample(self.t_s, pixels.shape[0], mix, self.sun_elev_deg, pixels, truth)
+        return truth
+
+    def _label(self, pixels: np.ndarray, labels: np.ndarray, truth: np.ndarray, noise: float) -> None:
+        """Labels = truth with a `noise` fraction replaced at random; tap them for the ground loop."""
         n = pixels.shape[0]
-        over_site = self.site >= 0
-        mix = self.world.site_mix[self.site] if over_site else scene.global_mix(self.t_s)
-        truth = self._truth_buffer(pixels)
-        scene.sample(self.t_s, n, mix, self.sun_elev_deg, pixels, truth)
-        if over_site:
-            labels[:n] = truth[:n]
-            flip = self.rng.random(n) < self.label_noise
-            if flip.any():
-                labels[:n][flip] = self.rng.integers(0, scene.n_classes, size=int(flip.sum()))
-            if self.on_labelled is not None:
-                self.on_labelled(self.t_s, pixels, labels)
-            return ACQ_LABELLED
-        return ACQ_SCENE
+        labels[:n] = truth[:n]
+        flip = self.rng.random(n) < noise
+        if flip.any():
+            labels[:n][flip] = self.rng.integers(0, self.world.scene.n_classes, size=int(flip.sum()))
+        if self.on_labelled is not None:
+            self.on_labelled(self.t_s, pixels, labels)
