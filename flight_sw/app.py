@@ -533,8 +533,8 @@ class FlightSoftware:
             return -1.0  # issue 7 hook: no onboard commit may overwrite an uploaded model's fallback slot
         if not learner.wants_training():
             return -1.0
-        cost_s = learner.step_flops() / self.cpu_flops_per_s
         outcome = learner.training_step()
+        cost_s = learner.last_step_flops / self.cpu_flops_per_s  # what the step really did
         if outcome is not None:
             self._report_update(outcome, t)
         return cost_s
@@ -567,6 +567,8 @@ class FlightSoftware:
             rep.path if rep else 0,
             rep.energy_j if rep else 0.0,
             rep.rel_residual if rep else math.nan,
+            learner.last_kappa,
+            learner.precond_refreshes,
         )
         severity = "info" if outcome == "committed" else "low"
         self.tm.event(d.EVENT_TRAINING_UPDATE, severity, payload, t)

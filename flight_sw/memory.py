@@ -11,6 +11,9 @@ from flight_sw.config.schema import MissionConfig
 
 #: Upper bound of one telemetry packet in the downlink queue (HK is ~120 B).
 MAX_TM_PACKET_BYTES = 256
+#: Lanczos steps of the head-system condition estimate (flight_sw/ml/precondition.py;
+#: defined here so that sizing the buffers does not import the numba kernels).
+LANCZOS_STEPS = 8
 
 
 def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -48,7 +51,13 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.candidate_head": ((aug, n_cls), "float64"),
         "ml.stats_q": ((n_cls, aug, aug), "float64"),
         "ml.class_present": ((n_cls,), "int64"),
-        "ml.prior_q": ((n_cls, aug, aug), "float64"),
+        "ml.prior_system": ((aug, aug), "float64"),
+        "ml.precond": ((aug, aug), "float64"),
+        "ml.precond_factor": ((aug, aug), "float64"),
+        "ml.precond_scratch": ((aug, aug), "float64"),
+        "ml.lanczos_vectors": ((3, aug), "float64"),
+        "ml.lanczos_tridiag": ((2, LANCZOS_STEPS), "float64"),
+        "ml.batch_features_white": ((batch, aug), "float64"),
         "ml.prior_b": ((aug, n_cls), "float64"),
         "ml.solver_rhs": ((aug, n_cls), "float64"),
         "ml.stats_b": ((aug, n_cls), "float64"),

@@ -241,6 +241,16 @@ class ModelConfig:
         ge=0,
         le=1,
     )
+    precondition_kappa_max: float = param(
+        4.0,
+        doc="The head statistics are kept in a whitened basis (flight_sw/ml/precondition.py); "
+        "when the Lanczos estimate of the condition number of the head system exceeds this "
+        "value before a solve, the basis is refreshed (one digital Cholesky). An analog "
+        "optimizer needs kappa x (its relative error) << 1: at ~0.5 % error, kappa <= 5 "
+        "reaches the 1e-6 residual in 3 refinement rounds (docs/analog_device.md).",
+        ge=1.5,
+        le=1e12,
+    )
     drift_threshold: float = param(
         3.0,
         doc="Label-free drift monitor: Page-Hinkley alarm threshold on the cumulative rise of the "

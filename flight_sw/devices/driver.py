@@ -320,6 +320,7 @@ class AnalogDriver:
         self._soft_faults = 0  # settle timeouts / persistent saturation this solve
         self._verified_res = -1.0  # true residual already computed for the current X
         self._prog_suspect = False
+        self._reranges = 0  # ADC re-rangings in the current round
 
     # -- public -------------------------------------------------------------------
     @property
@@ -430,6 +431,7 @@ class AnalogDriver:
             self._hard_faults += 1  # counted; calibration is retried next solve
         r = self._r[:n, :m]
         r[...] = b
+        self._reranges = 0
         res = 1.0
         rounds = 0
         have_prev = False
@@ -453,6 +455,7 @@ class AnalogDriver:
                 outcome, new_res = _R_FAULT, res
             if outcome == _R_RANGE:
                 continue  # re-ranged the ADC; bounded by the range cap
+            self._reranges = 0
             if outcome == _R_OK:
                 rounds += 1
                 st.rounds_total += 1
@@ -520,11 +523,17 @@ class AnalogDriver:
             self._prog.valid = False
             raise DeviceFault("seu")
         if status == p.STATUS_SATURATED:
-            at_rail = np.max(np.abs(sr.y), axis=0) >= ranges * (1.0 - 1e-6)
+            # A clipped output reads a little under the rail once the ADC noise is added: columns
+            # within _RAIL_BAND of full scale count as clipped (all of them if none is).
+            at_rail = np.max(np.abs(sr.y), axis=0) >= ranges * (1.0 - _RAIL_BAND)
             if not at_rail.any():
                 at_rail[:] = True
             if np.all(ranges[at_rail] < _RANGE_MAX):
-                ranges[at_rail] *= 8.0
+                # A first overflow is usually a near miss of the 1.5x headroom: doubling keeps the
+                # ADC's resolution (x8 at once cost a whole refinement round in precision); more
+                # in the same round mean a real excursion, so widen fast.
+                ranges[at_rail] *= _RANGE_STEP_FIRST if self._reranges < 2 else _RANGE_STEP_AGAIN
+                self._reranges += 1
                 if first:
                     self._first_range[:m] = ranges
                 st.range_increases += 1
@@ -953,6 +962,9 @@ class AnalogDriver:
 
 
 _RANGE_MAX = 1e5
+_RANGE_STEP_FIRST = 2.0
+_RAIL_BAND = 0.02  # 16x the averaged ADC noise of the default device (0.04 FS / sqrt(1024))
+_RANGE_STEP_AGAIN = 8.0
 _FATAL_STATUS = frozenset(
     (p.STATUS_BAD_VERSION, p.STATUS_BAD_COMMAND, p.STATUS_BAD_PAYLOAD, p.STATUS_TOO_LARGE, p.STATUS_INTERNAL)
 )

@@ -20,6 +20,7 @@ import numpy as np
 from flight_sw.config.schema import MissionConfig
 from flight_sw.devices.optimizer import SolveReport
 from flight_sw.ml import kernels as k
+from flight_sw.ml import precondition as pc
 from flight_sw.ml.drift import PageHinkley
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 
@@ -52,6 +53,7 @@ STATE_FIELDS = (
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
+    "precond_refreshes", "last_kappa",
 )
 
 
@@ -69,14 +71,23 @@ class OnboardLearner:
         self.version = image.version
         self.next_version = image.version + 1
         self.candidate = buffers["ml.candidate_head"]
+        # Statistics live in the whitened basis of flight_sw/ml/precondition.py (phi' = T phi).
         self.q = buffers["ml.stats_q"]
         self.b = buffers["ml.stats_b"]
-        self.q[...] = image.stats_q
-        self.b[...] = image.stats_b
-        self.prior_q = buffers["ml.prior_q"]
+        self.prior_system = buffers["ml.prior_system"]
         self.prior_b = buffers["ml.prior_b"]
-        self.prior_q[...] = image.stats_q
-        self.prior_b[...] = image.stats_b
+        self.precond = buffers["ml.precond"]
+        self.precond[...], self.q[...], self.b[...], self.prior_system[...], self.prior_b[...] = pc.initial_basis(
+            image.stats_q, image.stats_b, cfg.model.prior_anchor, cfg.model.ridge_lambda
+        )
+        self._precond_factor = buffers["ml.precond_factor"]
+        self._precond_scratch = buffers["ml.precond_scratch"]
+        self._lanczos_vectors = buffers["ml.lanczos_vectors"]
+        self._lanczos_tridiag = buffers["ml.lanczos_tridiag"]
+        self.feat_white = buffers["ml.batch_features_white"]
+        self.precond_refreshes = 0
+        self.last_kappa = math.nan  # estimate for the last system handed to the optimizer
+        self.last_step_flops = 0.0
         self.b_solve = buffers["ml.solver_rhs"]
         self.q_solve = buffers["ml.solver_work"]
         self.replay_x = buffers["ml.replay_samples"]
@@ -189,8 +200,9 @@ class OnboardLearner:
         a = ACCURACY_EMA_ALPHA
         self.label_accuracy = acc if math.isnan(self.label_accuracy) else (1 - a) * self.label_accuracy + a * acc
         self._watch_after_commit(pixels, labels, pred, n)
+        pc.whiten_rows_into(self.feat, self.precond, n, self.feat_white)
         added, self.replay_next, held = k.fold_batch_into_stats(
-            self.feat, labels, pixels, n, self.labelled_seen, HOLDOUT_EVERY, self.cfg.forgetting_factor,
+            self.feat_white, labels, pixels, n, self.labelled_seen, HOLDOUT_EVERY, self.cfg.forgetting_factor,
             self.q, self.b, self.replay_x, self.replay_y, self.replay_next, self.replay_x.shape[0],
             self.present,
         )
@@ -224,11 +236,17 @@ class OnboardLearner:
         return self.state != IDLE or self._enough_labels()
 
     def step_flops(self) -> float:
-        """Modelled floating-point work of the step that will run next (for compute costing)."""
+        """Modelled floating-point work of the step that will run next (for compute costing).
+
+        A SOLVE step: forming the system, the condition estimate, the solve (costed as the
+        digital Cholesky) and the head back to the flight basis; a basis refresh, when one
+        is due, adds `precondition.refresh_flops` (`last_step_flops` has what really ran).
+        """
         aug = self.q.shape[1]
         c = self.n_classes
         if self.state in (IDLE, SOLVE):
-            return aug**3 / 3.0 + 4.0 * aug * aug * c
+            return (self.q.shape[0] * aug * aug + pc.kappa_flops(aug) + aug**3 / 3.0 + 4.0 * aug * aug * c
+                    + aug * aug * c)
         if self.state == VALIDATE:
             bands = self.replay_x.shape[1]
             hidden = self.extractor.w1.shape[0]
@@ -238,14 +256,14 @@ class OnboardLearner:
 
     def training_step(self) -> str | None:
         """Run one bounded step; returns 'committed'/'refused' when an update finishes."""
+        self.last_step_flops = self.step_flops()
         if self.state == IDLE:
             if not self._enough_labels():
                 return None
             self.drift_pending = False
             self.state = SOLVE
         if self.state == SOLVE:
-            k.anchored_system(self.q, self.b, self.prior_q, self.prior_b, self.cfg.prior_anchor,
-                              self.cfg.ridge_lambda, self.q_solve, self.b_solve)
+            self._prepare_system()
             x, report = self.solver.solve(self.q_solve, self.b_solve)
             self.last_report = report
             self.new_labels = 0
@@ -253,7 +271,7 @@ class OnboardLearner:
                 self.state = IDLE
                 self.refused += 1
                 return "refused"
-            np.copyto(self.candidate, x)
+            pc.lower_transpose_times_into(self.precond, x, self.candidate)  # back to the flight basis
             self.state = VALIDATE
             return None
         if self.state == VALIDATE:
@@ -278,6 +296,21 @@ class OnboardLearner:
             self.watch_new_correct = self.watch_old_correct = 0
             return "committed"
         return None
+
+    def _prepare_system(self) -> None:
+        """The whitened head system into the solver buffers, re-whitened first if it has drifted."""
+        pc.system_into(self.q, self.b, self.prior_system, self.prior_b, self.q_solve, self.b_solve)
+        self.last_kappa = pc.lanczos_kappa(self.q_solve, pc.LANCZOS_STEPS, self._lanczos_vectors,
+                                           self._lanczos_tridiag)
+        if self.last_kappa > self.cfg.precondition_kappa_max and pc.refresh_basis(
+            self.q_solve, self.q, self.b, self.prior_system, self.prior_b, self.precond,
+            self._precond_factor, self._precond_scratch,
+        ):
+            self.precond_refreshes += 1
+            self.last_step_flops += pc.refresh_flops(self.q.shape[1], self.n_classes) + pc.kappa_flops(self.q.shape[1])
+            pc.system_into(self.q, self.b, self.prior_system, self.prior_b, self.q_solve, self.b_solve)
+            self.last_kappa = pc.lanczos_kappa(self.q_solve, pc.LANCZOS_STEPS, self._lanczos_vectors,
+                                               self._lanczos_tridiag)
 
     def rollback(self) -> None:
         """Switch back to the other slot (the previous head, bit-identical)."""

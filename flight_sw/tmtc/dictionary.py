@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 4  # 4: telecommands, service 1/17/8/13/20/23 (issue 7)
+DICTIONARY_VERSION = 5  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -153,7 +153,9 @@ TRAINING_UPDATE: tuple[Param, ...] = (
     Param("labels_used", "I", "", "Labels in the statistics (effective count)."),
     Param("solve_path", "B", "", "0 digital, 1 analog."),
     Param("solve_energy_j", "f", "J", "Energy of the solve."),
-    Param("rel_residual", "f", "", "||QX - B|| / ||B|| of the accepted solve."),
+    Param("rel_residual", "f", "", "||QX - B|| / ||B|| of the accepted solve (whitened head system)."),
+    Param("system_kappa", "f", "", "Lanczos estimate of the condition number of the system handed to the optimizer."),
+    Param("precond_refreshes", "I", "", "Whitening-basis refreshes since start (one digital Cholesky each)."),
 )
 TRAINING_OUTCOMES = ("committed", "refused", "rolled_back")
 
