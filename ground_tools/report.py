@@ -447,6 +447,33 @@ def plot_training(tm: Telemetry, updates: list[dict]) -> str | None:
     return _png(fig)
 
 
+def plot_conditioning(updates: list[dict], kappa_max: float | None) -> str | None:
+    """Condition estimate of each head system handed to the optimizer, and the basis refreshes."""
+    rows = [u for u in updates if "system_kappa" in u and np.isfinite(float(u["system_kappa"]))]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    t = np.array([u["t_s"] for u in rows]) / 3600.0
+    kappa = np.array([float(u["system_kappa"]) for u in rows])
+    ax.plot(t, kappa, ".", ms=3, color="tab:purple", label="condition estimate of the system solved (Lanczos)")
+    refreshes = np.array([int(u["precond_refreshes"]) for u in rows])
+    new = np.flatnonzero(np.diff(refreshes, prepend=0) > 0)
+    if len(new):
+        ax.plot(t[new], kappa[new], "v", color="tab:red", ms=6,
+                label=f"after a basis refresh ({int(refreshes[-1])} in the run)")
+    if kappa_max is not None:
+        ax.axhline(kappa_max, color="k", ls="--", lw=0.8, label=f"refresh threshold {kappa_max:g}")
+    top = max(float(np.max(kappa)), kappa_max or 0.0)
+    ax.set_ylim(0.0, top * 1.15 if top < 50 else top * 1.5)
+    if top >= 50:
+        ax.set_yscale("symlog", linthresh=10.0)
+    ax.set_ylabel("kappa")
+    ax.set_xlabel("mission time [h]")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
+    ax.set_title("Head-system conditioning (the analog optimizer needs kappa x its error << 1)")
+    return _png(fig)
+
+
 HEALTH_NAMES = ("OK", "DEGRADED", "FAILED")
 HEALTH_COLORS = ("#2ca02c", "#f2c12e", "#d62728")
 #: Device fault counters (HK SID 4), plotted when any of them is non-zero.
@@ -766,6 +793,12 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
          "Each update: the candidate's accuracy on held-back samples at the validation gate against the active "
          "model's (grey); the blue step is the active model version.",
          "No training updates in this run.")
+    plot("Head-system conditioning", plot_conditioning(updates, getattr(getattr(cfg, "model", None),
+                                                                         "precondition_kappa_max", None)),
+         "The learner keeps its statistics in a whitened basis; each point is its condition estimate of the "
+         "system it handed the optimizer (training-update events). Above the threshold the basis is refreshed "
+         "(one digital Cholesky) before the solve.",
+         "No condition estimates in this run's training updates.")
     plot("Optimizer solves by path", plot_solve_paths(updates, tm.hk_device),
          "Which optimizer path produced the solutions (device housekeeping when the run has it, else the "
          "training-update events) and the energy spent on each path.",
@@ -814,7 +847,8 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
     shown_updates = _select_updates(updates)
     upd_rows = [[f"{u['t_s'] / 3600:.2f}", u["outcome"], u["version"], _fmt(u["candidate_accuracy"], ".3f"),
                  _fmt(u["active_accuracy"], ".3f"), u["labels_used"], "analog" if u["solve_path"] else "digital",
-                 _fmt(u["solve_energy_j"], ".2e"), _fmt(u["rel_residual"], ".1e")]
+                 _fmt(u["solve_energy_j"], ".2e"), _fmt(u["rel_residual"], ".1e"),
+                 _fmt(u.get("system_kappa", math.nan), ".2f"), u.get("precond_refreshes", "-")]
                 for u in shown_updates]
     mode_rows = [[f"{m['t_s'] / 3600:.2f}", m["from_mode"], m["to_mode"], m["reason"]] for m in modes]
     ev_counts = Counter((e["name"], e["severity"]) for e in events)
@@ -871,7 +905,7 @@ truth accuracy: the simulator's over the same time.</p>
 <h2 id="updates">Training update list ({len(updates)})</h2>
 {f'<p class="note">{len(shown_updates)} of {len(updates)} shown: the first and last committed updates and the '
  f'refused / rolled back ones.</p>' if len(shown_updates) < len(updates) else ""}
-<div class="scroll">{_grid(["t [h]", "outcome", "version", "candidate acc", "active acc", "labels", "solve path", "solve energy [J]", "rel. residual"], upd_rows)}</div>
+<div class="scroll">{_grid(["t [h]", "outcome", "version", "candidate acc", "active acc", "labels", "solve path", "solve energy [J]", "rel. residual", "system kappa", "basis refreshes"], upd_rows)}</div>
 <h2 id="commands">Command history</h2>{cmd_html}
 <h2 id="modes">Mode transitions ({len(modes)}) and events</h2>
 <div class="cols"><div>{_grid(["t [h]", "from", "to", "reason"], mode_rows) if modes else _note("No mode transitions.")}</div>

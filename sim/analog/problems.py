@@ -1,140 +1,124 @@
-"""Benchmark problems for the optimizer: the learner's head-training systems Q X = B.
+"""Benchmark problems for the optimizer: the learner's own head-training systems, and synthetic ones.
 
-`learner_problems` builds them the way `flight_sw.ml.learner.OnboardLearner`
-does: the pre-launch statistics (`train_prelaunch_model(cfg, rng).stats_q`,
-`stats_b`) are the start; labelled calibration batches (16 pixels from a random
-calibration site's class mix, every 4th held back, forgetting factor per batch)
-drawn from the drifting scene over the mission are folded in; every
-`min_new_labels` new labels a problem (Q + ridge I, B) is taken, as the training
-task would. F = 32 features + bias -> n = 33, C = 6 classes -> m = 6.
+`mission_problems` runs the mission (the real `FlightSoftware` in `sim.Simulation`:
+drifting scene, calibration passes, teacher labels, drift alarms) and records every
+system Q X = B the onboard learner hands its optimizer, with what the optimizer did.
+These are "the default training problems": n = 33 (32 features + bias), m = 6 classes,
+in the learner's whitened basis (flight_sw/ml/precondition.py), as they occur in orbit.
+Recording the whitening factor T with each system gives the same system in the flight
+basis too (Q_flight = T^-1 Q T^-T, B_flight = T^-1 B), the form the learner used before
+it whitened: kappa ~1e7, which no analog device can refine.
 
-Two bases:
-
-- ``raw``: exactly what learner.py hands the optimizer today. Its condition number
-  is ~4e4-6e4 (random ReLU features of 10 bands are strongly collinear): no analog
-  device with percent-level conductance errors can refine that (the contraction
-  per round is ~ kappa * error >> 1), so the driver falls back.
-- ``whitened``: the same statistics accumulated in the basis whitened by the
-  ground's pre-launch Cholesky factor (phi' = W^T phi, W = L0^-T; O(n^2) per
-  sample onboard, the cost of the accumulation itself; X = W X'). Q' starts at
-  ~I and drifts with the scene (kappa ~1-150 over a 3-day mission with an abrupt
-  detector shift). This is the form in which the analog path works.
+`random_spd` draws synthetic SPD systems of a chosen condition number for tests and the
+reference set of the bench.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.learner import HOLDOUT_EVERY
-from flight_sw.ml.model import FeatureExtractor
 
 
 @dataclass
 class ProblemSet:
-    q: list[np.ndarray]
-    b: list[np.ndarray]
-    kappa: np.ndarray
-    t_s: np.ndarray  # mission time of each problem
+    """Systems handed to the optimizer during a mission, and what it made of them."""
+
+    q: list[np.ndarray] = field(default_factory=list)
+    b: list[np.ndarray] = field(default_factory=list)
+    precond: list[np.ndarray] = field(default_factory=list)  # the learner's T at that solve
+    t_s: list[float] = field(default_factory=list)  # mission time of the solve
+    kappa_estimate: list[float] = field(default_factory=list)  # the learner's Lanczos estimate
+    path: list[int] = field(default_factory=list)  # 0 digital, 1 analog
+    ok: list[bool] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    fallback: list[int] = field(default_factory=list)  # fallback reason code (0 none)
+    energy_j: list[float] = field(default_factory=list)
+    rel_residual: list[float] = field(default_factory=list)  # reported
+    checked_residual: list[float] = field(default_factory=list)  # recomputed here in float64
+    refreshes: int = 0  # whitening-basis refreshes during the mission
+    stats: dict = field(default_factory=dict)  # driver counters at the end (analog backend)
 
     def __len__(self) -> int:
         return len(self.q)
 
+    def flight_basis(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """System i as the learner would have built it without whitening."""
+        t_inv = np.linalg.inv(self.precond[i])
+        q = t_inv @ self.q[i] @ t_inv.T
+        return 0.5 * (q + q.T), t_inv @ self.b[i]
 
-def _site_mixes(cfg: MissionConfig) -> list[np.ndarray]:
-    classes = list(cfg.payload.classes)
-    mixes = []
-    for site in cfg.calibration_sites:
-        v = np.zeros(len(classes))
-        for name, frac in site.class_mix.items():
-            v[classes.index(name)] = frac
-        mixes.append(v / v.sum())
-    if not mixes:
-        mixes.append(np.full(len(classes), 1.0 / len(classes)))
-    return mixes
-
-
-def _extractor(image, bands: int, f: int) -> FeatureExtractor:
-    """The onboard feature extractor, across the two constructor forms of flight_sw.ml.model."""
-    try:
-        return FeatureExtractor(image)
-    except TypeError:  # the earlier random-feature extractor took its int8 buffers
-        return FeatureExtractor(image, np.zeros((bands, f), np.int8), np.zeros(f, np.float32))
+    def exact_kappa(self, idx=None) -> np.ndarray:
+        idx = range(len(self)) if idx is None else idx
+        out = []
+        for i in idx:
+            w = np.linalg.eigvalsh(self.q[i])
+            out.append(w[-1] / w[0])
+        return np.array(out)
 
 
-def learner_problems(
+def mission_config(cfg: MissionConfig, days: float, shift_day: float | None, backend: str) -> MissionConfig:
+    """The mission `cfg` for `days`, an abrupt detector shift on `shift_day`, the optimizer `backend`."""
+    payload = cfg.payload
+    if shift_day is not None:
+        payload = dataclasses.replace(payload, drift=dataclasses.replace(payload.drift, abrupt_shift_day=shift_day))
+    return dataclasses.replace(
+        cfg,
+        mission=dataclasses.replace(cfg.mission, duration_days=days),
+        payload=payload,
+        device=dataclasses.replace(cfg.device, backend=backend, url="inproc://"),
+    )
+
+
+def mission_problems(
     cfg: MissionConfig,
-    seed: int,
-    batches: int = 80,
-    days: float = 3.0,
-    basis: str = "whitened",
-    batches_per_pass: int = 3,
+    days: float,
+    shift_day: float | None = None,
+    backend: str = "analog",
+    seed: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ProblemSet:
-    """Training problems along one mission's label stream (see module doc).
+    """Fly `cfg` for `days` with the optimizer `backend` (analog: the emulator in-process) and
+    record every head-training system and its solve."""
+    from sim.simulation import Simulation
 
-    The default rate matches the default mission (`flightsim run`, 3 days: 27
-    calibration-site passes, 1280 labels = 80 batches of 16, 15 training solves):
-    batches come in passes over one site.
-    """
-    from sim.prelaunch import train_prelaunch_model
-    from sim.scene import SceneTruth
+    run_cfg = mission_config(cfg, days, shift_day, backend)
+    sim = Simulation(run_cfg, run_cfg.mission.seed if seed is None else seed, days * 86400.0, lambda p: None)
+    fsw = sim.fsw
+    learner = fsw.learner
+    solver = fsw.solver
+    solve = solver.solve
+    out = ProblemSet()
 
-    if basis not in ("raw", "whitened"):
-        raise ValueError("basis must be 'raw' or 'whitened'")
-    ss = np.random.SeedSequence(seed)
-    rng_model, rng_scene, rng_pick = (np.random.default_rng(s) for s in ss.spawn(3))
-    image = train_prelaunch_model(cfg, rng_model)
-    f = cfg.model.feature_dim
-    ext = _extractor(image, cfg.payload.bands, f)
-    scene = SceneTruth(cfg.payload, rng_scene)
-    lam = cfg.model.ridge_lambda
-    forget = cfg.model.forgetting_factor
-    n = f + 1
-    # the learner solves (sum of its Gram statistics) + ridge I; per-class Grams are summed
-    stats_q = image.stats_q.sum(axis=0) if image.stats_q.ndim == 3 else image.stats_q
-    q0 = stats_q + lam * np.eye(n)
-    w = np.linalg.inv(np.linalg.cholesky(q0)).T if basis == "whitened" else np.eye(n)
-    q = w.T @ stats_q @ w
-    b = w.T @ image.stats_b
-    mixes = _site_mixes(cfg)
-    px_n = cfg.payload.samples_per_acquisition
-    pixels = np.zeros((px_n, cfg.payload.bands))
-    labels = np.zeros(px_n, dtype=np.int64)
-    phi = np.zeros((px_n, n))
-    out = ProblemSet([], [], np.zeros(0), np.zeros(0))
-    kappas, times = [], []
-    new_labels = 0
-    seen = 0
-    mix = mixes[0]
-    elevation = 45.0
-    for k in range(batches):
-        t = (k + 0.5) / batches * days * 86400.0
-        if k % batches_per_pass == 0:  # a new pass over a random site
-            mix = mixes[int(rng_pick.integers(len(mixes)))]
-            elevation = float(rng_pick.uniform(20.0, 70.0))
-        scene.sample(t, px_n, mix, elevation, pixels, labels)
-        ext.features_into(pixels, phi)
-        rows = [i for i in range(px_n) if (seen + i) % HOLDOUT_EVERY]
-        seen += px_n
-        p = phi[rows] @ w
-        q *= forget
-        b *= forget
-        q += p.T @ p
-        for row, lab in zip(p, labels[rows], strict=True):
-            b[:, lab] += row
-        new_labels += len(rows)
-        if new_labels >= cfg.model.min_new_labels:
-            new_labels = 0
-            qs = q + lam * np.eye(n)
-            qs = 0.5 * (qs + qs.T)
-            out.q.append(qs)
-            out.b.append(b.copy())
-            kappas.append(np.linalg.cond(qs))
-            times.append(t)
-    out.kappa = np.array(kappas)
-    out.t_s = np.array(times)
+    def recording_solve(q, b):
+        x, rep = solve(q, b)
+        out.q.append(q.copy())
+        out.b.append(b.copy())
+        out.precond.append(learner.precond.copy())
+        out.t_s.append(fsw.t_s)
+        out.kappa_estimate.append(learner.last_kappa)
+        out.path.append(rep.path)
+        out.ok.append(rep.ok)
+        out.rounds.append(rep.rounds)
+        out.fallback.append(rep.fallback_reason if rep.fallback else 0)
+        out.energy_j.append(rep.energy_j)
+        out.rel_residual.append(rep.rel_residual)
+        out.checked_residual.append(float(np.linalg.norm(q @ x - b) / np.linalg.norm(b)))
+        return x, rep
+
+    solver.solve = recording_solve  # the learner calls self.solver.solve: same object
+    day_ticks = int(round(86400.0 / run_cfg.executive.minor_frame_s))
+    while not sim.done:
+        sim.advance(day_ticks)
+        if progress is not None:
+            progress(sim.tick / sim.n_ticks)
+    out.refreshes = learner.precond_refreshes
+    stats = getattr(solver, "stats", None)
+    out.stats = stats.as_dict() if stats is not None else {}
     return out
 
 

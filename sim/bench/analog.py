@@ -1,29 +1,36 @@
 """Benchmark group `analog`: the analog optimizer (emulator + driver) against the digital solver.
 
+The problems are **the default training problems**: the default mission flown by the
+real flight software with the analog backend (the emulator in-process, its clock
+following mission time: drift, calibration, reprogramming), 30 days with an abrupt
+detector shift on day 10 (`--quick`: 2 days, shift on day 1), every head system the
+learner hands its optimizer recorded with the solve's report (`sim.analog.problems`).
+n = 33 (32 features + bias), m = 6 classes, in the learner's whitened basis.
+
 Figures (numbers; `flightsim bench analog [--quick]`):
 
-- ``analog.rounds_p95``: 95th percentile of analog refinement rounds to reach the
-  1e-6 relative residual, solves served by the analog path, default device, on the
-  reference problem set (below). The log prints the whole distribution.
-- ``analog.raw_rel_residual_median``: median relative residual of the device's first
-  answer, no refinement, 8-bit DAC/input DAC/ADC.
+- ``analog.rounds_p95``: 95th percentile of analog refinement rounds to the 1e-6
+  relative residual over the analog-served mission solves (the log has the histogram).
+- ``analog.fallback_share``: share of the mission's solves served by the digital
+  fallback (nominal noise, no faults).
+- ``analog.raw_rel_residual_median``: relative residual of the device's first answer on
+  the same problems, no refinement, 8-bit DAC, input DAC and ADC.
 - ``analog.energy_ratio_digital_to_analog``: mean modelled energy per solve of the
-  digital fallback (Cholesky, 1 nJ/flop CPU model) over that of the analog path
-  (device energy + the driver's digital refinement and checks), same problems.
-- ``analog.fallback_share``: share of solves that needed the digital fallback at
-  nominal noise, no faults.
+  digital solver (Cholesky, 1 nJ/flop CPU model) over that of the analog path (device
+  energy + the driver's digital refinement and checks), same problems.
 - ``analog.campaign_solves``, ``analog.campaign_wrong_accepted``,
-  ``analog.campaign_crashes``: fault campaign with every fault kind injected at random
-  (10,000 solves; 300 with --quick).
+  ``analog.campaign_crashes``: fault campaign on the same problems, every fault kind
+  injected at random (10,000 solves; 300 with --quick).
 - ``analog.solves_per_s_inproc``, ``analog.solves_per_s_tcp``: throughput through the
   in-process transport and through TCP to `flightsim hil serve` in a subprocess.
 
-Reference problem set: SPD systems of the learner's shape (n = 33 = 32 features + bias,
-m = 6 classes) with eigenvalues log-spaced over [1, kappa], kappa log-uniform in [2, 20]:
-the well-conditioned regime where analog solvers work (Zuo et al. 2025's MIMO systems).
-The learner's own problems are far worse conditioned (kappa ~1e4-1e7): extra figures
-``analog.learner_*`` report what the driver does with them (it falls back, never accepts
-a wrong X), on the raw statistics and in the pre-launch-whitened basis.
+Context figures: ``analog.learner_kappa_median``/``_p95``/``_max`` (exact condition numbers
+of the whitened systems), ``analog.learner_refresh_share`` (solves preceded by a
+whitening-basis refresh, one digital Cholesky each), ``analog.learner_flight_basis_*``
+(the same systems in the flight basis, as the learner built them before whitening: the
+driver falls back on them), ``analog.reference_*`` (synthetic SPD systems, kappa
+log-uniform in [2, 20]: how the device does beyond the learner's kappa <= 4), and
+``analog.energy_ratio_n128``/``_n512`` (larger heads).
 """
 
 from __future__ import annotations
@@ -88,42 +95,60 @@ def _rel_res(q, x, b) -> float:
     return float(np.linalg.norm(q @ x - b) / np.linalg.norm(b))
 
 
-def accuracy_and_energy(problems, params, log) -> dict[str, float]:
-    from flight_sw.devices.optimizer import DigitalSolver
+def _histogram(rounds: np.ndarray) -> dict[int, int]:
+    return {int(v): int(np.sum(rounds == v)) for v in np.unique(rounds)}
 
-    drv, _ = _driver(params, seed=11)
-    dig = DigitalSolver(N, M, drv.cfg.energy_per_flop_j, drv.cfg.residual_tolerance)
-    rounds, kappas, e_an, e_dig, fb = [], [], [], [], 0
-    for k, q, b in problems:
-        _, r = drv.solve(q, b)
-        if r.fallback:
-            fb += 1
-        else:
-            rounds.append(r.rounds)
-            kappas.append(k)
-            e_an.append(r.energy_j)
-            e_dig.append(dig.solve(q, b)[1].energy_j)
-    rounds = np.array(rounds)
-    kappas = np.array(kappas)
-    hist = {int(v): int(np.sum(rounds == v)) for v in np.unique(rounds)}
-    log(f"reference set: {len(problems)} SPD problems n={N} m={M}, kappa log-uniform {KAPPA_RANGE}")
-    log(f"rounds to 1e-6 (analog-served): histogram {hist}; p50 {np.percentile(rounds, 50):g}, p95 {np.percentile(rounds, 95):g}")
-    for lo, hi in ((2, 5), (5, 10), (10, 20)):
-        sel = (kappas >= lo) & (kappas < hi)
-        if sel.any():
-            log(f"  kappa {lo}-{hi}: rounds p50 {np.percentile(rounds[sel], 50):g}, p95 {np.percentile(rounds[sel], 95):g}")
-    st = drv.stats
-    log(
-        f"fallback {fb}/{len(problems)}; energy per solve analog path {np.mean(e_an) * 1e6:.1f} uJ "
-        f"(device {st.energy_device_j / max(st.solves, 1) * 1e6:.1f} uJ, digital refinement/checks the rest) "
-        f"vs digital Cholesky {np.mean(e_dig) * 1e6:.1f} uJ"
-    )
+
+def mission_figures(ps, log) -> dict[str, float]:
+    """Rounds, fallback and conditioning of the solves the mission really made (analog backend)."""
+    from flight_sw.devices.optimizer import PATH_ANALOG
+
+    path = np.array(ps.path)
+    rounds = np.array(ps.rounds)[path == PATH_ANALOG]
+    n = len(ps)
+    fb = int(np.count_nonzero(path != PATH_ANALOG))
+    wrong = sum(1 for ok, res in zip(ps.ok, ps.checked_residual, strict=True) if ok and not res <= 1e-6)
+    kappa = ps.exact_kappa()
+    est = np.array(ps.kappa_estimate)
+    log(f"mission solves: {n}; analog-served {n - fb}, fallback {fb}; rounds to 1e-6 histogram {_histogram(rounds)}, "
+        f"p50 {np.percentile(rounds, 50):g}, p95 {np.percentile(rounds, 95):g}; accepted with residual > 1e-6: {wrong}")
+    log(f"  whitened systems: kappa median {np.median(kappa):.2f}, p95 {np.percentile(kappa, 95):.2f}, max "
+        f"{kappa.max():.2f} (learner's Lanczos estimate / exact: median {np.median(est / kappa):.3f}); "
+        f"basis refreshes {ps.refreshes} ({ps.refreshes / max(n, 1):.2%} of solves)")
+    st = ps.stats
+    if st:
+        log(f"  driver: programs {st.get('programs')}, calibrations {st.get('calibrations')}, ADC re-rangings "
+            f"{st.get('range_increases')}, retries {st.get('retries_total')}, selftests {st.get('selftests')}")
     return {
-        "analog.rounds_p95": float(np.percentile(rounds, 95)),
-        "analog.rounds_p50": float(np.percentile(rounds, 50)),
-        "analog.fallback_share": fb / len(problems),
-        "analog.energy_ratio_digital_to_analog": float(np.mean(e_dig) / np.mean(e_an)),
+        "analog.rounds_p95": float(np.percentile(rounds, 95)) if rounds.size else 99.0,
+        "analog.rounds_p50": float(np.percentile(rounds, 50)) if rounds.size else 99.0,
+        "analog.fallback_share": fb / max(n, 1),
+        "analog.mission_solves": float(n),
+        "analog.mission_wrong_accepted": float(wrong),
+        "analog.learner_kappa_median": float(np.median(kappa)),
+        "analog.learner_kappa_p95": float(np.percentile(kappa, 95)),
+        "analog.learner_kappa_max": float(kappa.max()),
+        "analog.learner_refresh_share": ps.refreshes / max(n, 1),
     }
+
+
+def mission_energy(ps, cfg, log) -> float:
+    """Digital solver on the mission's systems against what the analog path spent on them."""
+    from flight_sw.devices.optimizer import PATH_ANALOG, DigitalSolver
+    from flight_sw.ml.precondition import refresh_flops
+
+    dig = DigitalSolver(N, M, cfg.device.digital_energy_per_flop_j)
+    e_an, e_dig = [], []
+    for q, b, path, e in zip(ps.q, ps.b, ps.path, ps.energy_j, strict=True):
+        if path == PATH_ANALOG:
+            e_an.append(e)
+            e_dig.append(dig.solve(q, b)[1].energy_j)
+    ratio = float(np.mean(e_dig) / np.mean(e_an))
+    refresh_j = refresh_flops(N, M) * cfg.device.digital_energy_per_flop_j * ps.refreshes / max(len(ps), 1)
+    log(f"energy per solve: analog path {np.mean(e_an) * 1e6:.1f} uJ vs digital Cholesky {np.mean(e_dig) * 1e6:.1f} uJ "
+        f"-> ratio {ratio:.2f}; the learner's basis refreshes add {refresh_j * 1e6:.2f} uJ per solve on average "
+        "(both paths see the same whitened systems)")
+    return ratio
 
 
 def raw_accuracy(problems, params, log) -> float:
@@ -137,6 +162,49 @@ def raw_accuracy(problems, params, log) -> float:
     log(f"raw accuracy (8-bit DAC, input DAC and ADC, one settle, no refinement): median rel. residual {med:.3g}, "
         f"p95 {np.nanpercentile(raw, 95):.3g}")
     return med
+
+
+def flight_basis_figures(ps, params, n_problems: int, log) -> dict[str, float]:
+    """The same systems in the flight basis (no whitening): what the driver does with kappa ~1e7."""
+    idx = np.linspace(0, len(ps) - 1, min(n_problems, len(ps))).astype(int)
+    drv, _ = _driver(params, seed=14)
+    fb = wrong = 0
+    kappas = []
+    for i in idx:
+        q, b = ps.flight_basis(int(i))
+        w = np.linalg.eigvalsh(q)
+        kappas.append(w[-1] / w[0])
+        x, r = drv.solve(q, b)
+        fb += r.fallback
+        wrong += bool(r.ok and _rel_res(q, x, b) > drv.cfg.residual_tolerance)
+    share = fb / len(idx)
+    log(f"the same systems in the flight basis (no whitening), {len(idx)} of them: kappa median {np.median(kappas):.3g}, "
+        f"fallback share {share:.2f}, wrong accepted {wrong}")
+    return {"analog.learner_flight_basis_kappa_median": float(np.median(kappas)),
+            "analog.learner_flight_basis_fallback_share": share}
+
+
+def reference_figures(problems, params, log) -> dict[str, float]:
+    """Synthetic SPD systems, kappa log-uniform in KAPPA_RANGE: the device beyond the learner's regime."""
+    drv, _ = _driver(params, seed=11)
+    rounds, kappas, fb = [], [], 0
+    for k, q, b in problems:
+        _, r = drv.solve(q, b)
+        if r.fallback:
+            fb += 1
+        else:
+            rounds.append(r.rounds)
+            kappas.append(k)
+    rounds = np.array(rounds)
+    kappas = np.array(kappas)
+    log(f"reference set: {len(problems)} SPD problems n={N} m={M}, kappa log-uniform {KAPPA_RANGE}: rounds histogram "
+        f"{_histogram(rounds)}, p95 {np.percentile(rounds, 95):g}; fallback {fb}")
+    for lo, hi in ((2, 5), (5, 10), (10, 20)):
+        sel = (kappas >= lo) & (kappas < hi)
+        if sel.any():
+            log(f"  kappa {lo}-{hi}: rounds p50 {np.percentile(rounds[sel], 50):g}, p95 {np.percentile(rounds[sel], 95):g}")
+    return {"analog.reference_rounds_p95": float(np.percentile(rounds, 95)),
+            "analog.reference_fallback_share": fb / len(problems)}
 
 
 def energy_scaling(params, sizes, log) -> dict[str, float]:
@@ -158,31 +226,6 @@ def energy_scaling(params, sizes, log) -> dict[str, float]:
             out[f"analog.energy_ratio_n{n}"] = ratio
             log(f"energy scaling n={n}, m={M}, kappa 3: digital {np.mean(e_dig) * 1e3:.3f} mJ vs analog "
                 f"{np.mean(e_an) * 1e3:.3f} mJ per solve -> ratio {ratio:.2f}")
-    return out
-
-
-def learner_figures(params, seeds, log) -> dict[str, float]:
-    from flight_sw.config import load_mission_config
-    from sim.analog.problems import learner_problems
-
-    cfg = load_mission_config(DEFAULT_CONFIG)
-    out = {}
-    for basis in ("raw", "whitened"):
-        kappas, fb, total, wrong = [], 0, 0, 0
-        for s in seeds:
-            ps = learner_problems(cfg, s, basis=basis)
-            drv, _ = _driver(params, seed=100 + s)
-            for q, b in zip(ps.q, ps.b, strict=True):
-                x, r = drv.solve(q, b)
-                total += 1
-                fb += r.fallback
-                wrong += bool(r.ok and _rel_res(q, x, b) > drv.cfg.residual_tolerance)
-            kappas.extend(ps.kappa)
-        share = fb / max(total, 1)
-        out[f"analog.learner_{basis}_fallback_share"] = share
-        out[f"analog.learner_{basis}_kappa_median"] = float(np.median(kappas))
-        log(f"learner problems ({basis} basis): {total} solves, kappa median {np.median(kappas):.3g} "
-            f"(p95 {np.percentile(kappas, 95):.3g}), fallback share {share:.2f}, wrong accepted {wrong}")
     return out
 
 
@@ -337,16 +380,33 @@ def throughput_tcp(problems, n: int, log) -> float:
 
 
 def run(quick: bool, log) -> dict[str, float]:
+    from flight_sw.config import load_mission_config
     from sim.analog import DeviceParams
+    from sim.analog.problems import mission_problems
 
-    params = DeviceParams()
-    n_ref = 200 if quick else 2000
-    problems = reference_problems(n_ref, seed=1)
+    cfg = load_mission_config(DEFAULT_CONFIG)
+    params = DeviceParams.from_config(cfg.device)
+    days, shift_day = (2.0, 1.0) if quick else (30.0, 10.0)
+    log(f"default training problems: {DEFAULT_CONFIG.name} flown {days:g} days (detector shift on day {shift_day:g}) "
+        "with the analog backend, the emulator in-process")
+    marks = iter(np.arange(0.25, 1.01, 0.25))
+    nxt = [next(marks)]
+
+    def progress(frac: float) -> None:
+        if frac + 1e-9 >= nxt[0]:
+            log(f"  {frac:.0%} of the mission flown")
+            nxt[0] = next(marks, 2.0)
+
+    ps = mission_problems(cfg, days, shift_day, "analog", progress=progress)
+    problems = [(float("nan"), q, b) for q, b in zip(ps.q, ps.b, strict=True)]
     figures: dict[str, float] = {}
-    figures.update(accuracy_and_energy(problems, params, log))
-    figures["analog.raw_rel_residual_median"] = raw_accuracy(problems[:100 if quick else 500], params, log)
+    figures.update(mission_figures(ps, log))
+    figures["analog.energy_ratio_digital_to_analog"] = mission_energy(ps, cfg, log)
+    spread = problems[:: max(1, len(problems) // (100 if quick else 500))]
+    figures["analog.raw_rel_residual_median"] = raw_accuracy(spread, params, log)
+    figures.update(flight_basis_figures(ps, params, 30 if quick else 200, log))
+    figures.update(reference_figures(reference_problems(100 if quick else 1000, seed=1), params, log))
     figures.update(energy_scaling(params, (128,) if quick else (128, 512), log))
-    figures.update(learner_figures(params, range(1) if quick else range(8), log))
     figures.update(campaign(problems, params, 300 if quick else 10_000, seed=7, log=log))
     figures["analog.solves_per_s_inproc"] = throughput_inproc(problems, params, 50 if quick else 300)
     log(f"in-process: {figures['analog.solves_per_s_inproc']:.0f} solves/s")

@@ -63,6 +63,35 @@ def test_refinement_converges_within_a_few_rounds():
     assert drv.stats.analog_accepted == 12 and drv.stats.fallbacks == 0
 
 
+def test_adc_overflow_widens_only_the_clipped_column_and_costs_no_round():
+    """A column whose output clips is re-ranged x2 (a clipped output reads just under the rail
+    once the ADC noise is added); the other columns keep their resolution."""
+    from flight_sw.devices import protocol as p
+
+    drv, ep = make(seed=4)
+    q, b = problem(5, kappa=3.0)
+    solve(drv, q, b)  # learns the first-round ranges for problems like this one
+    q, b = problem(6, kappa=3.0)
+    drv._first_range[2] *= 0.3  # column 2 will clip in the next first round
+    ranges = []
+    handle = ep.handle
+
+    def spy(data):
+        frame = p.decode_frame(data)
+        if frame.code == p.CMD_SOLVE:
+            ranges.append(p.unpack_solve(frame.payload)[1].copy())
+        return handle(data)
+
+    ep.handle = spy
+    _, r = solve(drv, q, b)
+    assert r.ok and r.path == PATH_ANALOG and r.rounds == 3
+    assert drv.stats.range_increases >= 1
+    first, second = ranges[0], ranges[1]
+    assert second[2] == pytest.approx(2.0 * first[2])
+    others = [c for c in range(M) if c != 2]
+    np.testing.assert_array_equal(second[others], first[others])
+
+
 def test_report_never_ok_when_wrong_under_silent_wrong_outputs():
     drv, ep = make()
     q, b = problem(3)

@@ -8,7 +8,7 @@ import pytest
 from flight_sw.devices import protocol as p
 from sim.analog import FAULT_KINDS, DeviceEndpoint, DeviceParams
 from sim.analog.physics import AnalogArray
-from sim.analog.problems import learner_problems, random_spd
+from sim.analog.problems import random_spd
 
 RNG = np.random.default_rng
 
@@ -234,20 +234,3 @@ def default_cfg_device():
     from flight_sw.config import load_mission_config
 
     return load_mission_config(Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml").device
-
-
-def test_learner_problems_have_the_learner_shape_and_conditioning(default_cfg_device):
-    from pathlib import Path
-
-    from flight_sw.config import load_mission_config
-
-    cfg = load_mission_config(Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml")
-    raw = learner_problems(cfg, 0, batches=30, basis="raw")
-    white = learner_problems(cfg, 0, batches=30, basis="whitened")
-    n = cfg.model.feature_dim + 1
-    assert len(raw) == len(white) > 0
-    assert raw.q[0].shape == (n, n) and raw.b[0].shape == (n, len(cfg.payload.classes))
-    for q in raw.q:
-        np.testing.assert_allclose(q, q.T)
-        assert np.linalg.eigvalsh(q)[0] > 0
-    assert np.median(white.kappa) < np.median(raw.kappa)
