@@ -606,7 +606,7 @@ class FlightSoftware:
             "tm": {"seq_count": self.tm.seq_count, "packets": self.tm.packets},
             "modes": self.modes.state_dict(),
             "learner": self.learner.state_dict(),
-            "solver": {"solves": self.solver.solves, "energy_total_j": self.solver.energy_total_j},
+            "solver": self.solver.state_dict(),
             "tle": [self.tle.line1, self.tle.line2],
             "config_fingerprint": self._config_fingerprint(),
         }
@@ -666,6 +666,5 @@ class FlightSoftware:
         self.tm.packets = state["tm"]["packets"]
         self.modes.load_state_dict(state["modes"])
         self.learner.load_state_dict(state["learner"])
-        self.solver.solves = state["solver"]["solves"]
-        self.solver.energy_total_j = state["solver"]["energy_total_j"]
+        self.solver.load_state_dict(state["solver"])
         self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)

@@ -473,18 +473,33 @@ def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
 def ensure_archive(run_dir: Path | str, db: Path | str | None = None, log=None) -> Path:
     """The run's archive, ingesting its telemetry first when this file is not in it yet."""
     run = open_run(run_dir, need=INGEST_FILES)
+    derived = db is None  # the run folder's own archive: derived data, rebuilt when it is stale
     db = Path(db) if db else default_db(run.path)
     if db.is_file():
         file_sha1 = hashlib.sha1(run.telemetry_path.read_bytes()).hexdigest()
         conn = _connect(db, readonly=True)
+        stale = None
         try:
             meta = _read_meta(conn)
-            _check_meta(meta, db, run)
-            done = bool(meta) and conn.execute("SELECT 1 FROM ingests WHERE file_sha1 = ?", (file_sha1,)).fetchone()
+            try:
+                _check_meta(meta, db, run)
+            except ArchiveError as exc:
+                if not derived:
+                    raise
+                stale = exc
+            done = stale is None and bool(meta) and conn.execute(
+                "SELECT 1 FROM ingests WHERE file_sha1 = ?", (file_sha1,)).fetchone()
         finally:
             conn.close()
         if done:
             return db
+        if stale is not None:
+            # A new run was written into this folder (or the ground software moved on): the
+            # folder's archive describes telemetry that is no longer there. Rebuild it.
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            if log is not None:
+                log(f"replaced the stale archive {db}: {stale}")
     rep = ingest(run.path, db)
     if log is not None:
         log(f"ingested {run.telemetry_path} into {db}: {rep.new_packets} packets, {rep.bad} bad")

@@ -245,8 +245,15 @@ class Simulation:
             "log": copy.deepcopy(self.log),
             "ground": copy.deepcopy(self.ground),
             "uplink_next": self._uplink_next,
+            # the emulated device is part of the world: it keeps running across a flight reboot
+            "device": self._device_endpoint(),
         }
         return pickle.dumps((self.fsw.snapshot(), sim_state))
+
+    def _device_endpoint(self):
+        """The in-process device emulator, if the flight software talks to one."""
+        transport = getattr(self.fsw.solver, "transport", None)
+        return getattr(transport, "endpoint", None)
 
     def restore(self, blob: bytes) -> None:
         fsw_blob, sim_state = pickle.loads(blob)  # noqa: S301 - our own snapshot format
@@ -258,4 +265,7 @@ class Simulation:
         self.log = sim_state["log"]
         self.ground = sim_state["ground"]
         self._uplink_next = sim_state["uplink_next"]
+        if sim_state.get("device") is not None and self._device_endpoint() is not None:
+            self.fsw.solver.transport.endpoint = sim_state["device"]
+            self.fsw.solver.transport.reopen()
         self.payload.on_labelled = self.ground.on_labelled

@@ -616,3 +616,16 @@ class MissionConfig:
     telemetry: TelemetryConfig = param(TelemetryConfig(), doc="Telemetry.")
     tmtc: TmtcConfig = param(TmtcConfig(), doc="Telecommand security and uplink (issue 7).")
     onboard: OnboardConfig = param(doc="Onboard resources.")
+
+    def with_optimizer(self, backend: str, url: str | None = None) -> MissionConfig:
+        """This config with another optimizer backend (and device URL).
+
+        For hosts that build the flight software without the analog device the config
+        names (benchmarks of other subsystems, unit tests): `with_optimizer("digital")`.
+        """
+        from dataclasses import replace
+
+        if backend not in ("digital", "analog"):
+            raise ValueError(f"device.backend must be 'digital' or 'analog', got {backend!r}")
+        device = replace(self.device, backend=backend, url=self.device.url if url is None else url)
+        return replace(self, device=device)

@@ -331,6 +331,52 @@ class AnalogDriver:
     def solves(self) -> int:  # the name app.py reads from DigitalSolver
         return self.stats.solves
 
+    @property
+    def energy_total_j(self) -> float:
+        """Energy of every solve, both paths (the name app.py reads from DigitalSolver)."""
+        return self.stats.energy_analog_path_j + self.stats.energy_fallback_path_j
+
+    # -- snapshot ---------------------------------------------------------------------
+    #: Scalars that carry across a flight-computer reboot (with the counters and ranges).
+    _STATE_SCALARS = (
+        "_seq", "_consecutive_failures", "_clean_streak", "_nonconv_streak", "_skip_len",
+        "_solves_since_selftest", "_last_calibration_s", "_nu_hat", "_device_time_s", "_last_time_sync_s",
+        "force_digital",
+    )
+
+    def state_dict(self) -> dict:
+        """What the driver knows and has counted, for the host's snapshot (JSON-able).
+
+        The knowledge of the programmed matrix is kept: every SOLVE reply is checked against
+        it (codes checksum, RESET flag), so a device that lost its state meanwhile is noticed.
+        """
+        pr = self._prog
+        return {
+            "scalars": {name: getattr(self, name) for name in self._STATE_SCALARS},
+            "stats": self.stats.as_dict(),
+            "out_range": self._out_range.tolist(),
+            "first_range": self._first_range.tolist(),
+            "programmed": {"valid": pr.valid, "n": pr.n, "scale": pr.scale, "crc": pr.crc, "t_prog_s": pr.t_prog_s,
+                           "is_canary": pr.is_canary, "q": pr.q[: pr.n, : pr.n].tolist()},
+            "fallback": self.fallback.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._STATE_SCALARS:
+            setattr(self, name, state["scalars"][name])
+        for name, value in state["stats"].items():
+            setattr(self.stats, name, value)
+        self._out_range[:] = state["out_range"]
+        self._first_range[:] = state["first_range"]
+        prog = state["programmed"]
+        pr = self._prog
+        pr.valid, pr.n, pr.scale, pr.crc = prog["valid"], prog["n"], prog["scale"], prog["crc"]
+        pr.t_prog_s, pr.is_canary = prog["t_prog_s"], prog["is_canary"]
+        if pr.n:
+            pr.q[: pr.n, : pr.n] = np.asarray(prog["q"], dtype=np.float64)
+        self.fallback.load_state_dict(state["fallback"])
+        self.decoder = p.FrameDecoder()  # bytes in flight at the reboot are gone
+
     def solve(self, q: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, SolveReport]:
         """Solve Q X = B; `report.ok` False means X must not be used. Never raises on device faults."""
         st = self.stats

@@ -123,3 +123,10 @@ class DigitalSolver:
         self.solves += 1
         self.energy_total_j += r.energy_j
         return self.x, r
+
+    def state_dict(self) -> dict:
+        return {"solves": self.solves, "energy_total_j": self.energy_total_j}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.solves = state["solves"]
+        self.energy_total_j = state["energy_total_j"]

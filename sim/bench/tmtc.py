@@ -37,7 +37,8 @@ def _fsw(cfg, image):
     from flight_sw.app import FlightSoftware
     from flight_sw.tmtc.security import MemoryStore
 
-    fsw = FlightSoftware(cfg, image, _Payload(), lambda p: None, tc_store=MemoryStore())
+    # the flight software alone (no device): its optimizer is the digital one
+    fsw = FlightSoftware(cfg.with_optimizer("digital"), image, _Payload(), lambda p: None, tc_store=MemoryStore())
     fsw.tm.sink = lambda p, high=False: None  # events are built (cost measured) but not queued
     return fsw
 

@@ -36,9 +36,20 @@ class FakePayload:
         return ACQ_LABELLED
 
 
+def digital(cfg):
+    """`cfg` with the digital optimizer backend.
+
+    The default mission flies the analog device, which lives outside flight_sw (the
+    simulator hands the flight software its transport). These tests build the flight
+    software on its own, so they use the digital backend; the analog path has its own
+    tests (test_devices_*, tests/sim).
+    """
+    return cfg.with_optimizer("digital")
+
+
 @pytest.fixture(scope="session")
 def default_cfg():
-    return load_mission_config(DEFAULT)
+    return digital(load_mission_config(DEFAULT))
 
 
 @pytest.fixture(scope="session")

@@ -325,3 +325,35 @@ def test_flight_device_code_reads_no_clock_and_never_sleeps():
     pattern = re.compile(r"\btime\.(time|monotonic|perf_counter|sleep)\b|datetime\.now|import time\b")
     for path in root.glob("*.py"):
         assert not pattern.search(path.read_text()), f"{path.name} reads the clock or sleeps"
+
+
+def test_driver_state_survives_a_flight_computer_reboot():
+    """state_dict -> JSON -> load_state_dict: the restored driver continues exactly as the
+    original would (same device), and notices a device that lost its matrix meanwhile."""
+    import copy
+    import json
+
+    drv, ep = make(seed=9, calibration_period_s=1e-4)
+    for s in range(4):
+        solve(drv, *problem(s, kappa=3.0))
+    q, b = problem(10, kappa=3.0)
+    solve(drv, q, b)  # the matrix the device still holds
+    state = json.loads(json.dumps(drv.state_dict()))
+    twin_ep = copy.deepcopy(ep)
+    lost_ep = copy.deepcopy(ep)
+    later = [(q, b), problem(11, kappa=3.0), problem(12, kappa=3.0)]
+    expected = [solve(drv, *qb)[0] for qb in later]
+
+    twin = AnalogDriver(N, M, InProcessTransport(twin_ep), DriverConfig(calibration_period_s=1e-4))
+    twin.load_state_dict(state)
+    assert twin.stats.solves == 5 and twin.health == drv.health
+    for (qq, bb), x in zip(later, expected, strict=True):
+        np.testing.assert_array_equal(solve(twin, qq, bb)[0], x)
+    assert json.dumps(twin.stats.as_dict()) == json.dumps(drv.stats.as_dict())  # (NaN-safe)
+    assert twin.stats.program_reuses >= 1  # it knew the matrix on the device was still good
+
+    lost_ep.array.reset()  # the device lost its programming while the computer rebooted
+    other = AnalogDriver(N, M, InProcessTransport(lost_ep), DriverConfig(calibration_period_s=1e-4))
+    other.load_state_dict(state)
+    x, r = solve(other, q, b)
+    assert r.ok and r.path == PATH_ANALOG and other.stats.not_programmed >= 1

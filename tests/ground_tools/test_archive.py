@@ -195,6 +195,30 @@ def test_empty_foreign_and_corrupt_archives(run_copy, short_run, tmp_path, capsy
     assert rc == 2 and ("empty archive" in err or "another run" in err)
 
 
+def test_a_run_folders_own_archive_is_rebuilt_when_a_new_run_replaces_the_old_one(run_copy):
+    """`make sim` twice with an edited config writes a new run into the same folder: the
+    folder's archive (derived data) must follow it, not block the report. An archive the
+    user named (--db) is never replaced."""
+    from ground_tools.archive import ensure_archive
+
+    db = ensure_archive(run_copy)
+    assert db == default_db(run_copy)
+    info = json.loads((run_copy / "run.json").read_text())
+    info["seed"] = 12345  # as if another run had been written here
+    (run_copy / "run.json").write_text(json.dumps(info))
+    logs = []
+    assert ensure_archive(run_copy, log=logs.append) == db
+    assert any("replaced the stale archive" in line for line in logs)
+    with Archive(db) as ar:
+        assert ar.meta["seed"] == "12345"
+    named = run_copy / "named.sqlite"
+    ingest(run_copy, named)
+    info["seed"] = 54321
+    (run_copy / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ArchiveError, match="holds another run"):
+        ensure_archive(run_copy, named)
+
+
 def test_packet_fields_agree_with_spacepackets(short_run, tmp_path):
     db = tmp_path / "x.sqlite"
     ingest(short_run, db)
