@@ -18,7 +18,8 @@ world and seed (see `sim.learning_metrics` for the definitions):
 - ``learning.working_set_bytes``: statistics, buffers and head of the onboard learner
   (every `ml.*` buffer of the start-up memory plan).
 - ``learning.energy_per_update_j``: energy of the training task runs plus the solves,
-  per committed update (digital path; the analog path is the device issue's).
+  per committed update, with the mission's optimizer backend (the analog device: a
+  solve is ~70 uJ of it, the task runs are the rest).
 - ``learning.int8_speedup_vs_numpy``: the numba int8 MLP kernel against a numpy float32
   MLP on the same flight batch (`samples_per_acquisition`), median times; the log adds
   the per-sample latency and the ratio on a 4,096-sample batch.
