@@ -578,7 +578,7 @@ class AnalogDriver:
                 # A first overflow is usually a near miss of the 1.5x headroom: doubling keeps the
                 # ADC's resolution (x8 at once cost a whole refinement round in precision); more
                 # in the same round mean a real excursion, so widen fast.
-                ranges[at_rail] *= _RANGE_STEP_FIRST if self._reranges < 2 else _RANGE_STEP_AGAIN
+                ranges[at_rail] *= _RANGE_STEP_SMALL if self._reranges < 2 else _RANGE_STEP_LARGE
                 self._reranges += 1
                 if first:
                     self._first_range[:m] = ranges
@@ -1008,9 +1008,9 @@ class AnalogDriver:
 
 
 _RANGE_MAX = 1e5
-_RANGE_STEP_FIRST = 2.0
+_RANGE_STEP_SMALL = 2.0  # ADC range step for the first two overflows of a round
+_RANGE_STEP_LARGE = 8.0  # ... and for any further ones
 _RAIL_BAND = 0.02  # 16x the averaged ADC noise of the default device (0.04 FS / sqrt(1024))
-_RANGE_STEP_AGAIN = 8.0
 _FATAL_STATUS = frozenset(
     (p.STATUS_BAD_VERSION, p.STATUS_BAD_COMMAND, p.STATUS_BAD_PAYLOAD, p.STATUS_TOO_LARGE, p.STATUS_INTERNAL)
 )

@@ -125,25 +125,6 @@ def fold_batch_into_stats(
 
 
 @numba.njit(cache=True)
-def anchored_system(q, b, prior_q, prior_b, anchor, ridge, q_out, b_out):  # pragma: no cover - compiled
-    """q_out = sum_c q[c] + anchor * sum_c prior_q[c] + ridge * I; b_out = b + anchor * prior_b.
-
-    The anchor keeps a fixed share of the ground's statistics that forgetting never
-    removes, so adapting to a drifted sensor does not erase what the model knew.
-    """
-    n_cls, n, _ = q.shape
-    for r in range(n):
-        for j in range(n):
-            acc = 0.0
-            for c in range(n_cls):
-                acc += q[c, r, j] + anchor * prior_q[c, r, j]
-            q_out[r, j] = acc
-        q_out[r, r] += ridge
-        for c in range(b.shape[1]):
-            b_out[r, c] = b[r, c] + anchor * prior_b[r, c]
-
-
-@numba.njit(cache=True)
 def sum_classes_add_diagonal(q, dst, value):  # pragma: no cover - compiled
     """dst = sum over classes of q[c] + value * I (the ridge system matrix)."""
     n_cls, n, _ = q.shape

@@ -15,7 +15,7 @@ estimate of kappa(Q') (LANCZOS_STEPS steps from a fixed start vector, 2 n^2 flop
 step) decides: above `model.precondition_kappa_max` the basis is refreshed: Cholesky of
 Q' (digital, n^3/3), U = L'^-1, T <- U T and every statistic S <- U S U^T (B <- U B),
 after which Q' = I up to rounding. This is a stale-factor preconditioner: the factor is
-recomputed rarely (about 1 % of the default mission's solves, `flightsim bench analog`
+recomputed rarely (before 0.5 % of the default mission's solves; `flightsim bench analog`
 reports `analog.learner_refresh_share`) and the device still solves every system.
 
 Cost per labelled training row: n^2/2 multiply-adds for phi' (the Gram update itself
