@@ -535,6 +535,10 @@ class FlightSoftware:
             return -1.0
         outcome = learner.training_step()
         cost_s = learner.last_step_flops / self.cpu_flops_per_s  # what the step really did
+        while learner.stats_reset_events:
+            reason = learner.stats_reset_events.pop(0)
+            self.tm.event(d.EVENT_STATISTICS_RESET, "high",
+                          d.STATISTICS_RESET_STRUCT.pack(reason, min(learner.stats_resets, 0xFFFF)), t)
         if outcome is not None:
             self._report_update(outcome, t)
         return cost_s

@@ -307,6 +307,8 @@ class _Decoder:
                 f"{r['outcome']} v{r['version']}: candidate {r['candidate_accuracy']:.3f} vs active "
                 f"{r['active_accuracy']:.3f}, {r['labels_used']} labels, "
                 f"{'analog' if r['solve_path'] else 'digital'} solve {r['solve_energy_j']:.3g} J"
+                + (f", system kappa {r['system_kappa']:.3g} ({r['precond_refreshes']} basis refreshes)"
+                   if "system_kappa" in r else "")
             )
         if eid == d.EVENT_CONTACT:
             (aos,) = struct.unpack(">B", p)
@@ -329,6 +331,10 @@ class _Decoder:
         if eid == getattr(d, "EVENT_PARAMS_ACTIVATED", None):
             (version,) = struct.unpack(">I", p)
             return f"parameter table v{version} activated"
+        if eid == getattr(d, "EVENT_STATISTICS_RESET", None):
+            reason, count = d.STATISTICS_RESET_STRUCT.unpack(p)
+            return (f"head statistics re-seeded from the ground's ({d.STATISTICS_RESET_REASONS[reason]}; "
+                    f"{count} since start)")
         if eid == getattr(d, "EVENT_DRIFT_DETECTED", None):
             source, samples = struct.unpack(">BI", p)
             sources = getattr(d, "DRIFT_SOURCES", ())

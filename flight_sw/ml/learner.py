@@ -53,8 +53,10 @@ STATE_FIELDS = (
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
-    "precond_refreshes", "last_kappa",
+    "precond_refreshes", "last_kappa", "stats_resets",
 )
+#: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
+RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
 
 
 class OnboardLearner:
@@ -77,9 +79,10 @@ class OnboardLearner:
         self.prior_system = buffers["ml.prior_system"]
         self.prior_b = buffers["ml.prior_b"]
         self.precond = buffers["ml.precond"]
-        self.precond[...], self.q[...], self.b[...], self.prior_system[...], self.prior_b[...] = pc.initial_basis(
-            image.stats_q, image.stats_b, cfg.model.prior_anchor, cfg.model.ridge_lambda
-        )
+        self._ground_stats = (image.stats_q, image.stats_b, float(image.prior_samples))
+        self._seed_statistics()
+        self.stats_resets = 0
+        self.stats_reset_events: list[int] = []  # reasons not yet reported
         self._precond_factor = buffers["ml.precond_factor"]
         self._precond_scratch = buffers["ml.precond_scratch"]
         self._lanczos_vectors = buffers["ml.lanczos_vectors"]
@@ -297,20 +300,48 @@ class OnboardLearner:
             return "committed"
         return None
 
+    def _seed_statistics(self) -> None:
+        """Statistics, prior and whitening basis from the ground's statistics (start-up, reset)."""
+        stats_q, stats_b, _ = self._ground_stats
+        self.precond[...], self.q[...], self.b[...], self.prior_system[...], self.prior_b[...] = pc.initial_basis(
+            stats_q, stats_b, self.cfg.prior_anchor, self.cfg.ridge_lambda
+        )
+
     def _prepare_system(self) -> None:
-        """The whitened head system into the solver buffers, re-whitened first if it has drifted."""
+        """The whitened head system into the solver buffers, re-whitened first if it has drifted.
+
+        A system that is not finite, or not positive definite (it always is, by
+        construction, unless memory was corrupted), re-seeds the statistics from the
+        ground's: training goes on from the pre-launch knowledge instead of refusing
+        every update from then on.
+        """
+        self._form_system()
+        if not (k.all_finite(self.q_solve) and k.all_finite(self.b_solve)):
+            self._reset_statistics(RESET_NOT_FINITE)
+        if self.last_kappa > self.cfg.precondition_kappa_max:
+            if pc.refresh_basis(self.q_solve, self.q, self.b, self.prior_system, self.prior_b, self.precond,
+                                self._precond_factor, self._precond_scratch):
+                self.precond_refreshes += 1
+                self.last_step_flops += pc.refresh_flops(self.q.shape[1], self.n_classes) + pc.kappa_flops(
+                    self.q.shape[1])
+                self._form_system()
+            else:
+                self._reset_statistics(RESET_NOT_PD)
+
+    def _form_system(self) -> None:
         pc.system_into(self.q, self.b, self.prior_system, self.prior_b, self.q_solve, self.b_solve)
         self.last_kappa = pc.lanczos_kappa(self.q_solve, pc.LANCZOS_STEPS, self._lanczos_vectors,
                                            self._lanczos_tridiag)
-        if self.last_kappa > self.cfg.precondition_kappa_max and pc.refresh_basis(
-            self.q_solve, self.q, self.b, self.prior_system, self.prior_b, self.precond,
-            self._precond_factor, self._precond_scratch,
-        ):
-            self.precond_refreshes += 1
-            self.last_step_flops += pc.refresh_flops(self.q.shape[1], self.n_classes) + pc.kappa_flops(self.q.shape[1])
-            pc.system_into(self.q, self.b, self.prior_system, self.prior_b, self.q_solve, self.b_solve)
-            self.last_kappa = pc.lanczos_kappa(self.q_solve, pc.LANCZOS_STEPS, self._lanczos_vectors,
-                                               self._lanczos_tridiag)
+
+    def _reset_statistics(self, reason: int) -> None:
+        """Fault response: back to the ground's statistics (allocates once; not the steady state)."""
+        self._seed_statistics()
+        self.effective_labels = self._ground_stats[2]
+        self.stats_resets += 1
+        self.last_step_flops += pc.refresh_flops(self.q.shape[1], self.n_classes) + pc.kappa_flops(self.q.shape[1])
+        if len(self.stats_reset_events) < 8:
+            self.stats_reset_events.append(reason)
+        self._form_system()
 
     def rollback(self) -> None:
         """Switch back to the other slot (the previous head, bit-identical)."""

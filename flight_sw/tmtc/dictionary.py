@@ -227,3 +227,8 @@ MODEL_UPLOAD_STAGES = ("session_open", "verified", "trial_started", "confirmed",
                        "reverted_at_boot", "installed_at_boot")
 MODEL_UPLOAD_STRUCT = struct.Struct(">BII")
 EVENT_PARAMS_ACTIVATED = 10  # params: table version u32
+EVENT_STATISTICS_RESET = 11  # params: reason u8 (STATISTICS_RESET_REASONS), resets since start u16
+#: Why the learner re-seeded its head statistics from the ground's (a memory upset or a bug
+#: made the head system unusable; training resumes from the pre-launch knowledge).
+STATISTICS_RESET_REASONS = ("not_finite", "not_positive_definite")
+STATISTICS_RESET_STRUCT = struct.Struct(">BH")

@@ -152,3 +152,61 @@ def test_statistics_and_solve_recover_a_synthetic_linear_head():
     # Least squares on one-hot targets is not a max-margin classifier: it agrees with the
     # true linear rule on ~92% of these samples (the exact-solution check above is the proof).
     assert np.mean(np.argmax(phi @ head, axis=1) == y) > 0.9
+
+
+def _labelled_learner(default_cfg, image, batches=6):
+    from sim.scene import SceneTruth
+
+    learner = _learner(default_cfg, image)
+    _feed(learner, SceneTruth(default_cfg.payload, np.random.default_rng(5)), batches, np.random.default_rng(6))
+    learner.new_labels = max(learner.new_labels, default_cfg.model.min_new_labels)
+    return learner
+
+
+@pytest.mark.parametrize("corrupt, reason", [("nan", 0), ("indefinite", 1)])
+def test_corrupted_statistics_are_reseeded_from_the_ground(default_cfg, image, corrupt, reason):
+    """A memory upset in the head statistics must not stop training for good: the learner
+    re-seeds them from the ground's and the update still produces a usable candidate."""
+    learner = _labelled_learner(default_cfg, image)
+    n = learner.q.shape[1]
+    if corrupt == "nan":
+        learner.q[2, 5, 7] = np.nan
+    else:
+        learner.prior_system[...] = -1e6 * np.eye(n)  # no Gram matrix can make that positive definite
+    outcome = _finish_update(learner)
+    assert learner.stats_resets == 1 and learner.stats_reset_events == [reason]
+    assert learner.last_report.ok and outcome in ("committed", "refused")
+    assert np.all(np.isfinite(learner.candidate))
+    assert learner.last_kappa <= default_cfg.model.precondition_kappa_max  # the re-seeded system is whitened
+    assert np.all(np.isfinite(learner.q)) and learner.effective_labels == image.prior_samples
+
+
+def test_healthy_statistics_are_never_reseeded(default_cfg, image):
+    learner = _labelled_learner(default_cfg, image)
+    for _ in range(3):
+        learner.new_labels = default_cfg.model.min_new_labels
+        _finish_update(learner)
+    assert learner.stats_resets == 0 and learner.accepted + learner.refused == 3
+
+
+def test_statistics_reset_is_reported_as_an_event(make_fsw):
+    import struct
+
+    from spacepackets.ecss import PusTm
+
+    from flight_sw.tmtc import dictionary as d
+
+    fsw = make_fsw()
+    learner = fsw.learner
+    learner.q[0, 0, 0] = np.inf
+    learner.new_labels = 10**6
+    for _ in range(4):
+        fsw._task_training(100.0)
+    fsw.downlink.drain(10_000, True)  # a contact: everything queued goes down
+    events = []
+    for raw in fsw.test_packets:
+        p = PusTm.unpack(raw, timestamp_len=7)
+        data = bytes(p.source_data)
+        if p.service == 5 and struct.unpack(">H", data[:2])[0] == d.EVENT_STATISTICS_RESET:
+            events.append((p.message_subtype, d.STATISTICS_RESET_STRUCT.unpack(data[2:])))
+    assert events == [(d.EVENT_SEVERITY_SUBTYPE["high"], (0, 1))]
