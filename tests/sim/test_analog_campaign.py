@@ -132,3 +132,25 @@ def test_full_size_campaign():
 def test_threads_are_not_left_behind():
     names = [t.name for t in threading.enumerate()]
     assert not any(n.startswith("hil-") for n in names), names
+
+
+def test_mission_with_a_faulty_device_never_trains_on_a_wrong_solution(default_cfg):
+    """A day of the default mission with every fault kind injected at a few percent per device
+    command: training goes on, every solution the learner was given meets the gate (recomputed
+    here), the faults show in the driver's counters and the fallback carries what the device
+    could not."""
+    import dataclasses
+
+    from sim.analog.problems import mission_problems
+
+    rates = {f"fault_{k}_rate": 0.02 for k in ("dead", "slow_settle", "no_settle", "saturate", "corrupt", "seu",
+                                                "brownout", "wrong_output")}
+    cfg = dataclasses.replace(default_cfg, device=dataclasses.replace(default_cfg.device, **rates))
+    ps = mission_problems(cfg, 1.0)
+    assert len(ps) > 50
+    accepted = [res for ok, res in zip(ps.ok, ps.checked_residual, strict=True) if ok]
+    assert len(accepted) > 0.8 * len(ps) and max(accepted) <= 1e-6
+    st = ps.stats
+    assert st["fallbacks"] > 0 and st["analog_accepted"] > 0.5 * len(ps)
+    for counter in ("timeouts", "frames_rejected", "seu_detected", "settle_timeouts", "saturations", "device_resets"):
+        assert st[counter] > 0, counter
