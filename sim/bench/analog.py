@@ -207,6 +207,35 @@ def reference_figures(problems, params, log) -> dict[str, float]:
             "analog.reference_fallback_share": fb / len(problems)}
 
 
+#: Device parameters varied one at a time around the defaults (the log's sensitivity table).
+SENSITIVITY = (
+    ("adc_bits", (9, 10, 12)),
+    ("adc_averages", (64, 256, 1024, 4096)),
+    ("output_noise", (0.02, 0.04, 0.1)),
+    ("program_noise", (0.01, 0.02, 0.04)),
+    ("program_slices", (1, 2)),
+)
+
+
+def sensitivity(problems, params, log) -> None:
+    """Rounds and fallback on the mission's systems with one device parameter changed: the margin."""
+    log(f"sensitivity on {len(problems)} of the mission's systems (one parameter changed at a time):")
+    for name, values in SENSITIVITY:
+        cells = []
+        for v in values:
+            drv, _ = _driver(dataclasses.replace(params, **{name: v}), seed=15)
+            rounds, fb = [], 0
+            for _, q, b in problems:
+                _, r = drv.solve(q, b)
+                fb += r.fallback
+                if not r.fallback:
+                    rounds.append(r.rounds)
+            p95 = f"{np.percentile(rounds, 95):g}" if rounds else "-"
+            mark = "*" if getattr(params, name) == v else ""
+            cells.append(f"{v}{mark}: p95 {p95}, fallback {fb / len(problems):.0%}")
+        log(f"  {name:15s} " + "; ".join(cells))
+
+
 def energy_scaling(params, sizes, log) -> dict[str, float]:
     from flight_sw.devices.optimizer import DigitalSolver
 
@@ -405,6 +434,7 @@ def run(quick: bool, log) -> dict[str, float]:
     spread = problems[:: max(1, len(problems) // (100 if quick else 500))]
     figures["analog.raw_rel_residual_median"] = raw_accuracy(spread, params, log)
     figures.update(flight_basis_figures(ps, params, 30 if quick else 200, log))
+    sensitivity(problems[:: max(1, len(problems) // (40 if quick else 300))], params, log)
     figures.update(reference_figures(reference_problems(100 if quick else 1000, seed=1), params, log))
     figures.update(energy_scaling(params, (128,) if quick else (128, 512), log))
     figures.update(campaign(problems, params, 300 if quick else 10_000, seed=7, log=log))
