@@ -479,6 +479,8 @@ HEALTH_COLORS = ("#2ca02c", "#f2c12e", "#d62728")
 #: Device fault counters (HK SID 4), plotted when any of them is non-zero.
 FAULT_COUNTERS = ("timeouts", "frames_rejected", "crc_errors", "settle_timeouts", "saturations", "device_resets",
                   "seu_detected", "verify_failures", "selftest_failures", "retries_total")
+#: Legend text where the counter's name alone would mislead.
+COUNTER_LABELS = {"saturations": "saturations (ADC overflows, re-ranged by the driver; a fault only with retries)"}
 
 
 def plot_solve_paths(updates: list[dict], dev: dict) -> str | None:
@@ -547,9 +549,9 @@ def plot_device(tm: Telemetry) -> str | None:
     ax = axes[2]
     if faults:
         for f in faults:
-            ax.step(t, dev[f], where="post", label=f"{f}: {int(dev[f][-1])}")
+            ax.step(t, dev[f], where="post", label=f"{COUNTER_LABELS.get(f, f)}: {int(dev[f][-1])}")
         ax.legend(fontsize=7, loc="upper left", ncol=2)
-        ax.set_title("Fault counters (cumulative; counters that stayed 0 are not drawn)", fontsize=9)
+        ax.set_title("Fault and event counters (cumulative; counters that stayed 0 are not drawn)", fontsize=9)
     else:
         ax.text(0.5, 0.5, "no faults: every fault counter stayed at 0", ha="center", va="center",
                 transform=ax.transAxes, fontsize=10)
