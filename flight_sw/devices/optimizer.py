@@ -47,6 +47,28 @@ class SolveReport:
 
 
 @numba.njit(cache=True)
+def cholesky_into(a, out):  # pragma: no cover - compiled
+    """Lower Cholesky factor of SPD `a` into the lower triangle of `out` (which may be `a`).
+
+    Reads only the lower triangle of `a`; leaves the upper triangle of `out` as it was.
+    Returns False when `a` is not (numerically) positive definite, NaN included.
+    """
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= out[i, k] * out[j, k]
+            if i == j:
+                if not s > 0.0:
+                    return False
+                out[i, i] = np.sqrt(s)
+            else:
+                out[i, j] = s / out[j, j]
+    return True
+
+
+@numba.njit(cache=True)
 def _cholesky_solve_inplace(q, b, work, x):  # pragma: no cover - compiled
     """Cholesky factorisation into `work`, then forward/back substitution into `x`.
 
@@ -54,17 +76,8 @@ def _cholesky_solve_inplace(q, b, work, x):  # pragma: no cover - compiled
     Q is not positive definite.
     """
     n = q.shape[0]
-    for i in range(n):
-        for j in range(i + 1):
-            s = q[i, j]
-            for k in range(j):
-                s -= work[i, k] * work[j, k]
-            if i == j:
-                if s <= 0.0:
-                    return False
-                work[i, i] = np.sqrt(s)
-            else:
-                work[i, j] = s / work[j, j]
+    if not cholesky_into(q, work):
+        return False
     m = b.shape[1]
     for c in range(m):
         for i in range(n):

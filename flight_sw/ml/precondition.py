@@ -34,6 +34,7 @@ import numpy as np
 # refresh threshold it is close: median 0.98 of the true kappa on the default mission's
 # 30-day sequence of head systems (0.87 at 4 steps). Far above it (a spectrum spread over
 # [1, 100]) 8 steps see only 0.2-0.8 of kappa, still well past any sensible threshold.
+from flight_sw.devices.optimizer import cholesky_into
 from flight_sw.memory import LANCZOS_STEPS
 
 
@@ -179,20 +180,9 @@ def lanczos_kappa(a, steps, vecs, tri):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def cholesky_lower_inplace(a):  # pragma: no cover - compiled
     """a <- L (lower, upper triangle zeroed) with L L^T = a; False if a is not positive definite."""
+    if not cholesky_into(a, a):
+        return False
     n = a.shape[0]
-    for j in range(n):
-        s = a[j, j]
-        for k in range(j):
-            s -= a[j, k] * a[j, k]
-        if not s > 0.0:
-            return False
-        d = math.sqrt(s)
-        a[j, j] = d
-        for i in range(j + 1, n):
-            s = a[i, j]
-            for k in range(j):
-                s -= a[i, k] * a[j, k]
-            a[i, j] = s / d
     for i in range(n):
         for j in range(i + 1, n):
             a[i, j] = 0.0

@@ -42,6 +42,8 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
+from flight_sw.devices.optimizer import cholesky_into
+
 READ_WINDOW_S = 1e-6  # the read window the read-noise figure refers to
 
 
@@ -85,17 +87,8 @@ def _lambda_min(a, iters):  # pragma: no cover - compiled
     """
     n = a.shape[0]
     ell = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1):
-            s = a[i, j]
-            for k in range(j):
-                s -= ell[i, k] * ell[j, k]
-            if i == j:
-                if s <= 0.0:
-                    return False, 0.0, np.zeros(n)
-                ell[i, i] = math.sqrt(s)
-            else:
-                ell[i, j] = s / ell[j, j]
+    if not cholesky_into(a, ell):
+        return False, 0.0, np.zeros(n)
     v = np.empty(n)
     for i in range(n):
         v[i] = 1.0 + 0.01 * i  # deterministic start with a component along every mode
