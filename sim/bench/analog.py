@@ -110,8 +110,10 @@ def mission_figures(ps, log) -> dict[str, float]:
     wrong = sum(1 for ok, res in zip(ps.ok, ps.checked_residual, strict=True) if ok and not res <= 1e-6)
     kappa = ps.exact_kappa()
     est = np.array(ps.kappa_estimate)
+    pct = (f"p50 {np.percentile(rounds, 50):g}, p95 {np.percentile(rounds, 95):g}" if rounds.size
+           else "no analog-served solve")
     log(f"mission solves: {n}; analog-served {n - fb}, fallback {fb}; rounds to 1e-6 histogram {_histogram(rounds)}, "
-        f"p50 {np.percentile(rounds, 50):g}, p95 {np.percentile(rounds, 95):g}; accepted with residual > 1e-6: {wrong}")
+        f"{pct}; accepted with residual > 1e-6: {wrong}")
     log(f"  whitened systems: kappa median {np.median(kappa):.2f}, p95 {np.percentile(kappa, 95):.2f}, max "
         f"{kappa.max():.2f} (learner's Lanczos estimate / exact: median {np.median(est / kappa):.3f}); "
         f"basis refreshes {ps.refreshes} ({ps.refreshes / max(n, 1):.2%} of solves)")
