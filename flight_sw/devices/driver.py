@@ -545,11 +545,7 @@ class AnalogDriver:
         if first:  # a first round sees B itself: start from what past first rounds needed
             ranges[...] = self._first_range[:m]
         reply = self._transact(p.CMD_SOLVE, p.pack_solve(r / rs, ranges, self.cfg.settle_timeout_s))
-        try:
-            sr = p.unpack_solve_response(reply.payload)
-        except p.ProtocolError as exc:
-            st.bad_replies += 1
-            raise DeviceFault("bad_reply") from exc
+        sr = self._decode(p.unpack_solve_response, reply)
         if sr.n != n or sr.m != m:
             st.bad_replies += 1
             raise DeviceFault("bad_reply")
@@ -661,11 +657,7 @@ class AnalogDriver:
         for row0 in range(0, n, rows):
             k = min(rows, n - row0)
             reply = self._transact(p.CMD_PROGRAM, p.pack_program(n, row0, qn[row0 : row0 + k]))
-            try:
-                result = p.unpack_program_response(reply.payload)
-            except p.ProtocolError as exc:
-                st.bad_replies += 1
-                raise DeviceFault("bad_reply") from exc
+            result = self._decode(p.unpack_program_response, reply)
             self._book_device(result.time_s, result.energy_j, result.device_time_s)
             status = reply.status
             if row0 + k < n and status != p.STATUS_ACK_PARTIAL:
@@ -717,11 +709,7 @@ class AnalogDriver:
                 self._cost_reply(self._transact(p.CMD_TIME, p.pack_time(max(t, 0.0))))
                 self._last_time_sync_s = t
         reply = self._transact(p.CMD_CALIBRATE, b"")
-        try:
-            cal = p.unpack_calibrate_response(reply.payload)
-        except p.ProtocolError as exc:
-            st.bad_replies += 1
-            raise DeviceFault("bad_reply") from exc
+        cal = self._decode(p.unpack_calibrate_response, reply)
         self._book_device(cal.time_s, cal.energy_j, cal.device_time_s)
         self._last_calibration_s = self._now()
         st.calibrations += 1
@@ -734,12 +722,16 @@ class AnalogDriver:
             self._cost_reply(self._transact(p.CMD_REFRESH_REFERENCE, b""))
             st.reference_refreshes += 1
 
-    def _cost_reply(self, reply: p.Frame) -> None:
+    def _decode(self, unpack, reply: p.Frame):
+        """`unpack(reply.payload)`; a malformed payload is a counted bad reply (a hard fault)."""
         try:
-            c = p.unpack_cost_response(reply.payload)
+            return unpack(reply.payload)
         except p.ProtocolError as exc:
             self.stats.bad_replies += 1
             raise DeviceFault("bad_reply") from exc
+
+    def _cost_reply(self, reply: p.Frame) -> None:
+        c = self._decode(p.unpack_cost_response, reply)
         self._book_device(c.time_s, c.energy_j, c.device_time_s)
 
     def _self_test(self) -> bool:
