@@ -31,8 +31,20 @@ from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL, ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
+from flight_sw.ml.labels import (
+    NO_CLASS,
+    SOURCE_NAMES,
+    SOURCE_SELF,
+    SOURCE_SITE,
+    SOURCE_TEACHER,
+    ReferenceData,
+    compact_labelled,
+    confident_into,
+    site_labels_into,
+)
 from flight_sw.ml.learner import OnboardLearner
 from flight_sw.ml.model import ModelImage
+from flight_sw.ml.teacher import Teacher
 from flight_sw.power.budget import OrbitBudgetState, PowerBudget
 from flight_sw.power.eclipse_predictor import EclipsePredictor
 from flight_sw.power.feasibility import check_essential_feasibility, essential_power_w
@@ -43,21 +55,24 @@ from flight_sw.tmtc.downlink import DownlinkQueue
 from flight_sw.tmtc.packets import TmEncoder
 from flight_sw.tmtc.security import MemoryStore
 
-ACQ_DARK, ACQ_SCENE, ACQ_LABELLED = 0, 1, 2
+#: Payload acquisition status: night (no pixels), an ordinary scene, a calibration-site scene.
+ACQ_DARK, ACQ_SCENE, ACQ_SITE = 0, 1, 2
+ACQ_LABELLED = ACQ_SITE  # the former name, kept for hosts written against it
 #: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
 DEADLINE_EVENT_LIMIT = 10
 SNAPSHOT_MAGIC = b"FSWSNAP1"
 
 
 class PayloadDevice(Protocol):
-    """The imager as the flight software drives it (simulated, HIL or real)."""
+    """The imager as the flight software drives it (simulated, HIL or real).
 
-    def acquire(self, pixels: np.ndarray, labels: np.ndarray) -> int:
-        """Fill pixels (and labels over a calibration site); return an ACQ_* status."""
-        ...
+    It gives pixels and their ancillary data, never labels: every label is made
+    onboard (`flight_sw.ml.labels`) from pixels, ancillary data and uplinked data.
+    """
 
-    def acquire_teacher(self, pixels: np.ndarray, labels: np.ndarray) -> int:
-        """Fill pixels and the onboard teacher model's labels for them; ACQ_* status."""
+    def acquire(self, pixels: np.ndarray, ancillary: np.ndarray) -> int:
+        """Fill pixels (batch, bands) and ancillary (batch, 4) int64 rows (site index or -1,
+        map row, map column by the onboard geolocation, detector column); return an ACQ_* status."""
         ...
 
 
@@ -94,6 +109,7 @@ class FlightSoftware:
         check_energy_days: float | None = None,
         device_transport=None,
         tc_store=None,
+        reference: ReferenceData | None = None,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
@@ -104,6 +120,8 @@ class FlightSoftware:
         `tc_store` (issue 7) is the non-volatile store of the telecommand state (anti-replay
         counters, upload staging, boot record, parameter table): an object with
         `load() -> bytes` and an atomic `save(bytes)`; default: a fresh in-memory store.
+        `reference` is what the ground uplinked for onboard labelling (site maps, teacher);
+        without it the satellite has no site labels and no teacher.
         """
         self.cfg = cfg
         self.payload = payload
@@ -152,6 +170,23 @@ class FlightSoftware:
             cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
         )
         self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
+        self.reference = reference
+        self.label_sources = frozenset(SOURCE_NAMES.index(s) for s in cfg.payload.label_sources)
+        self._site_maps = self.buffers["ml.site_maps"]
+        if reference is not None:
+            maps = np.asarray(reference.site_maps, dtype=np.uint8)
+            if maps.shape != self._site_maps.shape:
+                raise ValueError(f"reference.site_maps: shape {maps.shape}, expected {self._site_maps.shape} "
+                                 "(calibration sites x SITE_MAP_CELLS x SITE_MAP_CELLS)")
+            self._site_maps[...] = maps
+        else:
+            self._site_maps[...] = NO_CLASS
+        self.teacher = None
+        if reference is not None and reference.teacher is not None and SOURCE_TEACHER in self.label_sources:
+            self.teacher = Teacher(reference.teacher, self.buffers)
+        #: Host tap (simulator, bench): called with (source, t, pixels, labels) for every labelled batch
+        #: the learner receives. Output only: the flight software never reads anything back from it.
+        self.label_tap: Callable[[int, float, np.ndarray, np.ndarray], None] | None = None
         # Issue 7 hook: parameters the onboard table (service 20) may override.
         self._eclipse_policy = cfg.power.budget.eclipse_policy
         self._eclipse_soc_margin = cfg.power.budget.eclipse_soc_margin
@@ -161,11 +196,13 @@ class FlightSoftware:
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
         self._pixels = self.buffers["ml.batch_pixels"]
-        self._labels = self.buffers["ml.batch_labels"]
+        self._anc = self.buffers["ml.batch_ancillary"]
         # Calibration acquisitions have their own buffers so they never clobber the
         # inference product that the host reads after the tick.
         self._cal_pixels = self.buffers["ml.label_pixels"]
         self._cal_labels = self.buffers["ml.label_labels"]
+        self._cal_anc = self.buffers["ml.label_ancillary"]
+        self._teacher_conf = self.buffers["ml.teacher_confidence"]
         self._cal_pred = self.buffers["ml.label_pred"]
         self._sample_fmt = struct.Struct(f">{cfg.payload.bands}f")
         self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
@@ -493,7 +530,7 @@ class FlightSoftware:
         return 1e-3
 
     def _task_inference(self, t: float) -> float:
-        if self.payload.acquire(self._pixels, self._labels) == ACQ_DARK:
+        if self.payload.acquire(self._pixels, self._anc) == ACQ_DARK:
             return -1.0
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
@@ -501,31 +538,59 @@ class FlightSoftware:
         self.learner.monitor(self._pixels, self.outputs.predictions, n, getattr(self.payload, "sun_elevation_deg", 90.0))
         self._report_drift(t)
         aug = self.learner.feat.shape[1]
-        return 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) / self.cpu_flops_per_s
+        cost = 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes))
+        if SOURCE_SELF in self.label_sources:
+            m = confident_into(self._pixels, self.outputs.predictions, self.learner.margins, n,
+                               self.cfg.payload.self_training_margin, self._cal_pixels, self._cal_labels)
+            self._learn(SOURCE_SELF, m, t, monitor=False)
+            cost += 2.0 * m * aug * aug
+        return cost / self.cpu_flops_per_s
 
     def _task_label_collect(self, t: float) -> float:
-        if self.payload.acquire(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
+        """Over a calibration site: the reference map's class at each pixel's onboard geolocation."""
+        if SOURCE_SITE not in self.label_sources:
             return -1.0
-        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred)
-        self._report_samples(t)
-        self._report_drift(t)
-        if self.learner.rollback_pending_report:
-            self.learner.rollback_pending_report = False
-            self._report_update("rolled_back", t)
+        if self.payload.acquire(self._cal_pixels, self._cal_anc) != ACQ_SITE:
+            return -1.0
+        ref = self.reference
+        n = self._cal_pixels.shape[0]
+        if ref is None:
+            m = 0
+        else:
+            blue, green, swir = ref.cloud_bands
+            m = site_labels_into(self._cal_pixels, self._cal_anc, n, self._site_maps, ref.cloud_class,
+                                 blue, green, swir, self._cal_labels)
+        self._learn(SOURCE_SITE, m, t, monitor=True)
+        if m:
+            self._report_samples(t, m)
         aug = self.learner.feat.shape[1]
-        return 2.0 * self._cal_pixels.shape[0] * aug * aug / self.cpu_flops_per_s
+        return 2.0 * n * aug * aug / self.cpu_flops_per_s
 
     def _task_teacher_label(self, t: float) -> float:
-        """Label a fresh frame with the onboard teacher (optional, power permitting)."""
-        if self.payload.acquire_teacher(self._cal_pixels, self._cal_labels) != ACQ_LABELLED:
+        """Label a fresh frame with the onboard teacher model (optional, power permitting)."""
+        if self.teacher is None:
             return -1.0
-        self.learner.accumulate(self._cal_pixels, self._cal_labels, self._cal_pred, monitor=False)
+        if self.payload.acquire(self._cal_pixels, self._cal_anc) == ACQ_DARK:
+            return -1.0
+        n = self._cal_pixels.shape[0]
+        self.teacher.label_into(self._cal_pixels, n, self._cal_labels, self._teacher_conf)
+        m = compact_labelled(self._cal_pixels, self._cal_labels, n)
+        self._learn(SOURCE_TEACHER, m, t, monitor=False)
+        aug = self.learner.feat.shape[1]
+        return (n * self.teacher.flops_per_sample + 2.0 * m * aug * aug) / self.cpu_flops_per_s
+
+    def _learn(self, source: int, m: int, t: float, monitor: bool) -> None:
+        """Fold the first m labelled pixels of the label buffers into the learner."""
+        if m <= 0:
+            return
+        px, lab = self._cal_pixels[:m], self._cal_labels[:m]
+        if self.label_tap is not None:
+            self.label_tap(source, t, px, lab)
+        self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)
         self._report_drift(t)
-        aug = self.learner.feat.shape[1]
-        return 2.0 * self._cal_pixels.shape[0] * aug * aug / self.cpu_flops_per_s
 
     def _task_training(self, t: float) -> float:
         learner = self.learner
@@ -543,9 +608,9 @@ class FlightSoftware:
             self._report_update(outcome, t)
         return cost_s
 
-    def _report_samples(self, t: float) -> None:
+    def _report_samples(self, t: float, m: int) -> None:
         """Send a few site-labelled samples down (HK SID 5) for the ground's replay and retraining."""
-        k = min(d.SAMPLES_PER_REPORT, self._cal_pixels.shape[0])
+        k = min(d.SAMPLES_PER_REPORT, m)
         fmt = self._sample_fmt
         parts = [d.SAMPLES_HEADER.pack(self.learner.version, k)]
         for i in range(k):

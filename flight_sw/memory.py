@@ -14,6 +14,10 @@ MAX_TM_PACKET_BYTES = 256
 #: Lanczos steps of the head-system condition estimate (flight_sw/ml/precondition.py;
 #: defined here so that sizing the buffers does not import the numba kernels).
 LANCZOS_STEPS = 8
+#: Cells per side of a calibration site's reference land-cover map (uplinked before launch).
+SITE_MAP_CELLS = 32
+#: Ancillary values per pixel (flight_sw.ml.labels: site, map row, map column, detector column).
+ANCILLARY_WIDTH = 4
 
 
 def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -25,7 +29,7 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     batch = cfg.payload.samples_per_acquisition
     replay = cfg.model.replay_buffer_size
     aug = feat + 1  # features plus bias
-    return {
+    plan = {
         "ml.input_mean": ((bands,), "float64"),
         "ml.input_scale": ((bands,), "float64"),
         "ml.w1_int8": ((hidden, bands), "int8"),
@@ -65,7 +69,10 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.replay_samples": ((replay, bands), "float32"),
         "ml.replay_labels": ((replay,), "int16"),
         "ml.batch_pixels": ((batch, bands), "float32"),
-        "ml.batch_labels": ((batch,), "int64"),
+        "ml.batch_ancillary": ((batch, ANCILLARY_WIDTH), "int64"),
+        "ml.label_ancillary": ((batch, ANCILLARY_WIDTH), "int64"),
+        "ml.teacher_confidence": ((batch,), "float64"),
+        "ml.site_maps": ((max(len(cfg.calibration_sites), 1), SITE_MAP_CELLS, SITE_MAP_CELLS), "uint8"),
         "ml.label_pixels": ((batch, bands), "float32"),
         "ml.label_labels": ((batch,), "int64"),
         "ml.label_pred": ((batch,), "int64"),
@@ -76,6 +83,12 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "tmtc.downlink_queue": ((cfg.downlink.queue_packets, MAX_TM_PACKET_BYTES), "uint8"),
         "tmtc.downlink_lengths": ((cfg.downlink.queue_packets,), "uint16"),
     }
+    if "teacher" in cfg.payload.label_sources:
+        from flight_sw.ml.teacher import teacher_buffer_specs
+
+        dims = (bands, *cfg.model.teacher_hidden, n_cls)
+        plan.update(teacher_buffer_specs(tuple(zip(dims[:-1], dims[1:], strict=True)), batch))
+    return plan
 
 
 def buffer_sizes_bytes(cfg: MissionConfig) -> dict[str, int]:

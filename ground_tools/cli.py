@@ -1,7 +1,8 @@
-"""`groundtools`: what the ground team runs (ingest, limits, report, models, replay, campaign, plan).
+"""`groundtools`: what the ground team runs (ingest, limits, report, models, replay, campaign, plan, suite-report).
 
 Bad input (a run folder missing files, telemetry of another dictionary version, an
-empty or foreign archive, an invalid limits or model file, an unknown orbit)
+empty or foreign archive, an invalid limits or model file, an unknown orbit, a missing
+or malformed learning-suite JSON)
 ends with a message on stderr and exit status 2, never a traceback.
 """
 
@@ -36,6 +37,25 @@ def cmd_report(args) -> int:
     path = write_report(Path(args.run), Path(args.out) if args.out else None, db=args.db, orbit=args.orbit,
                         limits_path=args.limits, log=_err)
     print(f"report: {path.resolve()}")
+    return 0
+
+
+def cmd_suite_report(args) -> int:
+    """The learning-suite review page (HTML + PNGs) from `flightsim bench learning`'s JSON."""
+    from ground_tools.suite_report import SuiteError, load_suite, write_suite_report
+
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as exc:
+        _err(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    out = Path(args.out) if args.out else Path(args.suite).parent
+    try:
+        path = write_suite_report(suite, out)
+    except OSError as exc:
+        _err(f"error: cannot write the suite report into {out}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
+    print(f"suite report: {path.resolve()}")
     return 0
 
 
@@ -324,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", help="limits YAML (default: ground_tools/limits_default.yaml)")
     db_opt(p)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("suite-report",
+                       help="write the learning-suite review page (HTML + PNGs) from a suite JSON")
+    p.add_argument("suite", metavar="SUITE_JSON", help="suite document written by `flightsim bench learning`")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder for learning_suite.html and its PNGs (default: the JSON's folder)")
+    p.set_defaults(func=cmd_suite_report)
     p = sub.add_parser("decode", help="decode a run's telemetry (no archive) and print packet counts")
     p.add_argument("run")
     p.set_defaults(func=cmd_decode)

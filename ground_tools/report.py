@@ -340,7 +340,12 @@ def _bin_mean(t, v, width_s):
 
 
 #: Legend names of accuracy arms in truth.npz beyond onboard and frozen.
-ARM_LABELS = {"acc_ground": "ground retraining loop (truth)"}
+ARM_LABELS = {
+    "acc_ground": ("ground retraining loop (truth)", "-^", "tab:cyan"),
+    "acc_calibration": ("calibration-only: radiometric fit + frozen model (truth)", "-v", "tab:olive"),
+    "acc_selftrain": ("self-training only (truth)", "-x", "tab:purple"),
+    "acc_bound": ("clairvoyant bound: head on truth labels (truth)", "--", "0.4"),
+}
 
 
 def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
@@ -350,7 +355,7 @@ def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
     if len(t):
         arms = [("acc_onboard", "onboard model (truth, per ~orbit)", "-o", "tab:blue"),
                 ("acc_frozen", "frozen pre-launch model (truth)", "-s", "tab:brown")]
-        arms += [(k, ARM_LABELS.get(k, f"{k[4:]} arm (truth)"), "-^", "tab:cyan") for k in sorted(truth)
+        arms += [(k, *ARM_LABELS.get(k, (f"{k[4:]} arm (truth)", "-^", "tab:cyan"))) for k in sorted(truth)
                  if k.startswith("acc_") and k not in ("acc_t_s", "acc_onboard", "acc_frozen")
                  and len(truth[k]) == len(t)]
         for key, label, style, color in arms:

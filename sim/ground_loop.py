@@ -1,9 +1,15 @@
 """The ground retraining loop, run as a comparison arm in the same world and seed.
 
-The classic repair: the satellite keeps the labelled samples it collects; at each
-contact a share of the downlink carries them down; the ground refits the head on
-the most recent samples (with the same frozen int8 extractor), and after a
-turnaround (review, scheduling) the new head goes up at the next contact. The arm
+The classic repair: the satellite keeps the labelled samples it collects (the same
+site-map and teacher labels the onboard learner gets: the same label budget); at
+each contact a share of the downlink carries them down; the ground refits the head
+on the most recent samples (with the same frozen int8 extractor), and after a
+turnaround (review, scheduling) the new head goes up at the next contact.
+
+It reacts to drift: a drift alarm the satellite raised reaches the ground in the
+telemetry of the next contact; from then on the ground drops every sample collected
+before the alarm and retrains as soon as `REACT_MIN_SAMPLES` post-alarm samples are
+down, without waiting for its regular retraining slot. The arm
 never flies: the simulator scores it on the same frames as the onboard model and
 the frozen pre-launch model, so the three are compared like with like.
 """
@@ -23,6 +29,10 @@ from flight_sw.ml.model import FeatureExtractor, ModelImage
 #: Bytes per downlinked labelled sample: bands x float32 + a label byte + 8 B time.
 def sample_bytes(bands: int) -> int:
     return 4 * bands + 1 + 8
+
+
+#: Post-alarm samples the ground needs before a reactive retraining.
+REACT_MIN_SAMPLES = 256
 
 
 @numba.njit(cache=True)
@@ -52,24 +62,34 @@ class _Ring:
         self.head = 0
         self.count = 0
 
-    def push(self, t: float, x: np.ndarray, y: np.ndarray) -> None:
+    def push(self, t, x: np.ndarray, y: np.ndarray) -> None:
+        """Append rows; `t` is one time for all or one per row."""
         cap = self.x.shape[0]
         k = min(x.shape[0], cap)
-        x, y = x[-k:], y[-k:]
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
+        x, y, t = x[-k:], y[-k:], t[-k:]
         idx = (self.head + self.count + np.arange(k)) % cap
         self.x[idx], self.y[idx], self.t[idx] = x, y, t
         overflow = max(self.count + k - cap, 0)
         self.count = min(self.count + k, cap)
         self.head = (self.head + overflow) % cap
 
-    def pop(self, k: int, until_t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Up to k oldest rows collected by until_t."""
+    def pop(self, k: int, until_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to k oldest rows collected by until_t (rows, labels, times)."""
         cap = self.x.shape[0]
         idx = (self.head + np.arange(min(k, self.count))) % cap
         idx = idx[self.t[idx] <= until_t]
         self.head = (self.head + len(idx)) % cap
         self.count -= len(idx)
-        return self.x[idx], self.y[idx]
+        return self.x[idx], self.y[idx], self.t[idx]
+
+    def drop_before(self, t: float) -> None:
+        """Forget the rows collected before t (they are in time order)."""
+        cap = self.x.shape[0]
+        idx = (self.head + np.arange(self.count)) % cap
+        old = int(np.count_nonzero(self.t[idx] < t))
+        self.head = (self.head + old) % cap
+        self.count -= old
 
     def all(self) -> tuple[np.ndarray, np.ndarray]:
         idx = (self.head + np.arange(self.count)) % self.x.shape[0]
@@ -98,6 +118,10 @@ class GroundLoopArm:
         self.retrain_every_s = g.retrain_every_h * 3600.0
         self._last_retrain_s = -float("inf")
         self.retrains = 0
+        self.reactions = 0
+        self._alarms: list[float] = []  # drift alarm times raised onboard, not yet known on the ground
+        self._floor_t = -float("inf")  # samples collected before the last known alarm are dropped
+        self._react_pending = False
         n_cls = image.head.shape[1]
         b = cfg.payload.samples_per_acquisition
         self._scores = np.zeros((b, n_cls))
@@ -107,20 +131,36 @@ class GroundLoopArm:
         """The satellite collected labelled samples (site or teacher): keep them for downlink."""
         self.store.push(t, pixels, labels)
 
+    def on_drift_alarm(self, t: float) -> None:
+        """The satellite raised a drift alarm at t (an event in its telemetry)."""
+        self._alarms.append(t)
+
     def advance(self, t: float) -> None:
         """Process every contact that has ended by t, and activate uplinks that are due."""
         while self._next_contact < len(self.contacts) and self.contacts[self._next_contact].end_s <= t:
             c = self.contacts[self._next_contact]
             self._next_contact += 1
             self._activate_due(c.start_s)
+            known = [a for a in self._alarms if a <= c.start_s]
+            if known:  # the alarm event came down in this contact's telemetry
+                self._alarms = [a for a in self._alarms if a > c.start_s]
+                self._floor_t = max(known)
+                self.window.drop_before(self._floor_t)
+                self._react_pending = True
+                self.reactions += 1
             volume = int((c.end_s - c.start_s) * self.bytes_per_s // sample_bytes(self.cfg.payload.bands))
-            x, y = self.store.pop(volume, c.end_s)
+            x, y, tx = self.store.pop(volume, c.end_s)
+            keep = tx >= self._floor_t
+            x, y, tx = x[keep], y[keep], tx[keep]
             if len(x):
                 phi = np.zeros((len(x), self.head.shape[0]))
                 self.extractor.features_into(np.ascontiguousarray(x), phi)
-                self.window.push(c.end_s, phi, y)
+                self.window.push(tx, phi, y)
                 self.samples_downlinked += len(x)
-            if self.window.count and c.end_s - self._last_retrain_s >= self.retrain_every_s:
+            react = self._react_pending and self.window.count >= REACT_MIN_SAMPLES
+            if react or (self.window.count and c.end_s - self._last_retrain_s >= self.retrain_every_s):
+                if react:
+                    self._react_pending = False
                 self._last_retrain_s = c.end_s
                 self.retrains += 1
                 self._pending.append((c.end_s + self.turnaround_s, self._retrain()))

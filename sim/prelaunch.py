@@ -33,9 +33,15 @@ INPUT_HEADROOM = 1.5
 HIDDEN_HEADROOM = 1.25
 
 
-def prelaunch_dataset(cfg: MissionConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled undrifted samples over a range of sun elevations (the ground's training set)."""
-    scene = SceneTruth(cfg.payload, rng)
+def prelaunch_dataset(cfg: MissionConfig, rng: np.random.Generator, n: int,
+                      split: str = "prelaunch") -> tuple[np.ndarray, np.ndarray]:
+    """Labelled undrifted samples over a range of sun elevations (the ground's training set).
+
+    Drawn from the pre-launch half of the spectral library (`sim.spectra`): the spectra
+    the satellite meets in flight are others, so launch is a domain gap. `split="flight"`
+    gives the flight distribution instead (held-out test sets for scoring only).
+    """
+    scene = SceneTruth(cfg.payload, rng, split)
     x = np.zeros((n, cfg.payload.bands), np.float32)
     y = np.zeros(n, dtype=np.int64)
     elev = rng.uniform(15.0, 70.0, size=n // 100 + 1)
@@ -121,7 +127,7 @@ def train_prelaunch_model(cfg: MissionConfig, rng: np.random.Generator) -> Model
 def _fit_angle_model(cfg: MissionConfig, rng: np.random.Generator, image: ModelImage, spectra: np.ndarray):
     """Per class, least-squares fit of angle(e) = a_c + b_c / sin(e) to a healthy sensor's
     bright pixels, grouped by the class the flight model predicts (as the monitor does)."""
-    scene = SceneTruth(cfg.payload, rng)
+    scene = SceneTruth(cfg.payload, rng, "prelaunch")
     batch = cfg.payload.samples_per_acquisition
     ext = FeatureExtractor(image)
     n_cls = spectra.shape[0]
@@ -151,3 +157,37 @@ def _fit_angle_model(cfg: MissionConfig, rng: np.random.Generator, image: ModelI
         design = np.column_stack([np.ones(m.sum()), inv_sin[m]])
         model[c] = np.linalg.lstsq(design, angles[m], rcond=None)[0]
     return model
+
+
+#: Labelled pre-launch samples the teacher is trained on (twice the flight model's set).
+TEACHER_SAMPLES = 16000
+_TEACHER_CACHE: dict[tuple, object] = {}
+
+
+def prelaunch_teacher(cfg: MissionConfig, seed: int):
+    """The ground-trained teacher for this mission and seed (cached per process: it takes seconds)."""
+    from sim.teacher_training import train_teacher
+
+    key = (seed, cfg.payload.bands, tuple(cfg.payload.classes), cfg.model.teacher_hidden)
+    if key not in _TEACHER_CACHE:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        x, y = prelaunch_dataset(cfg, rng, TEACHER_SAMPLES)
+        _TEACHER_CACHE[key] = train_teacher(x, y, len(cfg.payload.classes), rng, hidden=cfg.model.teacher_hidden)
+    return _TEACHER_CACHE[key]
+
+
+def reference_data(cfg: MissionConfig, site_maps: np.ndarray, teacher):
+    """What the ground uplinks for onboard labelling: site maps, the cloud-test bands, the teacher."""
+    from flight_sw.ml.labels import ReferenceData
+    from sim.spectra import band_set
+
+    names = [b[0] for b in band_set(cfg.payload.bands)]
+    classes = list(cfg.payload.classes)
+    cloud_bands = (names.index("B2"), names.index("B3"), names.index("B11"))
+    return ReferenceData(
+        site_maps=np.asarray(site_maps, np.uint8),
+        site_map_accuracy=cfg.payload.site_map_accuracy,
+        cloud_class=classes.index("cloud") if "cloud" in classes else -1,
+        cloud_bands=cloud_bands,
+        teacher=teacher,
+    )

@@ -20,20 +20,23 @@ import numpy as np
 from flight_sw.app import FlightSoftware
 from flight_sw.config.schema import MissionConfig
 from flight_sw.ml.kernels import classify_into, count_equal
+from flight_sw.ml.labels import SOURCE_SELF
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from sim.ground_loop import GroundLoopArm
-from sim.prelaunch import train_prelaunch_model
+from sim.prelaunch import prelaunch_teacher, reference_data, train_prelaunch_model
 from sim.world import PayloadTruth, World
 
 #: Ticks of truth prepared per vectorised block (6 h at 1 s frames).
 BLOCK_TICKS = 21600
 #: Truth series sampling period in truth.npz.
 TRUTH_SAMPLE_S = 30.0
+#: The review scores the teacher model on every n-th inference frame (it costs as much as the rest).
+TEACHER_SCORE_EVERY = 4
 
 
 def spawn_rngs(seed: int) -> dict[str, np.random.Generator]:
     """One generator per component, spawned from the mission seed."""
-    names = ("prelaunch", "scene", "payload_labels")
+    names = ("prelaunch", "scene", "payload_labels", "sites")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -52,6 +55,18 @@ class TruthLog:
     acc_onboard: list = field(default_factory=list)
     acc_frozen: list = field(default_factory=list)
     acc_ground: list = field(default_factory=list)
+    acc_calibration: list = field(default_factory=list)
+    acc_selftrain: list = field(default_factory=list)
+    acc_bound: list = field(default_factory=list)
+    acc_teacher: list = field(default_factory=list)  # every TEACHER_SCORE_EVERY-th scored frame
+    acc_teacher_t_s: list = field(default_factory=list)
+    # One row per labelled batch the onboard learner received: time, source, count, and how many
+    # agree with truth (scored here for the review; the flight software never sees it).
+    lab_t_s: list = field(default_factory=list)
+    lab_source: list = field(default_factory=list)
+    lab_n: list = field(default_factory=list)
+    lab_agree: list = field(default_factory=list)
+    drift_alarm_t_s: list = field(default_factory=list)
     min_soc: float = 1.0
 
 
@@ -68,6 +83,7 @@ class Simulation:
         executor_factory: Callable[[FlightSoftware], object] | None = None,
         device_url: str | None = None,
         uplink: list[tuple[int, bytes]] | None = None,
+        teacher=None,
     ):
         """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
         `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped."""
@@ -77,21 +93,27 @@ class Simulation:
         self.skip_idle = skip_idle
         self.rngs = spawn_rngs(seed)
         self.image = image or train_prelaunch_model(cfg, self.rngs["prelaunch"])
-        self.world = World(cfg, self.n_ticks * self.frame_s, self.rngs["scene"])
+        self.teacher_image = teacher if teacher is not None else (
+            prelaunch_teacher(cfg, seed) if "teacher" in cfg.payload.label_sources else None)
+        self.world = World(cfg, self.n_ticks * self.frame_s, self.rngs["scene"], self.rngs["sites"])
         self.payload = PayloadTruth(self.world, self.rngs["payload_labels"])
         self.ground = GroundLoopArm(cfg, self.image, self.world.contacts)
-        self.payload.on_labelled = self.ground.on_labelled
+        self.reference = reference_data(cfg, self.world.sites.reference_maps, self.teacher_image)
         self.fsw = FlightSoftware(
             cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
             check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
             device_transport=self._device_transport(cfg, seed, device_url),
+            reference=self.reference,
         )
         fsw = self.fsw
+        fsw.label_tap = self._on_labels
+        self._build_arms(cfg, seed)
         self._frozen_ext = FeatureExtractor(self.image)  # the same int8 network, own buffers
         self._frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
         self._frozen_head = np.ascontiguousarray(self.image.head, dtype=np.float64)
         self._frozen_scores = np.zeros_like(fsw.buffers["ml.batch_scores"])
         self._frozen_pred = np.zeros_like(fsw.buffers["ml.batch_pred"])
+        self._cal_feat = np.zeros_like(self._frozen_feat)
         self.executor = executor_factory(fsw) if executor_factory else None
         if self.executor is not None:
             self.skip_idle = False  # every frame is paced in real time
@@ -201,21 +223,68 @@ class Simulation:
             self._uplink_next += 1
             self.frames_uplinked += 1
 
+    def _build_arms(self, cfg: MissionConfig, seed: int) -> None:
+        """The comparison arms (sim.arms) and the review's own copy of the teacher."""
+        from flight_sw.ml.teacher import Teacher
+        from sim.arms import BoundArm, CalibrationArm, SelfTrainArm
+        from sim.sites import site_records
+
+        scene = self.world.scene
+        class_means = np.stack([scene.endm_nominal[scene.group_start[c]:scene.group_start[c + 1]].mean(axis=0)
+                                for c in range(scene.n_classes)])
+        rec_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[5])
+        records = np.stack([site_records(m, class_means, rec_rng) for m in self.world.sites.true_maps])
+        self.calibration = CalibrationArm(self.image, records, scene.band_centres_nm, self.reference.cloud_bands)
+        self.payload.on_site_frame = self.calibration.on_site_frame
+        self.selftrain = SelfTrainArm(cfg, self.image)
+        self.bound = BoundArm(cfg, self.image)
+        b = cfg.payload.samples_per_acquisition
+        self.review_teacher = Teacher(self.teacher_image, batch=b) if self.teacher_image is not None else None
+        self._t_labels = np.zeros(b, np.int64)
+        self._t_conf = np.zeros(b)
+        self._alarms_seen = 0
+
+    def _on_labels(self, source: int, t: float, pixels: np.ndarray, labels: np.ndarray) -> None:
+        """The flight software's label tap: keep the samples for the ground loop, score agreement."""
+        buffer = self.fsw._pixels if source == SOURCE_SELF else self.fsw._cal_pixels
+        truth = self.payload.truth_of_rows(buffer, pixels)
+        log = self.log
+        log.lab_t_s.append(t)
+        log.lab_source.append(source)
+        log.lab_n.append(len(labels))
+        log.lab_agree.append(int(np.count_nonzero(truth == labels)))
+        self.ground.on_labelled(t, pixels, labels)
+
     def _score(self, t: float) -> None:
-        """Truth accuracy of the onboard model and of the frozen pre-launch model on this batch."""
+        """Truth accuracy of every arm on this batch (the flight software's inference frame)."""
         fsw = self.fsw
         truth = self.payload.truth_for(fsw._pixels)
         n = truth.shape[0]
-        self.log.acc_t_s.append(t)
-        self.log.acc_onboard.append(count_equal(fsw.outputs.predictions, truth, n) / n)
+        log = self.log
+        log.acc_t_s.append(t)
+        log.acc_onboard.append(count_equal(fsw.outputs.predictions, truth, n) / n)
         if fsw.learner.feat_source is fsw._pixels:  # the frozen extractor flies: reuse its features
             np.copyto(self._frozen_feat, fsw.learner.feat)
         else:
             self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
-        classify_into(self._frozen_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
-        self.log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
+        feat = self._frozen_feat
+        classify_into(feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
+        log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
+        alarms = fsw.learner.drift_free.alarms + fsw.learner.drift_labels.alarms
+        if alarms > self._alarms_seen:
+            self._alarms_seen = alarms
+            log.drift_alarm_t_s.append(t)
+            self.ground.on_drift_alarm(t)
         self.ground.advance(t)
-        self.log.acc_ground.append(count_equal(self.ground.predict(self._frozen_feat), truth, n) / n)
+        log.acc_ground.append(count_equal(self.ground.predict(feat), truth, n) / n)
+        log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
+        log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
+        cal = self.calibration.predict(fsw._pixels, self._cal_feat, self._frozen_scores, self._frozen_pred)
+        log.acc_calibration.append(count_equal(cal, truth, n) / n)
+        if self.review_teacher is not None and len(log.acc_t_s) % TEACHER_SCORE_EVERY == 0:
+            self.review_teacher.label_into(fsw._pixels, n, self._t_labels, self._t_conf)
+            log.acc_teacher.append(count_equal(self._t_labels, truth, n) / n)
+            log.acc_teacher_t_s.append(t)
 
     def _sample_truth(self, blk, block_start: int, t_from: int, t_to: int) -> None:
         i0, i1 = t_from - block_start, t_to - block_start
@@ -244,6 +313,7 @@ class Simulation:
             "rng_payload": self.payload.rng.bit_generator.state,
             "log": copy.deepcopy(self.log),
             "ground": copy.deepcopy(self.ground),
+            "arms": copy.deepcopy((self.calibration, self.selftrain, self.bound, self._alarms_seen)),
             "uplink_next": self._uplink_next,
             # the emulated device is part of the world: it keeps running across a flight reboot
             "device": self._device_endpoint(),
@@ -264,8 +334,9 @@ class Simulation:
         self.payload.rng.bit_generator.state = sim_state["rng_payload"]
         self.log = sim_state["log"]
         self.ground = sim_state["ground"]
+        self.calibration, self.selftrain, self.bound, self._alarms_seen = sim_state["arms"]
+        self.payload.on_site_frame = self.calibration.on_site_frame
         self._uplink_next = sim_state["uplink_next"]
         if sim_state.get("device") is not None and self._device_endpoint() is not None:
             self.fsw.solver.transport.endpoint = sim_state["device"]
             self.fsw.solver.transport.reopen()
-        self.payload.on_labelled = self.ground.on_labelled

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from flight_sw.app import ACQ_DARK, ACQ_LABELLED, ACQ_SCENE
+from flight_sw.app import ACQ_DARK, ACQ_SCENE, ACQ_SITE
 from flight_sw.config.schema import MissionConfig
 from sim.orbit_truth import CalibrationSite, GroundStation, OrbitTruth
 from sim.power_truth import BatteryTruth, SolarArrayTruth
-from sim.scene import MIN_SUN_ELEVATION_DEG, SceneTruth
+from sim.scene import MIN_SUN_ELEVATION_DEG, SceneTruth, start_day_of_year
+from sim.sites import build_sites
 
 #: Grid of the smooth truth quantities (incidence, sun elevation) before interpolation.
 SMOOTH_GRID_S = 30.0
@@ -34,14 +35,16 @@ class WorldBlock:
 
 
 class World:
-    def __init__(self, cfg: MissionConfig, duration_s: float, rng: np.random.Generator):
+    def __init__(self, cfg: MissionConfig, duration_s: float, rng: np.random.Generator,
+                 sites_rng: np.random.Generator | None = None):
         self.cfg = cfg
         self.duration_s = duration_s
         self.frame_s = cfg.executive.minor_frame_s
         self.orbit = OrbitTruth(cfg.orbit.tle_line1, cfg.orbit.tle_line2, cfg.mission.start_utc)
         self.array = SolarArrayTruth(cfg.power.solar_array)
         self.battery = BatteryTruth(cfg.power.battery)
-        self.scene = SceneTruth(cfg.payload, rng)
+        self.scene = SceneTruth(cfg.payload, rng, "flight", start_day_of_year(cfg.mission.start_utc))
+        self.sites = build_sites(cfg, sites_rng if sites_rng is not None else np.random.default_rng(rng.integers(2**63)))
         end = duration_s + 600.0
         self.eclipses = self.orbit.eclipse_events(0.0, end)
         stations = [
@@ -51,13 +54,6 @@ class World:
         sites = [CalibrationSite(s.name, s.lat_deg, s.lon_deg, s.radius_km) for s in cfg.calibration_sites]
         self.overpasses = self.orbit.site_overpasses(sites, 0.0, end) if sites else []
         self.site_names = [s.name for s in cfg.calibration_sites]
-        names = list(cfg.payload.classes)
-        self.site_mix = []
-        for s in cfg.calibration_sites:
-            mix = np.zeros(len(names))
-            for cls, frac in s.class_mix.items():
-                mix[names.index(cls)] = frac
-            self.site_mix.append(mix / mix.sum())
 
     def block(self, tick0: int, n: int) -> WorldBlock:
         """Truth for n ticks starting at tick0, vectorised."""
@@ -95,21 +91,31 @@ class World:
 
 
 class PayloadTruth:
-    """The payload as the flight software sees it: acquire a batch of pixels (and site labels).
+    """The payload as the flight software sees it: pixels and their ancillary data, no labels.
 
-    Labels exist only over a calibration site in daylight, and carry configurable noise.
+    Over a calibration site the pixels come from the site's true land-cover map at
+    random map positions (with the pass's clouds over some of them); the ancillary
+    data carry the *onboard* geolocation of each pixel on the map (the true position
+    plus the geolocation error) and the detector column. The truth of every
+    acquisition is kept here for scoring (`truth_for`), never handed to the flight
+    software.
     """
 
     def __init__(self, world: World, rng: np.random.Generator):
         self.world = world
         self.rng = rng
-        self.label_noise = world.cfg.payload.site_label_noise
-        self.on_labelled = None  # callback(t, pixels, labels): the ground-loop arm's tap
-        self.teacher_noise = world.cfg.payload.teacher_label_noise
         self.t_s = 0.0
         self.site = -1
         self.sun_elev_deg = -90.0
+        self.geoloc_sigma = world.cfg.payload.geolocation_sigma_px
+        names = list(world.cfg.payload.classes)
+        self._cloud = names.index("cloud") if "cloud" in names else -1
         self._truth: dict[int, np.ndarray] = {}  # true classes of the last acquisition into each buffer
+        self._drawn: dict[int, np.ndarray] = {}  # the pixels as drawn (labellers may reorder the buffer)
+        self._maps = world.sites.true_maps  # what pixels are drawn from (tests may hide the public copy)
+        self.last_site_positions = np.zeros((0, 2), np.int64)  # true map cells of the last site frame
+        #: Tap for the calibration-only arm: (site, sun elevation, pixels) of every site frame.
+        self.on_site_frame = None
 
     def set_state(self, t_s: float, site: int, sun_elev_deg: float) -> None:
         self.t_s = t_s
@@ -121,43 +127,63 @@ class PayloadTruth:
         """Ancillary data of the current frame: sun elevation at the ground track."""
         return self.sun_elev_deg
 
-    def acquire_teacher(self, pixels: np.ndarray, labels: np.ndarray) -> int:
-        """A lit frame of the current scene, labelled by the emulated teacher model."""
+    def acquire(self, pixels: np.ndarray, ancillary: np.ndarray) -> int:
+        """Fill pixels and ancillary rows; return the ACQ_* status."""
         if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:
             return ACQ_DARK
-        self._label(pixels, labels, self._sample(pixels), self.teacher_noise)
-        return ACQ_LABELLED
-
-    def acquire(self, pixels: np.ndarray, labels: np.ndarray) -> int:
-        """Fill pixels (and labels over a calibration site); return the ACQ_* status."""
-        if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:
-            return ACQ_DARK
-        truth = self._sample(pixels)
+        n = pixels.shape[0]
+        truth = self._truth.get(id(pixels))
+        if truth is None:
+            truth = self._truth[id(pixels)] = np.zeros(n, dtype=np.int64)
+        scene = self.world.scene
         if self.site < 0:
+            scene.sample(self.t_s, n, scene.global_mix(self.t_s), self.sun_elev_deg, pixels, truth,
+                         columns=ancillary[:, 3])
+            ancillary[:n, :3] = -1
+            self._keep_drawn(pixels)
             return ACQ_SCENE
-        self._label(pixels, labels, truth, self.label_noise)
-        return ACQ_LABELLED
+        self._acquire_site(pixels, ancillary, truth)
+        self._keep_drawn(pixels)
+        return ACQ_SITE
+
+    def _keep_drawn(self, pixels: np.ndarray) -> None:
+        drawn = self._drawn.get(id(pixels))
+        if drawn is None:
+            drawn = self._drawn[id(pixels)] = np.empty_like(pixels)
+        np.copyto(drawn, pixels)
+
+    def _acquire_site(self, pixels: np.ndarray, ancillary: np.ndarray, truth: np.ndarray) -> None:
+        n = pixels.shape[0]
+        rng = self.rng
+        tmap = self._maps[self.site]
+        cells = tmap.shape[0]
+        pos = rng.integers(0, cells, size=(n, 2))
+        near = np.clip(pos + rng.integers(-1, 2, size=(n, 2)), 0, cells - 1)
+        g1 = tmap[pos[:, 0], pos[:, 1]].copy()
+        g2 = tmap[near[:, 0], near[:, 1]].copy()
+        cover = min(1.0, self.world.sites.cloud_cover[self.site] * rng.exponential(1.0))
+        if self._cloud >= 0 and cover > 0:
+            cloudy = rng.random(n) < cover
+            g2[cloudy] = g1[cloudy]
+            g1[cloudy] = self._cloud
+        self.world.scene.sample_groups(self.t_s, g1, g2, self.sun_elev_deg, pixels, truth,
+                                       columns=ancillary[:, 3])
+        est = np.clip(pos + np.rint(rng.standard_normal((n, 2)) * self.geoloc_sigma).astype(np.int64), 0, cells - 1)
+        ancillary[:n, 0] = self.site
+        ancillary[:n, 1:3] = est
+        self.last_site_positions = pos
+        if self.on_site_frame is not None:
+            self.on_site_frame(self.site, self.sun_elev_deg, pixels)
 
     def truth_for(self, pixels: np.ndarray) -> np.ndarray:
         """True classes of the last acquisition written into `pixels` (for scoring)."""
         return self._truth[id(pixels)]
 
-    def _sample(self, pixels: np.ndarray) -> np.ndarray:
-        """Draw the current scene (site mix over a calibration site) into pixels; return the truth."""
-        scene = self.world.scene
-        mix = self.world.site_mix[self.site] if self.site >= 0 else scene.global_mix(self.t_s)
-        truth = self._truth.get(id(pixels))
-        if truth is None:
-            truth = self._truth[id(pixels)] = np.zeros(pixels.shape[0], dtype=np.int64)
-        scene.sample(self.t_s, pixels.shape[0], mix, self.sun_elev_deg, pixels, truth)
-        return truth
-
-    def _label(self, pixels: np.ndarray, labels: np.ndarray, truth: np.ndarray, noise: float) -> None:
-        """Labels = truth with a `noise` fraction replaced at random; tap them for the ground loop."""
-        n = pixels.shape[0]
-        labels[:n] = truth[:n]
-        flip = self.rng.random(n) < noise
-        if flip.any():
-            labels[:n][flip] = self.rng.integers(0, self.world.scene.n_classes, size=int(flip.sum()))
-        if self.on_labelled is not None:
-            self.on_labelled(self.t_s, pixels, labels)
+    def truth_of_rows(self, buffer: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """True classes of `rows`, pixels of the last acquisition into `buffer` that a labeller
+        may have reordered or thinned (matched by value; for scoring label sources)."""
+        drawn = self._drawn[id(buffer)]
+        truth = self.truth_for(buffer)
+        same = np.all(drawn[None, :, :] == rows[:, None, :], axis=2)  # (rows, drawn)
+        out = np.where(same.any(axis=1), truth[np.argmax(same, axis=1)], -1)
+        return out

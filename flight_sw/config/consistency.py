@@ -65,6 +65,17 @@ def check_consistency(cfg: MissionConfig) -> list[str]:
                 f"calibration_sites[{i}] ({site.name}).class_mix: fractions sum to {total:g}, "
                 "expected non-negative fractions summing to 1"
             )
+    drift = cfg.payload.drift
+    for key in ("abrupt_bands", "filter_shift_bands"):
+        bad = [b for b in getattr(drift, key) if not 0 <= b < cfg.payload.bands]
+        if bad:
+            errs.append(f"payload.drift.{key}: band indices {bad} out of range; expected 0..{cfg.payload.bands - 1}")
+    if len(set(cfg.payload.label_sources)) != len(cfg.payload.label_sources):
+        errs.append(f"payload.label_sources: duplicate sources in {list(cfg.payload.label_sources)}")
+    for i, site in enumerate(cfg.calibration_sites):
+        if site.class_mix and site.class_mix.get("cloud", 0.0) >= 1.0:
+            errs.append(f"calibration_sites[{i}] ({site.name}).class_mix: all cloud; expected a surface share "
+                        "(cloud is the mean cloud cover of a pass, the rest is the site's land-cover map)")
     names = [s.name for s in cfg.ground_stations]
     if len(set(names)) != len(names):
         errs.append(f"ground_stations: duplicate station names in {names}")

@@ -174,8 +174,16 @@ class FdirConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DriftConfig:
+    """What changes in orbit (simulator truth; the flight software never reads it).
+
+    Each scenario of the learning suite (mission_configs/scenarios/, docs/learning.md)
+    sets a few of these keys; the defaults are a healthy sensor over a static scene
+    except for slow ageing and the season.
+    """
+
     gain_decay_per_day: float = param(
-        0.002, doc="Relative per-band detector gain loss per day (ageing).", unit="1/day", ge=0, lt=0.1
+        0.002, doc="Relative per-band detector gain loss per day (ageing), weighted 1.5 (blue) to 0.5 "
+        "(SWIR). Published MSI/OLI trending is ~1 %/year or less (2.7e-5/day).", unit="1/day", ge=0, lt=0.1
     )
     dark_offset_growth_per_day: float = param(
         0.0005, doc="Dark-offset growth per day, in reflectance units.", unit="1/day", ge=0, lt=0.1
@@ -186,14 +194,59 @@ class DriftConfig:
     abrupt_gain_factor: float = param(
         0.8, doc="Gain multiplier applied to the affected bands at the abrupt shift.", gt=0, le=2
     )
+    abrupt_bands: tuple[int, ...] = param(
+        (3, 4, 5, 6, 7), doc="Band indices (0-based) whose gain steps at the abrupt shift (default: the "
+        "red-edge/NIR module B5-B8A)."
+    )
+    abrupt_detector_fraction: float = param(
+        1.0, doc="Share of detector columns whose gain steps at the abrupt shift (1: the whole module).",
+        gt=0, le=1,
+    )
+    hot_pixel_fraction: float = param(
+        0.0, doc="Share of detector columns that turn hot at the abrupt shift (radiation damage).", ge=0, le=1
+    )
+    hot_pixel_offset: float = param(
+        0.1, doc="Dark-signal increase of a hot column, reflectance units (all bands).", ge=0, lt=1
+    )
+    dsnu_sigma: float = param(
+        0.0, doc="Dark-signal non-uniformity added per column and band at the abrupt shift, "
+        "reflectance units (1 sigma).", ge=0, lt=1
+    )
+    filter_shift_nm: float = param(
+        0.0, doc="Centre-wavelength shift of the bands in `filter_shift_bands` once complete "
+        "(interference-filter ageing; not correctable by a per-band gain).", unit="nm", ge=-100, le=100
+    )
+    filter_shift_bands: tuple[int, ...] = param(
+        (3, 4), doc="Band indices (0-based) whose filters shift (default: red edge B5, B6)."
+    )
+    filter_shift_day: float | None = param(
+        None, doc="Day the filter shift starts; null for none.", unit="day", ge=0
+    )
+    filter_shift_ramp_days: float = param(
+        2.0, doc="Days over which the filter shift grows linearly to its full value.", unit="day", gt=0
+    )
     seasonal_amplitude: float = param(
-        0.1, doc="Amplitude of the yearly change of the class mix.", ge=0, le=1
+        0.1, doc="Amplitude of the yearly change of the class mix (snow against vegetation).", ge=0, le=1
+    )
+    phenology: bool = param(
+        False, doc="Vegetation follows the season (green in July, dormant in January, northern "
+        "hemisphere): canopy spectra are drawn by leaf area and chlorophyll for the date."
+    )
+    new_surface_day: float | None = param(
+        None, doc="Day a new surface appears in the scene after an event; null for none.", unit="day", ge=0
+    )
+    new_surface_kind: Literal["burned", "flood"] = param(
+        "burned", doc="burned: fresh burn scars (char; true class bare_soil). flood: turbid flood "
+        "water (true class water)."
+    )
+    new_surface_fraction: float = param(
+        0.15, doc="Share of ordinary scene pixels that show the new surface after the event.", ge=0, le=1
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class PayloadConfig:
-    bands: int = param(10, doc="Spectral bands (Sentinel-2 style, 8-13).", ge=8, le=13)
+    bands: int = param(10, doc="Spectral bands (Sentinel-2 MSI bands, sim.spectra.band_set; 8-13).", ge=8, le=13)
     classes: tuple[str, ...] = param(
         ("water", "vegetation", "bare_soil", "cloud", "snow_ice", "urban"),
         doc="Surface classes the model labels.",
@@ -203,18 +256,29 @@ class PayloadConfig:
         16, doc="Pixels classified per inference run.", ge=1, le=4096
     )
     noise_sigma: float = param(0.01, doc="Sensor noise, reflectance units.", ge=0, lt=1)
-    site_label_noise: float = param(
-        0.02, doc="Fraction of calibration-site labels that are wrong (map errors, mixed pixels).", ge=0, le=1
-    )
-    teacher_label_noise: float = param(
-        0.08,
-        doc="Fraction of wrong labels from the onboard teacher model (a larger model run by "
-        "`teacher_label` tasks when power allows; emulated by the simulator as a labeller of "
-        "this accuracy).",
-        ge=0,
+    site_map_accuracy: float = param(
+        0.9,
+        doc="Overall accuracy of the reference land-cover maps of the calibration sites, uplinked "
+        "before launch (the site labels are the map's class at the pixel's onboard geolocation). "
+        "Curated site maps; global products reach 74-77 % (ESA WorldCover 2020/2021).",
+        gt=0,
         le=1,
     )
-    drift: DriftConfig = param(DriftConfig(), doc="Sensor drift model.")
+    geolocation_sigma_px: float = param(
+        0.7, doc="Onboard geolocation error, 1 sigma per axis, in site-map cells (wrong labels at "
+        "class boundaries).", ge=0, le=10
+    )
+    label_sources: tuple[Literal["site", "teacher", "self"], ...] = param(
+        ("site", "teacher"),
+        doc="Label sources the onboard learner trains on: site (reference map at calibration "
+        "sites), teacher (the larger onboard model, `teacher_label` tasks), self (its own "
+        "confident predictions on inference frames).",
+    )
+    self_training_margin: float = param(
+        0.5, doc="Self-training: a prediction becomes a label when its score margin over the "
+        "runner-up exceeds this value.", gt=0
+    )
+    drift: DriftConfig = param(DriftConfig(), doc="What changes in orbit (simulator truth).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +314,10 @@ class ModelConfig:
         "reaches the 1e-6 residual in 3 refinement rounds (docs/analog_device.md).",
         ge=1.5,
         le=1e12,
+    )
+    teacher_hidden: tuple[int, ...] = param(
+        (64, 64), doc="Hidden layers of the onboard teacher model (a larger float32 MLP trained on the "
+        "ground with augmentation; flight_sw/ml/teacher.py); sizes its weights in the memory plan."
     )
     drift_threshold: float = param(
         3.0,

@@ -53,7 +53,7 @@ STATE_FIELDS = (
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
-    "precond_refreshes", "last_kappa", "stats_resets",
+    "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
 RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
@@ -108,6 +108,7 @@ class OnboardLearner:
         self.state = IDLE
         self.new_labels = 0
         self.labels_total = 0
+        self.labels_by_source = [0, 0, 0]  # site, teacher, self (flight_sw.ml.labels.SOURCE_*)
         self.effective_labels = float(image.prior_samples)
         self.accepted = self.refused = self.rollbacks = 0
         self.label_accuracy = math.nan
@@ -139,11 +140,15 @@ class OnboardLearner:
 
     # -- inference ---------------------------------------------------------------
     def predict(self, pixels: np.ndarray, out_labels: np.ndarray, head: np.ndarray | None = None) -> None:
-        """Classify a batch into `out_labels` with the active head (or the given one)."""
-        feat = self.feat
+        """Classify a batch (all rows of `pixels`, at most the planned batch) into `out_labels`
+        with the active head (or the given one)."""
+        n = pixels.shape[0]
+        full = n == self.feat.shape[0]
+        feat = self.feat if full else self.feat[:n]
         k.mlp_features_into(pixels, *self._ext_args, feat)
         self.feat_source = pixels  # which batch `feat` describes (hosts may reuse it)
-        k.classify_into(feat, self.slots[self.active] if head is None else head, self.scores, out_labels)
+        k.classify_into(feat, self.slots[self.active] if head is None else head,
+                        self.scores if full else self.scores[:n], out_labels)
 
     def monitor(self, pixels: np.ndarray, pred: np.ndarray, n: int, sun_elevation_deg: float) -> None:
         """Label-free drift check on the batch just classified.
@@ -185,13 +190,19 @@ class OnboardLearner:
         return bool(k.all_finite(self.slots[self.active]))
 
     # -- statistics --------------------------------------------------------------
-    def accumulate(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray, monitor: bool = True) -> None:
-        """Fold a labelled batch into the statistics; hold every 4th sample back for validation.
+    def accumulate(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray, monitor: bool = True,
+                   source: int = 0) -> None:
+        """Fold a labelled batch (every row of `pixels`) into the statistics; hold every 4th
+        sample back for validation.
 
         `monitor` feeds the label-based drift test; only calibration-site labels do (the
-        teacher's own error rate differs and would read as a change of accuracy).
+        teacher's own error rate differs and would read as a change of accuracy). `source`
+        counts the labels per source (flight_sw.ml.labels.SOURCE_*).
         """
         n = pixels.shape[0]
+        if n == 0:
+            return
+        self.labels_by_source[source] += n
         self.predict(pixels, pred)
         correct = k.count_equal(pred, labels, n)
         acc = correct / n
@@ -220,7 +231,7 @@ class OnboardLearner:
         if self.watch_remaining <= 0:
             return
         self.watch_new_correct += k.count_equal(pred, labels, n)
-        self.predict(pixels, self.pred_tmp, head=self.slots[1 - self.active])
+        self.predict(pixels, self.pred_tmp[:n], head=self.slots[1 - self.active])
         # predict() overwrote the shared feature buffer with the same features: harmless.
         self.watch_old_correct += k.count_equal(self.pred_tmp, labels, n)
         self.watch_remaining -= n

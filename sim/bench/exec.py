@@ -51,22 +51,27 @@ def _heap_growth(cfg, image) -> float:
     scene = SceneTruth(cfg.payload, np.random.default_rng(0))
     b = cfg.payload.samples_per_acquisition
     pool_x = np.zeros((64, b, cfg.payload.bands), np.float32)
-    pool_y = np.zeros((64, b), np.int64)
+    pool_a = np.zeros((64, b, 4), np.int64)  # site 0, map row = the true class (fake_reference)
+    lab = np.zeros(b, np.int64)
     for i in range(64):
-        scene.sample(0.0, b, scene.base_mix, 45.0, pool_x[i], pool_y[i])
+        scene.sample(0.0, b, scene.base_mix, 45.0, pool_x[i], lab)
+        pool_a[i, :, 1] = lab
 
     class Pool:
         i = 0
 
-        def acquire(self, pixels, labels):
+        def acquire(self, pixels, ancillary):
             self.i = (self.i + 1) % 64
             np.copyto(pixels, pool_x[self.i])
-            np.copyto(labels, pool_y[self.i])
+            np.copyto(ancillary, pool_a[self.i])
             return 2
 
-        acquire_teacher = acquire
+    from flight_sw.memory import SITE_MAP_CELLS
+    from sim.prelaunch import reference_data
 
-    fsw = FlightSoftware(cfg, image, Pool(), lambda p: None)
+    rows = np.arange(SITE_MAP_CELLS) % len(cfg.payload.classes)
+    maps = np.broadcast_to(rows[None, :, None], (len(cfg.calibration_sites), SITE_MAP_CELLS, SITE_MAP_CELLS))
+    fsw = FlightSoftware(cfg, image, Pool(), lambda p: None, reference=reference_data(cfg, maps, None))
     for tick in range(20000):
         fsw.inputs.soc = 0.9
         fsw.inputs.in_contact = tick % 600 < 300

@@ -1,28 +1,33 @@
-"""Benchmark group `learning`: onboard training against the frozen model and the ground loop.
+"""Benchmark group `learning`: the learning evaluation suite, then the monitors and kernels.
 
-The default mission with 30 days of ageing and an abrupt detector shift on day 10
-(quick: 4 days, shift on day 1.5), three arms scored on the same frames of the same
-world and seed (see `sim.learning_metrics` for the definitions):
+The suite (`sim.learning_suite`): six drift scenarios (mission_configs/scenarios/) x
+5 seeds (quick: 2 seeds, 3-day scenarios), six arms each scored on the same frames
+(frozen, calibration-only, self-training, reactive ground loop, onboard, clairvoyant
+bound), run through a local Dask cluster with one worker per core. It writes
+`learning-suite/learning_suite.json` and the review page `learning_suite.html` beside
+it, and gives, per scenario S: ``learning.S.{frozen,calibration,selftrain,ground,onboard,
+bound}_drop_pts``, ``learning.S.onboard_ci95_pts``, ``learning.S.onboard_recovery_orbits``,
+``learning.S.ground_recovery_orbits``, ``learning.S.forgetting_pts``; and
+``learning.scenarios``, ``learning.seeds``, ``learning.onboard_wins``,
+``learning.worst_gap_to_bound_pts``, ``learning.truth_labels`` (labels that change when
+every truth record is scrambled: 0 when no label reads truth),
+``learning.teacher_post_shift_accuracy`` (stress scenario), ``learning.suite_wall_s``.
+Definitions: `sim.learning_suite`.
 
-- ``learning.onboard_mean_drop_pts`` / ``learning.frozen_mean_drop_pts``: pre-drift level
-  minus the mean over the whole run, in accuracy points.
-- ``learning.onboard_recovery_orbits`` / ``learning.ground_recovery_orbits``: orbits from
-  the shift until back within 2 points of the pre-drift level (the run length if never).
-- ``learning.forgetting_pts``: accuracy on a held-out *undrifted* test set, pre-launch
-  model minus the final onboard model (the cost of adapting, in points).
-- ``learning.drift_delay_samples``: median over several abrupt shifts (the main run's and
-  short runs with the shift at different times of day) of the monitored samples from
-  the shift to the label-free monitor's alarm.
-- ``learning.false_alarms_per_100_orbits``: label-free and label-based alarms in a run of
-  the same length with every drift switched off, per 100 orbits.
-- ``learning.working_set_bytes``: statistics, buffers and head of the onboard learner
-  (every `ml.*` buffer of the start-up memory plan).
+Kept from before (on the stress scenario's configuration):
+- ``learning.drift_delay_samples``: median over several abrupt shifts of the monitored
+  samples from the shift to the label-free monitor's alarm.
+- ``learning.false_alarms_per_100_orbits``: label-free and label-based alarms in a run
+  with every drift switched off, per 100 orbits.
+- ``learning.working_set_bytes``: every `ml.*` buffer of the start-up memory plan (the
+  teacher's own buffers are ``learning.teacher_bytes``).
 - ``learning.energy_per_update_j``: energy of the training task runs plus the solves,
-  per committed update, with the mission's optimizer backend (the analog device: a
-  solve is ~70 uJ of it, the task runs are the rest).
+  per committed update (stress scenario, 10 days; quick: 3).
 - ``learning.int8_speedup_vs_numpy``: the numba int8 MLP kernel against a numpy float32
-  MLP on the same flight batch (`samples_per_acquisition`), median times; the log adds
-  the per-sample latency and the ratio on a 4,096-sample batch.
+  MLP on the same flight batch, median times.
+Retired with the single-run evaluation: learning.onboard_mean_drop_pts,
+learning.frozen_mean_drop_pts, learning.onboard_recovery_orbits,
+learning.ground_recovery_orbits, learning.forgetting_pts (now per scenario).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ def _shift_delays(base, shift_days, log) -> list[float]:
     for day in shift_days:
         drift = dataclasses.replace(base.payload.drift, abrupt_shift_day=day)
         cfg = dataclasses.replace(base, payload=dataclasses.replace(base.payload, drift=drift))
+        cfg = dataclasses.replace(cfg, mission=dataclasses.replace(cfg.mission, duration_days=day + 0.3))
         _, delay = _run(cfg, day + 0.3, lambda m: None, watch_shift_s=day * 86400.0)
         log(f"  shift on day {day:g}: alarm after {delay:g} monitored samples")
         delays.append(delay)
@@ -104,52 +110,58 @@ def _int8_speedup(cfg, image) -> tuple[float, float]:
     return t_np_flight / t_flight, t_flight / b, t_np / t_int8
 
 
+SUITE_DIR = Path("learning-suite")
+
+
 def run(quick: bool, log) -> dict[str, float]:
+    import json
+    import os
+
     from flight_sw.config import load_mission_config
-    from flight_sw.ml.kernels import classify_into
-    from flight_sw.ml.model import FeatureExtractor
-    from sim.learning_metrics import learning_figures
-    from sim.prelaunch import prelaunch_dataset
+    from ground_tools.campaign import start_client
+    from ground_tools.suite_report import write_suite_report
+    from sim.learning_suite import load_scenario, run_suite
 
+    seeds = 2 if quick else 5
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    log(f"learning suite: 6 scenarios x {seeds} seeds on {workers} Dask workers")
+    client, cluster = start_client(workers, None)
+    try:
+        suite = run_suite(client, seeds, quick, log)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    SUITE_DIR.mkdir(exist_ok=True)
+    (SUITE_DIR / "learning_suite.json").write_text(json.dumps(suite, indent=1), encoding="utf-8")
+    page = write_suite_report(suite, SUITE_DIR)
+    log(f"  review page: {page}")
+    figures = dict(suite["figures"])
+    for name, sc in suite["scenarios"].items():
+        f = sc["figures"]
+        log(f"  {name:12s} " + ", ".join(f"{a} {f[a + '_drop_pts']['mean']:+.2f}" for a in
+                                        ("frozen", "calibration", "selftrain", "ground", "onboard", "bound"))
+            + f" pts (onboard +-{f['onboard_drop_pts']['ci95']:.2f})")
+    log(f"  onboard wins {figures['learning.onboard_wins']:.0f} of {figures['learning.scenarios']:.0f}; "
+        f"worst gap to the bound {figures['learning.worst_gap_to_bound_pts']:.2f} pts; "
+        f"truth labels {figures['learning.truth_labels']:.0f}")
+
+    stress = load_scenario("stress", quick=True).cfg
     base = load_mission_config(DEFAULT_CONFIG)
-    days, shift_day = (4.0, 1.5) if quick else (30.0, 10.0)
-    drift = dataclasses.replace(base.payload.drift, abrupt_shift_day=shift_day)
-    cfg = dataclasses.replace(
-        base,
-        mission=dataclasses.replace(base.mission, duration_days=days),
-        payload=dataclasses.replace(base.payload, drift=drift),
-    )
-    log(f"drifting run: {days:g} days, abrupt shift on day {shift_day:g}")
+    days = 3.0 if quick else 10.0
+    cfg = dataclasses.replace(stress, mission=dataclasses.replace(stress.mission, duration_days=days))
+    shift_day = cfg.payload.drift.abrupt_shift_day
+    log(f"stress run for energy and detection: {days:g} days, shift on day {shift_day:g}")
     sim, delay = _run(cfg, days, log, watch_shift_s=shift_day * 86400.0)
-    tl = sim.log
-    truth = {k: np.array(getattr(tl, k)) for k in ("acc_t_s", "acc_onboard", "acc_frozen", "acc_ground")}
-    period_s = sim.world.orbit.period_s
-    fig = learning_figures(truth, period_s, shift_day * 86400.0)
-    n_orbits = days * 86400.0 / period_s
-    for arm, f in fig.items():
-        log(f"  {arm:8s} pre-drift {f['pre_level']:.4f}, mean {f['mean']:.4f}, drop {f['mean_drop_pts']:.2f} pts, "
-            f"recovery {f['recovery_orbits']} orbits")
-
     fsw = sim.fsw
     learner = fsw.learner
-    x, y = prelaunch_dataset(cfg, np.random.default_rng(11), 4000)
-    ext = FeatureExtractor(sim.image)
-    phi = np.zeros((len(x), cfg.model.feature_dim + 1))
-    ext.features_into(x, phi)
-    scores = np.zeros((len(x), sim.image.head.shape[1]))
-    pred = np.zeros(len(x), np.int64)
-    classify_into(phi, np.ascontiguousarray(sim.image.head), scores, pred)
-    acc_pre = float(np.mean(pred == y))
-    classify_into(phi, learner.slots[learner.active], scores, pred)
-    acc_final = float(np.mean(pred == y))
-    log(f"  held-out undrifted test set: pre-launch {acc_pre:.4f}, final onboard {acc_final:.4f}")
-
     training = [s.index for s in fsw.specs if s.kind == "training"]
     energy = sum(fsw.task_energy_j[i] for i in training) + fsw.solver.energy_total_j
     updates = max(learner.accepted, 1)
     log(f"  {learner.accepted} updates committed, {learner.refused} refused, {learner.rollbacks} rolled back; "
-        f"training energy {energy / 1000:.1f} kJ; ground loop uplinks {len(sim.ground.uplinks)}")
+        f"training energy {energy / 1000:.1f} kJ; labels by source {learner.labels_by_source}")
     working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("ml."))
+    teacher_bytes = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("teacher."))
 
     calm = dataclasses.replace(
         cfg,
@@ -162,32 +174,27 @@ def run(quick: bool, log) -> dict[str, float]:
     log(f"stationary run: {days:g} days, no drift")
     calm_sim, _ = _run(calm, days, log)
     cl = calm_sim.fsw.learner
+    n_orbits = days * 86400.0 / calm_sim.world.orbit.period_s
     false_alarms = cl.drift_free.alarms + cl.drift_labels.alarms
     log(f"  false alarms: {cl.drift_free.alarms} label-free, {cl.drift_labels.alarms} label-based in {n_orbits:.0f} orbits")
 
     log("detection delay over several shift times:")
-    shift_days = (0.35, 0.45, 0.55, 0.65, 0.75) if quick else (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
-    delays = _shift_delays(base, shift_days, log)
+    shift_days = (0.35, 0.55, 0.75) if quick else (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    delays = _shift_delays(stress, shift_days, log)
     delays.append(delay)
     finite = [d for d in delays if math.isfinite(d)]
     median_delay = float(np.median(finite)) if len(finite) == len(delays) else float(days * 86400.0)
 
-    speedup, latency, big = _int8_speedup(cfg, sim.image)
-    log(f"int8 MLP kernel {speedup:.2f}x numpy float32 on the flight batch ({cfg.payload.samples_per_acquisition} "
+    speedup, latency, big = _int8_speedup(base, sim.image)
+    log(f"int8 MLP kernel {speedup:.2f}x numpy float32 on the flight batch ({base.payload.samples_per_acquisition} "
         f"samples, {latency * 1e6:.2f} us per sample including the call); {big:.2f}x on a {THROUGHPUT_BATCH}-sample "
         "batch, where numpy's multithreaded float32 BLAS wins")
-    ground_rec = fig["ground"]["recovery_orbits"]
-    onboard_rec = fig["onboard"]["recovery_orbits"]
-    censored = float(math.ceil(n_orbits - shift_day * 86400.0 / period_s))
-    return {
-        "learning.onboard_mean_drop_pts": fig["onboard"]["mean_drop_pts"],
-        "learning.onboard_recovery_orbits": censored if math.isnan(onboard_rec) else onboard_rec,
-        "learning.ground_recovery_orbits": censored if math.isnan(ground_rec) else ground_rec,
-        "learning.frozen_mean_drop_pts": fig["frozen"]["mean_drop_pts"],
-        "learning.forgetting_pts": (acc_pre - acc_final) * 100.0,
+    figures.update({
         "learning.drift_delay_samples": median_delay,
         "learning.false_alarms_per_100_orbits": false_alarms / n_orbits * 100.0,
         "learning.working_set_bytes": float(working),
+        "learning.teacher_bytes": float(teacher_bytes),
         "learning.energy_per_update_j": energy / updates,
         "learning.int8_speedup_vs_numpy": speedup,
-    }
+    })
+    return {k: (v if math.isfinite(v) else -1.0) for k, v in figures.items()}

@@ -27,10 +27,8 @@ ROUND_TRIP_S = 10.0
 
 
 class _Payload:
-    def acquire(self, pixels, labels):
+    def acquire(self, pixels, ancillary):
         return 0
-
-    acquire_teacher = acquire
 
 
 def _fsw(cfg, image):

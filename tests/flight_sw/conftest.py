@@ -3,14 +3,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flight_sw.app import ACQ_DARK, ACQ_LABELLED, ACQ_SCENE, FlightSoftware
+from flight_sw.app import ACQ_DARK, ACQ_SCENE, ACQ_SITE, FlightSoftware
 from flight_sw.config import load_mission_config
 
 DEFAULT = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
 
 
+def fake_reference(cfg):
+    """Reference data for unit tests: site 0's map has class r % classes on map row r (no teacher)."""
+    from flight_sw.memory import SITE_MAP_CELLS
+    from sim.prelaunch import reference_data
+
+    sites = max(len(cfg.calibration_sites), 1)
+    rows = np.arange(SITE_MAP_CELLS) % len(cfg.payload.classes)
+    maps = np.broadcast_to(rows[None, :, None], (sites, SITE_MAP_CELLS, SITE_MAP_CELLS))
+    return reference_data(cfg, maps, None)
+
+
 class FakePayload:
-    """Scene pixels from the simulator's scene model; labels when `labelled` is set."""
+    """Scene pixels from the simulator's scene model; in ACQ_SITE mode each pixel's ancillary
+    points at a map row of its true class (`fake_reference`), so site labels are the truth
+    unless the cloud test fires."""
 
     def __init__(self, cfg, seed=0):
         from sim.scene import SceneTruth
@@ -19,21 +32,18 @@ class FakePayload:
         self.mode = ACQ_SCENE
         self.t_s = 0.0
         self.truth = np.zeros(cfg.payload.samples_per_acquisition, dtype=np.int64)
+        self.reference = fake_reference(cfg)
 
-    def acquire(self, pixels, labels):
+    def acquire(self, pixels, ancillary):
         if self.mode == ACQ_DARK:
             return ACQ_DARK
         self.scene.sample(self.t_s, pixels.shape[0], self.scene.base_mix, 45.0, pixels, self.truth)
-        if self.mode == ACQ_LABELLED:
-            labels[:] = self.truth
+        ancillary[:, :] = -1
+        if self.mode == ACQ_SITE:
+            ancillary[:, 0] = 0
+            ancillary[:, 1] = self.truth
+            ancillary[:, 2] = 0
         return self.mode
-
-    def acquire_teacher(self, pixels, labels):
-        if self.mode == ACQ_DARK:
-            return ACQ_DARK
-        self.scene.sample(self.t_s, pixels.shape[0], self.scene.base_mix, 45.0, pixels, self.truth)
-        labels[:] = self.truth
-        return ACQ_LABELLED
 
 
 def digital(cfg):
@@ -65,7 +75,8 @@ def make_fsw(default_cfg, image):
         cfg = cfg or default_cfg
         packets = []
         payload = payload or FakePayload(cfg)
-        fsw = FlightSoftware(cfg, image, payload, packets.append)
+        fsw = FlightSoftware(cfg, image, payload, packets.append,
+                             reference=getattr(payload, "reference", None) or fake_reference(cfg))
         fsw.test_packets = packets
         fsw.test_payload = payload
         return fsw

@@ -51,9 +51,9 @@ def test_repeated_overruns_step_the_mode_down_until_the_ground_commands(make_fsw
     cfg = dataclasses.replace(cfg, tasks=tuple(t for t in cfg.tasks if t.kind != "teacher_label"))
     fsw = make_fsw(cfg)
     # Feed labels so training has work; each solve step now costs far above its budget.
-    from flight_sw.app import ACQ_LABELLED
+    from flight_sw.app import ACQ_SITE
 
-    fsw.test_payload.mode = ACQ_LABELLED
+    fsw.test_payload.mode = ACQ_SITE
     tick = _run(fsw, 0, 3000)
     training = next(s.index for s in fsw.specs if s.kind == "training")
     assert fsw.task_overruns[training] >= cfg.fdir.overrun_limit
@@ -90,7 +90,8 @@ def test_device_failure_holds_nominal_and_recovery_restores_training(make_fsw, d
 
     solver = _FlakySolver(DigitalSolver(default_cfg.model.feature_dim + 1, len(default_cfg.payload.classes), 1e-9))
     packets = []
-    fsw = FlightSoftware(default_cfg, image, FakePayload(default_cfg), packets.append, optimizer=solver)
+    payload = FakePayload(default_cfg)
+    fsw = FlightSoftware(default_cfg, image, payload, packets.append, optimizer=solver, reference=payload.reference)
     fsw.test_packets = packets
     tick = _run(fsw, 0, 20)
     solver.failed = True
@@ -134,12 +135,10 @@ class _HangingPayload:
         self.release = threading.Event()
         self.calls = 0
 
-    def acquire(self, pixels, labels):
+    def acquire(self, pixels, ancillary):
         self.calls += 1
         self.release.wait(10.0)  # a hung imager driver
         return ACQ_SCENE
-
-    acquire_teacher = acquire
 
 
 def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw, default_cfg):
@@ -157,7 +156,9 @@ def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw,
         payload.release.set()
         rt.close()
     # Every task that drives the hung imager hangs once, is disabled, and is never called again.
-    imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect", "teacher_label")]
+    # (the teacher task drives the imager only when a teacher model is on board; not here)
+    assert fsw.teacher is None
+    imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect")]
     assert rt.hung_tasks == len(imaging) == payload.calls
     assert all(fsw.task_disabled[i] for i in imaging)
     assert fsw.task_runs[monitor] >= 3  # essential work went on after the hangs
@@ -184,18 +185,18 @@ class _PoolPayload:
         scene = SceneTruth(cfg.payload, np.random.default_rng(0))
         b = cfg.payload.samples_per_acquisition
         self.px = np.zeros((n, b, cfg.payload.bands), np.float32)
-        self.lab = np.zeros((n, b), np.int64)
+        self.anc = np.zeros((n, b, 4), np.int64)  # site 0, map row = the true class (fake_reference)
+        lab = np.zeros(b, np.int64)
         for i in range(n):
-            scene.sample(0.0, b, scene.base_mix, 45.0, self.px[i], self.lab[i])
+            scene.sample(0.0, b, scene.base_mix, 45.0, self.px[i], lab)
+            self.anc[i, :, 1] = lab
         self.i = 0
 
-    def acquire(self, pixels, labels):
+    def acquire(self, pixels, ancillary):
         self.i = (self.i + 1) % len(self.px)
         np.copyto(pixels, self.px[self.i])
-        np.copyto(labels, self.lab[self.i])
-        return 2  # labelled: exercises accumulation and training too
-
-    acquire_teacher = acquire
+        np.copyto(ancillary, self.anc[self.i])
+        return 2  # a site frame: exercises site labelling, accumulation and training too
 
 
 NUMPY_DOMAIN = 389047  # numpy's tracemalloc domain for array data

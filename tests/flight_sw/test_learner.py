@@ -77,7 +77,9 @@ def test_training_recovers_accuracy_after_a_gain_shift(default_cfg, image):
         _finish_update(learner)
     after = accuracy()
     assert learner.accepted >= 1
-    assert after > before + 0.05 and after > 0.9, (before, after)
+    # The measured-spectra scene (mixed pixels) puts a 10-band pixel classifier's ceiling near
+    # 0.87 (docs/learning.md); recovering to 0.8 is most of the way back from ~0.71.
+    assert after > before + 0.05 and after > 0.8, (before, after)
 
 
 def test_gate_refuses_a_worse_candidate(default_cfg, image):

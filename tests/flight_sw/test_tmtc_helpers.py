@@ -24,7 +24,9 @@ class Bench:
 
     def boot(self, snapshot: bytes | None = None):
         """Power on (cold start) with the same NV store, optionally restoring a snapshot."""
-        self.fsw = FlightSoftware(self.cfg, self.image, FakePayload(self.cfg), lambda p: None, tc_store=self.store)
+        payload = FakePayload(self.cfg)
+        self.fsw = FlightSoftware(self.cfg, self.image, payload, lambda p: None, tc_store=self.store,
+                                  reference=payload.reference)
         self.fsw.tm.sink = lambda packet, high=False: self.tm.append(packet)
         if snapshot is not None:
             self.fsw.restore(snapshot)

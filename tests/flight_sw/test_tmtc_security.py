@@ -141,7 +141,8 @@ def test_keys_never_appear_in_telemetry(default_cfg, image):
     from flight_sw.app import FlightSoftware
     from tests.flight_sw.conftest import FakePayload
 
-    fsw = FlightSoftware(default_cfg, image, FakePayload(default_cfg), sent.append, tc_store=b.store)
+    payload = FakePayload(default_cfg)
+    fsw = FlightSoftware(default_cfg, image, payload, sent.append, tc_store=b.store, reference=payload.reference)
     up = uplinker(default_cfg)
     fsw.telecommand(up.ping())
     fsw.telecommand(up.ping()[:-3] + b"abc")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flight_sw.app import ACQ_LABELLED
+from flight_sw.app import ACQ_SITE
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.security import MemoryStore
 from ground_tools.uplink import package_model
@@ -155,7 +155,7 @@ def test_trial_that_fails_validation_is_reverted_and_rollback_command_reverts(de
     b = Bench(default_cfg, image)
     fsw = b.fsw
     fsw.test_payload = fsw.payload
-    fsw.payload.mode = ACQ_LABELLED
+    fsw.payload.mode = ACQ_SITE
     for k in range(40):
         fsw._task_label_collect(float(k))
     assert fsw.learner.replay_count > 0
