@@ -57,7 +57,6 @@ from flight_sw.tmtc.security import MemoryStore
 
 #: Payload acquisition status: night (no pixels), an ordinary scene, a calibration-site scene.
 ACQ_DARK, ACQ_SCENE, ACQ_SITE = 0, 1, 2
-ACQ_LABELLED = ACQ_SITE  # the former name, kept for hosts written against it
 #: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
 DEADLINE_EVENT_LIMIT = 10
 SNAPSHOT_MAGIC = b"FSWSNAP1"

@@ -392,6 +392,46 @@ def plot_accuracy(tm: Telemetry, truth, cfg, violations=()) -> str:
     return _png(fig)
 
 
+LABEL_SOURCES = ("site", "teacher", "self")
+
+
+def plot_labels(truth) -> str | None:
+    """Labels the onboard learner received per source and ~orbit, and their agreement with truth
+    (scored by the simulator for review; the satellite never knows it), with the teacher's accuracy."""
+    t = np.asarray(truth.get("label_t_s", []), dtype=float)
+    if not len(t):
+        return None
+    src = np.asarray(truth["label_source"])
+    n = np.asarray(truth["label_n"], dtype=float)
+    agree = np.asarray(truth["label_agree"], dtype=float)
+    width = 5400.0
+    bins = np.arange(0.0, t.max() + width, width)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 4.6), sharex=True)
+    for code, name in enumerate(LABEL_SOURCES):
+        m = src == code
+        if not m.any():
+            continue
+        cnt, _ = np.histogram(t[m], bins, weights=n[m])
+        ok, _ = np.histogram(t[m], bins, weights=agree[m])
+        x = _hours(bins[:-1] + width / 2)
+        a1.plot(x, cnt, "-o", ms=2, label=f"{name} ({int(n[m].sum())} labels)")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a2.plot(x, np.where(cnt > 0, ok / cnt, np.nan), "-o", ms=2, label=f"{name} labels agreeing with truth")
+    tt = np.asarray(truth.get("teacher_t_s", []), dtype=float)
+    if len(tt):
+        c, m = _bin_mean(tt, truth["teacher_acc"], width)
+        a2.plot(_hours(c), m, ":", color="tab:pink", label="teacher model accuracy on scene frames")
+    a1.set_yscale("symlog", linthresh=10)
+    a1.set_ylabel("labels per ~orbit")
+    a1.legend(fontsize=8, loc="upper right")
+    a2.set_ylim(0, 1)
+    a2.set_ylabel("share (simulator truth)")
+    a2.set_xlabel("hours since start")
+    a2.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def drift_fields() -> list[str]:
     return [p.name for p in d.HK_CORE if p.name.startswith("drift_")]
 
@@ -791,6 +831,11 @@ def write_report(run_dir: Path, out: Path | None = None, db: Path | None = None,
          "Accuracy of the onboard model, the frozen pre-launch model and (when the run has it) the ground "
          "retraining loop (simulator truth, averaged per ~orbit), and the accuracy the satellite itself reports on "
          "calibration labels (HK).", "")
+    plot("Labels by source", plot_labels(truth),
+         "Labels the onboard learner received from each source (site maps, the onboard teacher, its own "
+         "confident predictions) and how many of them agree with the simulator's truth, with the teacher "
+         "model's own accuracy: review figures only, none of them is known onboard.",
+         "Labels by source: this run's truth.npz has no label log.")
     drift_png = plot_drift(tm, events, cfg)
     plot("Drift statistics", drift_png,
          "Drift monitor statistics from housekeeping; red lines mark drift detections (events).",

@@ -12,10 +12,24 @@ import math
 import sys
 from pathlib import Path
 
-from flight_sw.config import ConfigError, describe, load_mission_config
+from flight_sw.config import ConfigError, describe, load_mission_config, parse_mission_config
 from flight_sw.config.schema import MissionConfig
 
 EXIT_BAD_INPUT = 2
+
+
+def config_text(path: str) -> str:
+    """The mission YAML of `path`: the file itself, or a scenario overlay merged into the default."""
+    from sim.learning_suite import is_overlay, overlay_text
+
+    if is_overlay(Path(path)):
+        return overlay_text(Path(path))[1]
+    return load_text(path)
+
+
+def load_text(path: str) -> str:
+    load_mission_config(path)  # the loader's own file errors (missing, directory, not UTF-8)
+    return Path(path).read_text(encoding="utf-8")
 
 
 def _load(path: str, days: float | None = None):
@@ -23,7 +37,7 @@ def _load(path: str, days: float | None = None):
     from flight_sw.power.feasibility import PowerInfeasibleError, check_essential_feasibility
 
     try:
-        cfg = load_mission_config(path)
+        cfg = parse_mission_config(config_text(path), path)
     except ConfigError as exc:
         print(f"error: invalid mission config {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
@@ -102,7 +116,7 @@ def cmd_run(args) -> int:
         return EXIT_BAD_INPUT
     cfg, _ = _load(args.config, args.days)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    text = Path(args.config).read_text(encoding="utf-8")
+    text = config_text(args.config)
     if args.speedup is not None and not args.realtime:
         print("error: --speedup needs --realtime", file=sys.stderr)
         return EXIT_BAD_INPUT

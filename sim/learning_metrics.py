@@ -1,4 +1,6 @@
-"""Learning figures from a run's truth: per-orbit accuracy of the three arms, drops, recovery.
+"""Learning figures of one run from its truth: per-orbit accuracy of each arm, drops, recovery.
+
+(The evaluation suite over scenarios and seeds has its own figures: `sim.learning_suite`.)
 
 Definitions (the issue's goals are stated in these terms):
 - per-orbit accuracy: mean truth accuracy of an arm over the frames scored in an orbit;
@@ -16,7 +18,7 @@ import math
 
 import numpy as np
 
-ARMS = ("onboard", "frozen", "ground")
+ARMS = ("onboard", "frozen", "ground", "calibration", "selftrain", "bound")
 
 
 def per_orbit(t_s: np.ndarray, acc: np.ndarray, period_s: float) -> tuple[np.ndarray, np.ndarray]:

@@ -68,14 +68,34 @@ def load_scenario(name: str, quick: bool = False) -> Scenario:
     from flight_sw.config.loader import ConfigError
 
     path = SCENARIO_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(str(path), [f"no such scenario; expected one of {', '.join(SCENARIOS)}"])
+    over, text, start = overlay_text(path, quick)
+    cfg = parse_mission_config(text, str(path))
+    return Scenario(name, over["title"], over["description"], over["sources"], start,
+                    float(over["quick_days"] if quick else over["days"]), float(over["quick_days"]), cfg)
+
+
+def is_overlay(path: Path) -> bool:
+    """A scenario overlay (top-level `overrides`) rather than a whole mission config."""
     try:
-        over = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), [f"no such scenario; expected one of {', '.join(SCENARIOS)}"]) from None
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "overrides" in data
+
+
+def overlay_text(path: Path, quick: bool = False) -> tuple[dict, str, float]:
+    """(overlay, merged mission YAML text, drift start day) of a scenario overlay file."""
+    from flight_sw.config.loader import ConfigError
+
+    over = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     for key in ("title", "description", "sources", "drift_start_day", "days", "quick_days", "overrides"):
         if key not in over:
             raise ConfigError(str(path), [f"{key}: missing; a scenario overlay needs title, description, "
                                           "sources, drift_start_day, days, quick_days and overrides"])
+    if not isinstance(over["overrides"], dict):
+        raise ConfigError(str(path), ["overrides: expected a mapping of mission sections to override"])
     base = yaml.safe_load(BASE_CONFIG.read_text(encoding="utf-8"))
     merged = _merge(base, over["overrides"])
     days = float(over["quick_days"] if quick else over["days"])
@@ -87,9 +107,8 @@ def load_scenario(name: str, quick: bool = False) -> Scenario:
         for key in ("abrupt_shift_day", "filter_shift_day", "new_surface_day"):
             if drift.get(key) is not None:
                 drift[key] = start
-    cfg = parse_mission_config(yaml.safe_dump(merged, sort_keys=False), str(path))
-    return Scenario(name, over["title"], over["description"], over["sources"], start, days,
-                    float(over["quick_days"]), cfg)
+    header = f"# {over['title']}: scenario overlay {Path(path).name} merged into {BASE_CONFIG.name}\n"
+    return over, header + yaml.safe_dump(merged, sort_keys=False), start
 
 
 def prelaunch_products(seed: int) -> tuple:
@@ -195,9 +214,10 @@ def ci95(values) -> tuple[float, float]:
 
 def _band(rows: list, get) -> dict:
     stack = np.stack([get(r) for r in rows])
-    mean = np.nanmean(stack, axis=0)
+    mean = _nanmean0(stack)
     n = np.sum(np.isfinite(stack), axis=0)
-    sd = np.nanstd(stack, axis=0, ddof=1) if len(rows) > 1 else np.zeros_like(mean)
+    dev = np.where(np.isfinite(stack), stack - mean, 0.0)
+    sd = np.sqrt(np.sum(dev * dev, axis=0) / np.maximum(n - 1, 1))
     t = np.array([T975[min(max(k - 1, 1), len(T975)) - 1] for k in n])
     half = np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), 0.0)
     return {"mean": _json_list(mean), "lo": _json_list(mean - half), "hi": _json_list(mean + half)}
@@ -205,6 +225,14 @@ def _band(rows: list, get) -> dict:
 
 def _json_list(a) -> list:
     return [None if not math.isfinite(float(x)) else round(float(x), 5) for x in a]
+
+
+def _nanmean0(stack: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN; NaN (no warning) where a column has no value."""
+    n = np.sum(np.isfinite(stack), axis=0)
+    total = np.nansum(stack, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels: int) -> dict:
@@ -221,8 +249,7 @@ def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels
         for arm in ARMS:
             mean, half = ci95([r["figures"][f"{arm}_drop_pts"] for r in rows])
             figs[f"{arm}_drop_pts"] = {"mean": mean, "ci95": half}
-            key = "calibration" if arm == "calibration" else arm
-            flat[f"learning.{name}.{key}_drop_pts"] = mean
+            flat[f"learning.{name}.{arm}_drop_pts"] = mean
         flat[f"learning.{name}.onboard_ci95_pts"] = figs["onboard_drop_pts"]["ci95"]
         for key in ("onboard_recovery_orbits", "ground_recovery_orbits", "forgetting_pts"):
             figs[key] = ci95([r["figures"][key] for r in rows])[0]
@@ -245,11 +272,10 @@ def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels
             "accuracy": {a: _band(cut, lambda r, a=a: r["series"][a]) for a in ARMS},
             "labels_by_source": {s: _json_list(np.mean([r["labels"][s][:n_orbits] for r in rows], axis=0))
                                  for s in ("site", "teacher", "self")},
-            "label_agreement": {s: _json_list(np.nanmean(np.stack([r["agreement"][s][:n_orbits] for r in rows]),
-                                                         axis=0)) for s in ("site", "teacher", "self")},
-            "teacher_accuracy": (_json_list(np.nanmean(np.stack([r["teacher_accuracy"][:n_orbits] for r in rows]),
-                                                       axis=0)) if rows[0]["teacher_accuracy"] is not None
-                                 else None),
+            "label_agreement": {s: _json_list(_nanmean0(np.stack([r["agreement"][s][:n_orbits] for r in rows])))
+                                for s in ("site", "teacher", "self")},
+            "teacher_accuracy": (_json_list(_nanmean0(np.stack([r["teacher_accuracy"][:n_orbits] for r in rows])))
+                                 if rows[0]["teacher_accuracy"] is not None else None),
             "figures": figs,
             "labels_total": {s: float(np.mean([r["labels_total"][s] for r in rows])) for s in ("site", "teacher",
                                                                                                "self")},
@@ -319,8 +345,9 @@ def run_suite(client, seeds: int, quick: bool, log, scenarios=SCENARIOS) -> dict
     seed_list = [base_seed + k for k in range(seeds)]
     t0 = time.perf_counter()
     products = {s: client.submit(prelaunch_products, s, key=f"prelaunch-{s}", pure=False) for s in seed_list}
+    longest_first = sorted(scenarios, key=lambda n: -load_scenario(n, quick).days)  # better packing
     futures = {client.submit(run_one, name, s, quick, products[s], key=f"suite-{name}-{s}", pure=False): (name, s)
-               for name in scenarios for s in seed_list}
+               for name in longest_first for s in seed_list}
     truth_future = client.submit(truth_label_count, key="truth-labels", pure=False)
     results = []
     for done, fut in enumerate(as_completed(futures), 1):

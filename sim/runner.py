@@ -33,6 +33,7 @@ import flight_sw
 from flight_sw.config.schema import MissionConfig
 from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc.dictionary import DICTIONARY_VERSION
+from sim.learning_metrics import ARMS as LEARNING_ARMS
 from sim.learning_metrics import learning_figures
 from sim.progress import Progress
 from sim.simulation import BLOCK_TICKS, Simulation
@@ -203,8 +204,7 @@ def _run(
     shift_day = cfg.payload.drift.abrupt_shift_day
     shift_s = shift_day * 86400.0 if shift_day is not None and shift_day * 86400.0 < duration_s else None
     figures = learning_figures(
-        {"acc_t_s": np.array(tl.acc_t_s), "acc_onboard": np.array(tl.acc_onboard),
-         "acc_frozen": np.array(tl.acc_frozen), "acc_ground": np.array(tl.acc_ground)},
+        {"acc_t_s": np.array(tl.acc_t_s), **{f"acc_{a}": np.array(getattr(tl, f"acc_{a}")) for a in LEARNING_ARMS}},
         world.orbit.period_s, shift_s,
     )
     for arm, f in figures.items():
@@ -213,6 +213,13 @@ def _run(
             rec = f["recovery_orbits"]
             summary[f"{arm}_recovery_orbits"] = None if math.isnan(rec) else rec
     summary["ground_loop_uplinks"] = len(sim.ground.uplinks)
+    for name, count in zip(("site", "teacher", "self"), fsw.learner.labels_by_source, strict=True):
+        summary[f"labels_{name}"] = count
+    src = np.asarray(tl.lab_source, dtype=np.int64)
+    for code, name in enumerate(("site", "teacher", "self")):
+        n = int(np.sum(np.asarray(tl.lab_n)[src == code])) if len(src) else 0
+        agree = int(np.sum(np.asarray(tl.lab_agree)[src == code])) if len(src) else 0
+        summary[f"label_agreement_{name}"] = round(agree / n, 4) if n else None
     st = getattr(fsw.solver, "stats", None)
     summary["optimizer_backend"] = cfg.device.backend
     summary["telecommands_uplinked"] = sim.frames_uplinked

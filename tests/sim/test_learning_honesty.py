@@ -165,7 +165,7 @@ def test_ground_loop_drops_pre_alarm_samples_and_retrains_early():
 def test_every_scenario_loads_and_validates():
     for name in SCENARIOS:
         sc = load_scenario(name)
-        assert sc.days >= 16 and 0 < sc.drift_start_day < sc.days
+        assert sc.days >= 10 and 0 < sc.drift_start_day < sc.days
         assert load_scenario(name, quick=True).days <= 3
     with pytest.raises(Exception, match="no such scenario"):
         load_scenario("nonexistent")
