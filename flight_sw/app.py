@@ -495,6 +495,7 @@ class FlightSoftware:
             learner.drift_labels.statistic,
             learner.drift_free.alarms + learner.drift_labels.alarms,
             learner.labels_total,
+            *learner.labels_by_source,
             self.overruns_total,
             self.optional_skipped_total,
             self.solver.solves,

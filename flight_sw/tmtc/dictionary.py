@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 5  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE
+DICTIONARY_VERSION = 6  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -53,7 +53,10 @@ HK_CORE: tuple[Param, ...] = (
     Param("drift_stat", "f", "", "Label-free Page-Hinkley statistic (alarm at model.drift_threshold)."),
     Param("drift_label_stat", "f", "", "Label-based Page-Hinkley statistic on calibration correctness."),
     Param("drift_alarms", "H", "", "Drift alarms since start (both monitors)."),
-    Param("labels_total", "I", "", "Calibration labels received since start."),
+    Param("labels_total", "I", "", "Labels received since start (all sources)."),
+    Param("labels_site", "I", "", "Labels from calibration-site reference maps since start."),
+    Param("labels_teacher", "I", "", "Labels from the onboard teacher model since start."),
+    Param("labels_self", "I", "", "Self-training labels (own confident predictions) since start."),
     Param("overruns_total", "I", "", "Task runs whose cost exceeded their compute budget."),
     Param("optional_skipped_total", "I", "", "Optional runs refused by power admission."),
     Param("solves_total", "I", "", "Optimizer solves since start."),
