@@ -113,7 +113,6 @@ class PayloadTruth:
         self._truth: dict[int, np.ndarray] = {}  # true classes of the last acquisition into each buffer
         self._drawn: dict[int, np.ndarray] = {}  # the pixels as drawn (labellers may reorder the buffer)
         self._maps = world.sites.true_maps  # what pixels are drawn from (tests may hide the public copy)
-        self.last_site_positions = np.zeros((0, 2), np.int64)  # true map cells of the last site frame
         #: Tap for the calibration-only arm: (site, sun elevation, pixels) of every site frame.
         self.on_site_frame = None
 
@@ -171,7 +170,6 @@ class PayloadTruth:
         est = np.clip(pos + np.rint(rng.standard_normal((n, 2)) * self.geoloc_sigma).astype(np.int64), 0, cells - 1)
         ancillary[:n, 0] = self.site
         ancillary[:n, 1:3] = est
-        self.last_site_positions = pos
         if self.on_site_frame is not None:
             self.on_site_frame(self.site, self.sun_elev_deg, pixels)
 

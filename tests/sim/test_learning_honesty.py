@@ -201,3 +201,25 @@ def test_summary_counts_wins_against_the_best_baseline_and_the_gap_to_the_bound(
     assert f["learning.worst_gap_to_bound_pts"] == pytest.approx(3.5)
     assert f["learning.radiation.calibration_drop_pts"] == pytest.approx(2.0)
     assert f["learning.truth_labels"] == 0.0
+
+
+def test_one_quick_scenario_run_gives_every_figure_and_a_review_page(tmp_path):
+    """run_one -> summarise -> the review page, as the bench chains them (one seed, 3 days)."""
+    from ground_tools.suite_report import write_suite_report
+    from sim.learning_suite import prelaunch_products, run_one
+
+    r = run_one("radiation", 5, True, prelaunch_products(5))
+    assert r["n_orbits"] >= 45 and 0 < r["start_orbit"] < r["n_orbits"]
+    assert all(len(s) == r["n_orbits"] for s in r["series"].values())
+    assert r["labels_total"]["teacher"] > 1000 and r["labels_total"]["self"] == 0
+    assert all(math.isfinite(v) for v in r["figures"].values())
+    assert abs(r["reference_level"] - np.nanmean(r["series"]["frozen"][: r["start_orbit"]])) < 1e-12
+    doc = summarise([r], [5], 1.0, 0)
+    keys = {f"learning.radiation.{a}_drop_pts" for a in ARMS} | {
+        "learning.radiation.onboard_ci95_pts", "learning.radiation.onboard_recovery_orbits",
+        "learning.radiation.ground_recovery_orbits", "learning.radiation.forgetting_pts", "learning.scenarios",
+        "learning.seeds", "learning.onboard_wins", "learning.worst_gap_to_bound_pts", "learning.truth_labels",
+        "learning.suite_wall_s"}
+    assert keys <= set(doc["figures"])
+    page = write_suite_report(doc, tmp_path)
+    assert "Radiation" in page.read_text(encoding="utf-8")
