@@ -31,7 +31,9 @@ from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL, ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
+from flight_sw.ml.kernels import count_equal
 from flight_sw.ml.labels import (
+    ANC_DETECTOR,
     NO_CLASS,
     SOURCE_NAMES,
     SOURCE_SELF,
@@ -44,6 +46,8 @@ from flight_sw.ml.labels import (
 )
 from flight_sw.ml.learner import OnboardLearner
 from flight_sw.ml.model import ModelImage
+from flight_sw.ml.radiometry import OUTCOMES as CAL_OUTCOMES
+from flight_sw.ml.radiometry import RadiometricCalibration
 from flight_sw.ml.teacher import Teacher
 from flight_sw.power.budget import OrbitBudgetState, PowerBudget
 from flight_sw.power.eclipse_predictor import EclipsePredictor
@@ -70,8 +74,16 @@ class PayloadDevice(Protocol):
     """
 
     def acquire(self, pixels: np.ndarray, ancillary: np.ndarray) -> int:
-        """Fill pixels (batch, bands) and ancillary (batch, 4) int64 rows (site index or -1,
-        map row, map column by the onboard geolocation, detector column); return an ACQ_* status."""
+        """Fill pixels (batch, bands) and ancillary (batch, 5) int64 rows (site index or -1,
+        map row, map column by the onboard geolocation, detector column, position in the
+        acquisition); return an ACQ_* status."""
+        ...
+
+    def acquire_calibration(self, kind: int, first_column: int, out: np.ndarray) -> int:
+        """Optional (without it the radiometric calibration stays the identity): co-added dark
+        (radiometry.CAL_DARK) or sun-diffuser (CAL_DIFFUSER) readings of detector columns
+        first_column .. first_column + len(out) - 1 into out (columns, bands); returns
+        radiometry.CAL_OK, or CAL_UNAVAILABLE when the geometry does not allow them now."""
         ...
 
 
@@ -169,6 +181,9 @@ class FlightSoftware:
             cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
         )
         self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
+        self.calibration = RadiometricCalibration(
+            cfg, self.buffers, None if reference is None else reference.diffuser_reflectance)
+        self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.reference = reference
         self.label_sources = frozenset(SOURCE_NAMES.index(s) for s in cfg.payload.label_sources)
         self._site_maps = self.buffers["ml.site_maps"]
@@ -351,6 +366,7 @@ class FlightSoftware:
             "teacher_label": self._task_teacher_label,
             "training": self._task_training,
             "tc_handler": self.tc.run,
+            "calibration": self._task_calibration,
         }[kind]
 
     # -- commands (issue 7 routes authenticated telecommands here) ---------------------
@@ -496,6 +512,11 @@ class FlightSoftware:
             learner.drift_free.alarms + learner.drift_labels.alarms,
             learner.labels_total,
             *learner.labels_by_source,
+            self.calibration.version,
+            self.calibration.accepted,
+            self.calibration.refused,
+            self.calibration.rollbacks,
+            self.calibration.hot_count,
             self.overruns_total,
             self.optional_skipped_total,
             self.solver.solves,
@@ -532,16 +553,18 @@ class FlightSoftware:
     def _task_inference(self, t: float) -> float:
         if self.payload.acquire(self._pixels, self._anc) == ACQ_DARK:
             return -1.0
+        n = self._pixels.shape[0]
+        self.calibration.apply_into(self._pixels, self._anc[:, ANC_DETECTOR], n)
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
-        n = self._pixels.shape[0]
         self.learner.monitor(self._pixels, self.outputs.predictions, n, getattr(self.payload, "sun_elevation_deg", 90.0))
         self._report_drift(t)
         aug = self.learner.feat.shape[1]
-        cost = 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes))
+        cost = 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) + 2.0 * n * self.cfg.payload.bands
         if SOURCE_SELF in self.label_sources:
             m = confident_into(self._pixels, self.outputs.predictions, self.learner.margins, n,
-                               self.cfg.payload.self_training_margin, self._cal_pixels, self._cal_labels)
+                               self.cfg.payload.self_training_margin, self._cal_pixels, self._cal_labels,
+                               self._anc, self._cal_anc)
             self._learn(SOURCE_SELF, m, t, monitor=False)
             cost += 2.0 * m * aug * aug
         return cost / self.cpu_flops_per_s
@@ -554,6 +577,7 @@ class FlightSoftware:
             return -1.0
         ref = self.reference
         n = self._cal_pixels.shape[0]
+        self.calibration.apply_into(self._cal_pixels, self._cal_anc[:, ANC_DETECTOR], n)
         if ref is None:
             m = 0
         else:
@@ -573,8 +597,9 @@ class FlightSoftware:
         if self.payload.acquire(self._cal_pixels, self._cal_anc) == ACQ_DARK:
             return -1.0
         n = self._cal_pixels.shape[0]
+        self.calibration.apply_into(self._cal_pixels, self._cal_anc[:, ANC_DETECTOR], n)
         self.teacher.label_into(self._cal_pixels, n, self._cal_labels, self._teacher_conf)
-        m = compact_labelled(self._cal_pixels, self._cal_labels, n)
+        m = compact_labelled(self._cal_pixels, self._cal_labels, n, self._cal_anc)
         self._learn(SOURCE_TEACHER, m, t, monitor=False)
         aug = self.learner.feat.shape[1]
         return (n * self.teacher.flops_per_sample + 2.0 * m * aug * aug) / self.cpu_flops_per_s
@@ -583,14 +608,67 @@ class FlightSoftware:
         """Fold the first m labelled pixels of the label buffers into the learner."""
         if m <= 0:
             return
-        px, lab = self._cal_pixels[:m], self._cal_labels[:m]
+        px, lab, anc = self._cal_pixels[:m], self._cal_labels[:m], self._cal_anc[:m]
         if self.label_tap is not None:
-            self.label_tap(source, t, px, lab)
-        self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source)
+            self.label_tap(source, t, px, lab, anc)
+        if monitor and self.calibration.watch_remaining > 0:
+            self._watch_calibration(px, lab, anc, m, t)
+        self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source,
+                                columns=anc[:, ANC_DETECTOR])
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self._report_update("rolled_back", t)
         self._report_drift(t)
+
+    def _watch_calibration(self, px: np.ndarray, lab: np.ndarray, anc: np.ndarray, m: int, t: float) -> None:
+        """Site labels after a calibration commit: the active model under the new and the previous table."""
+        cal, learner = self.calibration, self.learner
+        pred = self._cal_pred[:m]
+        learner.predict(px, pred)
+        new_ok = count_equal(pred, lab, m)
+        old_px = cal.rows[:m]
+        cal.remap_into(px, anc[:, ANC_DETECTOR], m, cal.active, 1 - cal.active, old_px)
+        learner.predict(old_px, pred)
+        old_ok = count_equal(pred, lab, m)
+        if cal.watch(new_ok, old_ok, m):
+            learner.remap_replay(cal, 1 - cal.active, cal.active)
+            np.copyto(px, old_px)  # this batch too: the learner takes it in the restored table
+            learner.forget()
+            cal.rollback_pending_report = False
+            self._report_calibration("rolled_back", t)
+
+    def _task_calibration(self, t: float) -> float:
+        """One bounded step of the radiometric self-calibration (flight_sw/ml/radiometry.py)."""
+        if not hasattr(self.payload, "acquire_calibration"):
+            return -1.0
+        cal = self.calibration
+        before = cal.active
+        outcome = cal.step(t, self.payload, self._heldback, self.learner.held_by_source[SOURCE_SITE])
+        if outcome == "committed":  # held-back samples and statistics follow the new table
+            self.learner.remap_replay(cal, before, cal.active)
+            self.learner.forget()
+        if outcome is not None:
+            self._report_calibration(outcome, t)
+        if cal.last_step_flops <= 0.0:
+            return -1.0
+        return cal.last_step_flops / self.cpu_flops_per_s
+
+    def _report_calibration(self, outcome: str, t: float) -> None:
+        cal = self.calibration
+        payload = d.CALIBRATION_UPDATE_STRUCT.pack(
+            CAL_OUTCOMES.index(outcome),
+            cal.version if outcome != "refused" else cal.next_version,
+            cal.request_reason,
+            cal.last_refusal if outcome == "refused" else 0,
+            cal.last_band_change,
+            cal.last_changed_share,
+            cal.last_candidate_acc,
+            cal.last_active_acc,
+            cal.hot_count,
+            cal.dark_jumps,
+            cal.diffuser_sweeps,
+        )
+        self.tm.event(d.EVENT_CALIBRATION_UPDATE, "info" if outcome == "committed" else "low", payload, t)
 
     def _task_training(self, t: float) -> float:
         learner = self.learner
@@ -622,6 +700,7 @@ class FlightSoftware:
         events = self.learner.drift_events
         while events:
             source, samples = events.pop(0)
+            self.calibration.request(1, self.learner.held_by_source[SOURCE_SITE])  # a drift alarm asks for one
             self.tm.event(d.EVENT_DRIFT_DETECTED, "medium", struct.pack(">BI", source, samples), t)
 
     def _report_update(self, outcome: str, t: float) -> None:
@@ -675,6 +754,7 @@ class FlightSoftware:
             "tm": {"seq_count": self.tm.seq_count, "packets": self.tm.packets},
             "modes": self.modes.state_dict(),
             "learner": self.learner.state_dict(),
+            "calibration": self.calibration.state_dict(),
             "solver": self.solver.state_dict(),
             "tle": [self.tle.line1, self.tle.line2],
             "config_fingerprint": self._config_fingerprint(),
@@ -735,5 +815,6 @@ class FlightSoftware:
         self.tm.packets = state["tm"]["packets"]
         self.modes.load_state_dict(state["modes"])
         self.learner.load_state_dict(state["learner"])
+        self.calibration.load_state_dict(state["calibration"])
         self.solver.load_state_dict(state["solver"])
         self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)

@@ -16,8 +16,27 @@ MAX_TM_PACKET_BYTES = 256
 LANCZOS_STEPS = 8
 #: Cells per side of a calibration site's reference land-cover map (uplinked before launch).
 SITE_MAP_CELLS = 32
-#: Ancillary values per pixel (flight_sw.ml.labels: site, map row, map column, detector column).
-ANCILLARY_WIDTH = 4
+#: Ancillary values per pixel (flight_sw.ml.labels: site, map row, map column, detector column,
+#: position in the acquisition).
+ANCILLARY_WIDTH = 5
+#: Held-back samples the validation gate judges on (flight_sw/ml/learner.py).
+VALIDATION_WINDOW = 96
+
+
+def radiometry_buffer_specs(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The radiometric calibration's buffers (flight_sw/ml/radiometry.py): two int16 table slots
+    (gain and offset per detector column and band), the dark estimate, one chunk of readings."""
+    cols, bands = cfg.payload.detector_columns, cfg.payload.bands
+    return {
+        "cal.gain_q": ((2, cols, bands), "int16"),
+        "cal.offset_q": ((2, cols, bands), "int16"),
+        "cal.dark_q": ((cols, bands), "int16"),
+        "cal.dark_seen": ((cols,), "uint8"),
+        "cal.reading": ((min(cfg.radiometry.chunk_columns, cols), bands), "float32"),
+        "cal.diffuser_reflectance": ((bands,), "float64"),
+        "cal.band_change": ((bands,), "float64"),
+        "cal.rows": ((cfg.payload.samples_per_acquisition, bands), "float32"),
+    }
 
 
 def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -68,6 +87,11 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.solver_work": ((aug, aug), "float64"),
         "ml.replay_samples": ((replay, bands), "float32"),
         "ml.replay_labels": ((replay,), "int16"),
+        "ml.replay_columns": ((replay,), "int16"),
+        "ml.replay_sources": ((replay,), "int8"),
+        "ml.replay_remap": ((min(replay, VALIDATION_WINDOW), bands), "float32"),
+        "ml.replay_window_labels": ((min(replay, VALIDATION_WINDOW),), "int16"),
+        "ml.replay_window_columns": ((min(replay, VALIDATION_WINDOW),), "int16"),
         "ml.batch_pixels": ((batch, bands), "float32"),
         "ml.batch_ancillary": ((batch, ANCILLARY_WIDTH), "int64"),
         "ml.label_ancillary": ((batch, ANCILLARY_WIDTH), "int64"),
@@ -83,6 +107,7 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "tmtc.downlink_queue": ((cfg.downlink.queue_packets, MAX_TM_PACKET_BYTES), "uint8"),
         "tmtc.downlink_lengths": ((cfg.downlink.queue_packets,), "uint16"),
     }
+    plan.update(radiometry_buffer_specs(cfg))
     if "teacher" in cfg.payload.label_sources:
         from flight_sw.ml.teacher import teacher_buffer_specs
 

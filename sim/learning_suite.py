@@ -309,7 +309,7 @@ def truth_label_count(days: float = 0.5, seed: int = 1) -> int:
         got = []
         if poison:
             scramble_truth_records(sim)
-        sim.fsw.label_tap = lambda source, t, px, lab, _got=got: _got.append((source, lab.copy()))
+        sim.fsw.label_tap = lambda source, t, px, lab, anc, _got=got: _got.append((source, lab.copy()))
         sim.advance(sim.n_ticks)
         runs.append(got)
     a, b = runs

@@ -177,8 +177,10 @@ def prelaunch_teacher(cfg: MissionConfig, seed: int):
 
 
 def reference_data(cfg: MissionConfig, site_maps: np.ndarray, teacher):
-    """What the ground uplinks for onboard labelling: site maps, the cloud-test bands, the teacher."""
+    """What the ground uplinks for onboard labelling and calibration: site maps, the cloud-test
+    bands, the teacher, the sun diffuser's pre-flight characterisation."""
     from flight_sw.ml.labels import ReferenceData
+    from sim.scene import diffuser_reflectance_factor
     from sim.spectra import band_set
 
     names = [b[0] for b in band_set(cfg.payload.bands)]
@@ -190,4 +192,5 @@ def reference_data(cfg: MissionConfig, site_maps: np.ndarray, teacher):
         cloud_class=classes.index("cloud") if "cloud" in classes else -1,
         cloud_bands=cloud_bands,
         teacher=teacher,
+        diffuser_reflectance=diffuser_reflectance_factor(np.array([b[1] for b in band_set(cfg.payload.bands)])),
     )

@@ -38,8 +38,11 @@ from sim import spectra
 #: Period over which drift, season and phenology are held constant [s].
 DRIFT_STEP_S = 60.0
 MIN_SUN_ELEVATION_DEG = 10.0
-#: Detector columns of the push-broom array (each pixel comes from one column).
-DETECTOR_COLUMNS = 1024
+#: Lines the instrument co-adds into one calibration reading (dark or sun diffuser): the
+#: reading's noise is the pixel noise / sqrt(CAL_LINES_COADDED).
+CAL_LINES_COADDED = 64
+#: Calibration acquisitions (flight_sw.ml.radiometry): closed-shutter / night dark, sun diffuser.
+CAL_DARK, CAL_DIFFUSER = 0, 1
 #: The dominant spectrum covers at least this share of a pixel (so its class is the truth).
 MIN_DOMINANT_FRACTION = 0.55
 BRIGHTNESS_SIGMA = 0.1
@@ -124,9 +127,18 @@ class SceneTruth:
         self._zero_det = np.zeros((1, cfg.bands))
         # Radiation-event detector map: fixed per scene (which columns are hit), from the scene generator.
         det_rng = np.random.default_rng(rng.integers(2**63))
-        self._det_hit = det_rng.random(DETECTOR_COLUMNS) < drift.abrupt_detector_fraction
-        self._det_hot = det_rng.random(DETECTOR_COLUMNS) < drift.hot_pixel_fraction
-        self._det_dsnu = det_rng.standard_normal((DETECTOR_COLUMNS, cfg.bands)) * drift.dsnu_sigma
+        self.columns = cfg.detector_columns
+        self._det_hit = det_rng.random(self.columns) < drift.abrupt_detector_fraction
+        self._det_hot = det_rng.random(self.columns) < drift.hot_pixel_fraction
+        self._det_dsnu = det_rng.standard_normal((self.columns, cfg.bands)) * drift.dsnu_sigma
+        # The sun diffuser: its reflectance factor as characterised on the ground (what the
+        # flight software is told), the true one (characterisation error), and its UV
+        # degradation per view (what nobody onboard knows).
+        self.diffuser_characterised = diffuser_reflectance_factor(self.band_centres_nm)
+        self._diffuser_true = self.diffuser_characterised * (
+            1.0 + drift.diffuser_characterisation_sigma * det_rng.standard_normal(cfg.bands))
+        self._diffuser_loss_weights = np.linspace(1.0, 0.1, cfg.bands)  # UV darkens the blue end most
+        self.diffuser_views = 0.0
         self._u = np.empty(0)
         self._z = np.empty(0)
         self._ui = self._zi = 0
@@ -180,7 +192,7 @@ class SceneTruth:
         offset = np.full(self.cfg.bands, drift.dark_offset_growth_per_day * day)
         det_gain, det_off = self._unit_det, self._zero_det
         if drift.abrupt_shift_day is not None and day >= drift.abrupt_shift_day:
-            det_gain = np.ones((DETECTOR_COLUMNS, self.cfg.bands))
+            det_gain = np.ones((self.columns, self.cfg.bands))
             step = np.ones(self.cfg.bands)
             step[list(drift.abrupt_bands)] = drift.abrupt_gain_factor
             det_gain[self._det_hit] = step
@@ -261,16 +273,46 @@ class SceneTruth:
         noise = self.cfg.noise_sigma / math.sin(math.radians(max(elev, MIN_SUN_ELEVATION_DEG)))
         cols = columns if columns is not None else np.zeros(0, np.int64)
         _render_kernel(endm, cum, self.group_start, self.group_label, g1, g2, path, trans, gain, offset,
-                       det_gain, det_off, noise, n, self._u, ui, self._z, zi, pixels, labels, cols)
+                       det_gain, det_off, noise, n, self._u, ui, self._z, zi, pixels, labels, cols, self.columns)
+
+    def calibration_reading(self, t_s: float, kind: int, first_column: int, out: np.ndarray) -> None:
+        """Co-added calibration readings of columns first_column .. first_column + len(out) - 1.
+
+        Dark: the dark signal (per-band offset, hot columns, DSNU) plus read noise. Sun
+        diffuser: the diffuser's true reflectance factor (characterisation error, UV
+        degradation so far) through the column's gain, plus the dark signal and noise.
+        Counts a diffuser view per full sweep of the array (degradation grows with use).
+        """
+        gain, offset, det_gain, det_off, *_ = self.state(t_s)
+        n = out.shape[0]
+        cols = (first_column + np.arange(n)) % self.columns
+        dg = det_gain[cols % det_gain.shape[0]]
+        do = det_off[cols % det_off.shape[0]]
+        noise = self.cfg.noise_sigma / math.sqrt(CAL_LINES_COADDED)
+        signal = offset + do
+        if kind == CAL_DIFFUSER:
+            loss = self.cfg.drift.diffuser_degradation_per_view * self.diffuser_views * self._diffuser_loss_weights
+            signal = signal + self._diffuser_true * (1.0 - loss) * gain * dg
+            self.diffuser_views += n / self.columns
+        out[...] = signal + noise * self.rng.standard_normal(out.shape)
 
     def stream_state(self) -> dict:
         """Generator state plus the unread part of the current block (for snapshots)."""
         return {"rng": self.rng.bit_generator.state, "u": self._u.copy(), "z": self._z.copy(),
-                "ui": self._ui, "zi": self._zi}
+                "ui": self._ui, "zi": self._zi, "diffuser_views": self.diffuser_views}
 
     def load_stream_state(self, st: dict) -> None:
         self.rng.bit_generator.state = st["rng"]
         self._u, self._z, self._ui, self._zi = st["u"].copy(), st["z"].copy(), st["ui"], st["zi"]
+        self.diffuser_views = st.get("diffuser_views", 0.0)
+
+
+def diffuser_reflectance_factor(band_centres_nm: np.ndarray) -> np.ndarray:
+    """Characterised reflectance factor of the sun diffuser per band (Spectralon-like: about
+    0.98 in the visible, falling to about 0.95 at 2.2 um; Sentinel-2 MSI and Landsat 8 OLI
+    fly such panels)."""
+    lam = np.asarray(band_centres_nm, dtype=np.float64)
+    return 0.98 - 0.03 * np.clip((lam - 400.0) / 1800.0, 0.0, 1.0)
 
 
 def start_day_of_year(start_utc: datetime) -> float:
@@ -301,7 +343,7 @@ def _draw_groups(cum_mix, u, ui, n, g1, g2):  # pragma: no cover - compiled
 
 @numba.njit(cache=True)
 def _render_kernel(endm, cum, gstart, glabel, g1, g2, path, trans, gain, offset, det_gain, det_off, noise, n,
-                   u, ui, z, zi, pixels, labels, columns):  # pragma: no cover - compiled
+                   u, ui, z, zi, pixels, labels, columns, n_cols):  # pragma: no cover - compiled
     bands = endm.shape[1]
     n_det = det_gain.shape[0]
     for i in range(n):
@@ -310,7 +352,7 @@ def _render_kernel(endm, cum, gstart, glabel, g1, g2, path, trans, gain, offset,
         a, c = g1[i], g2[i]
         e1 = gstart[a] + _pick(cum[gstart[a]:gstart[a + 1]], u[b + 3])
         e2 = gstart[c] + _pick(cum[gstart[c]:gstart[c + 1]], u[b + 4])
-        col = int(u[b + 5] * 1024)
+        col = int(u[b + 5] * n_cols)
         if columns.shape[0] > i:
             columns[i] = col
         d = col % n_det

@@ -226,16 +226,8 @@ class Simulation:
     def _build_arms(self, cfg: MissionConfig, seed: int) -> None:
         """The comparison arms (sim.arms) and the review's own copy of the teacher."""
         from flight_sw.ml.teacher import Teacher
-        from sim.arms import BoundArm, CalibrationArm, SelfTrainArm
-        from sim.sites import site_records
+        from sim.arms import BoundArm, SelfTrainArm
 
-        scene = self.world.scene
-        class_means = np.stack([scene.endm_nominal[scene.group_start[c]:scene.group_start[c + 1]].mean(axis=0)
-                                for c in range(scene.n_classes)])
-        rec_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[5])
-        records = np.stack([site_records(m, class_means, rec_rng) for m in self.world.sites.true_maps])
-        self.calibration = CalibrationArm(self.image, records, scene.band_centres_nm, self.reference.cloud_bands)
-        self.payload.on_site_frame = self.calibration.on_site_frame
         self.selftrain = SelfTrainArm(cfg, self.image)
         self.bound = BoundArm(cfg, self.image)
         b = cfg.payload.samples_per_acquisition
@@ -244,16 +236,20 @@ class Simulation:
         self._t_conf = np.zeros(b)
         self._alarms_seen = 0
 
-    def _on_labels(self, source: int, t: float, pixels: np.ndarray, labels: np.ndarray) -> None:
-        """The flight software's label tap: keep the samples for the ground loop, score agreement."""
+    def _on_labels(self, source: int, t: float, pixels: np.ndarray, labels: np.ndarray,
+                   ancillary: np.ndarray) -> None:
+        """The flight software's label tap: keep the samples for the ground loop, score agreement.
+
+        The ground loop gets the pixels as the payload delivered them: it stands for a
+        satellite without onboard calibration (the flight software's are corrected)."""
         buffer = self.fsw._pixels if source == SOURCE_SELF else self.fsw._cal_pixels
-        truth = self.payload.truth_of_rows(buffer, pixels)
+        truth = self.payload.truth_of_rows(buffer, ancillary)
         log = self.log
         log.lab_t_s.append(t)
         log.lab_source.append(source)
         log.lab_n.append(len(labels))
         log.lab_agree.append(int(np.count_nonzero(truth == labels)))
-        self.ground.on_labelled(t, pixels, labels)
+        self.ground.on_labelled(t, self.payload.drawn_rows(buffer, ancillary), labels)
 
     def _score(self, t: float) -> None:
         """Truth accuracy of every arm on this batch (the flight software's inference frame)."""
@@ -263,10 +259,9 @@ class Simulation:
         log = self.log
         log.acc_t_s.append(t)
         log.acc_onboard.append(count_equal(fsw.outputs.predictions, truth, n) / n)
-        if fsw.learner.feat_source is fsw._pixels:  # the frozen extractor flies: reuse its features
-            np.copyto(self._frozen_feat, fsw.learner.feat)
-        else:
-            self._frozen_ext.features_into(fsw._pixels, self._frozen_feat)
+        # The arms without onboard calibration see the pixels as delivered; the flight software's
+        # buffer holds them corrected by its active calibration table.
+        self._frozen_ext.features_into(self.payload.drawn_rows(fsw._pixels), self._frozen_feat)
         feat = self._frozen_feat
         classify_into(feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
         log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
@@ -279,8 +274,10 @@ class Simulation:
         log.acc_ground.append(count_equal(self.ground.predict(feat), truth, n) / n)
         log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
         log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
-        cal = self.calibration.predict(fsw._pixels, self._cal_feat, self._frozen_scores, self._frozen_pred)
-        log.acc_calibration.append(count_equal(cal, truth, n) / n)
+        # Calibration only: the frozen model behind the flight software's calibration table.
+        self._frozen_ext.features_into(fsw._pixels, self._cal_feat)
+        classify_into(self._cal_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
+        log.acc_calibration.append(count_equal(self._frozen_pred, truth, n) / n)
         if self.review_teacher is not None and len(log.acc_t_s) % TEACHER_SCORE_EVERY == 0:
             self.review_teacher.label_into(fsw._pixels, n, self._t_labels, self._t_conf)
             log.acc_teacher.append(count_equal(self._t_labels, truth, n) / n)
@@ -313,7 +310,7 @@ class Simulation:
             "rng_payload": self.payload.rng.bit_generator.state,
             "log": copy.deepcopy(self.log),
             "ground": copy.deepcopy(self.ground),
-            "arms": copy.deepcopy((self.calibration, self.selftrain, self.bound, self._alarms_seen)),
+            "arms": copy.deepcopy((self.selftrain, self.bound, self._alarms_seen)),
             "uplink_next": self._uplink_next,
             # the emulated device is part of the world: it keeps running across a flight reboot
             "device": self._device_endpoint(),
@@ -334,8 +331,7 @@ class Simulation:
         self.payload.rng.bit_generator.state = sim_state["rng_payload"]
         self.log = sim_state["log"]
         self.ground = sim_state["ground"]
-        self.calibration, self.selftrain, self.bound, self._alarms_seen = sim_state["arms"]
-        self.payload.on_site_frame = self.calibration.on_site_frame
+        self.selftrain, self.bound, self._alarms_seen = sim_state["arms"]
         self._uplink_next = sim_state["uplink_next"]
         if sim_state.get("device") is not None and self._device_endpoint() is not None:
             self.fsw.solver.transport.endpoint = sim_state["device"]

@@ -25,7 +25,6 @@ from flight_sw.memory import SITE_MAP_CELLS
 
 #: Patch size of the true land cover, in map cells (class boundaries every few cells).
 PATCH_CELLS = 4
-RECORD_SIGMA = 0.03
 
 
 @dataclass
@@ -71,10 +70,3 @@ def build_sites(cfg: MissionConfig, rng: np.random.Generator) -> SiteTruth:
             ref[r, c] = choices[rng.integers(len(choices))]
         refs[i] = ref
     return SiteTruth(true_maps, cloud, refs)
-
-
-def site_records(site_map: np.ndarray, endm_mean_by_class: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A site's published clear-sky mean surface reflectance per band, with the record's error."""
-    counts = np.bincount(site_map.ravel(), minlength=endm_mean_by_class.shape[0]).astype(np.float64)
-    mean = counts @ endm_mean_by_class / counts.sum()
-    return mean * (1.0 + RECORD_SIGMA * rng.standard_normal(mean.shape))

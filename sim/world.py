@@ -12,10 +12,19 @@ import numpy as np
 
 from flight_sw.app import ACQ_DARK, ACQ_SCENE, ACQ_SITE
 from flight_sw.config.schema import MissionConfig
+from flight_sw.ml.labels import ANC_INDEX
+from flight_sw.ml.radiometry import CAL_DIFFUSER, CAL_OK, CAL_UNAVAILABLE
 from sim.orbit_truth import CalibrationSite, GroundStation, OrbitTruth
 from sim.power_truth import BatteryTruth, SolarArrayTruth
 from sim.scene import MIN_SUN_ELEVATION_DEG, SceneTruth, start_day_of_year
 from sim.sites import build_sites
+
+#: Dark readings: the satellite in the Earth's shadow (sun elevation at the ground track below
+#: about -26 deg at 700 km), no stray light.
+DARK_MAX_SUN_ELEVATION_DEG = -30.0
+#: The sun diffuser is usable while the satellite is sunlit and the ground below is dark (the
+#: terminator crossings; Sentinel-2 MSI and Landsat 8 OLI view theirs near the terminator).
+DIFFUSER_SUN_ELEVATION_DEG = (-20.0, -5.0)
 
 #: Grid of the smooth truth quantities (incidence, sun elevation) before interpolation.
 SMOOTH_GRID_S = 30.0
@@ -113,8 +122,6 @@ class PayloadTruth:
         self._truth: dict[int, np.ndarray] = {}  # true classes of the last acquisition into each buffer
         self._drawn: dict[int, np.ndarray] = {}  # the pixels as drawn (labellers may reorder the buffer)
         self._maps = world.sites.true_maps  # what pixels are drawn from (tests may hide the public copy)
-        #: Tap for the calibration-only arm: (site, sun elevation, pixels) of every site frame.
-        self.on_site_frame = None
 
     def set_state(self, t_s: float, site: int, sun_elev_deg: float) -> None:
         self.t_s = t_s
@@ -139,6 +146,7 @@ class PayloadTruth:
             scene.sample(self.t_s, n, scene.global_mix(self.t_s), self.sun_elev_deg, pixels, truth,
                          columns=ancillary[:, 3])
             ancillary[:n, :3] = -1
+            ancillary[:n, ANC_INDEX] = np.arange(n)
             self._keep_drawn(pixels)
             return ACQ_SCENE
         self._acquire_site(pixels, ancillary, truth)
@@ -170,18 +178,30 @@ class PayloadTruth:
         est = np.clip(pos + np.rint(rng.standard_normal((n, 2)) * self.geoloc_sigma).astype(np.int64), 0, cells - 1)
         ancillary[:n, 0] = self.site
         ancillary[:n, 1:3] = est
-        if self.on_site_frame is not None:
-            self.on_site_frame(self.site, self.sun_elev_deg, pixels)
+        ancillary[:n, ANC_INDEX] = np.arange(n)
+
+    def acquire_calibration(self, kind: int, first_column: int, out: np.ndarray) -> int:
+        """Dark or sun-diffuser readings of a run of detector columns, when the geometry allows."""
+        e = self.sun_elev_deg
+        if kind == CAL_DIFFUSER:
+            lo, hi = DIFFUSER_SUN_ELEVATION_DEG
+            if not lo <= e <= hi:
+                return CAL_UNAVAILABLE
+        elif e > DARK_MAX_SUN_ELEVATION_DEG:
+            return CAL_UNAVAILABLE
+        self.world.scene.calibration_reading(self.t_s, kind, first_column, out)
+        return CAL_OK
 
     def truth_for(self, pixels: np.ndarray) -> np.ndarray:
         """True classes of the last acquisition written into `pixels` (for scoring)."""
         return self._truth[id(pixels)]
 
-    def truth_of_rows(self, buffer: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """True classes of `rows`, pixels of the last acquisition into `buffer` that a labeller
-        may have reordered or thinned (matched by value; for scoring label sources)."""
+    def truth_of_rows(self, buffer: np.ndarray, ancillary: np.ndarray) -> np.ndarray:
+        """True classes of rows of the last acquisition into `buffer` that a labeller may have
+        reordered or thinned, found by the acquisition position in their ancillary rows."""
+        return self.truth_for(buffer)[ancillary[:, ANC_INDEX]]
+
+    def drawn_rows(self, buffer: np.ndarray, ancillary: np.ndarray | None = None) -> np.ndarray:
+        """The pixels as the payload delivered them (before onboard calibration), all or by ancillary rows."""
         drawn = self._drawn[id(buffer)]
-        truth = self.truth_for(buffer)
-        same = np.all(drawn[None, :, :] == rows[:, None, :], axis=2)  # (rows, drawn)
-        out = np.where(same.any(axis=1), truth[np.argmax(same, axis=1)], -1)
-        return out
+        return drawn if ancillary is None else drawn[ancillary[:, ANC_INDEX]]

@@ -127,7 +127,7 @@ class TaskConfig:
     name: str = param(doc="Unique task name.")
     kind: Literal[
         "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training",
-        "tc_handler",
+        "tc_handler", "calibration",
     ] = param(doc="What the task does (binds it to its implementation).")
     period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
     offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
@@ -242,6 +242,15 @@ class DriftConfig:
     new_surface_fraction: float = param(
         0.15, doc="Share of ordinary scene pixels that show the new surface after the event.", ge=0, le=1
     )
+    diffuser_characterisation_sigma: float = param(
+        0.005, doc="Error of the sun diffuser's pre-flight reflectance characterisation, per band "
+        "(1 sigma, relative; MSI and OLI quote about 1 % for their diffuser BRDF).", ge=0, lt=0.2
+    )
+    diffuser_degradation_per_view: float = param(
+        7.5e-5, doc="Relative loss of diffuser reflectance per full view at the blue end (0.1 of it "
+        "at the SWIR end): UV darkening. Order of magnitude of Landsat 8 OLI's working diffuser, "
+        "about 1.5 % at 443 nm after some 200 weekly views.", ge=0, lt=0.01
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +286,11 @@ class PayloadConfig:
     self_training_margin: float = param(
         0.5, doc="Self-training: a prediction becomes a label when its score margin over the "
         "runner-up exceeds this value.", gt=0
+    )
+    detector_columns: int = param(
+        1024, doc="Detector columns of the push-broom array; each pixel comes from one (its ancillary "
+        "data name it) and the radiometric calibration keeps a gain and an offset per column and band.",
+        ge=16, le=8192,
     )
     drift: DriftConfig = param(DriftConfig(), doc="What changes in orbit (simulator truth).")
 
@@ -340,6 +354,51 @@ class ModelConfig:
         "dominate, and the next labels start an update at once.",
         gt=0,
         le=1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RadiometryConfig:
+    """Onboard radiometric self-calibration (flight_sw/ml/radiometry.py, the `calibration` task).
+
+    Dark signal per detector column and band from dark readings on the night side; gain per
+    column and band from sun-diffuser readings when the geometry allows; a versioned table
+    in A/B slots, gated and rolled back like the model. Without a `calibration` task in the
+    schedule the table stays the identity.
+    """
+
+    chunk_columns: int = param(
+        128, doc="Detector columns read per calibration task run (bounds the step and its buffer).",
+        ge=1, le=8192,
+    )
+    diffuser_period_days: float = param(
+        30.0, doc="Routine sun-diffuser calibration interval (Sentinel-2 MSI: about monthly; each view "
+        "darkens the diffuser a little). A drift alarm asks for one at the next window.", unit="day", gt=0,
+    )
+    dark_ema: float = param(
+        0.1, doc="Weight of a new dark reading in the running dark estimate of its column (a night "
+        "gives some 20 sweeps: the estimate settles within one).", gt=0, le=1
+    )
+    dark_jump: float = param(
+        0.008, doc="A dark reading this far from its column's estimate replaces it at once (a "
+        "radiation event: hot columns), reflectance units (~6x the co-added read noise of 0.00125, "
+        "so noise alone almost never does it).", gt=0, lt=1,
+    )
+    hot_threshold: float = param(
+        0.02, doc="Dark signal above which a column and band count as hot (reported; still corrected).",
+        gt=0, lt=1,
+    )
+    min_change: float = param(
+        0.005, doc="A candidate table is only worth activating if some band's median gain moves by "
+        "this much, or 0.5 % of the column-bands move their gain by 4x this or their offset by "
+        "`dark_jump` (below that it is noise and diffuser bias, not drift).", gt=0, lt=1,
+    )
+    max_heldback_drop: float = param(
+        0.05, doc="Refuse a candidate table under which the active model loses more than this accuracy "
+        "on the held-back site labels collected since the calibration was asked for (site labels only: "
+        "the teacher labels drifted pixels through the old table, so its labels side with it); after a "
+        "commit, roll back if the next site labels favour the previous table by more than this.",
+        ge=0, le=1,
     )
 
 
@@ -674,6 +733,7 @@ class MissionConfig:
     tasks: tuple[TaskConfig, ...] = param(doc="Task table of the executive.", min_len=1)
     payload: PayloadConfig = param(PayloadConfig(), doc="Multispectral payload.")
     model: ModelConfig = param(ModelConfig(), doc="Onboard model and training.")
+    radiometry: RadiometryConfig = param(RadiometryConfig(), doc="Onboard radiometric self-calibration.")
     device: DeviceConfig = param(DeviceConfig(), doc="Optimizer device.")
     ground_stations: tuple[GroundStationConfig, ...] = param(doc="Ground stations.", min_len=1)
     calibration_sites: tuple[CalibrationSiteConfig, ...] = param(

@@ -81,13 +81,16 @@ def count_equal(a, b, n):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def fold_batch_into_stats(
     feat, labels, pixels, n, seen, holdout_every, forgetting, q, b, replay_x, replay_y, replay_next, replay_cap,
-    present,
+    present, columns, replay_cols, source, replay_src,
 ):  # pragma: no cover - compiled
     """Class-wise forgetting, then add the training rows' phi phi^T (to their class's Q) and phi y^T.
 
     q is (classes, aug, aug): one Gram matrix per class, so a class forgets only when it
     receives new labels (calibration sites show few classes at a time; the others keep
     what they knew). Row i is held out for validation when (seen + i) % holdout_every == 0.
+    A held-out row keeps its detector column (columns[i], or -1 when `columns` is
+    shorter than the batch) so the radiometric calibration can re-express it later, and
+    its label source.
     Returns (training rows added, new replay_next, held-out rows).
     """
     n_cls, aug, _ = q.shape
@@ -110,6 +113,8 @@ def fold_batch_into_stats(
             for k in range(pixels.shape[1]):
                 replay_x[replay_next, k] = pixels[i, k]
             replay_y[replay_next] = labels[i]
+            replay_cols[replay_next] = columns[i] if i < columns.shape[0] else -1
+            replay_src[replay_next] = source
             replay_next = (replay_next + 1) % replay_cap
             held += 1
         else:
@@ -122,6 +127,28 @@ def fold_batch_into_stats(
                     q[c, r, j] += fr * feat[i, j]
                 b[r, c] += fr
     return added, replay_next, held
+
+
+@numba.njit(cache=True)
+def gather_recent(replay_x, replay_y, replay_cols, replay_src, next_, count, source, want, out_x, out_y,
+                  out_cols):  # pragma: no cover - compiled
+    """Copy the `want` most recent replay samples of one label source (newest first) into the
+    out buffers; return how many there were."""
+    cap = replay_x.shape[0]
+    n = 0
+    i = next_
+    for _ in range(count):
+        i = (i - 1 + cap) % cap
+        if replay_src[i] != source:
+            continue
+        for k in range(replay_x.shape[1]):
+            out_x[n, k] = replay_x[i, k]
+        out_y[n] = replay_y[i]
+        out_cols[n] = replay_cols[i]
+        n += 1
+        if n >= want:
+            break
+    return n
 
 
 @numba.njit(cache=True)

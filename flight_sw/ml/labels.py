@@ -26,9 +26,11 @@ import numpy as np
 
 SOURCE_SITE, SOURCE_TEACHER, SOURCE_SELF = 0, 1, 2
 SOURCE_NAMES = ("site", "teacher", "self")
-#: Ancillary columns of a frame (int64, one row per pixel).
-ANC_SITE, ANC_ROW, ANC_COL, ANC_DETECTOR = 0, 1, 2, 3
-ANCILLARY_WIDTH = 4
+#: Ancillary columns of a frame (int64, one row per pixel): calibration site (-1: none), map
+#: row and column by the onboard geolocation, detector column, and the pixel's position in
+#: its acquisition (a labeller may reorder or thin the rows; the position travels with them).
+ANC_SITE, ANC_ROW, ANC_COL, ANC_DETECTOR, ANC_INDEX = 0, 1, 2, 3, 4
+ANCILLARY_WIDTH = 5
 #: Threshold cloud test on top-of-atmosphere reflectance (Irish 2000, ACCA pass one; Zhu &
 #: Woodcock 2012, Fmask): bright in blue and green and NDSI below the snow threshold.
 CLOUD_BLUE_MIN = 0.25
@@ -46,6 +48,8 @@ class ReferenceData:
     cloud_class: int  # class index of cloud (-1: the model has no cloud class)
     cloud_bands: tuple[int, int, int]  # band indices of blue, green and SWIR-1 for the cloud test
     teacher: object | None = None  # flight_sw.ml.teacher.TeacherImage, or None (no teacher on board)
+    #: Pre-flight characterised reflectance factor of the sun diffuser per band (None: no diffuser).
+    diffuser_reflectance: np.ndarray | None = None
 
 
 @numba.njit(cache=True)
@@ -84,8 +88,8 @@ def site_labels_into(pixels, ancillary, n, site_maps, cloud_class, blue, green, 
 
 
 @numba.njit(cache=True)
-def compact_labelled(pixels, labels, n):  # pragma: no cover - compiled
-    """Move the pixels whose label is >= 0 to the front; return how many there are."""
+def compact_labelled(pixels, labels, n, ancillary):  # pragma: no cover - compiled
+    """Move the pixels (and their ancillary rows) whose label is >= 0 to the front; return how many."""
     count = 0
     for i in range(n):
         if labels[i] < 0:
@@ -94,18 +98,24 @@ def compact_labelled(pixels, labels, n):  # pragma: no cover - compiled
             labels[count] = labels[i]
             for k in range(pixels.shape[1]):
                 pixels[count, k] = pixels[i, k]
+            for k in range(ancillary.shape[1]):
+                ancillary[count, k] = ancillary[i, k]
         count += 1
     return count
 
 
 @numba.njit(cache=True)
-def confident_into(pixels, pred, margins, n, min_margin, out_pixels, out_labels):  # pragma: no cover
-    """Self-training: copy the predictions whose margin exceeds min_margin; return the count."""
+def confident_into(pixels, pred, margins, n, min_margin, out_pixels, out_labels, ancillary,
+                   out_ancillary):  # pragma: no cover - compiled
+    """Self-training: copy the predictions whose margin exceeds min_margin (with their ancillary
+    rows); return the count."""
     count = 0
     for i in range(n):
         if margins[i] > min_margin:
             out_labels[count] = pred[i]
             for k in range(pixels.shape[1]):
                 out_pixels[count, k] = pixels[i, k]
+            for k in range(ancillary.shape[1]):
+                out_ancillary[count, k] = ancillary[i, k]
             count += 1
     return count

@@ -13,12 +13,14 @@ numba kernels over them and allocates nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
 from flight_sw.devices.optimizer import SolveReport
+from flight_sw.memory import VALIDATION_WINDOW
 from flight_sw.ml import kernels as k
 from flight_sw.ml import precondition as pc
 from flight_sw.ml.drift import PageHinkley
@@ -31,9 +33,8 @@ HOLDOUT_EVERY = 4
 #: Labelled samples after a commit used to judge it against the previous head.
 ROLLBACK_WINDOW = 64
 ROLLBACK_MARGIN = 0.05
-#: The gate validates on the most recent held-back samples only: after a drift the
-#: old ones describe a sensor that no longer exists.
-VALIDATION_WINDOW = 96
+#: The gate validates on the most recent held-back samples only (VALIDATION_WINDOW, in
+#: flight_sw.memory): after a drift the old ones describe a sensor that no longer exists.
 #: Below this sun elevation the label-free drift statistic is dominated by noise.
 DRIFT_MIN_SUN_ELEV_DEG = 25.0
 #: Pixels darker than this reflectance-vector norm are left out of the drift statistic,
@@ -53,7 +54,7 @@ STATE_FIELDS = (
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
-    "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source",
+    "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_total", "held_by_source",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
 RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
@@ -95,6 +96,14 @@ class OnboardLearner:
         self.q_solve = buffers["ml.solver_work"]
         self.replay_x = buffers["ml.replay_samples"]
         self.replay_y = buffers["ml.replay_labels"]
+        self.replay_cols = buffers["ml.replay_columns"]
+        self.replay_src = buffers["ml.replay_sources"]
+        self.replay_remap = buffers["ml.replay_remap"]
+        self.window_labels = buffers["ml.replay_window_labels"]
+        self.window_cols = buffers["ml.replay_window_columns"]
+        self._no_columns = np.zeros(0, np.int64)
+        self.held_total = 0  # held-back samples ever taken
+        self.held_by_source = [0, 0, 0]  # ... per label source (the calibration gate counts site ones)
         self.replay_count = 0
         self.replay_next = 0
         self.feat = buffers["ml.batch_features"]
@@ -177,13 +186,41 @@ class OnboardLearner:
 
     def _on_drift(self, source: int, samples: int) -> None:
         """Forget old statistics so new labels dominate, and bring the next update forward."""
+        self.forget()
+        if len(self.drift_events) < 8:
+            self.drift_events.append((source, samples))
+
+    def forget(self) -> None:
+        """Scale the statistics by `model.drift_forget` and start an update at the next labels
+        (after a drift alarm, or when the radiometric calibration changes the pixels)."""
         f = self.cfg.drift_forget
         self.q *= f
         self.b *= f
         self.effective_labels *= f
         self.drift_pending = True
-        if len(self.drift_events) < 8:
-            self.drift_events.append((source, samples))
+
+    # -- the radiometric calibration's view of the held-back samples -----------------------
+    def heldback_accuracy(self, calibration, from_slot: int, to_slot: int, n: int,
+                          source: int = 0) -> tuple[float, float, int]:
+        """Active head's accuracy on the n most recent held-back samples of one label source (at
+        most the validation window) as stored (calibrated with `from_slot`) and re-calibrated
+        with `to_slot`."""
+        window, labels, cols = self.replay_remap, self.window_labels, self.window_cols
+        n = k.gather_recent(self.replay_x, self.replay_y, self.replay_cols, self.replay_src, self.replay_next,
+                            min(self.replay_count, self.replay_x.shape[0]), source, min(n, window.shape[0]),
+                            window, labels, cols)
+        if n == 0:
+            return math.nan, math.nan, 0
+        head = self.slots[self.active]
+        acc_from = k.replay_correct(window, labels, 0, n, *self._ext_args, head, self.feat_row, self.score_row) / n
+        calibration.remap_into(window, cols, n, from_slot, to_slot, window)
+        acc_to = k.replay_correct(window, labels, 0, n, *self._ext_args, head, self.feat_row, self.score_row) / n
+        return acc_from, acc_to, n
+
+    def remap_replay(self, calibration, from_slot: int, to_slot: int) -> None:
+        """Re-express every held-back sample in another calibration table (after a commit or rollback)."""
+        n = self.replay_count
+        calibration.remap_into(self.replay_x, self.replay_cols, n, from_slot, to_slot, self.replay_x)
 
     def head_is_valid(self) -> bool:
         """The active head is usable (finite weights): the 'invalid model' FDIR check."""
@@ -191,13 +228,14 @@ class OnboardLearner:
 
     # -- statistics --------------------------------------------------------------
     def accumulate(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray, monitor: bool = True,
-                   source: int = 0) -> None:
+                   source: int = 0, columns: np.ndarray | None = None) -> None:
         """Fold a labelled batch (every row of `pixels`) into the statistics; hold every 4th
         sample back for validation.
 
         `monitor` feeds the label-based drift test; only calibration-site labels do (the
         teacher's own error rate differs and would read as a change of accuracy). `source`
-        counts the labels per source (flight_sw.ml.labels.SOURCE_*).
+        counts the labels per source (flight_sw.ml.labels.SOURCE_*). `columns` are the rows'
+        detector columns (kept with the held-back samples for the radiometric calibration).
         """
         n = pixels.shape[0]
         if n == 0:
@@ -218,9 +256,12 @@ class OnboardLearner:
         added, self.replay_next, held = k.fold_batch_into_stats(
             self.feat_white, labels, pixels, n, self.labelled_seen, HOLDOUT_EVERY, self.cfg.forgetting_factor,
             self.q, self.b, self.replay_x, self.replay_y, self.replay_next, self.replay_x.shape[0],
-            self.present,
+            self.present, self._no_columns if columns is None else columns, self.replay_cols, source,
+            self.replay_src,
         )
         self.replay_count = min(self.replay_count + held, self.replay_x.shape[0])
+        self.held_total += held
+        self.held_by_source[source] += held
         self.labelled_seen += n
         if added:
             self.effective_labels = self.effective_labels * self.cfg.forgetting_factor + added
@@ -376,6 +417,8 @@ class OnboardLearner:
         out = {name: getattr(self, name) for name in STATE_FIELDS}
         out["drift"] = [self.drift_free.alarms, self.drift_free.samples, self.drift_labels.alarms,
                         self.drift_labels.samples, [list(e) for e in self.drift_events]]
+        # The last solve's report goes into the next update event, which may come after a reboot.
+        out["last_report"] = None if self.last_report is None else dataclasses.asdict(self.last_report)
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -385,3 +428,5 @@ class OnboardLearner:
         self.drift_free.alarms, self.drift_free.samples = fa, fs
         self.drift_labels.alarms, self.drift_labels.samples = la, ls
         self.drift_events = [tuple(e) for e in events]
+        rep = state.get("last_report")
+        self.last_report = None if rep is None else SolveReport(**rep)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 6  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK
+DICTIONARY_VERSION = 7  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -57,6 +57,11 @@ HK_CORE: tuple[Param, ...] = (
     Param("labels_site", "I", "", "Labels from calibration-site reference maps since start."),
     Param("labels_teacher", "I", "", "Labels from the onboard teacher model since start."),
     Param("labels_self", "I", "", "Self-training labels (own confident predictions) since start."),
+    Param("cal_version", "I", "", "Version of the active radiometric calibration table (0: identity)."),
+    Param("cal_accepted", "H", "", "Calibration tables committed since start."),
+    Param("cal_refused", "H", "", "Candidate calibration tables refused by the gate."),
+    Param("cal_rollbacks", "H", "", "Calibration tables rolled back."),
+    Param("cal_hot", "I", "", "Column-bands whose dark signal is above radiometry.hot_threshold."),
     Param("overruns_total", "I", "", "Task runs whose cost exceeded their compute budget."),
     Param("optional_skipped_total", "I", "", "Optional runs refused by power admission."),
     Param("solves_total", "I", "", "Optimizer solves since start."),
@@ -162,6 +167,21 @@ TRAINING_UPDATE: tuple[Param, ...] = (
 )
 TRAINING_OUTCOMES = ("committed", "refused", "rolled_back")
 
+EVENT_CALIBRATION_UPDATE = 12  # params: see CALIBRATION_UPDATE
+CALIBRATION_UPDATE: tuple[Param, ...] = (
+    Param("outcome", "B", "", "0 committed, 1 refused by the gate, 2 rolled back (flight_sw.ml.radiometry.OUTCOMES)."),
+    Param("version", "I", "", "Candidate (or restored) calibration table version."),
+    Param("reason", "B", "", "Why it was asked for: 0 commissioning, 1 drift alarm, 2 routine, 3 ground."),
+    Param("refusal", "B", "", "0 none, 1 out of range, 2 no significant change, 3 held-back labels worse."),
+    Param("max_band_gain_change", "f", "", "Largest band-mean relative gain change, candidate against active."),
+    Param("changed_share", "f", "", "Share of column-bands whose gain or offset moved beyond noise."),
+    Param("candidate_accuracy", "f", "", "Active model on held-back labels under the candidate table (NaN: too few)."),
+    Param("active_accuracy", "f", "", "... under the active table."),
+    Param("hot_column_bands", "I", "", "Column-bands above the hot threshold (last dark sweep)."),
+    Param("dark_jumps", "I", "", "Dark readings that jumped beyond radiometry.dark_jump since start."),
+    Param("diffuser_sweeps", "I", "", "Complete sun-diffuser sweeps since start."),
+)
+
 
 def struct_of(params: tuple[Param, ...]) -> struct.Struct:
     return struct.Struct(">" + "".join(p.fmt for p in params))
@@ -171,6 +191,7 @@ HK_CORE_STRUCT = struct_of(HK_CORE)
 HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
 HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
+CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)
 HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
 SID_STRUCT = struct.Struct(">H")
 EVENT_ID_STRUCT = struct.Struct(">H")

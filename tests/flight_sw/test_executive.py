@@ -177,26 +177,55 @@ def test_paced_clock_measures_lateness():
 
 
 class _PoolPayload:
-    """Cycles through pre-generated batches with np.copyto: allocates nothing per call."""
+    """Cycles through pre-generated batches and calibration readings with np.copyto: allocates
+    nothing per call. Calibration calls cycle through dark (60), sun diffuser (30) and nothing
+    (10); the diffuser's readings switch between two gain maps every 1,000 calls, so routine
+    calibrations find real changes to commit (the first inside the warm-up)."""
 
     def __init__(self, cfg, n=64):
-        from sim.scene import SceneTruth
+        from flight_sw.memory import ANCILLARY_WIDTH
+        from sim.scene import SceneTruth, diffuser_reflectance_factor
 
         scene = SceneTruth(cfg.payload, np.random.default_rng(0))
         b = cfg.payload.samples_per_acquisition
         self.px = np.zeros((n, b, cfg.payload.bands), np.float32)
-        self.anc = np.zeros((n, b, 4), np.int64)  # site 0, map row = the true class (fake_reference)
+        self.anc = np.zeros((n, b, ANCILLARY_WIDTH), np.int64)  # site 0, map row = the true class (fake_reference)
         lab = np.zeros(b, np.int64)
+        rng = np.random.default_rng(1)
         for i in range(n):
-            scene.sample(0.0, b, scene.base_mix, 45.0, self.px[i], lab)
+            scene.sample(0.0, b, scene.base_mix, 45.0, self.px[i], lab, columns=self.anc[i, :, 3])
             self.anc[i, :, 1] = lab
+            self.anc[i, :, 4] = np.arange(b)
         self.i = 0
+        cols, bands = cfg.payload.detector_columns, cfg.payload.bands
+        self.rho = diffuser_reflectance_factor(scene.band_centres_nm)
+        self.dark = 0.001 + 0.001 * rng.standard_normal((8, cols, bands)).astype(np.float32)
+        gain_b = np.ones((cols, bands))
+        gain_b[:, 3:8] = 0.9
+        self.diffuser = np.stack([self.rho * g + self.dark[0] for g in (np.ones((cols, bands)), gain_b)])
+        self.cal_calls = 0
 
     def acquire(self, pixels, ancillary):
         self.i = (self.i + 1) % len(self.px)
         np.copyto(pixels, self.px[self.i])
         np.copyto(ancillary, self.anc[self.i])
         return 2  # a site frame: exercises site labelling, accumulation and training too
+
+    def acquire_calibration(self, kind, first_column, out):
+        from flight_sw.ml.radiometry import CAL_DARK, CAL_OK, CAL_UNAVAILABLE
+
+        self.cal_calls += 1
+        phase = self.cal_calls % 100
+        m = out.shape[0]
+        if kind == CAL_DARK:
+            if phase >= 60:
+                return CAL_UNAVAILABLE
+            np.copyto(out, self.dark[self.cal_calls % 8, first_column:first_column + m])
+            return CAL_OK
+        if not 60 <= phase < 90:
+            return CAL_UNAVAILABLE
+        np.copyto(out, self.diffuser[(self.cal_calls // 1000) % 2, first_column:first_column + m])
+        return CAL_OK
 
 
 NUMPY_DOMAIN = 389047  # numpy's tracemalloc domain for array data
@@ -208,7 +237,9 @@ def test_steady_state_ticks_have_bounded_heap_and_allocate_no_arrays(make_fsw, d
     def ground(packet):  # the ground keeps its copies off the flight heap: count only
         received[0] += 1
 
-    fsw = make_fsw(payload=_PoolPayload(default_cfg))
+    cfg = dataclasses.replace(default_cfg, radiometry=dataclasses.replace(default_cfg.radiometry,
+                                                                          diffuser_period_days=0.05))
+    fsw = make_fsw(cfg, payload=_PoolPayload(cfg))
     fsw.downlink.sink = ground
     ids = {name: (id(buf), buf.ctypes.data) for name, buf in fsw.buffers.items()}
     tick = 0
@@ -252,5 +283,7 @@ def test_steady_state_ticks_have_bounded_heap_and_allocate_no_arrays(make_fsw, d
     # array: one feature batch alone would be 16 x 33 x 8 = 4,224 bytes of numpy data.
     assert worst_tick_peak < 4096
     assert fsw.learner.accepted + fsw.learner.refused > 0  # training really ran in the window
+    cal = fsw.calibration  # and the radiometric calibration swept, judged and committed tables
+    assert cal.dark_sweeps > 100 and cal.diffuser_sweeps >= 3 and cal.accepted >= 2
     assert received[0] > 1000  # and telemetry really went down
     assert {name: (id(buf), buf.ctypes.data) for name, buf in fsw.buffers.items()} == ids

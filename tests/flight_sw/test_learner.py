@@ -139,7 +139,8 @@ def test_statistics_and_solve_recover_a_synthetic_linear_head():
             continue
         labels = np.argmax(feat @ w_true, axis=1).astype(np.int64)
         _, nxt, _ = k.fold_batch_into_stats(feat, labels, np.zeros((batch, 3), np.float32), batch, seen, 4, 1.0,
-                                            q, b, replay_x, replay_y, nxt, 8, present)
+                                            q, b, replay_x, replay_y, nxt, 8, present, np.zeros(0, np.int64),
+                                            np.zeros(8, np.int16), 0, np.zeros(8, np.int8))
         train = [i for i in range(batch) if (seen + i) % 4]
         rows.append(feat[train])
         ys.append(labels[train])

@@ -73,7 +73,7 @@ def test_the_scrambled_truth_check_catches_a_labeller_that_reads_truth(monkeypat
         if truth is not None and cost >= 0:
             n = self._cal_labels.shape[0]
             self._cal_labels[:n] = truth(self._cal_pixels)[:n]
-            self.label_tap(1, t, self._cal_pixels, self._cal_labels)
+            self.label_tap(1, t, self._cal_pixels, self._cal_labels, self._cal_anc)
         return cost
 
     monkeypatch.setattr(FlightSoftware, "_task_teacher_label", cheating)
@@ -103,30 +103,51 @@ def test_site_labels_follow_the_maps_accuracy():
     assert agree[0.6] < agree[1.0] - 0.2
 
 
-def test_calibration_arm_recovers_a_known_gain_and_offset_without_labels():
-    from sim.arms import CalibrationArm
-    from sim.scene import atmosphere
+def test_onboard_calibration_knows_the_diffuser_only_as_characterised():
+    """The calibration sees dark and diffuser readings and the uplinked diffuser characterisation,
+    never the simulator's gains: its gains carry the diffuser's characterisation error (and
+    its UV darkening), and they recover the true detector gain map only up to that bias."""
+    import dataclasses as dc
 
-    cfg = load_mission_config(DEFAULT)
-    from sim.prelaunch import train_prelaunch_model
+    from flight_sw.memory import radiometry_buffer_specs
+    from flight_sw.ml.radiometry import CAL_DARK, CAL_OK, CAL_UNAVAILABLE, RadiometricCalibration
+    from sim.scene import SceneTruth
 
-    image = train_prelaunch_model(cfg, np.random.default_rng(0))
-    rng = np.random.default_rng(1)
-    bands = cfg.payload.bands
-    centres = np.linspace(490, 2190, bands)
-    records = rng.uniform(0.05, 0.5, size=(6, bands))
-    records[:, :2] = rng.uniform(0.02, 0.15, size=(6, 2))  # blue and green below the cloud test
-    arm = CalibrationArm(image, records, centres, (0, 1, 8))
-    gain = np.linspace(0.8, 1.1, bands)
-    offset = np.linspace(0.0, 0.02, bands)
-    for k in range(400):
-        site = k % 6
-        elev = rng.uniform(20, 70)
-        path, trans = atmosphere(centres, elev)
-        toa = path + trans * records[site] * (1 + 0.05 * rng.standard_normal((16, bands)))
-        arm.on_site_frame(site, elev, (toa * gain + offset).astype(np.float32))
-    np.testing.assert_allclose(arm.gain, gain, atol=0.03)
-    np.testing.assert_allclose(arm.offset, offset, atol=0.01)
+    base = load_mission_config(DEFAULT)
+    drift = dc.replace(base.payload.drift, abrupt_shift_day=0.0, abrupt_gain_factor=0.8, abrupt_detector_fraction=0.3,
+                       hot_pixel_fraction=0.02, hot_pixel_offset=0.05, dsnu_sigma=0.003, gain_decay_per_day=0.0,
+                       diffuser_characterisation_sigma=0.02, diffuser_degradation_per_view=0.0)
+    cfg = dc.replace(base, payload=dc.replace(base.payload, drift=drift))
+    scene = SceneTruth(cfg.payload, np.random.default_rng(4))
+
+    class Payload:
+        def __init__(self):
+            self.diffuser_open = False
+
+        def acquire_calibration(self, kind, first, out):
+            if (kind == CAL_DARK) == self.diffuser_open:
+                return CAL_UNAVAILABLE
+            scene.calibration_reading(3600.0, kind, first, out)
+            return CAL_OK
+
+    bufs = {n: np.zeros(shape, dtype) for n, (shape, dtype) in radiometry_buffer_specs(cfg).items()}
+    cal = RadiometricCalibration(cfg, bufs, scene.diffuser_characterised)
+    payload = Payload()
+    for _ in range(240):  # a night: 30 dark sweeps of 8 chunks
+        cal.step(0.0, payload, None, 0)
+    payload.diffuser_open = True
+    outcomes = [cal.step(0.0, payload, None, 0) for _ in range(cal.n_chunks + 2)]
+    assert "committed" in outcomes
+    gain, _, det_gain, det_off, *_ = scene.state(3600.0)
+    est = cal.gain_of(cal.active)
+    bias = scene._diffuser_true / scene.diffuser_characterised  # what the flight software cannot know
+    assert np.max(np.abs(bias - 1.0)) > 0.01
+    rel = est / (gain * det_gain * bias) - 1.0  # read noise of one co-added diffuser reading: ~0.13 %
+    assert np.median(np.abs(rel)) < 0.0015 and np.max(np.abs(rel)) < 0.01
+    assert np.max(np.abs(est / (gain * det_gain) - 1.0)) > 0.01  # not the truth itself
+    off_err = cal.offset_of(cal.active) - (det_off + scene.state(3600.0)[1])  # EMA of noisy dark readings
+    assert np.median(np.abs(off_err)) < 0.0004 and np.max(np.abs(off_err)) < 0.002
+    assert cal.hot_count == int(np.count_nonzero(det_off > cfg.radiometry.hot_threshold))
 
 
 def test_ground_loop_drops_pre_alarm_samples_and_retrains_early():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flight_sw.config import load_mission_config
-from sim.scene import DETECTOR_COLUMNS, SceneTruth, atmosphere, green_fraction
+from sim.scene import SceneTruth, atmosphere, green_fraction
 
 DEFAULT = "mission_configs/default_sso.yaml"
 
@@ -45,7 +45,7 @@ def test_radiation_event_hits_only_the_chosen_columns_and_bands_after_its_day():
     after = s.state(1.5 * 86400.0)
     assert before[2].shape[0] == 1 and np.all(before[2] == 1.0)
     det_gain = after[2]
-    assert det_gain.shape == (DETECTOR_COLUMNS, s.cfg.bands)
+    assert det_gain.shape == (s.columns, s.cfg.bands)
     hit = det_gain[:, 3] < 1.0
     assert 0.2 < hit.mean() < 0.4
     assert np.all(det_gain[hit, 3] == 0.5)
