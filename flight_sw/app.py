@@ -185,6 +185,9 @@ class FlightSoftware:
             cfg, self.buffers, None if reference is None else reference.diffuser_reflectance)
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.reference = reference
+        if reference is not None:
+            self.learner.set_reliability(reference.site_map_accuracy, reference.teacher_reliability
+                                         if cfg.model.gate_on_teacher_labels else 0.5)
         self.label_sources = frozenset(SOURCE_NAMES.index(s) for s in cfg.payload.label_sources)
         self._site_maps = self.buffers["ml.site_maps"]
         if reference is not None:
@@ -717,6 +720,8 @@ class FlightSoftware:
             rep.rel_residual if rep else math.nan,
             learner.last_kappa,
             learner.precond_refreshes,
+            learner.last_refusal if outcome == "refused" else 0,
+            learner.last_gate_z,
         )
         severity = "info" if outcome == "committed" else "low"
         self.tm.event(d.EVENT_TRAINING_UPDATE, severity, payload, t)

@@ -193,4 +193,28 @@ def reference_data(cfg: MissionConfig, site_maps: np.ndarray, teacher):
         cloud_bands=cloud_bands,
         teacher=teacher,
         diffuser_reflectance=diffuser_reflectance_factor(np.array([b[1] for b in band_set(cfg.payload.bands)])),
+        teacher_reliability=0.0 if teacher is None else teacher_precision(cfg, teacher),
     )
+
+
+def teacher_precision(cfg: MissionConfig, teacher) -> float:
+    """Share of the teacher's non-abstaining labels that are right on a pre-launch validation set
+    (what the ground can say of its teacher before launch; cached per teacher)."""
+    from flight_sw.ml.teacher import Teacher
+
+    key = id(teacher)
+    hit = _PRECISION_CACHE.get(key)
+    if hit is not None and hit[0] is teacher:
+        return hit[1]
+    x, y = prelaunch_dataset(cfg, np.random.default_rng(np.random.SeedSequence([7, 13])), 2048)
+    t = Teacher(teacher, batch=len(x))
+    labels = np.zeros(len(x), np.int64)
+    conf = np.zeros(len(x))
+    t.label_into(x.astype(np.float32), len(x), labels, conf)
+    given = labels >= 0
+    precision = float(np.mean(labels[given] == y[given])) if given.any() else 0.0
+    _PRECISION_CACHE[key] = (teacher, precision)
+    return precision
+
+
+_PRECISION_CACHE: dict = {}

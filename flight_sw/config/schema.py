@@ -309,6 +309,19 @@ class ModelConfig:
     validation_margin: float = param(
         0.0, doc="A candidate must beat the active head by this accuracy margin.", ge=0, le=1
     )
+    validation_z: float = param(
+        2.0, doc="A candidate must also win the paired comparison on the held-back samples where the "
+        "two heads disagree, weighted by each label source's reliability (2 r - 1 for a source right "
+        "with probability r), by this many standard deviations (McNemar-style; 2 ~ 98 % one-sided). "
+        "Noisy labels cannot tell a 1-point difference on 96 samples: below this, keep the active head.",
+        ge=0, le=10,
+    )
+    gate_on_teacher_labels: bool = param(
+        False, doc="Let held-back teacher labels judge candidates too. Off by default: a candidate "
+        "trained on teacher labels learns the teacher's (spectral, systematic) errors, so the "
+        "teacher's held-back labels side with it whatever its real accuracy; site-map errors are "
+        "tied to places, not spectra, so held-back site labels judge without that bias.",
+    )
     min_new_labels: int = param(
         32, doc="Labelled samples needed since the last update before training.", ge=1
     )

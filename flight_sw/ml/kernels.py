@@ -190,6 +190,54 @@ def replay_correct(
 
 
 @numba.njit(cache=True)
+def _argmax_row(feat_row, head, score_row):  # pragma: no cover - compiled
+    best = 0
+    for j in range(head.shape[1]):
+        s = 0.0
+        for k in range(feat_row.shape[0]):
+            s += feat_row[k] * head[k, j]
+        score_row[j] = s
+        if s > score_row[best]:
+            best = j
+    return best
+
+
+@numba.njit(cache=True)
+def replay_paired(
+    replay_x, replay_y, replay_src, start, n, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, head_a, head_b,
+    weights, feat_row, score_row, out,
+):  # pragma: no cover - compiled
+    """Two heads on the same n replay samples (ring from `start`): a paired comparison.
+
+    Only samples whose source has a positive weight (w = weights[source]) take part.
+    out[0], out[1]: correct counts of head_a and head_b; out[2]: the reliability-weighted
+    score sum over samples where exactly one head is right (+w when head_b is, -w when
+    head_a is); out[3]: the sum of w^2 over those samples (its variance under the
+    hypothesis that neither head is better); out[4]: the samples judged.
+    """
+    cap = replay_x.shape[0]
+    for j in range(5):
+        out[j] = 0.0
+    for r in range(n):
+        i = (start + r) % cap
+        w = weights[replay_src[i]]
+        if w <= 0.0:
+            continue
+        out[4] += 1.0
+        _mlp_row(replay_x[i], mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, feat_row)
+        y = replay_y[i]
+        ok_a = _argmax_row(feat_row, head_a, score_row) == y
+        ok_b = _argmax_row(feat_row, head_b, score_row) == y
+        if ok_a:
+            out[0] += 1.0
+        if ok_b:
+            out[1] += 1.0
+        if ok_a != ok_b:
+            out[2] += w if ok_b else -w
+            out[3] += w * w
+
+
+@numba.njit(cache=True)
 def spectral_angle_stat(pixels, pred, ref, angle_ab, inv_sin_elev, n, min_norm, min_count, resid):  # pragma: no cover
     """Median over the bright pixels of (spectral angle to the reference spectrum of the
     predicted class) minus (what a healthy sensor shows for that class at this sun

@@ -50,6 +50,9 @@ class ReferenceData:
     teacher: object | None = None  # flight_sw.ml.teacher.TeacherImage, or None (no teacher on board)
     #: Pre-flight characterised reflectance factor of the sun diffuser per band (None: no diffuser).
     diffuser_reflectance: np.ndarray | None = None
+    #: Share of the teacher's (non-abstaining) labels that are right on the ground's pre-launch
+    #: validation set: its reliability for the validation gate (0: unknown, not used to judge).
+    teacher_reliability: float = 0.0
 
 
 @numba.njit(cache=True)

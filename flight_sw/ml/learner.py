@@ -27,6 +27,8 @@ from flight_sw.ml.drift import PageHinkley
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 
 IDLE, SOLVE, VALIDATE, COMMIT = 0, 1, 2, 3
+#: Why the gate refused a candidate (TRAINING_UPDATE.refusal).
+REFUSALS = ("none", "solve_failed", "no_heldback", "not_better", "not_significant")
 STEP_NAMES = ("idle", "solve", "validate", "commit")
 #: Every HOLDOUT_EVERY-th labelled sample goes to the replay (validation) buffer.
 HOLDOUT_EVERY = 4
@@ -55,6 +57,7 @@ STATE_FIELDS = (
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
     "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_total", "held_by_source",
+    "last_refusal", "last_gate_z",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
 RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
@@ -98,6 +101,13 @@ class OnboardLearner:
         self.replay_y = buffers["ml.replay_labels"]
         self.replay_cols = buffers["ml.replay_columns"]
         self.replay_src = buffers["ml.replay_sources"]
+        #: Weight of a held-back label in the gate by source (site, teacher, self): 2 r - 1 for a
+        #: source right with probability r (set from the uplinked reliabilities, `set_reliability`).
+        self.source_weights = buffers["ml.source_weights"]
+        self.source_weights[...] = (1.0, 1.0, 0.0)
+        self._paired = buffers["ml.paired"]
+        self.last_refusal = 0
+        self.last_gate_z = math.nan
         self.replay_remap = buffers["ml.replay_remap"]
         self.window_labels = buffers["ml.replay_window_labels"]
         self.window_cols = buffers["ml.replay_window_columns"]
@@ -189,6 +199,11 @@ class OnboardLearner:
         self.forget()
         if len(self.drift_events) < 8:
             self.drift_events.append((source, samples))
+
+    def set_reliability(self, site: float, teacher: float) -> None:
+        """Gate weights from each source's published reliability (site maps' accuracy, the
+        teacher's pre-launch validation precision); self-labels never judge."""
+        self.source_weights[...] = (max(2.0 * site - 1.0, 0.0), max(2.0 * teacher - 1.0, 0.0), 0.0)
 
     def forget(self) -> None:
         """Scale the statistics by `model.drift_forget` and start an update at the next labels
@@ -305,8 +320,8 @@ class OnboardLearner:
         if self.state == VALIDATE:
             bands = self.replay_x.shape[1]
             hidden = self.extractor.w1.shape[0]
-            n = min(self.replay_count, VALIDATION_WINDOW)
-            return 2.0 * 2.0 * n * (bands * hidden + hidden * (aug - 1) + aug * c)
+            n = self.replay_count  # features once, both heads
+            return 2.0 * n * (bands * hidden + hidden * (aug - 1)) + 2.0 * 2.0 * n * aug * c
         return float(aug * c)
 
     def training_step(self) -> str | None:
@@ -324,20 +339,25 @@ class OnboardLearner:
             self.new_labels = 0
             if not report.ok:
                 self.state = IDLE
-                self.refused += 1
-                return "refused"
+                return self._refuse(1)
             pc.lower_transpose_times_into(self.precond, x, self.candidate)  # back to the flight basis
             self.state = VALIDATE
             return None
         if self.state == VALIDATE:
-            self.last_candidate_acc = self._replay_accuracy(self.candidate)
-            self.last_active_acc = self._replay_accuracy(self.slots[self.active])
-            if self.replay_count and self.last_candidate_acc >= self.last_active_acc + self.cfg.validation_margin:
-                self.state = COMMIT
-                return None
             self.state = IDLE
-            self.refused += 1
-            return "refused"
+            if not self.replay_count:
+                self.last_candidate_acc = self.last_active_acc = self.last_gate_z = math.nan
+                return self._refuse(2)
+            self._compare_on_replay()
+            if math.isnan(self.last_active_acc):
+                return self._refuse(2)  # held-back samples, but none from a source that may judge
+            if self.last_candidate_acc < self.last_active_acc + self.cfg.validation_margin:
+                return self._refuse(3)
+            if not self.last_gate_z >= self.cfg.validation_z:
+                return self._refuse(4)
+            self.last_refusal = 0
+            self.state = COMMIT
+            return None
         if self.state == COMMIT:
             inactive = 1 - self.active
             np.copyto(self.slots[inactive], self.candidate)
@@ -351,6 +371,26 @@ class OnboardLearner:
             self.watch_new_correct = self.watch_old_correct = 0
             return "committed"
         return None
+
+    def _refuse(self, reason: int) -> str:
+        self.refused += 1
+        self.last_refusal = reason
+        return "refused"
+
+    def _compare_on_replay(self) -> None:
+        """Active against candidate on every held-back sample of the sources that may judge
+        (`model.replay_buffer_size`, the most recent): accuracies and the reliability-weighted
+        paired statistic z (flight_sw.ml.kernels.replay_paired)."""
+        n = self.replay_count  # the whole ring: noisy labels need every held-back sample to see a real gain
+        start = (self.replay_next - n) % self.replay_x.shape[0]
+        out = self._paired
+        k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *self._ext_args,
+                        self.slots[self.active], self.candidate, self.source_weights, self.feat_row,
+                        self.score_row, out)
+        judged = out[4]
+        self.last_active_acc = out[0] / judged if judged else math.nan
+        self.last_candidate_acc = out[1] / judged if judged else math.nan
+        self.last_gate_z = out[2] / math.sqrt(out[3]) if out[3] > 0.0 else 0.0
 
     def _seed_statistics(self) -> None:
         """Statistics, prior and whitening basis from the ground's statistics (start-up, reset)."""
@@ -402,7 +442,8 @@ class OnboardLearner:
         self.rollbacks += 1
         self.watch_remaining = 0
 
-    def _replay_accuracy(self, head: np.ndarray) -> float:
+    def replay_accuracy(self, head: np.ndarray) -> float:
+        """A head's accuracy on the most recent held-back samples, every source (uploaded-model trials)."""
         n = self.replay_count
         if n == 0:
             return math.nan

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 7  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE)
+DICTIONARY_VERSION = 7  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -164,6 +164,9 @@ TRAINING_UPDATE: tuple[Param, ...] = (
     Param("rel_residual", "f", "", "||QX - B|| / ||B|| of the accepted solve (whitened head system)."),
     Param("system_kappa", "f", "", "Lanczos estimate of the condition number of the system handed to the optimizer."),
     Param("precond_refreshes", "I", "", "Whitening-basis refreshes since start (one digital Cholesky each)."),
+    Param("refusal", "B", "", "Why refused: 0 -, 1 solve failed, 2 no held-back labels, 3 not better, "
+          "4 not significantly better (flight_sw.ml.learner.REFUSALS)."),
+    Param("gate_z", "f", "", "Reliability-weighted paired statistic of candidate against active (accept >= model.validation_z)."),
 )
 TRAINING_OUTCOMES = ("committed", "refused", "rolled_back")
 

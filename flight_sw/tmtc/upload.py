@@ -227,8 +227,8 @@ class ModelUploader:
             raise UploadError("trial_validation_failed", "trial model is no longer active (reverted)")
         ok = lrn.head_is_valid()
         if ok and lrn.replay_count:
-            new = lrn._replay_accuracy(lrn.slots[tr["slot"]])
-            old = lrn._replay_accuracy(lrn.slots[tr["prev_slot"]])
+            new = lrn.replay_accuracy(lrn.slots[tr["slot"]])
+            old = lrn.replay_accuracy(lrn.slots[tr["prev_slot"]])
             ok = new >= old - MAX_TRIAL_ACC_LOSS
         if not ok:
             self.revert()

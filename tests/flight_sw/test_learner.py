@@ -213,3 +213,78 @@ def test_statistics_reset_is_reported_as_an_event(make_fsw):
         if p.service == 5 and struct.unpack(">H", data[:2])[0] == d.EVENT_STATISTICS_RESET:
             events.append((p.message_subtype, d.STATISTICS_RESET_STRUCT.unpack(data[2:])))
     assert events == [(d.EVENT_SEVERITY_SUBTYPE["high"], (0, 1))]
+
+
+def _gate_learner(default_cfg, image, source):
+    """A learner whose held-back samples come from one label source, after a gain shift that a
+    head update really repairs (true labels), with an update waiting to be judged."""
+    from sim.scene import SceneTruth
+
+    rng = np.random.default_rng(6)
+    scene = SceneTruth(default_cfg.payload, rng)
+    learner = _learner(default_cfg, image)
+    learner.set_reliability(0.9, 0.9)
+    batch = learner.feat.shape[0]
+    px = np.zeros((batch, default_cfg.payload.bands), np.float32)
+    lab = np.zeros(batch, np.int64)
+    pred = np.zeros(batch, np.int64)
+    for _ in range(40):
+        scene.sample(100 * 86400.0, batch, scene.base_mix, 45.0, px, lab)
+        learner.accumulate(px, lab, pred, source=source)
+    return learner
+
+
+def test_gate_commits_a_clearly_better_head_on_site_labels(default_cfg, image):
+    learner = _gate_learner(default_cfg, image, source=0)
+    assert _finish_update(learner) == "committed"
+    assert learner.last_gate_z >= default_cfg.model.validation_z
+    assert learner.last_candidate_acc > learner.last_active_acc
+
+
+def test_gate_refuses_a_candidate_it_cannot_tell_apart(default_cfg, image):
+    learner = _gate_learner(default_cfg, image, source=0)
+    learner.training_step()  # SOLVE
+    learner.candidate[...] = learner.slots[learner.active]  # a candidate equal to the active head...
+    learner.candidate[-1, 0] += 1e-3  # ...but for a tiny bias change
+    assert learner.training_step() == "refused"
+    assert learner.last_refusal == 4 or learner.last_refusal == 3  # not better / not significantly better
+    assert abs(learner.last_gate_z) < default_cfg.model.validation_z
+
+
+def test_teacher_labels_do_not_judge_unless_configured(default_cfg, image):
+    """Held-back teacher labels side with a candidate trained on the teacher's errors: by default
+    they do not judge, and an update with nothing else held back is refused for that reason."""
+    learner = _gate_learner(default_cfg, image, source=1)
+    learner.set_reliability(0.9, 0.5)  # what the app sets when model.gate_on_teacher_labels is off
+    assert _finish_update(learner) == "refused"
+    assert learner.last_refusal == 2  # no held-back labels from a source that may judge
+    learner = _gate_learner(default_cfg, image, source=1)  # with them allowed, the same update goes in
+    assert _finish_update(learner) == "committed"
+
+
+def test_paired_statistic_matches_a_plain_count(default_cfg, image):
+    from flight_sw.ml import kernels as k
+    from flight_sw.ml.model import float_features  # noqa: F401 (the float reference lives there)
+
+    learner = _gate_learner(default_cfg, image, source=0)
+    rng = np.random.default_rng(1)
+    head_b = learner.slots[learner.active] + 0.05 * rng.standard_normal(learner.slots[0].shape)
+    n = min(learner.replay_count, 96)
+    start = (learner.replay_next - n) % learner.replay_x.shape[0]
+    weights = np.array([0.8, 0.0, 0.0])
+    learner.replay_src[start:start + 8] = 1  # these do not judge
+    out = np.zeros(5)
+    k.replay_paired(learner.replay_x, learner.replay_y, learner.replay_src, start, n, *learner._ext_args,
+                    learner.slots[learner.active], head_b, weights, learner.feat_row, learner.score_row, out)
+    idx = (start + np.arange(n)) % learner.replay_x.shape[0]
+    feat = np.zeros((n, learner.feat.shape[1]))
+    k.mlp_features_into(learner.replay_x[idx], *learner._ext_args, feat)
+    judged = learner.replay_src[idx] == 0
+    y = learner.replay_y[idx]
+    ok_a = np.argmax(feat @ learner.slots[learner.active], axis=1) == y
+    ok_b = np.argmax(feat @ head_b, axis=1) == y
+    assert out[4] == judged.sum()
+    assert out[0] == (ok_a & judged).sum() and out[1] == (ok_b & judged).sum()
+    diff = judged & (ok_a != ok_b)
+    assert out[2] == pytest.approx(0.8 * ((ok_b & diff).sum() - (ok_a & diff).sum()))
+    assert out[3] == pytest.approx(0.64 * diff.sum())

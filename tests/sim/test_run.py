@@ -93,4 +93,9 @@ def test_default_mission_is_power_limited_but_healthy(run_dir):
     assert s["min_soc"] > cfg.power.battery.floor_soc
     assert s["mode_transitions"] == 0 and s["final_mode"] == "TRAINING"
     assert s["overruns"] == 0 and s["deadline_misses"] == 0
-    assert s["training_updates_committed"] >= 1 and s["brownout_deficit_j"] == 0.0
+    assert s["brownout_deficit_j"] == 0.0
+    # The learning loop ran: the commissioning calibration went in, and training updates were
+    # judged (the gate keeps the pre-launch head unless held-back site labels show a significant
+    # gain, which six hours of labels rarely do).
+    assert s["calibration_committed"] >= 1 and s["calibration_diffuser_sweeps"] >= 1
+    assert s["training_updates_committed"] + s["training_updates_refused"] >= 1
