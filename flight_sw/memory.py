@@ -90,7 +90,7 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.replay_columns": ((replay,), "int16"),
         "ml.replay_sources": ((replay,), "int8"),
         "ml.source_weights": ((3,), "float64"),
-        "ml.paired": ((5,), "float64"),
+        "ml.paired": ((6,), "float64"),
         "ml.replay_remap": ((min(replay, VALIDATION_WINDOW), bands), "float32"),
         "ml.replay_window_labels": ((min(replay, VALIDATION_WINDOW),), "int16"),
         "ml.replay_window_columns": ((min(replay, VALIDATION_WINDOW),), "int16"),

@@ -309,7 +309,18 @@ class _Decoder:
                 f"{'analog' if r['solve_path'] else 'digital'} solve {r['solve_energy_j']:.3g} J"
                 + (f", system kappa {r['system_kappa']:.3g} ({r['precond_refreshes']} basis refreshes)"
                    if "system_kappa" in r else "")
+                + (f"; refused: {d.TRAINING_REFUSALS[r['refusal']]} (gate z {r['gate_z']:.2f})"
+                   if r["outcome"] == "refused" and "refusal" in r else "")
             )
+        if eid == getattr(d, "EVENT_CALIBRATION_UPDATE", None):
+            r = dict(zip([f.name for f in d.CALIBRATION_UPDATE], d.CALIBRATION_UPDATE_STRUCT.unpack(p), strict=True))
+            text = (f"calibration table v{r['version']} {d.CALIBRATION_OUTCOMES[r['outcome']]} "
+                    f"({d.CALIBRATION_REASONS[r['reason']]}): largest band gain change "
+                    f"{r['max_band_gain_change'] * 100:+.2f} %, {r['changed_share'] * 100:.1f} % of column-bands moved, "
+                    f"{r['hot_column_bands']} hot column-bands")
+            if r["outcome"] == 1:
+                text += f"; refused: {d.CALIBRATION_REFUSALS[r['refusal']]}"
+            return text
         if eid == d.EVENT_CONTACT:
             (aos,) = struct.unpack(">B", p)
             return "AOS (carrier lock)" if aos else "LOS"

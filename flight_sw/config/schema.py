@@ -317,10 +317,11 @@ class ModelConfig:
         ge=0, le=10,
     )
     gate_on_teacher_labels: bool = param(
-        False, doc="Let held-back teacher labels judge candidates too. Off by default: a candidate "
-        "trained on teacher labels learns the teacher's (spectral, systematic) errors, so the "
-        "teacher's held-back labels side with it whatever its real accuracy; site-map errors are "
-        "tied to places, not spectra, so held-back site labels judge without that bias.",
+        True, doc="Let held-back teacher labels judge candidates too (weighted by the teacher's "
+        "pre-launch validation precision). A candidate trained on teacher labels learns the "
+        "teacher's (spectral, systematic) errors, so the teacher's held-back labels lean towards "
+        "it; the held-back site labels (map errors are tied to places, not spectra) keep a veto: "
+        "a candidate they do not favour is refused. Off: site labels alone judge.",
     )
     min_new_labels: int = param(
         32, doc="Labelled samples needed since the last update before training.", ge=1
@@ -388,9 +389,14 @@ class RadiometryConfig:
         30.0, doc="Routine sun-diffuser calibration interval (Sentinel-2 MSI: about monthly; each view "
         "darkens the diffuser a little). A drift alarm asks for one at the next window.", unit="day", gt=0,
     )
+    dark_sweep_interval_s: float = param(
+        900.0, doc="Least time from the end of one dark sweep to the start of the next: two or three "
+        "sweeps a night keep the dark estimate (every reading costs the task's energy).", unit="s", ge=0,
+    )
     dark_ema: float = param(
-        0.1, doc="Weight of a new dark reading in the running dark estimate of its column (a night "
-        "gives some 20 sweeps: the estimate settles within one).", gt=0, le=1
+        0.1, doc="Weight of a new dark reading in the running dark estimate of its column (read "
+        "noise shrinks to a quarter; a dark-signal change settles over a few nights, a jump at once).",
+        gt=0, le=1
     )
     dark_jump: float = param(
         0.008, doc="A dark reading this far from its column's estimate replaces it at once (a "

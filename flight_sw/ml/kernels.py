@@ -205,7 +205,7 @@ def _argmax_row(feat_row, head, score_row):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def replay_paired(
     replay_x, replay_y, replay_src, start, n, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, head_a, head_b,
-    weights, feat_row, score_row, out,
+    weights, veto_source, feat_row, score_row, out,
 ):  # pragma: no cover - compiled
     """Two heads on the same n replay samples (ring from `start`): a paired comparison.
 
@@ -213,10 +213,12 @@ def replay_paired(
     out[0], out[1]: correct counts of head_a and head_b; out[2]: the reliability-weighted
     score sum over samples where exactly one head is right (+w when head_b is, -w when
     head_a is); out[3]: the sum of w^2 over those samples (its variance under the
-    hypothesis that neither head is better); out[4]: the samples judged.
+    hypothesis that neither head is better); out[4]: the samples judged; out[5]: the
+    unweighted +-1 sum over the disagreements of source `veto_source` alone (an
+    independent source's say: the gate can refuse a candidate it does not favour).
     """
     cap = replay_x.shape[0]
-    for j in range(5):
+    for j in range(6):
         out[j] = 0.0
     for r in range(n):
         i = (start + r) % cap
@@ -235,6 +237,8 @@ def replay_paired(
         if ok_a != ok_b:
             out[2] += w if ok_b else -w
             out[3] += w * w
+            if replay_src[i] == veto_source:
+                out[5] += 1.0 if ok_b else -1.0
 
 
 @numba.njit(cache=True)

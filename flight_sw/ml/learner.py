@@ -25,10 +25,11 @@ from flight_sw.ml import kernels as k
 from flight_sw.ml import precondition as pc
 from flight_sw.ml.drift import PageHinkley
 from flight_sw.ml.model import FeatureExtractor, ModelImage
+from flight_sw.tmtc.dictionary import TRAINING_REFUSALS
 
 IDLE, SOLVE, VALIDATE, COMMIT = 0, 1, 2, 3
 #: Why the gate refused a candidate (TRAINING_UPDATE.refusal).
-REFUSALS = ("none", "solve_failed", "no_heldback", "not_better", "not_significant")
+REFUSALS = TRAINING_REFUSALS
 STEP_NAMES = ("idle", "solve", "validate", "commit")
 #: Every HOLDOUT_EVERY-th labelled sample goes to the replay (validation) buffer.
 HOLDOUT_EVERY = 4
@@ -57,7 +58,7 @@ STATE_FIELDS = (
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
     "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_total", "held_by_source",
-    "last_refusal", "last_gate_z",
+    "last_refusal", "last_gate_z", "last_site_vote",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
 RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
@@ -108,6 +109,7 @@ class OnboardLearner:
         self._paired = buffers["ml.paired"]
         self.last_refusal = 0
         self.last_gate_z = math.nan
+        self.last_site_vote = 0
         self.replay_remap = buffers["ml.replay_remap"]
         self.window_labels = buffers["ml.replay_window_labels"]
         self.window_cols = buffers["ml.replay_window_columns"]
@@ -355,6 +357,8 @@ class OnboardLearner:
                 return self._refuse(3)
             if not self.last_gate_z >= self.cfg.validation_z:
                 return self._refuse(4)
+            if self.last_site_vote < 0:
+                return self._refuse(5)  # the site labels, independent of the teacher, prefer the active head
             self.last_refusal = 0
             self.state = COMMIT
             return None
@@ -385,8 +389,9 @@ class OnboardLearner:
         start = (self.replay_next - n) % self.replay_x.shape[0]
         out = self._paired
         k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *self._ext_args,
-                        self.slots[self.active], self.candidate, self.source_weights, self.feat_row,
+                        self.slots[self.active], self.candidate, self.source_weights, 0, self.feat_row,
                         self.score_row, out)
+        self.last_site_vote = int(out[5])
         judged = out[4]
         self.last_active_acc = out[0] / judged if judged else math.nan
         self.last_candidate_acc = out[1] / judged if judged else math.nan

@@ -6,9 +6,10 @@ signal and its non-uniformity, and view a sun diffuser of known reflectance for 
 gain of every detector. This module does the same in bounded steps that the
 `calibration` task runs, one chunk of `radiometry.chunk_columns` columns per run:
 
-- Dark (whenever the payload can give dark readings: the night side): each reading
-  updates its column's running dark estimate (weight `dark_ema`), or replaces it
-  when it jumps by more than `dark_jump` (a radiation event: hot columns, DSNU).
+- Dark (when the payload can give dark readings, the night side, and
+  `dark_sweep_interval_s` has passed since the last sweep): each reading updates its
+  column's running dark estimate (weight `dark_ema`), or replaces it when it jumps by
+  more than `dark_jump` (a radiation event: hot columns).
 - Sun diffuser (when a calibration is asked for, the geometry allows, and a whole
   dark sweep has been made since it was asked for): gain = (reading - dark) /
   the diffuser's characterised reflectance factor, per column and band, written
@@ -37,6 +38,7 @@ import numba
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
+from flight_sw.tmtc import dictionary as d
 
 #: Calibration acquisition kinds and the payload's answers (PayloadDevice.acquire_calibration).
 CAL_DARK, CAL_DIFFUSER = 0, 1
@@ -55,15 +57,15 @@ WATCH_WINDOW = 64
 
 IDLE, DIFFUSER, VALIDATE, COMMIT = 0, 1, 2, 3
 PHASE_NAMES = ("idle", "diffuser", "validate", "commit")
-OUTCOMES = ("committed", "refused", "rolled_back")
-REFUSALS = ("none", "out_of_range", "no_change", "heldback_drop")
-REQUEST_REASONS = ("commissioning", "drift_alarm", "routine", "ground_command")
+OUTCOMES = d.CALIBRATION_OUTCOMES
+REFUSALS = d.CALIBRATION_REFUSALS
+REQUEST_REASONS = d.CALIBRATION_REASONS
 
 STATE_FIELDS = (
     "active", "version", "next_version", "slot_versions", "phase", "next_dark_chunk", "dark_sweeps",
     "dark_sweeps_at_request", "requested", "request_reason", "heldback_at_request", "next_diffuser_chunk",
     "last_diffuser_t_s", "accepted", "refused", "rollbacks", "last_refusal", "dark_jumps", "hot_count",
-    "diffuser_sweeps", "sweeps_abandoned", "watch_remaining", "watch_new_correct", "watch_old_correct",
+    "diffuser_sweeps", "sweeps_abandoned", "last_dark_sweep_t_s", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "last_band_change", "last_changed_share", "last_candidate_acc", "last_active_acc", "rollback_pending_report",
 )
 
@@ -107,6 +109,7 @@ class RadiometricCalibration:
         self.hot_count = 0
         self.diffuser_sweeps = 0
         self.sweeps_abandoned = 0
+        self.last_dark_sweep_t_s = -1e30
         self.watch_remaining = 0
         self.watch_new_correct = self.watch_old_correct = 0
         self.last_band_change = 0.0
@@ -164,12 +167,14 @@ class RadiometricCalibration:
             self.request(2, heldback_total)
         first = self.next_dark_chunk * self.chunk
         m = min(self.chunk, self.columns - first)
-        if payload.acquire_calibration(CAL_DARK, first, self.reading[:m]) == CAL_OK:
+        dark_due = first > 0 or t_s - self.last_dark_sweep_t_s >= self.cfg.dark_sweep_interval_s
+        if dark_due and payload.acquire_calibration(CAL_DARK, first, self.reading[:m]) == CAL_OK:
             self.dark_jumps += dark_update(self.reading, m, first, self.dark_q, self.dark_seen, self.cfg.dark_ema,
                                            self.cfg.dark_jump)
             self.next_dark_chunk = (self.next_dark_chunk + 1) % self.n_chunks
             if self.next_dark_chunk == 0:
                 self.dark_sweeps += 1
+                self.last_dark_sweep_t_s = t_s
                 self.hot_count = count_above(self.dark_q, self.cfg.hot_threshold / OFFSET_STEP)
             self.last_step_flops = 6.0 * m * self.bands
             return None

@@ -165,12 +165,18 @@ TRAINING_UPDATE: tuple[Param, ...] = (
     Param("system_kappa", "f", "", "Lanczos estimate of the condition number of the system handed to the optimizer."),
     Param("precond_refreshes", "I", "", "Whitening-basis refreshes since start (one digital Cholesky each)."),
     Param("refusal", "B", "", "Why refused: 0 -, 1 solve failed, 2 no held-back labels, 3 not better, "
-          "4 not significantly better (flight_sw.ml.learner.REFUSALS)."),
+          "4 not significantly better, 5 the site labels alone prefer the active head (TRAINING_REFUSALS)."),
     Param("gate_z", "f", "", "Reliability-weighted paired statistic of candidate against active (accept >= model.validation_z)."),
 )
 TRAINING_OUTCOMES = ("committed", "refused", "rolled_back")
 
+#: Why the validation gate refused a candidate head (TRAINING_UPDATE.refusal).
+TRAINING_REFUSALS = ("none", "solve_failed", "no_heldback", "not_better", "not_significant", "site_veto")
+
 EVENT_CALIBRATION_UPDATE = 12  # params: see CALIBRATION_UPDATE
+CALIBRATION_OUTCOMES = ("committed", "refused", "rolled_back")
+CALIBRATION_REASONS = ("commissioning", "drift_alarm", "routine", "ground_command")
+CALIBRATION_REFUSALS = ("none", "out_of_range", "no_change", "heldback_drop")
 CALIBRATION_UPDATE: tuple[Param, ...] = (
     Param("outcome", "B", "", "0 committed, 1 refused by the gate, 2 rolled back (flight_sw.ml.radiometry.OUTCOMES)."),
     Param("version", "I", "", "Candidate (or restored) calibration table version."),

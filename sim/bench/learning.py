@@ -19,10 +19,15 @@ Kept from before (on the stress scenario's configuration):
   samples from the shift to the label-free monitor's alarm.
 - ``learning.false_alarms_per_100_orbits``: label-free and label-based alarms in a run
   with every drift switched off, per 100 orbits.
-- ``learning.working_set_bytes``: every `ml.*` buffer of the start-up memory plan (the
-  teacher's own buffers are ``learning.teacher_bytes``).
+- ``learning.working_set_bytes``: every `ml.*` and `cal.*` buffer of the start-up memory
+  plan: training state, buffers and the radiometric calibration (the teacher's own
+  buffers are ``learning.teacher_bytes``).
 - ``learning.energy_per_update_j``: energy of the training task runs plus the solves,
-  per committed update (stress scenario, 10 days; quick: 3).
+  per judged update (committed or refused: the gate rarely commits; stress scenario, 10
+  days; quick: 3).
+- ``learning.energy_per_calibration_j``: energy of the calibration task runs (dark and
+  diffuser readings, validation) per judged calibration table, same run.
+- Not reported: ``learning.energy_per_adaptation_j`` (label-free adaptation is not built).
 - ``learning.int8_speedup_vs_numpy``: the numba int8 MLP kernel against a numpy float32
   MLP on the same flight batch, median times.
 Retired with the single-run evaluation: learning.onboard_mean_drop_pts,
@@ -157,10 +162,16 @@ def run(quick: bool, log) -> dict[str, float]:
     learner = fsw.learner
     training = [s.index for s in fsw.specs if s.kind == "training"]
     energy = sum(fsw.task_energy_j[i] for i in training) + fsw.solver.energy_total_j
-    updates = max(learner.accepted, 1)
+    updates = max(learner.accepted + learner.refused, 1)
     log(f"  {learner.accepted} updates committed, {learner.refused} refused, {learner.rollbacks} rolled back; "
         f"training energy {energy / 1000:.1f} kJ; labels by source {learner.labels_by_source}")
-    working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("ml."))
+    cal = fsw.calibration
+    cal_tasks = [s.index for s in fsw.specs if s.kind == "calibration"]
+    cal_energy = sum(fsw.task_energy_j[i] for i in cal_tasks)
+    cal_judged = max(cal.accepted + cal.refused, 1)
+    log(f"  calibration: {cal.accepted} tables committed, {cal.refused} refused, {cal.rollbacks} rolled back, "
+        f"{cal.diffuser_sweeps} diffuser sweeps, {cal.dark_sweeps} dark sweeps; task energy {cal_energy:.0f} J")
+    working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith(("ml.", "cal.")))
     teacher_bytes = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("teacher."))
 
     calm = dataclasses.replace(
@@ -195,6 +206,7 @@ def run(quick: bool, log) -> dict[str, float]:
         "learning.working_set_bytes": float(working),
         "learning.teacher_bytes": float(teacher_bytes),
         "learning.energy_per_update_j": energy / updates,
+        "learning.energy_per_calibration_j": cal_energy / cal_judged,
         "learning.int8_speedup_vs_numpy": speedup,
     })
     return {k: (v if math.isfinite(v) else -1.0) for k, v in figures.items()}

@@ -237,8 +237,8 @@ def test_steady_state_ticks_have_bounded_heap_and_allocate_no_arrays(make_fsw, d
     def ground(packet):  # the ground keeps its copies off the flight heap: count only
         received[0] += 1
 
-    cfg = dataclasses.replace(default_cfg, radiometry=dataclasses.replace(default_cfg.radiometry,
-                                                                          diffuser_period_days=0.05))
+    cfg = dataclasses.replace(default_cfg, radiometry=dataclasses.replace(
+        default_cfg.radiometry, diffuser_period_days=0.05, dark_sweep_interval_s=0.0))
     fsw = make_fsw(cfg, payload=_PoolPayload(cfg))
     fsw.downlink.sink = ground
     ids = {name: (id(buf), buf.ctypes.data) for name, buf in fsw.buffers.items()}

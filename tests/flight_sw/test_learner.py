@@ -251,15 +251,37 @@ def test_gate_refuses_a_candidate_it_cannot_tell_apart(default_cfg, image):
     assert abs(learner.last_gate_z) < default_cfg.model.validation_z
 
 
-def test_teacher_labels_do_not_judge_unless_configured(default_cfg, image):
-    """Held-back teacher labels side with a candidate trained on the teacher's errors: by default
-    they do not judge, and an update with nothing else held back is refused for that reason."""
+def test_teacher_labels_judge_only_when_allowed(default_cfg, image):
+    """With model.gate_on_teacher_labels off the app gives the teacher weight 0: an update with
+    only teacher labels held back is refused for that reason; allowed, the same update goes in."""
     learner = _gate_learner(default_cfg, image, source=1)
     learner.set_reliability(0.9, 0.5)  # what the app sets when model.gate_on_teacher_labels is off
     assert _finish_update(learner) == "refused"
     assert learner.last_refusal == 2  # no held-back labels from a source that may judge
-    learner = _gate_learner(default_cfg, image, source=1)  # with them allowed, the same update goes in
+    learner = _gate_learner(default_cfg, image, source=1)
     assert _finish_update(learner) == "committed"
+
+
+def test_site_labels_veto_a_candidate_the_teacher_labels_favour(default_cfg, image):
+    """Teacher labels lean towards a candidate trained on them; held-back site labels (errors tied
+    to places, not spectra) that prefer the active head refuse it even when z passes."""
+    from flight_sw.ml import kernels as k
+
+    learner = _gate_learner(default_cfg, image, source=1)
+    learner.training_step()  # SOLVE: the candidate is ready
+    n = learner.replay_count
+    idx = (learner.replay_next - n + np.arange(n)) % learner.replay_x.shape[0]
+    feat = np.zeros((n, learner.feat.shape[1]))
+    k.mlp_features_into(learner.replay_x[idx], *learner._ext_args, feat)
+    pa = np.argmax(feat @ learner.slots[learner.active], axis=1)
+    pb = np.argmax(feat @ learner.candidate, axis=1)
+    differ = np.nonzero((pa != pb) & (pb == learner.replay_y[idx]))[0][:1]
+    assert len(differ) == 1
+    learner.replay_src[idx[differ]] = 0  # one site label...
+    learner.replay_y[idx[differ]] = pa[differ]  # ...that agree with the active head, not the candidate
+    assert learner.training_step() == "refused"
+    assert learner.last_refusal == 5 and learner.last_site_vote == -1
+    assert learner.last_gate_z >= default_cfg.model.validation_z  # the teacher-weighted test alone would commit
 
 
 def test_paired_statistic_matches_a_plain_count(default_cfg, image):
@@ -273,9 +295,9 @@ def test_paired_statistic_matches_a_plain_count(default_cfg, image):
     start = (learner.replay_next - n) % learner.replay_x.shape[0]
     weights = np.array([0.8, 0.0, 0.0])
     learner.replay_src[start:start + 8] = 1  # these do not judge
-    out = np.zeros(5)
+    out = np.zeros(6)
     k.replay_paired(learner.replay_x, learner.replay_y, learner.replay_src, start, n, *learner._ext_args,
-                    learner.slots[learner.active], head_b, weights, learner.feat_row, learner.score_row, out)
+                    learner.slots[learner.active], head_b, weights, 0, learner.feat_row, learner.score_row, out)
     idx = (start + np.arange(n)) % learner.replay_x.shape[0]
     feat = np.zeros((n, learner.feat.shape[1]))
     k.mlp_features_into(learner.replay_x[idx], *learner._ext_args, feat)
@@ -288,3 +310,4 @@ def test_paired_statistic_matches_a_plain_count(default_cfg, image):
     diff = judged & (ok_a != ok_b)
     assert out[2] == pytest.approx(0.8 * ((ok_b & diff).sum() - (ok_a & diff).sum()))
     assert out[3] == pytest.approx(0.64 * diff.sum())
+    assert out[5] == (ok_b & diff).sum() - (ok_a & diff).sum()  # the site vote (source 0 only)

@@ -46,6 +46,7 @@ class SyntheticSensor:
 
 
 def _calibration(default_cfg, **radiometry):
+    radiometry.setdefault("dark_sweep_interval_s", 0.0)  # the helpers step at t = 0: sweep back to back
     cfg = dataclasses.replace(default_cfg, radiometry=dataclasses.replace(default_cfg.radiometry, **radiometry))
     bufs = {n: np.zeros(s, t) for n, (s, t) in radiometry_buffer_specs(cfg).items()}
     return cfg, r.RadiometricCalibration(cfg, bufs, RHO)
@@ -185,6 +186,16 @@ def test_rollback_restores_the_previous_table_bit_identically(default_cfg):
     assert (cal.version, cal.gain_q[cal.active].tobytes(), cal.offset_q[cal.active].tobytes()) == v1
 
 
+def test_dark_sweeps_are_spaced_by_the_interval(default_cfg):
+    _, cal = _calibration(default_cfg, dark_sweep_interval_s=900.0)
+    sensor = SyntheticSensor(cal.columns, cal.bands)
+    t = 0.0
+    for _ in range(250):  # 2,500 s of night at one step per 10 s
+        cal.step(t, sensor, _no_labels, 0)
+        t += 10.0
+    assert cal.dark_sweeps == 3  # from 0, 970 and 1,940 s: each sweep takes 8 steps
+
+
 def test_routine_calibration_is_asked_for_after_the_period(default_cfg):
     cfg, cal = _calibration(default_cfg, diffuser_period_days=1.0)
     sensor = SyntheticSensor(cal.columns, cal.bands)
@@ -252,7 +263,8 @@ def test_flight_software_calibrates_reports_and_snapshots_the_table(make_fsw, de
             fsw.step(tick)
             tick += 1
     assert fsw.calibration.accepted == 1, (fsw.calibration.refused, fsw.calibration.last_refusal)
-    assert fsw.task_runs[cal_task] > 300
+    cal = fsw.calibration  # every reading is a task run: 8 chunks per sweep
+    assert cal.dark_sweeps >= 3 and fsw.task_runs[cal_task] >= 8 * (cal.dark_sweeps + cal.diffuser_sweeps)
     events = [d.CALIBRATION_UPDATE_STRUCT.unpack(e) for e in _events(fsw, d.EVENT_CALIBRATION_UPDATE)]
     assert [(e[0], e[1], e[2]) for e in events] == [(r.OUTCOMES.index("committed"), 1, 0)]  # commissioning
     # Pixels reaching the model are corrected: inference sees the nominal values back.

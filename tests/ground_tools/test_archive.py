@@ -304,3 +304,16 @@ def test_telecommand_verification_reports_are_archived(run_copy):
     assert ver[-1]["failure"] == "bad_tle" and ver[-1]["detail"] == "tle_line1: checksum 3, expected 7"
     html = _command_history(ver, [], lambda t: f"{t:.0f}")
     assert "2 telecommands, 1 failed" in html and "FAILED: bad_tle (tle_line1: checksum 3, expected 7)" in html
+
+
+def test_calibration_updates_are_archived_with_their_reasons(run_copy):
+    """The default mission's commissioning calibration reaches the archive readable: version,
+    outcome, why it was asked for; the core HK carries the active table's version."""
+    ingest(run_copy)
+    with Archive(default_db(run_copy)) as ar:
+        events = [e for e in ar.events() if e["name"] == "calibration_update"]
+        hk = ar.hk_core()
+    summary = json.loads((run_copy / "summary.json").read_text())
+    assert len([e for e in events if " committed " in e["detail"]]) == summary["calibration_committed"] >= 1
+    assert events[0]["detail"].startswith("calibration table v1 committed (commissioning)")
+    assert int(hk["cal_version"][-1]) == summary["calibration_version"]

@@ -117,7 +117,8 @@ def test_onboard_calibration_knows_the_diffuser_only_as_characterised():
     drift = dc.replace(base.payload.drift, abrupt_shift_day=0.0, abrupt_gain_factor=0.8, abrupt_detector_fraction=0.3,
                        hot_pixel_fraction=0.02, hot_pixel_offset=0.05, dsnu_sigma=0.003, gain_decay_per_day=0.0,
                        diffuser_characterisation_sigma=0.02, diffuser_degradation_per_view=0.0)
-    cfg = dc.replace(base, payload=dc.replace(base.payload, drift=drift))
+    cfg = dc.replace(base, payload=dc.replace(base.payload, drift=drift),
+                     radiometry=dc.replace(base.radiometry, dark_sweep_interval_s=0.0))
     scene = SceneTruth(cfg.payload, np.random.default_rng(4))
 
     class Payload:
