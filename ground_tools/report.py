@@ -342,7 +342,7 @@ def _bin_mean(t, v, width_s):
 #: Legend names of accuracy arms in truth.npz beyond onboard and frozen.
 ARM_LABELS = {
     "acc_ground": ("ground retraining loop (truth)", "-^", "tab:cyan"),
-    "acc_calibration": ("calibration-only: radiometric fit + frozen model (truth)", "-v", "tab:olive"),
+    "acc_calibration": ("calibration-only: onboard calibration table + frozen model (truth)", "-v", "tab:olive"),
     "acc_selftrain": ("self-training only (truth)", "-x", "tab:purple"),
     "acc_bound": ("clairvoyant bound: head on truth labels (truth)", "--", "0.4"),
 }
