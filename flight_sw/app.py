@@ -640,6 +640,19 @@ class FlightSoftware:
             cal.rollback_pending_report = False
             self._report_calibration("rolled_back", t)
 
+    def request_calibration(self) -> None:
+        """Ground command: a calibration at the next dark sweep and diffuser window."""
+        self.calibration.request(3, self.learner.held_by_source[SOURCE_SITE])
+
+    def rollback_calibration(self, t: float) -> None:
+        """Ground command: back to the other calibration slot; held-back samples and statistics follow."""
+        cal = self.calibration
+        before = cal.active
+        cal.rollback()
+        self.learner.remap_replay(cal, before, cal.active)
+        self.learner.forget()
+        self._report_calibration("rolled_back", t)
+
     def _task_calibration(self, t: float) -> float:
         """One bounded step of the radiometric self-calibration (flight_sw/ml/radiometry.py)."""
         if not hasattr(self.payload, "acquire_calibration"):

@@ -73,6 +73,12 @@ class Uplinker:
     def rollback(self) -> bytes:
         return self.function(d.FN_MODEL_ROLLBACK)
 
+    def calibration_rollback(self) -> bytes:
+        return self.function(d.FN_CAL_ROLLBACK)
+
+    def calibration_request(self) -> bytes:
+        return self.function(d.FN_CAL_REQUEST)
+
     def activate(self) -> bytes:
         return self.function(d.FN_MODEL_ACTIVATE)
 

@@ -208,6 +208,13 @@ class TcHandler:
             if kid not in self.nv.data["deact"]:
                 self.nv.data["deact"].append(kid)
                 self.nv.commit()
+        elif fn in (d.FN_CAL_ROLLBACK, d.FN_CAL_REQUEST):
+            if args:
+                raise UploadError("bad_arguments", "calibration commands take no arguments")
+            if fn == d.FN_CAL_ROLLBACK:
+                fsw.rollback_calibration(t)
+            else:
+                fsw.request_calibration()
         elif fn == d.FN_PARAM_ACTIVATE:
             version = self.params.activate()
             fsw.tm.event(d.EVENT_PARAMS_ACTIVATED, "info", struct.pack(">I", version), t)

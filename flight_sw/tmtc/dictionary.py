@@ -236,6 +236,8 @@ FN_MODEL_ACTIVATE = 6  # none: the verified staged model becomes a trial
 FN_MODEL_CONFIRM = 7  # none: validate and confirm the trial (raises the security counter)
 FN_KEY_DEACTIVATE = 8  # u16 key id
 FN_PARAM_ACTIVATE = 9  # none: the validated staged parameter table becomes active
+FN_CAL_ROLLBACK = 10  # none: switch to the other radiometric calibration slot (the previous table)
+FN_CAL_REQUEST = 11  # none: ask for a radiometric calibration at the next dark sweep and diffuser window
 FN_STRUCT = struct.Struct(">H")
 
 #: Onboard parameter table (service 20): id -> (name, lower bound, upper bound). Values are f64;

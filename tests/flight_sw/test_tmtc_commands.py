@@ -133,3 +133,20 @@ def test_refused_param_names_parameter_and_bound_and_changes_nothing(bench, defa
     bench.send(up.param_load({2: 1.5}), up.frame(d.PUS_SERVICE_PARAMS, 3, b"\x01" + struct.pack(">Hd", 77, 1.0)))
     fails = [v[1] for v in bench.verification() if v[0] == 8]
     assert fails[-2:] == ["param_out_of_bounds", "param_unknown"]  # 1.5 is not a policy index
+
+
+def test_calibration_commands_roll_back_and_ask(bench, default_cfg):
+    """Operators can put the previous calibration table back (bit-identical) and ask for a new one."""
+    up = uplinker(default_cfg)
+    fsw = bench.fsw
+    cal = fsw.calibration
+    cal.gain_q[1 - cal.active] = 123  # a committed table in the other slot...
+    cal.slot_versions[1 - cal.active] = 4
+    previous = cal.gain_q[1 - cal.active].tobytes()
+    bench.send(up.calibration_rollback())
+    assert cal.version == 4 and cal.gain_q[cal.active].tobytes() == previous and cal.rollbacks == 1
+    cal.requested = False
+    bench.send(up.calibration_request())
+    assert cal.requested and cal.request_reason == d.CALIBRATION_REASONS.index("ground_command")
+    bench.send(up.function(d.FN_CAL_REQUEST, b"\x01"))
+    assert bench.verification()[-1][:2] == (8, "bad_arguments")
