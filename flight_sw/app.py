@@ -644,14 +644,17 @@ class FlightSoftware:
         """Ground command: a calibration at the next dark sweep and diffuser window."""
         self.calibration.request(3, self.learner.held_by_source[SOURCE_SITE])
 
-    def rollback_calibration(self, t: float) -> None:
-        """Ground command: back to the other calibration slot; held-back samples and statistics follow."""
+    def rollback_calibration(self, t: float) -> bool:
+        """Ground command: back to the other calibration slot; held-back samples and statistics follow.
+        False (nothing changes) when the other slot no longer holds a committed table."""
         cal = self.calibration
         before = cal.active
-        cal.rollback()
+        if not cal.rollback():
+            return False
         self.learner.remap_replay(cal, before, cal.active)
         self.learner.forget()
         self._report_calibration("rolled_back", t)
+        return True
 
     def _task_calibration(self, t: float) -> float:
         """One bounded step of the radiometric self-calibration (flight_sw/ml/radiometry.py)."""

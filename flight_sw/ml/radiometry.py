@@ -19,7 +19,8 @@ gain of every detector. This module does the same in bounded steps that the
   on the held-back *site* labels collected since the calibration was asked for (the
   teacher labels pixels through the active table, so its labels side with it).
 - Commit: the atomic switch of the active slot; the previous table stays in the
-  other slot and comes back (bit-identical) if the next site labels favour it.
+  other slot and comes back (bit-identical) if the next site labels favour it, or on
+  ground command, until the next diffuser sweep starts overwriting it.
 
 What the flight software does not know: the diffuser's characterisation error and
 its UV darkening with use (both bias the gains it finds), and anything between two
@@ -188,8 +189,11 @@ class RadiometricCalibration:
                 self.next_diffuser_chunk = 0
                 self.sweeps_abandoned += 1
             return None
-        self.phase = DIFFUSER
         cand = 1 - self.active
+        if self.phase == IDLE:  # the sweep overwrites the previous table: no rollback to it from now on
+            self.phase = DIFFUSER
+            self.slot_versions[cand] = -1
+            self.watch_remaining = 0
         diffuser_candidate(self.reading, m, first, self.dark_q, self.diffuser, self.gain_q[cand],
                            self.offset_q[cand])
         self.last_step_flops = 6.0 * m * self.bands
@@ -253,20 +257,24 @@ class RadiometricCalibration:
             return False
         seen = WATCH_WINDOW - self.watch_remaining
         if (self.watch_old_correct - self.watch_new_correct) / max(seen, 1) > self.cfg.max_heldback_drop:
-            self.rollback()
-            self.rollback_pending_report = True
-            return True
+            if self.rollback():
+                self.rollback_pending_report = True
+                return True
         return False
 
-    def rollback(self) -> None:
-        """Back to the other slot (the previous table, bit-identical)."""
+    def can_roll_back(self) -> bool:
+        """The other slot holds a committed table (not a candidate being built or refused)."""
+        return self.slot_versions[1 - self.active] >= 0
+
+    def rollback(self) -> bool:
+        """Back to the other slot (the previous table, bit-identical); False when there is none."""
+        if not self.can_roll_back():
+            return False
         self.active = 1 - self.active
         self.version = self.slot_versions[self.active]
         self.rollbacks += 1
         self.watch_remaining = 0
-        if self.phase != IDLE:  # a sweep was writing into the slot that is now active: drop it
-            self.phase = IDLE
-            self.next_diffuser_chunk = 0
+        return True
 
     # -- snapshot -------------------------------------------------------------------------
     def state_dict(self) -> dict:

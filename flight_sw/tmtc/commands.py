@@ -212,7 +212,9 @@ class TcHandler:
             if args:
                 raise UploadError("bad_arguments", "calibration commands take no arguments")
             if fn == d.FN_CAL_ROLLBACK:
-                fsw.rollback_calibration(t)
+                if not fsw.rollback_calibration(t):
+                    raise UploadError("calibration_no_previous",
+                                      "no previous calibration table (a diffuser sweep has overwritten it)")
             else:
                 fsw.request_calibration()
         elif fn == d.FN_PARAM_ACTIVATE:

@@ -219,7 +219,7 @@ TC_FAILURES = (
     "upload_no_session", "upload_bad_signature", "upload_incompatible", "upload_downgrade",
     "upload_bad_name", "upload_missing_chunks", "upload_hash_mismatch", "upload_not_verified",
     "upload_too_large", "trial_none", "trial_validation_failed", "param_out_of_bounds", "param_unknown",
-    "param_none_staged", "unknown_key", "apid_mismatch",
+    "param_none_staged", "unknown_key", "apid_mismatch", "calibration_no_previous",
 )
 
 PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments

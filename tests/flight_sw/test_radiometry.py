@@ -186,6 +186,22 @@ def test_rollback_restores_the_previous_table_bit_identically(default_cfg):
     assert (cal.version, cal.gain_q[cal.active].tobytes(), cal.offset_q[cal.active].tobytes()) == v1
 
 
+def test_no_rollback_to_a_table_a_sweep_has_started_to_overwrite(default_cfg):
+    _, cal = _calibration(default_cfg)
+    sensor = SyntheticSensor(cal.columns, cal.bands)
+    assert _sweep(cal, sensor) == ["committed"]
+    cal.request(1, 0)
+    sensor.window = "dark"
+    for _ in range(cal.n_chunks):
+        cal.step(0.0, sensor, _no_labels, 0)
+    sensor.window = "diffuser"
+    cal.step(0.0, sensor, _no_labels, 0)  # the first chunk of the candidate goes into the other slot
+    assert cal.phase == r.DIFFUSER and not cal.can_roll_back()
+    active = (cal.active, cal.version, cal.gain_q[cal.active].tobytes())
+    assert cal.rollback() is False
+    assert (cal.active, cal.version, cal.gain_q[cal.active].tobytes()) == active and cal.rollbacks == 0
+
+
 def test_dark_sweeps_are_spaced_by_the_interval(default_cfg):
     _, cal = _calibration(default_cfg, dark_sweep_interval_s=900.0)
     sensor = SyntheticSensor(cal.columns, cal.bands)

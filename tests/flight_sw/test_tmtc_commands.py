@@ -150,3 +150,6 @@ def test_calibration_commands_roll_back_and_ask(bench, default_cfg):
     assert cal.requested and cal.request_reason == d.CALIBRATION_REASONS.index("ground_command")
     bench.send(up.function(d.FN_CAL_REQUEST, b"\x01"))
     assert bench.verification()[-1][:2] == (8, "bad_arguments")
+    cal.slot_versions[1 - cal.active] = -1  # a diffuser sweep is overwriting the previous table
+    bench.send(up.calibration_rollback())
+    assert bench.verification()[-1][:2] == (8, "calibration_no_previous") and cal.version == 4
