@@ -36,8 +36,9 @@ HOLDOUT_EVERY = 4
 #: Labelled samples after a commit used to judge it against the previous head.
 ROLLBACK_WINDOW = 64
 ROLLBACK_MARGIN = 0.05
-#: The gate validates on the most recent held-back samples only (VALIDATION_WINDOW, in
-#: flight_sw.memory): after a drift the old ones describe a sensor that no longer exists.
+#: The head gate judges on the whole replay ring (noisy labels need every sample); the
+#: calibration gate and uploaded-model trials on the most recent VALIDATION_WINDOW
+#: (flight_sw.memory): after a drift the old ones describe a sensor that no longer exists.
 #: Below this sun elevation the label-free drift statistic is dominated by noise.
 DRIFT_MIN_SUN_ELEV_DEG = 25.0
 #: Pixels darker than this reflectance-vector norm are left out of the drift statistic,
@@ -57,7 +58,7 @@ STATE_FIELDS = (
     "labels_total", "effective_labels", "accepted", "refused", "rollbacks", "label_accuracy",
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
-    "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_total", "held_by_source",
+    "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_by_source",
     "last_refusal", "last_gate_z", "last_site_vote",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
@@ -114,8 +115,8 @@ class OnboardLearner:
         self.window_labels = buffers["ml.replay_window_labels"]
         self.window_cols = buffers["ml.replay_window_columns"]
         self._no_columns = np.zeros(0, np.int64)
-        self.held_total = 0  # held-back samples ever taken
-        self.held_by_source = [0, 0, 0]  # ... per label source (the calibration gate counts site ones)
+        self.held_by_source = [0, 0, 0]  # held-back samples ever taken, per label source (the calibration
+        # gate counts the site ones since its request)
         self.replay_count = 0
         self.replay_next = 0
         self.feat = buffers["ml.batch_features"]
@@ -277,7 +278,6 @@ class OnboardLearner:
             self.replay_src,
         )
         self.replay_count = min(self.replay_count + held, self.replay_x.shape[0])
-        self.held_total += held
         self.held_by_source[source] += held
         self.labelled_seen += n
         if added:
@@ -389,7 +389,8 @@ class OnboardLearner:
         start = (self.replay_next - n) % self.replay_x.shape[0]
         out = self._paired
         k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *self._ext_args,
-                        self.slots[self.active], self.candidate, self.source_weights, 0, self.feat_row,
+                        self.slots[self.active], self.candidate, self.source_weights, 0,  # 0: site labels veto
+                        self.feat_row,
                         self.score_row, out)
         self.last_site_vote = int(out[5])
         judged = out[4]
