@@ -19,8 +19,8 @@ from sim.power_truth import BatteryTruth, SolarArrayTruth
 from sim.scene import MIN_SUN_ELEVATION_DEG, SceneTruth, start_day_of_year
 from sim.sites import build_sites
 
-#: Dark readings: the satellite in the Earth's shadow (sun elevation at the ground track below
-#: about -26 deg at 700 km), no stray light.
+#: Dark readings: the satellite in the Earth's shadow (it enters it when the sun at the ground
+#: track is about 23 deg below the horizon at 550 km, 26 deg at 700 km), no stray light.
 DARK_MAX_SUN_ELEVATION_DEG = -30.0
 #: The sun diffuser is usable while the satellite is sunlit and the ground below is dark (the
 #: terminator crossings; Sentinel-2 MSI and Landsat 8 OLI view theirs near the terminator).
