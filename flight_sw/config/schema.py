@@ -408,7 +408,7 @@ class RadiometryConfig:
         gt=0, lt=1,
     )
     min_change: float = param(
-        0.005, doc="A candidate table is only worth activating if some band's median gain moves by "
+        0.005, doc="A candidate table is only worth activating if some band's mean gain moves by "
         "this much, or 0.5 % of the column-bands move their gain by 4x this or their offset by "
         "`dark_jump` (below that it is noise and diffuser bias, not drift).", gt=0, lt=1,
     )
