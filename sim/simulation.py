@@ -274,9 +274,12 @@ class Simulation:
         log.acc_ground.append(count_equal(self.ground.predict(feat), truth, n) / n)
         log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
         log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
-        # Calibration only: the frozen model behind the flight software's calibration table.
-        self._frozen_ext.features_into(fsw._pixels, self._cal_feat)
-        classify_into(self._cal_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
+        # Calibration only: the frozen model behind the flight software's calibration table. The
+        # flight extractor is the frozen one, so its features of this corrected batch are reused.
+        cal_feat = fsw.learner.feat if fsw.learner.feat_source is fsw._pixels else self._cal_feat
+        if cal_feat is self._cal_feat:
+            self._frozen_ext.features_into(fsw._pixels, cal_feat)
+        classify_into(cal_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
         log.acc_calibration.append(count_equal(self._frozen_pred, truth, n) / n)
         if self.review_teacher is not None and len(log.acc_t_s) % TEACHER_SCORE_EVERY == 0:
             self.review_teacher.label_into(fsw._pixels, n, self._t_labels, self._t_conf)
