@@ -31,6 +31,7 @@ from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL, ModeManager
 from flight_sw.memory import allocate_buffers, memory_report
+from flight_sw.ml.adaptation import InputAdaptation
 from flight_sw.ml.kernels import count_equal
 from flight_sw.ml.labels import (
     ANC_DETECTOR,
@@ -184,6 +185,8 @@ class FlightSoftware:
         self.calibration = RadiometricCalibration(
             cfg, self.buffers, None if reference is None else reference.diffuser_reflectance)
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
+        self.adaptation = InputAdaptation(cfg, image, self.buffers)
+        self._adapting = any(s.kind == "adaptation" for s in self.specs)
         self.reference = reference
         if reference is not None:
             self.learner.set_reliability(reference.site_map_accuracy, reference.teacher_reliability
@@ -370,6 +373,7 @@ class FlightSoftware:
             "training": self._task_training,
             "tc_handler": self.tc.run,
             "calibration": self._task_calibration,
+            "adaptation": self._task_adaptation,
         }[kind]
 
     # -- commands (issue 7 routes authenticated telecommands here) ---------------------
@@ -520,6 +524,10 @@ class FlightSoftware:
             self.calibration.refused,
             self.calibration.rollbacks,
             self.calibration.hot_count,
+            self.adaptation.version,
+            self.adaptation.accepted,
+            self.adaptation.refused,
+            self.adaptation.rollbacks,
             self.overruns_total,
             self.optional_skipped_total,
             self.solver.solves,
@@ -560,10 +568,13 @@ class FlightSoftware:
         self.calibration.apply_into(self._pixels, self._anc[:, ANC_DETECTOR], n)
         self.learner.predict(self._pixels, self.outputs.predictions)
         self.outputs.predictions_valid = True
-        self.learner.monitor(self._pixels, self.outputs.predictions, n, getattr(self.payload, "sun_elevation_deg", 90.0))
+        sun_elevation_deg = getattr(self.payload, "sun_elevation_deg", 90.0)
+        self.learner.monitor(self._pixels, self.outputs.predictions, n, sun_elevation_deg)
         self._report_drift(t)
         aug = self.learner.feat.shape[1]
         cost = 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) + 2.0 * n * self.cfg.payload.bands
+        if self._adapting:
+            cost += 3.0 * self.adaptation.observe(self._pixels, n, sun_elevation_deg) * self.cfg.payload.bands
         if SOURCE_SELF in self.label_sources:
             m = confident_into(self._pixels, self.outputs.predictions, self.learner.margins, n,
                                self.cfg.payload.self_training_margin, self._cal_pixels, self._cal_labels,
@@ -616,6 +627,8 @@ class FlightSoftware:
             self.label_tap(source, t, px, lab, anc)
         if monitor and self.calibration.watch_remaining > 0:
             self._watch_calibration(px, lab, anc, m, t)
+        if monitor and self.adaptation.watch_remaining > 0:
+            self._watch_adaptation(px, lab, m, t)
         self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source,
                                 columns=anc[:, ANC_DETECTOR])
         if self.learner.rollback_pending_report:
@@ -637,8 +650,48 @@ class FlightSoftware:
             learner.remap_replay(cal, 1 - cal.active, cal.active)
             np.copyto(px, old_px)  # this batch too: the learner takes it in the restored table
             learner.forget()
+            self.adaptation.restart_window()
             cal.rollback_pending_report = False
             self._report_calibration("rolled_back", t)
+
+    def _watch_adaptation(self, px: np.ndarray, lab: np.ndarray, m: int, t: float) -> None:
+        """Site labels after an adaptation commit: the active head under the new and the previous normalisation."""
+        adapt, learner = self.adaptation, self.learner
+        pred = self._cal_pred[:m]
+        learner.predict(px, pred)
+        new_ok = count_equal(pred, lab, m)
+        learner.predict_with_inputs(px, pred, *adapt.previous())
+        old_ok = count_equal(pred, lab, m)
+        if adapt.watch(new_ok, old_ok, m):
+            adapt.rollback_pending_report = False
+            learner.forget()
+            self._report_adaptation("rolled_back", t)
+
+    def _task_adaptation(self, t: float) -> float:
+        """One bounded step of the label-free input adaptation (flight_sw/ml/adaptation.py)."""
+        adapt = self.adaptation
+        outcome = adapt.step(self.learner.compare_inputs)
+        if outcome == "committed":
+            self.learner.forget()  # the features moved: the head's statistics describe the old ones
+        if outcome in ("committed", "refused"):
+            self._report_adaptation(outcome, t)
+        if adapt.last_step_flops <= 0.0:
+            return -1.0
+        return adapt.last_step_flops / self.cpu_flops_per_s
+
+    def _report_adaptation(self, outcome: str, t: float) -> None:
+        a = self.adaptation
+        payload = d.ADAPTATION_UPDATE_STRUCT.pack(
+            d.ADAPTATION_OUTCOMES.index(outcome),
+            a.version if outcome != "refused" else a.next_version,
+            a.last_refusal if outcome == "refused" else 0,
+            a.last_change,
+            a.last_candidate_acc,
+            a.last_active_acc,
+            a.last_gate_z,
+            a.last_window_pixels,
+        )
+        self.tm.event(d.EVENT_ADAPTATION_UPDATE, "info" if outcome == "committed" else "low", payload, t)
 
     def request_calibration(self) -> None:
         """Ground command: a calibration at the next dark sweep and diffuser window."""
@@ -653,6 +706,7 @@ class FlightSoftware:
             return False
         self.learner.remap_replay(cal, before, cal.active)
         self.learner.forget()
+        self.adaptation.restart_window()
         self._report_calibration("rolled_back", t)
         return True
 
@@ -666,6 +720,7 @@ class FlightSoftware:
         if outcome == "committed":  # held-back samples and statistics follow the new table
             self.learner.remap_replay(cal, before, cal.active)
             self.learner.forget()
+            self.adaptation.restart_window()  # its pixels were corrected by the old table
         if outcome is not None:
             self._report_calibration(outcome, t)
         if cal.last_step_flops <= 0.0:
@@ -776,6 +831,7 @@ class FlightSoftware:
             "modes": self.modes.state_dict(),
             "learner": self.learner.state_dict(),
             "calibration": self.calibration.state_dict(),
+            "adaptation": self.adaptation.state_dict(),
             "solver": self.solver.state_dict(),
             "tle": [self.tle.line1, self.tle.line2],
             "config_fingerprint": self._config_fingerprint(),
@@ -837,5 +893,6 @@ class FlightSoftware:
         self.modes.load_state_dict(state["modes"])
         self.learner.load_state_dict(state["learner"])
         self.calibration.load_state_dict(state["calibration"])
+        self.adaptation.load_state_dict(state["adaptation"])
         self.solver.load_state_dict(state["solver"])
         self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from flight_sw.config.schema import MissionConfig
 
-#: Upper bound of one telemetry packet in the downlink queue (HK is ~120 B).
+#: Least row size of the downlink queue (core HK is ~150 B); the task table's HK report
+#: (22 B per task) can need more: `tm_packet_bytes`.
 MAX_TM_PACKET_BYTES = 256
+#: Bytes of a PUS TM packet around its source data (primary and secondary header, CRC) plus
+#: the HK structure id.
+TM_PACKET_OVERHEAD_BYTES = 24
+HK_TASK_RECORD_BYTES = 22
+
+
+def tm_packet_bytes(cfg: MissionConfig) -> int:
+    """Downlink queue row size: the largest packet this config can produce, in 8-byte steps."""
+    task_report = TM_PACKET_OVERHEAD_BYTES + HK_TASK_RECORD_BYTES * len(cfg.tasks)
+    return max(MAX_TM_PACKET_BYTES, -(-task_report // 8) * 8)
 #: Lanczos steps of the head-system condition estimate (flight_sw/ml/precondition.py;
 #: defined here so that sizing the buffers does not import the numba kernels).
 LANCZOS_STEPS = 8
@@ -36,6 +47,17 @@ def radiometry_buffer_specs(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ..
         "cal.diffuser_reflectance": ((bands,), "float64"),
         "cal.band_change": ((bands,), "float64"),
         "cal.rows": ((cfg.payload.samples_per_acquisition, bands), "float32"),
+    }
+
+
+def adaptation_buffer_specs(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The label-free input adaptation's buffers (flight_sw/ml/adaptation.py): two normalisation
+    slots (mean and scale per band), the reference window's statistics, the current window's sums."""
+    bands = cfg.payload.bands
+    return {
+        "adapt.norm_slots": ((2, 2, bands), "float64"),
+        "adapt.reference": ((2, bands), "float64"),
+        "adapt.window": ((2, bands), "float64"),
     }
 
 
@@ -106,10 +128,11 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.batch_scores": ((batch, n_cls), "float64"),
         "ml.batch_pred": ((batch,), "int64"),
         "ml.batch_pred_tmp": ((batch,), "int64"),
-        "tmtc.downlink_queue": ((cfg.downlink.queue_packets, MAX_TM_PACKET_BYTES), "uint8"),
+        "tmtc.downlink_queue": ((cfg.downlink.queue_packets, tm_packet_bytes(cfg)), "uint8"),
         "tmtc.downlink_lengths": ((cfg.downlink.queue_packets,), "uint16"),
     }
     plan.update(radiometry_buffer_specs(cfg))
+    plan.update(adaptation_buffer_specs(cfg))
     if "teacher" in cfg.payload.label_sources:
         from flight_sw.ml.teacher import teacher_buffer_specs
 

@@ -175,6 +175,7 @@ def run_one(name: str, seed: int, quick: bool, products: tuple) -> dict:
     classify_into(phi, np.ascontiguousarray(image.head), scores, pred)
     acc_pre = float(np.mean(pred == y))
     learner = sim.fsw.learner
+    learner.extractor.features_into(x, phi)  # the onboard model: its input normalisation (adapted or not)
     classify_into(phi, learner.slots[learner.active], scores, pred)
     figures["forgetting_pts"] = (acc_pre - float(np.mean(pred == y))) * 100.0
     src = np.asarray(log.lab_source, dtype=np.int64)

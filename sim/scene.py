@@ -221,8 +221,9 @@ class SceneTruth:
     def _take(self, n: int) -> tuple[int, int]:
         need_u, need_z = n * U_PER_PIXEL, n * (1 + self.cfg.bands)
         if self._ui + need_u > self._u.size or self._zi + need_z > self._z.size:
-            self._u = self.rng.random(STREAM_BLOCK * U_PER_PIXEL)
-            self._z = self.rng.standard_normal(STREAM_BLOCK * (1 + self.cfg.bands))
+            block = max(STREAM_BLOCK, n)  # a request larger than a block gets a block of its own size
+            self._u = self.rng.random(block * U_PER_PIXEL)
+            self._z = self.rng.standard_normal(block * (1 + self.cfg.bands))
             self._ui = self._zi = 0
         ui, zi = self._ui, self._zi
         self._ui += need_u

@@ -274,9 +274,11 @@ class Simulation:
         log.acc_ground.append(count_equal(self.ground.predict(feat), truth, n) / n)
         log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
         log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
-        # Calibration only: the frozen model behind the flight software's calibration table. The
-        # flight extractor is the frozen one, so its features of this corrected batch are reused.
-        cal_feat = fsw.learner.feat if fsw.learner.feat_source is fsw._pixels else self._cal_feat
+        # Calibration only: the frozen model behind the flight software's calibration table. While
+        # the flight extractor normalises its inputs as the image does (no input adaptation active),
+        # its features of this corrected batch are the frozen ones and are reused.
+        reuse = fsw.learner.feat_source is fsw._pixels and fsw.adaptation.version == 0
+        cal_feat = fsw.learner.feat if reuse else self._cal_feat
         if cal_feat is self._cal_feat:
             self._frozen_ext.features_into(fsw._pixels, cal_feat)
         classify_into(cal_feat, self._frozen_head, self._frozen_scores, self._frozen_pred)

@@ -127,7 +127,7 @@ class TaskConfig:
     name: str = param(doc="Unique task name.")
     kind: Literal[
         "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training",
-        "tc_handler", "calibration",
+        "tc_handler", "calibration", "adaptation",
     ] = param(doc="What the task does (binds it to its implementation).")
     period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
     offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
@@ -418,6 +418,39 @@ class RadiometryConfig:
         "the teacher labels drifted pixels through the old table, so its labels side with it); after a "
         "commit, roll back if the next site labels favour the previous table by more than this.",
         ge=0, le=1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptationConfig:
+    """Label-free adaptation of the input normalisation (flight_sw/ml/adaptation.py, the
+    `adaptation` task): per-band statistics of recent daylight pixels matched to a flight
+    reference window, judged on held-back labels like a head. Without an `adaptation` task
+    in the schedule the image's normalisation stays."""
+
+    window_pixels: int = param(
+        20000, doc="Pixels per statistics window (the first is the reference; each later one gives a "
+        "candidate). The default mission's inference and extra imaging give 20,000 daylight pixels in "
+        "about 6 hours (four orbits): the scene mix averages out to a few percent per band.",
+        ge=1000, le=100_000_000,
+    )
+    min_sun_elevation_deg: float = param(
+        25.0, doc="Frames under this sun elevation stay out of the window (as in the drift monitor: noise "
+        "and shadows dominate there).", unit="deg", ge=0, lt=90,
+    )
+    min_change: float = param(
+        0.04, doc="A candidate is only judged if some band's scale moves by this ratio or its mean by this "
+        "many image band standard deviations against the active normalisation (the window-to-window "
+        "scatter of the scene mix is 0.01-0.03 in the default mission).", gt=0, lt=1,
+    )
+    min_gate_z: float = param(
+        1.0, doc="Least reliability-weighted paired statistic of the candidate against the active "
+        "normalisation on the held-back labels: some evidence that it does better (at 0, ties commit and "
+        "every commit makes the head forget; 3-day runs showed no gain from that).", ge=-10, le=10,
+    )
+    watch_drop: float = param(
+        0.05, doc="After a commit, roll back when the next site labels favour the previous normalisation "
+        "by more than this accuracy.", ge=0, le=1,
     )
 
 
@@ -753,6 +786,7 @@ class MissionConfig:
     payload: PayloadConfig = param(PayloadConfig(), doc="Multispectral payload.")
     model: ModelConfig = param(ModelConfig(), doc="Onboard model and training.")
     radiometry: RadiometryConfig = param(RadiometryConfig(), doc="Onboard radiometric self-calibration.")
+    adaptation: AdaptationConfig = param(AdaptationConfig(), doc="Label-free adaptation of the input normalisation.")
     device: DeviceConfig = param(DeviceConfig(), doc="Optimizer device.")
     ground_stations: tuple[GroundStationConfig, ...] = param(doc="Ground stations.", min_len=1)
     calibration_sites: tuple[CalibrationSiteConfig, ...] = param(

@@ -172,6 +172,16 @@ class OnboardLearner:
         k.classify_into(feat, self.slots[self.active] if head is None else head,
                         self.scores if full else self.scores[:n], out_labels)
 
+    def predict_with_inputs(self, pixels: np.ndarray, out_labels: np.ndarray, mean: np.ndarray,
+                            scale: np.ndarray) -> None:
+        """Classify with the active head but inputs normalised by (mean, scale) (an input
+        adaptation's previous or candidate normalisation). Leaves `feat` describing no batch."""
+        n = pixels.shape[0]
+        feat = self.feat[:n]
+        k.mlp_features_into(pixels, mean, scale, *self._ext_args[2:], feat)
+        self.feat_source = None
+        k.classify_into(feat, self.slots[self.active], self.scores[:n], out_labels)
+
     def monitor(self, pixels: np.ndarray, pred: np.ndarray, n: int, sun_elevation_deg: float) -> None:
         """Label-free drift check on the batch just classified.
 
@@ -385,18 +395,30 @@ class OnboardLearner:
         """Active against candidate on every held-back sample of the sources that may judge
         (`model.replay_buffer_size`, the most recent): accuracies and the reliability-weighted
         paired statistic z (flight_sw.ml.kernels.replay_paired)."""
+        self.last_active_acc, self.last_candidate_acc, self.last_gate_z, self.last_site_vote, _ = self._paired_on_replay(
+            self.candidate, False, self.extractor.mean, self.extractor.cx)
+
+    def compare_inputs(self, mean: np.ndarray, scale: np.ndarray) -> tuple[float, float, float, int, int]:
+        """The active head with the active input normalisation against the same head with
+        inputs normalised by (mean, scale), on the whole held-back ring (the label-free
+        adaptation's gate, flight_sw/ml/adaptation.py): (active accuracy, candidate accuracy,
+        weighted paired z, site-label vote, samples judged)."""
+        return self._paired_on_replay(self.slots[self.active], True, mean, scale)
+
+    def _paired_on_replay(self, head_b: np.ndarray, inputs_differ: bool, mean_b: np.ndarray,
+                          scale_b: np.ndarray) -> tuple[float, float, float, int, int]:
         n = self.replay_count  # the whole ring: noisy labels need every held-back sample to see a real gain
         start = (self.replay_next - n) % self.replay_x.shape[0]
         out = self._paired
         k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *self._ext_args,
-                        self.slots[self.active], self.candidate, self.source_weights, 0,  # 0: site labels veto
-                        self.feat_row,
-                        self.score_row, out)
-        self.last_site_vote = int(out[5])
+                        self.slots[self.active], head_b, inputs_differ, mean_b, scale_b, self.source_weights,
+                        0,  # 0: site labels veto
+                        self.feat_row, self.score_row, out)
         judged = out[4]
-        self.last_active_acc = out[0] / judged if judged else math.nan
-        self.last_candidate_acc = out[1] / judged if judged else math.nan
-        self.last_gate_z = out[2] / math.sqrt(out[3]) if out[3] > 0.0 else 0.0
+        acc_a = out[0] / judged if judged else math.nan
+        acc_b = out[1] / judged if judged else math.nan
+        z = out[2] / math.sqrt(out[3]) if out[3] > 0.0 else 0.0
+        return acc_a, acc_b, z, int(out[5]), int(judged)
 
     def _seed_statistics(self) -> None:
         """Statistics, prior and whitening basis from the ground's statistics (start-up, reset)."""

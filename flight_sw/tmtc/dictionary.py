@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 7  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE
+DICTIONARY_VERSION = 8  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -62,6 +62,10 @@ HK_CORE: tuple[Param, ...] = (
     Param("cal_refused", "H", "", "Candidate calibration tables refused by the gate."),
     Param("cal_rollbacks", "H", "", "Calibration tables rolled back."),
     Param("cal_hot", "I", "", "Column-bands whose dark signal is above radiometry.hot_threshold."),
+    Param("adapt_version", "I", "", "Version of the active input normalisation (0: the model image's own)."),
+    Param("adapt_accepted", "H", "", "Label-free input adaptations committed since start."),
+    Param("adapt_refused", "H", "", "Candidate input adaptations refused (no change, out of range, or the gate)."),
+    Param("adapt_rollbacks", "H", "", "Input adaptations rolled back."),
     Param("overruns_total", "I", "", "Task runs whose cost exceeded their compute budget."),
     Param("optional_skipped_total", "I", "", "Optional runs refused by power admission."),
     Param("solves_total", "I", "", "Optimizer solves since start."),
@@ -191,6 +195,22 @@ CALIBRATION_UPDATE: tuple[Param, ...] = (
     Param("diffuser_sweeps", "I", "", "Complete sun-diffuser sweeps since start."),
 )
 
+EVENT_ADAPTATION_UPDATE = 13  # params: see ADAPTATION_UPDATE
+ADAPTATION_OUTCOMES = ("committed", "refused", "rolled_back")
+ADAPTATION_REFUSALS = ("none", "out_of_range", "no_change", "no_heldback", "worse", "site_veto")
+ADAPTATION_UPDATE: tuple[Param, ...] = (
+    Param("outcome", "B", "", "0 committed, 1 refused, 2 rolled back (flight_sw.ml.adaptation.OUTCOMES)."),
+    Param("version", "I", "", "Candidate (or restored) input normalisation version."),
+    Param("refusal", "B", "", "0 none, 1 out of range, 2 no significant change, 3 too few held-back labels, "
+          "4 worse on the held-back labels, 5 the site labels alone prefer the active one (ADAPTATION_REFUSALS)."),
+    Param("max_change", "f", "", "Largest per-band change against the active normalisation (scale ratio - 1, "
+          "or mean shift in image band standard deviations)."),
+    Param("candidate_accuracy", "f", "", "Active head on the held-back labels with the candidate normalisation (NaN: not judged)."),
+    Param("active_accuracy", "f", "", "... with the active normalisation."),
+    Param("gate_z", "f", "", "Reliability-weighted paired statistic, candidate against active (accept >= adaptation.min_gate_z)."),
+    Param("window_pixels", "I", "", "Pixels in the window the candidate was estimated from."),
+)
+
 
 def struct_of(params: tuple[Param, ...]) -> struct.Struct:
     return struct.Struct(">" + "".join(p.fmt for p in params))
@@ -201,6 +221,7 @@ HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
 HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)
+ADAPTATION_UPDATE_STRUCT = struct_of(ADAPTATION_UPDATE)
 HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
 SID_STRUCT = struct.Struct(">H")
 EVENT_ID_STRUCT = struct.Struct(">H")

@@ -297,7 +297,8 @@ def test_paired_statistic_matches_a_plain_count(default_cfg, image):
     learner.replay_src[start:start + 8] = 1  # these do not judge
     out = np.zeros(6)
     k.replay_paired(learner.replay_x, learner.replay_y, learner.replay_src, start, n, *learner._ext_args,
-                    learner.slots[learner.active], head_b, weights, 0, learner.feat_row, learner.score_row, out)
+                    learner.slots[learner.active], head_b, False, learner.extractor.mean, learner.extractor.cx,
+                    weights, 0, learner.feat_row, learner.score_row, out)
     idx = (start + np.arange(n)) % learner.replay_x.shape[0]
     feat = np.zeros((n, learner.feat.shape[1]))
     k.mlp_features_into(learner.replay_x[idx], *learner._ext_args, feat)

@@ -92,3 +92,16 @@ def test_encoder_routes_events_high_and_housekeeping_low():
     enc.event(d.EVENT_CONTACT, "info", b"\x01", 0.0)
     enc.housekeeping(d.HK_ORBIT_SID, b"", 0.0, high=True)
     assert got == [False, True, True]
+
+
+def test_the_downlink_queue_rows_hold_the_task_table_report(default_cfg):
+    """A task table of any length fits its HK report (SID 2) into one downlink queue row."""
+    from dataclasses import replace
+
+    from flight_sw.memory import HK_TASK_RECORD_BYTES, TM_PACKET_OVERHEAD_BYTES, tm_packet_bytes
+    from flight_sw.tmtc import dictionary as d
+
+    assert d.HK_TASK_STRUCT.size == HK_TASK_RECORD_BYTES
+    many = replace(default_cfg, tasks=default_cfg.tasks * 3)
+    need = TM_PACKET_OVERHEAD_BYTES + d.HK_TASK_STRUCT.size * len(many.tasks)
+    assert tm_packet_bytes(many) >= need > 256

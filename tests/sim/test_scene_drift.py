@@ -38,6 +38,16 @@ def test_the_same_stream_gives_the_same_pixels_and_the_truth_follows_the_mix():
     np.testing.assert_allclose(counts, 1.0 / a.n_classes, atol=0.03)
 
 
+def test_a_draw_larger_than_a_random_block_is_whole_and_finite():
+    """More pixels at once than one block of the random stream holds (it used to write past it)."""
+    from sim.scene import STREAM_BLOCK
+
+    scene = _scene()
+    px, lab = _draw(scene, 0.0, n=STREAM_BLOCK + 5000)
+    assert np.all(np.isfinite(px)) and np.all(px != 0.0)
+    assert set(np.unique(lab)) <= set(range(scene.n_classes))
+
+
 def test_radiation_event_hits_only_the_chosen_columns_and_bands_after_its_day():
     s = _scene(abrupt_shift_day=1.0, abrupt_gain_factor=0.5, abrupt_bands=(3,), abrupt_detector_fraction=0.3,
                hot_pixel_fraction=0.0)
