@@ -178,6 +178,9 @@ def run_one(name: str, seed: int, quick: bool, products: tuple) -> dict:
     learner.extractor.features_into(x, phi)  # the onboard model: its input normalisation (adapted or not)
     classify_into(phi, learner.slots[learner.active], scores, pred)
     figures["forgetting_pts"] = (acc_pre - float(np.mean(pred == y))) * 100.0
+    adapt = sim.fsw.adaptation
+    figures["adaptations_committed"] = float(adapt.accepted)
+    figures["adaptations_refused"] = float(adapt.refused)
     src = np.asarray(log.lab_source, dtype=np.int64)
     labels, agree = {}, {}
     for code, source in enumerate(("site", "teacher", "self")):
@@ -252,7 +255,8 @@ def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels
             figs[f"{arm}_drop_pts"] = {"mean": mean, "ci95": half}
             flat[f"learning.{name}.{arm}_drop_pts"] = mean
         flat[f"learning.{name}.onboard_ci95_pts"] = figs["onboard_drop_pts"]["ci95"]
-        for key in ("onboard_recovery_orbits", "ground_recovery_orbits", "forgetting_pts"):
+        for key in ("onboard_recovery_orbits", "ground_recovery_orbits", "forgetting_pts", "adaptations_committed",
+                    "adaptations_refused"):
             figs[key] = ci95([r["figures"][key] for r in rows])[0]
             flat[f"learning.{name}.{key}"] = figs[key]
         best = min(figs[f"{a}_drop_pts"]["mean"] for a in BASELINES)

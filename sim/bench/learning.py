@@ -19,15 +19,18 @@ Kept from before (on the stress scenario's configuration):
   samples from the shift to the label-free monitor's alarm.
 - ``learning.false_alarms_per_100_orbits``: label-free and label-based alarms in a run
   with every drift switched off, per 100 orbits.
-- ``learning.working_set_bytes``: every `ml.*` and `cal.*` buffer of the start-up memory
-  plan: training state, buffers and the radiometric calibration (the teacher's own
+- ``learning.working_set_bytes``: every `ml.*`, `cal.*` and `adapt.*` buffer of the start-up
+  memory plan: training state, buffers, the radiometric calibration and the input adaptation (the teacher's own
   buffers are ``learning.teacher_bytes``).
 - ``learning.energy_per_update_j``: energy of the training task runs plus the solves,
   per judged update (committed or refused: the gate rarely commits; stress scenario, 10
   days; quick: 3).
 - ``learning.energy_per_calibration_j``: energy of the calibration task runs (dark and
   diffuser readings, validation) per judged calibration table, same run.
-- Not reported: ``learning.energy_per_adaptation_j`` (label-free adaptation is not built).
+- ``learning.energy_per_adaptation_j``: energy of the input adaptation task runs (candidate,
+  gate, commit) per candidate it finished (committed or refused), same run.
+- Per scenario, ``learning.S.adaptations_committed`` / ``_refused``: label-free input
+  adaptations per run, mean over seeds.
 - ``learning.int8_speedup_vs_numpy``: the numba int8 MLP kernel against a numpy float32
   MLP on the same flight batch, median times.
 Retired with the single-run evaluation: learning.onboard_mean_drop_pts,
@@ -171,7 +174,13 @@ def run(quick: bool, log) -> dict[str, float]:
     cal_judged = max(cal.accepted + cal.refused, 1)
     log(f"  calibration: {cal.accepted} tables committed, {cal.refused} refused, {cal.rollbacks} rolled back, "
         f"{cal.diffuser_sweeps} diffuser sweeps, {cal.dark_sweeps} dark sweeps; task energy {cal_energy:.0f} J")
-    working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith(("ml.", "cal.")))
+    adapt = fsw.adaptation
+    adapt_tasks = [s.index for s in fsw.specs if s.kind == "adaptation"]
+    adapt_energy = sum(fsw.task_energy_j[i] for i in adapt_tasks)
+    adapt_judged = max(adapt.accepted + adapt.refused, 1)
+    log(f"  input adaptation: {adapt.windows} windows, {adapt.accepted} committed, {adapt.refused} refused, "
+        f"{adapt.rollbacks} rolled back; task energy {adapt_energy:.0f} J")
+    working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith(("ml.", "cal.", "adapt.")))
     teacher_bytes = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("teacher."))
 
     calm = dataclasses.replace(
@@ -207,6 +216,7 @@ def run(quick: bool, log) -> dict[str, float]:
         "learning.teacher_bytes": float(teacher_bytes),
         "learning.energy_per_update_j": energy / updates,
         "learning.energy_per_calibration_j": cal_energy / cal_judged,
+        "learning.energy_per_adaptation_j": adapt_energy / adapt_judged,
         "learning.int8_speedup_vs_numpy": speedup,
     })
     return {k: (v if math.isfinite(v) else -1.0) for k, v in figures.items()}
