@@ -206,6 +206,19 @@ class Verdict:
     why: str
 
 
+def _paired(entry) -> str:
+    """'-0.31 +- 0.12 (strictly better)' from the suite's paired onboard-minus-best-baseline entry."""
+    if not isinstance(entry, dict):
+        return "n/a"
+    mean, half = _num(entry.get("mean")), _num(entry.get("ci95"))
+    if not math.isfinite(mean):
+        return "n/a"
+    text = _pm(mean, half) + f" vs {entry.get('arm', '?')}"
+    if math.isfinite(half):
+        text += " (strictly better)" if mean + half < 0 else (" (worse)" if mean - half > 0 else " (not distinguishable)")
+    return text
+
+
 def onboard_verdict(drops: dict[str, tuple[float, float] | None]) -> Verdict:
     """Apply the win rule to {arm: (mean drop [pts], ci95 [pts]) or None}.
 
@@ -490,6 +503,7 @@ def write_suite_report(suite: dict, out_dir: Path) -> Path:
             else:
                 cells.append(_cell(_pm(*d), "best" if arm in verdict.best else ""))
         cells.append(_cell(" / ".join(verdict.best) or "n/a"))
+        cells.append(_cell(_paired(figs.get("onboard_vs_best"))))
         cells += [_cell(_recovery(figs, "onboard_recovery_orbits")), _cell(_recovery(figs, "ground_recovery_orbits")),
                   _cell(_fmt(_num(figs.get("forgetting_pts")), ".2f"))]
         rows.append(f'<tr id="row-{slug}">' + "".join(cells) + "</tr>")
@@ -551,7 +565,8 @@ def write_suite_report(suite: dict, out_dir: Path) -> Path:
         wins_line += f"; the bench figure learning.onboard_wins is {bench_wins:g}"
         if bench_wins != wins:
             wins_line += " (they differ: the bench counts by its own rule or over other scenarios)"
-    head_cells = ["scenario", *(f"{a} drop [pts]" for a in arms), "best baseline", "onboard recovery [orbits]",
+    head_cells = ["scenario", *(f"{a} drop [pts]" for a in arms), "best baseline",
+                  "onboard - best, paired by seed [pts]", "onboard recovery [orbits]",
                   "ground recovery [orbits]", "forgetting [pts]"]
     summary = (f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head_cells)}</tr>{''.join(rows)}</table>"
                if rows else _note("The suite has no scenarios."))
@@ -567,7 +582,9 @@ def write_suite_report(suite: dict, out_dir: Path) -> Path:
 <p class="caption">Accuracy drop in points against each scenario's reference level, mean ± 95 % CI over seeds
 (lower is better). Blue: the best baseline (every arm but onboard and the clairvoyant bound). Onboard's cell is
 marked <span class="ok">win</span> when its mean drop is at most the best baseline's mean plus onboard's own
-ci95 (indistinguishable or better), else loss; hover a cell for the comparison. Recovery: orbits from the drift
+ci95 (indistinguishable or better), else loss; hover a cell for the comparison. "Onboard - best": the difference
+to that baseline seed by seed (the same world and frames), mean ± 95 % CI; strictly better when the whole interval
+is below zero. Recovery: orbits from the drift
 until accuracy is back near its pre-drift level, as the bench scores it ("not recovered": not within the run).</p>
 {summary}
 <p class="note">{html.escape(wins_line)}.</p>

@@ -62,6 +62,8 @@ def _scenario(name: str, n_orbits: int = 40) -> dict:
             "onboard_recovery_orbits": 4.0,
             "ground_recovery_orbits": None,  # never came back within the run
             "forgetting_pts": 0.7,
+            # onboard minus the best baseline, paired by seed: thermal clearly below zero, radiation above
+            "onboard_vs_best": {"arm": "ground", "mean": DROPS[name]["onboard"] - DROPS[name]["ground"], "ci95": 0.2},
         },
     }
 
@@ -128,6 +130,10 @@ def test_win_loss_marking(rendered):
         cells = re.findall(r"<td[^>]*>.*?</td>", row)
         assert [i for i, c in enumerate(cells) if 'class="best"' in c] == [1 + ARMS.index("ground")]
     assert "not recovered" in page  # ground recovery null: never came back
+    paired = {s: re.findall(r"<td[^>]*>.*?</td>", re.search(rf'<tr id="row-{s}">(.*?)</tr>', page).group(1))[
+        2 + len(ARMS)] for s in DROPS}
+    assert "-0.50 ± 0.20 vs ground (strictly better)" in paired["thermal"]
+    assert "(worse)" in paired["radiation"]
     assert "wins 1 of 2 scenarios" in page
 
 

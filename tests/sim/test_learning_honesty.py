@@ -209,7 +209,8 @@ def _fake_result(name, seed, drops):
             "labels": {s: np.ones(n) for s in ("site", "teacher", "self")},
             "agreement": {s: np.ones(n) for s in ("site", "teacher", "self")}, "teacher_accuracy": np.ones(n),
             "figures": {**{f"{a}_drop_pts": drops[a] for a in ARMS}, "onboard_recovery_orbits": 1.0,
-                        "ground_recovery_orbits": 5.0, "forgetting_pts": 0.5, "teacher_post_accuracy": 0.8},
+                        "ground_recovery_orbits": 5.0, "forgetting_pts": 0.5, "teacher_post_accuracy": 0.8,
+                        "adaptations_committed": 1.0, "adaptations_refused": 3.0},
             "labels_total": {"site": 1.0, "teacher": 2.0, "self": 0.0}, "wall_s": 1.0}
 
 
@@ -223,6 +224,27 @@ def test_summary_counts_wins_against_the_best_baseline_and_the_gap_to_the_bound(
     assert f["learning.worst_gap_to_bound_pts"] == pytest.approx(3.5)
     assert f["learning.radiation.calibration_drop_pts"] == pytest.approx(2.0)
     assert f["learning.truth_labels"] == 0.0
+
+
+def test_the_paired_comparison_sees_a_consistent_small_win_the_unpaired_intervals_cannot():
+    """Seeds that move every arm together (one world per seed): onboard 0.3 points better than
+    calibration-only in every seed, while each arm's own spread over seeds is 2 points. The
+    paired difference calls it strictly better; a win by 0.3 with a +0.3 seed reversal is not."""
+    results = []
+    for seed, shift in zip((1, 2, 3, 4), (0.0, 2.0, -1.5, 1.0), strict=True):
+        drops = {"frozen": 6.0 + shift, "calibration": 1.0 + shift, "selftrain": 8.0 + shift, "ground": 2.0 + shift,
+                 "onboard": 0.7 + shift, "bound": 0.0 + shift}
+        results.append(_fake_result("filter_shift", seed, drops))
+    f = summarise(results, [1, 2, 3, 4], 1.0, 0)["figures"]
+    assert f["learning.filter_shift.onboard_vs_best_pts"] == pytest.approx(-0.3)
+    assert f["learning.filter_shift.onboard_vs_best_ci95_pts"] < 1e-9
+    assert f["learning.onboard_strict_wins"] == 1.0
+    assert f["learning.filter_shift.onboard_ci95_pts"] > 1.0  # the unpaired interval is wide
+    mixed = [dict(r, figures=dict(r["figures"], onboard_drop_pts=r["figures"]["calibration_drop_pts"] + d))
+             for r, d in zip(results, (-0.6, 0.3, -0.6, 0.3), strict=True)]
+    f = summarise(mixed, [1, 2, 3, 4], 1.0, 0)["figures"]
+    assert f["learning.filter_shift.onboard_vs_best_pts"] == pytest.approx(-0.15)
+    assert f["learning.onboard_strict_wins"] == 0.0
 
 
 def test_one_quick_scenario_run_gives_every_figure_and_a_review_page(tmp_path):
@@ -241,7 +263,8 @@ def test_one_quick_scenario_run_gives_every_figure_and_a_review_page(tmp_path):
         "learning.radiation.onboard_ci95_pts", "learning.radiation.onboard_recovery_orbits",
         "learning.radiation.ground_recovery_orbits", "learning.radiation.forgetting_pts", "learning.scenarios",
         "learning.seeds", "learning.onboard_wins", "learning.worst_gap_to_bound_pts", "learning.truth_labels",
-        "learning.suite_wall_s"}
+        "learning.suite_wall_s", "learning.radiation.onboard_vs_best_pts", "learning.radiation.onboard_vs_best_ci95_pts",
+        "learning.onboard_strict_wins", "learning.radiation.adaptations_committed"}
     assert keys <= set(doc["figures"])
     page = write_suite_report(doc, tmp_path)
     assert "Radiation" in page.read_text(encoding="utf-8")
