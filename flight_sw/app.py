@@ -300,6 +300,8 @@ class FlightSoftware:
                 return
             self.current_task = idx
             cost_s = self._handlers[idx](t)
+            if generation is not None and generation != self.generation:
+                return  # retired while its task ran (watchdog): a newer step owns the state now
             self.current_task = None
             if cost_s < 0.0:
                 continue  # woke up, nothing to do, negligible energy

@@ -120,8 +120,8 @@ def cmd_run(args) -> int:
     if args.speedup is not None and not args.realtime:
         print("error: --speedup needs --realtime", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.realtime and args.speedup is not None and args.speedup <= 0:
-        print(f"error: --speedup must be > 0, got {args.speedup}", file=sys.stderr)
+    if args.realtime and args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 0):
+        print(f"error: --speedup must be a finite number > 0, got {args.speedup}", file=sys.stderr)
         return EXIT_BAD_INPUT
     speedup = (args.speedup or 1.0) if args.realtime else None
     if args.device is not None and cfg.device.backend != "analog":

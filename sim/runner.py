@@ -236,6 +236,8 @@ def _run(
         summary["tick_jitter_p50_ms"] = round(float(np.percentile(jitter_ms, 50)), 3)
         summary["tick_jitter_p99_ms"] = round(float(np.percentile(jitter_ms, 99)), 3)
         summary["hung_tasks"] = sim.executor.hung_tasks
+        summary["late_ticks"] = sim.executor.late_ticks  # started later than the watchdog grace
+        summary["skipped_ticks"] = sim.executor.skipped_ticks  # a second hang waited for a thread
     run_info = {
         "mission": cfg.mission.name,
         "seed": seed,

@@ -56,6 +56,14 @@ def test_run_rejects_bad_days(tmp_path):
     assert r.returncode == 2 and "--days" in r.stderr
 
 
+def test_run_rejects_a_speedup_that_is_not_a_finite_positive_number(tmp_path):
+    for bad in ("nan", "inf", "-inf", "0"):
+        r = _cli("sim.cli", "run", str(DEFAULT), "--days", "0.01", "--realtime", f"--speedup={bad}",
+                 "--out", str(tmp_path / "r"))
+        assert r.returncode == 2 and "--speedup must be a finite number > 0" in r.stderr, (bad, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
 def test_power_system_that_cannot_carry_essential_loads_is_refused(tmp_path):
     bad = tmp_path / "weak.yaml"
     bad.write_text(DEFAULT.read_text().replace("bus_base_load_w: 9.0", "bus_base_load_w: 25.0"))

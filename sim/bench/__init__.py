@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 #: Every benchmark group, in the order `make bench` runs them. Issues add theirs here.
-GROUPS: tuple[str, ...] = ("exec", "eclipse", "analog", "ground", "learning", "tmtc")
+GROUPS: tuple[str, ...] = ("exec", "eclipse", "analog", "ground", "learning", "tmtc", "reliability")
 
 
 def median_time_s(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

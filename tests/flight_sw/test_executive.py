@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from spacepackets.ecss import PusTm
 
-from flight_sw.app import ACQ_SCENE
+from flight_sw.app import ACQ_DARK, ACQ_SCENE
 from flight_sw.exec.realtime import PacedClock, RealTimeExecutive
 from flight_sw.tmtc import dictionary as d
 
@@ -131,27 +131,34 @@ def test_ground_command_refused_while_power_holds_safe(make_fsw, default_cfg):
 
 
 class _HangingPayload:
-    def __init__(self, cfg):
+    def __init__(self, cfg, hang_s=10.0):
         self.release = threading.Event()
         self.calls = 0
+        self.hang_s = hang_s
 
     def acquire(self, pixels, ancillary):
         self.calls += 1
-        self.release.wait(10.0)  # a hung imager driver
-        return ACQ_SCENE
+        if self.release.wait(self.hang_s):  # a hung imager driver ...
+            return ACQ_SCENE
+        return ACQ_DARK  # ... that gives up after hang_s: no image
 
 
 def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw, default_cfg):
-    payload = _HangingPayload(default_cfg)
+    """Two imaging tasks hang on an imager driver that gives up after 1.5 s. The first hang
+    is abandoned; the second comes while the first is still stuck, so no third thread
+    starts: ticks are skipped until a stuck call returns, then essential work goes on."""
+    payload = _HangingPayload(default_cfg, hang_s=1.5)
     fsw = make_fsw(payload=payload)
     # 20x real time (50 ms frames) and a 0.3 s grace: robust on a loaded 2-core machine.
     clock = PacedClock(default_cfg.executive.minor_frame_s, time.monotonic, time.sleep, speedup=20.0)
     rt = RealTimeExecutive(fsw, clock, grace_s=0.3)
     monitor = next(s.index for s in fsw.specs if s.kind == "power_monitor")
+    peak = 0
     try:
-        for tick in range(0, 40):
+        for tick in range(0, 90):
             fsw.inputs.in_contact = True
             rt.run_tick(tick)
+            peak = max(peak, rt.threads())
     finally:
         payload.release.set()
         rt.close()
@@ -161,9 +168,90 @@ def test_watchdog_disables_a_hung_task_and_the_executive_keeps_running(make_fsw,
     imaging = [s.index for s in fsw.specs if s.kind in ("inference", "label_collect")]
     assert rt.hung_tasks == len(imaging) == payload.calls
     assert all(fsw.task_disabled[i] for i in imaging)
-    assert fsw.task_runs[monitor] >= 3  # essential work went on after the hangs
+    assert peak == 2 and rt.skipped_ticks > 0  # never a third worker: ticks waited instead
+    runs_at_end = fsw.task_runs[monitor]
+    assert runs_at_end >= 4  # essential work went on after the hangs
     watchdog = d.TASK_DISABLE_REASONS.index("watchdog")
     assert sorted(_events(fsw, d.EVENT_TASK_DISABLED)) == sorted(struct.pack(">BB", i, watchdog) for i in imaging)
+
+
+class _SlowFsw:
+    """A flight software stand-in whose every step takes `step_s` of wall time."""
+
+    def __init__(self, step_s):
+        self.step_s = step_s
+        self.generation = 0
+        self.current_task = None
+        self.specs = ()
+        self.steps = 0
+
+    def step(self, tick, generation=None):
+        time.sleep(self.step_s)
+        self.steps += 1
+
+
+def test_falling_far_behind_wall_time_is_lateness_not_a_hang_and_threads_stay_bounded():
+    """Steps of 20 ms against frames of 0.2 ms (100x behind): every tick runs, late, on one
+    worker; none is declared hung (each step is within its frame plus the grace from when it
+    started) and no thread is started per tick."""
+    fsw = _SlowFsw(0.02)
+    clock = PacedClock(1.0, time.monotonic, time.sleep, speedup=5000.0)
+    rt = RealTimeExecutive(fsw, clock, grace_s=0.1)
+    before = threading.active_count()
+    peak = before
+    try:
+        for tick in range(60):
+            rt.run_tick(tick)
+            peak = max(peak, threading.active_count())
+    finally:
+        rt.close()
+    assert fsw.steps == 60 and rt.hung_tasks == 0 and rt.skipped_ticks == 0
+    assert rt.late_ticks >= 50 and rt.jitter_s[-1] > 0.5  # it knows how late it is
+    assert peak <= before + 1
+
+
+class _StuckFsw(_SlowFsw):
+    """Steps that block until their tick's event is set (a hung task per tick in `stuck`)."""
+
+    def __init__(self, stuck):
+        super().__init__(0.0)
+        self.stuck = stuck
+        self.ran = []
+
+    def step(self, tick, generation=None):
+        if tick in self.stuck:
+            self.stuck[tick].wait(10.0)
+        if generation is None or generation == self.generation:
+            self.ran.append(tick)
+
+    def disable_task(self, name, reason):
+        pass
+
+
+def test_at_most_one_abandoned_worker_at_a_time():
+    stuck = {2: threading.Event(), 4: threading.Event(), 9: threading.Event()}
+    fsw = _StuckFsw(stuck)
+    clock = PacedClock(1.0, time.monotonic, time.sleep, speedup=100.0)  # 10 ms frames
+    rt = RealTimeExecutive(fsw, clock, grace_s=0.02)
+    before = threading.active_count()
+    peak = 0
+    try:
+        for tick in range(14):
+            if tick == 7:
+                stuck[2].set()  # the abandoned step returns: room to abandon again
+                time.sleep(0.05)  # (let it exit)
+            rt.run_tick(tick)
+            peak = max(peak, threading.active_count() - before)
+    finally:
+        for e in stuck.values():
+            e.set()
+        rt.close()
+    assert peak <= 2 and rt.hung_tasks == 3
+    # Tick 2 hangs: abandoned. Tick 4 hangs with tick 2 still stuck: kept, 5 and 6 skipped. At
+    # tick 7 the first abandoned worker is gone, so tick 4's is abandoned and 7 runs on a new
+    # worker. Tick 9 hangs with tick 4 still stuck: 10 to 13 skipped.
+    assert rt.skipped_ticks == 6
+    assert fsw.ran == [0, 1, 3, 7, 8]
 
 
 def test_paced_clock_measures_lateness():

@@ -1,0 +1,65 @@
+"""Benchmark group `reliability`: runs that cannot half-happen (issue 16).
+
+- ``reliability.rt_max_threads``: peak thread count of the process during a real-time
+  run of the default mission (the real flight software and world, digital optimizer) paced
+  far faster than the host can step it, so it falls behind wall time by
+  ``reliability.rt_behind_factor`` (wall time taken over wall time scheduled; at least
+  100). Before the watchdog's clock started with the tick, every tick later than the
+  grace was declared hung and got a new thread, and such runs died at thousands of threads.
+- ``reliability.rt_hung_tasks``: ticks the watchdog declared hung in that run (0: late is
+  not hung).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
+#: Wall seconds per minor frame asked of the real-time executive: 1 us, far below the
+#: ~0.1 ms or more a tick of the flight software and the world takes on this machine.
+FRAME_WALL_S = 1e-6
+
+
+def run(quick: bool, log) -> dict[str, float]:
+    from flight_sw.config import load_mission_config
+    from flight_sw.exec.realtime import PacedClock, RealTimeExecutive
+    from sim.simulation import Simulation
+
+    cfg = load_mission_config(DEFAULT_CONFIG).with_optimizer("digital")
+    ticks = 3000 if quick else 20000
+    frame_s = cfg.executive.minor_frame_s
+    executives = []
+
+    def factory(fsw):
+        clock = PacedClock(frame_s, time.monotonic, time.sleep, speedup=frame_s / FRAME_WALL_S)
+        executives.append(RealTimeExecutive(fsw, clock, cfg.fdir.watchdog_grace_s))
+        return executives[0]
+
+    sim = Simulation(cfg, 1, ticks * frame_s, lambda p: None, executor_factory=factory)
+    rt = executives[0]
+    inner = rt.run_tick
+    peak = [threading.active_count()]
+
+    def run_tick(tick: int) -> None:
+        inner(tick)
+        peak[0] = max(peak[0], threading.active_count())
+
+    sim._step = run_tick
+    log(f"real-time run of {ticks} ticks asked at {FRAME_WALL_S * 1e6:g} us per frame "
+        f"(watchdog grace {cfg.fdir.watchdog_grace_s:g} s)")
+    t0 = time.monotonic()
+    try:
+        sim.advance(ticks)
+    finally:
+        rt.close()
+    wall = time.monotonic() - t0
+    behind = wall / (ticks * FRAME_WALL_S)
+    log(f"  {wall:.1f} s of wall time: {behind:.0f}x behind; peak {peak[0]} threads, {rt.hung_tasks} ticks "
+        f"declared hung, {rt.late_ticks} later than the grace, {rt.skipped_ticks} skipped")
+    return {
+        "reliability.rt_max_threads": float(peak[0]),
+        "reliability.rt_behind_factor": behind,
+        "reliability.rt_hung_tasks": float(rt.hung_tasks),
+    }
