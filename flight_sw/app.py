@@ -187,6 +187,10 @@ class FlightSoftware:
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.adaptation = InputAdaptation(cfg, image, self.buffers)
         self._adapting = any(s.kind == "adaptation" for s in self.specs)
+        self._device_backoff_s = cfg.fdir.device_check_initial_s
+        self._device_next_check_s = math.nan  # NaN: no check pending (the device is not FAILED)
+        self.device_checks = 0
+        self.device_recoveries = 0
         self.reference = reference
         if reference is not None:
             self.learner.set_reliability(reference.site_map_accuracy, reference.teacher_reliability
@@ -376,6 +380,7 @@ class FlightSoftware:
             "tc_handler": self.tc.run,
             "calibration": self._task_calibration,
             "adaptation": self._task_adaptation,
+            "device_health": self._task_device_health,
         }[kind]
 
     # -- commands (issue 7 routes authenticated telecommands here) ---------------------
@@ -432,6 +437,34 @@ class FlightSoftware:
     def _device_failed(self) -> bool:
         """The optimizer's health is FAILED (the analog driver; a stub may set `failed`)."""
         return bool(getattr(self.solver, "failed", False)) or getattr(self.solver, "health", 0) == 2
+
+    def _task_device_health(self, t: float) -> float:
+        """Health check of a FAILED optimizer device, with backoff, in every mode.
+
+        The driver only self-tests inside solve(), solves only come from training, and
+        training stops when the device fails (FDIR holds NOMINAL): without this task a
+        device that comes back would never be tried again. A passed self-test lifts the
+        driver to DEGRADED; the next power monitor run lets FDIR return to TRAINING.
+        """
+        solver = self.solver
+        if not hasattr(solver, "self_test") or not self._device_failed():
+            self._device_backoff_s = self.cfg.fdir.device_check_initial_s
+            self._device_next_check_s = math.nan
+            return -1.0
+        if math.isnan(self._device_next_check_s):
+            self._device_next_check_s = t + self._device_backoff_s  # the failure was just seen
+        if t < self._device_next_check_s:
+            return -1.0
+        self.device_checks += 1
+        if solver.self_test():
+            self.device_recoveries += 1
+            self.modes.check_device(self._device_failed(), t)
+            self._device_backoff_s = self.cfg.fdir.device_check_initial_s
+            self._device_next_check_s = math.nan
+        else:
+            self._device_backoff_s = min(2.0 * self._device_backoff_s, self.cfg.fdir.device_check_max_s)
+            self._device_next_check_s = t + self._device_backoff_s
+        return 1e-3
 
     def _task_budget_update(self, t: float) -> float:
         if t < self.budget.state.orbit_end_s:
@@ -834,6 +867,8 @@ class FlightSoftware:
             "learner": self.learner.state_dict(),
             "calibration": self.calibration.state_dict(),
             "adaptation": self.adaptation.state_dict(),
+            "device_check": [self._device_backoff_s, self._device_next_check_s, self.device_checks,
+                             self.device_recoveries],
             "solver": self.solver.state_dict(),
             "tle": [self.tle.line1, self.tle.line2],
             "config_fingerprint": self._config_fingerprint(),
@@ -896,5 +931,7 @@ class FlightSoftware:
         self.learner.load_state_dict(state["learner"])
         self.calibration.load_state_dict(state["calibration"])
         self.adaptation.load_state_dict(state["adaptation"])
+        (self._device_backoff_s, self._device_next_check_s, self.device_checks,
+         self.device_recoveries) = state["device_check"]
         self.solver.load_state_dict(state["solver"])
         self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)

@@ -117,6 +117,23 @@ def run_mission(
     return result
 
 
+def unreachable_device(solver, url: str) -> str | None:
+    """A warning when the analog backend's device cannot be reached at start-up (None when it can,
+    or when there is no link to reach: digital backend, in-process emulator). The run still
+    starts: the driver answers from its digital fallback and the `device_health` task retries."""
+    from flight_sw.devices.transport import InProcessTransport
+
+    transport = getattr(solver, "transport", None)
+    if transport is None or isinstance(transport, InProcessTransport):
+        return None
+    try:
+        transport.reopen()
+    except OSError as exc:
+        return (f"warning: device {url}: unreachable at start-up ({exc}); solves fall back to the digital "
+                "solver until a health check finds the device (fdir.device_check_initial_s)")
+    return None
+
+
 def _run(
     cfg: MissionConfig, out_dir: Path, days: float, seed: int, show_progress: bool, command: str | None,
     realtime_speedup: float | None,
@@ -157,6 +174,7 @@ def _run(
             clock = PacedClock(frame_s, time.monotonic, time.sleep, realtime_speedup)
             return RealTimeExecutive(fsw, clock, cfg.fdir.watchdog_grace_s)
 
+    device_warning = None
     try:
         sim = Simulation(
             cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url, uplink=uplink
@@ -167,6 +185,10 @@ def _run(
             f"{len(world.contacts)} contacts, {len(world.overpasses)} calibration-site passes"
         )
         log.info("start-up memory report (bytes): " + json.dumps(fsw.memory_report))
+        device_warning = unreachable_device(fsw.solver, device_url or cfg.device.url)
+        if device_warning:
+            log.warning(device_warning)
+            print(device_warning, file=sys.stderr)
         feas = fsw.feasibility
         log.info(
             f"essential load {feas.essential_power_w:.2f} W feasible on all {feas.orbits} orbits; "
@@ -213,6 +235,7 @@ def _run(
             rec = f["recovery_orbits"]
             summary[f"{arm}_recovery_orbits"] = None if math.isnan(rec) else rec
     summary["ground_loop_uplinks"] = len(sim.ground.uplinks)
+    summary["device_warning"] = device_warning
     for name, count in zip(("site", "teacher", "self"), fsw.learner.labels_by_source, strict=True):
         summary[f"labels_{name}"] = count
     src = np.asarray(tl.lab_source, dtype=np.int64)
@@ -230,6 +253,8 @@ def _run(
         summary["solves_analog"] = st.analog_accepted
         summary["solves_fallback"] = st.fallbacks
         summary["device_health"] = ("OK", "DEGRADED", "FAILED")[st.health]
+        summary["device_checks"] = fsw.device_checks
+        summary["device_recoveries"] = fsw.device_recoveries
     if sim.executor is not None:
         jitter_ms = np.array(sim.executor.jitter_s) * 1000.0
         summary["realtime_speedup"] = realtime_speedup

@@ -127,7 +127,7 @@ class TaskConfig:
     name: str = param(doc="Unique task name.")
     kind: Literal[
         "housekeeping", "power_monitor", "budget_update", "inference", "label_collect", "teacher_label", "training",
-        "tc_handler", "calibration", "adaptation",
+        "tc_handler", "calibration", "adaptation", "device_health",
     ] = param(doc="What the task does (binds it to its implementation).")
     period_s: float = param(doc="Run period; a multiple of the minor frame.", unit="s", gt=0)
     offset_s: float = param(0.0, doc="Offset within the period; < period_s.", unit="s", ge=0)
@@ -169,6 +169,16 @@ class FdirConfig:
     watchdog_grace_s: float = param(
         0.5, doc="Real-time mode: a task still running this long after its frame ends is declared hung.",
         unit="s", gt=0, le=60,
+    )
+    device_check_initial_s: float = param(
+        60.0, doc="A FAILED optimizer device gets its first health check (the driver's self-test: a "
+        "canary problem with a known answer) this long after the failure is seen, by the "
+        "`device_health` task, in every mode.", unit="s", gt=0, le=86400,
+    )
+    device_check_max_s: float = param(
+        3600.0, doc="Each failed check doubles the wait before the next, up to this (a dead device "
+        "costs a self-test an hour; one that comes back is in service within this).", unit="s", gt=0,
+        le=864000,
     )
 
 

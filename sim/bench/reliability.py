@@ -8,6 +8,11 @@
   grace was declared hung and got a new thread, and such runs died at thousands of threads.
 - ``reliability.rt_hung_tasks``: ticks the watchdog declared hung in that run (0: late is
   not hung).
+- ``reliability.device_recovery_s``: simulated seconds from a device server's restart to the
+  first solve the device serves again (`sim/hil/recovery.py`: the emulator served over TCP
+  is killed under the running flight software, stays dead through three health checks at
+  60, 120 and 240 s, and comes back on the same port; checks back off up to 240 s there,
+  3,600 s in the default config).
 """
 
 from __future__ import annotations
@@ -58,8 +63,22 @@ def run(quick: bool, log) -> dict[str, float]:
     behind = wall / (ticks * FRAME_WALL_S)
     log(f"  {wall:.1f} s of wall time: {behind:.0f}x behind; peak {peak[0]} threads, {rt.hung_tasks} ticks "
         f"declared hung, {rt.late_ticks} later than the grace, {rt.skipped_ticks} skipped")
+    rec = _device_recovery(cfg)
+    log(f"device server killed at a training solve, FAILED at t = {rec.failed_at_s:.0f} s, "
+        f"{rec.checks_while_dead} failed checks, restarted at {rec.restarted_at_s:.0f} s; "
+        f"an analog-served solve {rec.recovery_s:.0f} s later (mode {rec.fsw.mode})")
     return {
+        "reliability.device_recovery_s": rec.recovery_s,
         "reliability.rt_max_threads": float(peak[0]),
         "reliability.rt_behind_factor": behind,
         "reliability.rt_hung_tasks": float(rt.hung_tasks),
     }
+
+
+def _device_recovery(cfg):
+    import numpy as np
+
+    from sim.hil.recovery import run_device_restart
+    from sim.prelaunch import train_prelaunch_model
+
+    return run_device_restart(cfg, train_prelaunch_model(cfg, np.random.default_rng(1)), dead_checks=3)
