@@ -46,16 +46,20 @@ def _loop_speed(cfg, image, seconds: float, empty: bool) -> float:
 
 def _heap_growth(cfg, image) -> float:
     from flight_sw.app import FlightSoftware
+    from flight_sw.memory import ANCILLARY_WIDTH
+    from flight_sw.ml.labels import ANC_INDEX
     from sim.scene import SceneTruth
 
     scene = SceneTruth(cfg.payload, np.random.default_rng(0))
     b = cfg.payload.samples_per_acquisition
     pool_x = np.zeros((64, b, cfg.payload.bands), np.float32)
-    pool_a = np.zeros((64, b, 4), np.int64)  # site 0, map row = the true class (fake_reference)
+    # site 0, map row = the true class (fake_reference), detector column, position in the acquisition
+    pool_a = np.zeros((64, b, ANCILLARY_WIDTH), np.int64)
     lab = np.zeros(b, np.int64)
     for i in range(64):
         scene.sample(0.0, b, scene.base_mix, 45.0, pool_x[i], lab)
         pool_a[i, :, 1] = lab
+        pool_a[i, :, ANC_INDEX] = np.arange(b)
 
     class Pool:
         i = 0
