@@ -31,9 +31,21 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _bad_output(out: Path, folder: bool = False) -> bool:
+    """Report an unusable --out before any work (sim/paths.py); True when it is one."""
+    from sim.paths import output_file_problem, output_folder_problem
+
+    problem = output_folder_problem(out) if folder else output_file_problem(out)
+    if problem:
+        _err(f"error: --out {problem}")
+    return problem is not None
+
+
 def cmd_report(args) -> int:
     from ground_tools.report import write_report
 
+    if args.out and _bad_output(Path(args.out)):
+        return EXIT_BAD_INPUT
     path = write_report(Path(args.run), Path(args.out) if args.out else None, db=args.db, orbit=args.orbit,
                         limits_path=args.limits, log=_err)
     print(f"report: {path.resolve()}")
@@ -215,6 +227,8 @@ def cmd_plan_eclipses(args) -> int:
         _err(f"error: --days must be in (0, 366], got {args.days:g}")
         return EXIT_BAD_INPUT
     out = Path(args.out) if args.out else Path("plan") / Path(args.config).stem
+    if _bad_output(out, folder=True):
+        return EXIT_BAD_INPUT
     t0 = time.perf_counter()
     write_plan(cfg, args.days, out)
     if args.year_plot:
@@ -243,8 +257,10 @@ def cmd_uplink_plan(args) -> int:
     if args.seq < 1:
         _err(f"error: --seq must be >= 1, got {args.seq}")
         return EXIT_BAD_INPUT
-    entries, pkg, notes = build_default_plan(cfg, cfg.mission.seed if args.seed is None else args.seed, args.seq)
     out = Path(args.out)
+    if _bad_output(out):
+        return EXIT_BAD_INPUT
+    entries, pkg, notes = build_default_plan(cfg, cfg.mission.seed if args.seed is None else args.seed, args.seq)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_uplink(out, entries)
     for line in notes:
@@ -278,8 +294,10 @@ def cmd_model_package(args) -> int:
     if args.heldout:
         with np.load(args.heldout) as z:
             heldout = (z["features"], z["labels"])
-    pkg = package_model(cfg, head, args.version, args.parent, args.counter, sparsity=args.sparsity, heldout=heldout)
     out = Path(args.out)
+    if _bad_output(out, folder=True):
+        return EXIT_BAD_INPUT
+    pkg = package_model(cfg, head, args.version, args.parent, args.counter, sparsity=args.sparsity, heldout=heldout)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_bytes(pkg.manifest_bytes)
     (out / "manifest.sig").write_bytes(pkg.signature)
@@ -304,6 +322,13 @@ def cmd_config(args) -> int:
             print(e)
         print("OK" if not errors else f"{len(errors)} error(s)")
         return 0 if not errors else EXIT_BAD_INPUT
+    if not args.active:
+        _err(f"error: config {args.action} needs --active CONFIG (the config flying now)")
+        return EXIT_BAD_INPUT
+    if args.action == "package" and (not args.out or _bad_output(Path(args.out))):
+        if not args.out:
+            _err("error: config package needs --out FILE")
+        return EXIT_BAD_INPUT
     active = _load_cfg(args.active)
     proposed = _load_cfg(args.proposed)
     if active is None or proposed is None:
@@ -312,9 +337,6 @@ def cmd_config(args) -> int:
     for line in lines:
         print(line)
     if args.action == "package":
-        if not args.out:
-            _err("error: config package needs --out FILE")
-            return EXIT_BAD_INPUT
         frames = config_package(Uplinker(active, args.seq), changes)
         write_uplink(Path(args.out), [(0, f) for f in frames])
         print(f"{len(frames)} frame(s) written to {args.out}")
@@ -432,9 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:
         _err(f"error: archive: {exc}")
         return EXIT_BAD_INPUT
-    except BrokenPipeError:  # `| head`: the reader left; no traceback on exit either
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # `| head`: the reader left before the output was all written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        _err("error: output closed before it was all written (broken pipe)")
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # a path the user gave that the file system refuses
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        _err(f"error:{where}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from flight_sw.config import ConfigError, describe, load_mission_config, parse_mission_config
 from flight_sw.config.schema import MissionConfig
+from sim.paths import output_file_problem, output_folder_problem
 
 EXIT_BAD_INPUT = 2
 
@@ -116,6 +118,10 @@ def cmd_run(args) -> int:
         return EXIT_BAD_INPUT
     cfg, _ = _load(args.config, args.days)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    problem = output_folder_problem(out)
+    if problem:
+        print(f"error: --out {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     text = config_text(args.config)
     if args.speedup is not None and not args.realtime:
         print("error: --speedup needs --realtime", file=sys.stderr)
@@ -170,6 +176,10 @@ def cmd_bench(args) -> int:
         return EXIT_BAD_INPUT
     results: dict[str, float] = {}
     out = Path(args.out)
+    problem = output_file_problem(out)
+    if problem:  # before the benchmarks: a 40-minute run must not fail when it writes its figures
+        print(f"error: --out {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if out.exists() and args.group != "all":
         try:
             results = json.loads(out.read_text())
@@ -227,7 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     add_hil_parser(sub)  # `flightsim hil serve|proxy` (issue 6)
     sub.choices["hil"].set_defaults(func=cmd_hil)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `| head`: the reader left before the output was all written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print("error: output closed before it was all written (broken pipe)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # a path the user gave that the file system refuses
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@
   is killed under the running flight software, stays dead through three health checks at
   60, 120 and 240 s, and comes back on the same port; checks back off up to 240 s there,
   3,600 s in the default config).
+- ``reliability.cli_cases``: subcommand x bad input cases of both command lines
+  (`sim/bench/cli_cases.py`: bad paths, bad values, output into files, folders and system
+  folders, a closed output pipe); ``reliability.cli_tracebacks``: cases that ended in a
+  traceback (0), ``reliability.cli_wrong_exits``: cases that did not end with a message and
+  exit status 2 (0).
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import time
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
-#: Wall seconds per minor frame asked of the real-time executive: 1 us, far below the
+#: Wall seconds per minor frame asked of the real-time executive: 0.1 us, far below the
 #: ~0.1 ms or more a tick of the flight software and the world takes on this machine.
-FRAME_WALL_S = 1e-6
+FRAME_WALL_S = 1e-7
 
 
 def run(quick: bool, log) -> dict[str, float]:
@@ -67,7 +72,9 @@ def run(quick: bool, log) -> dict[str, float]:
     log(f"device server killed at a training solve, FAILED at t = {rec.failed_at_s:.0f} s, "
         f"{rec.checks_while_dead} failed checks, restarted at {rec.restarted_at_s:.0f} s; "
         f"an analog-served solve {rec.recovery_s:.0f} s later (mode {rec.fsw.mode})")
+    cli = _cli_cases(log)
     return {
+        **cli,
         "reliability.device_recovery_s": rec.recovery_s,
         "reliability.rt_max_threads": float(peak[0]),
         "reliability.rt_behind_factor": behind,
@@ -82,3 +89,26 @@ def _device_recovery(cfg):
     from sim.prelaunch import train_prelaunch_model
 
     return run_device_restart(cfg, train_prelaunch_model(cfg, np.random.default_rng(1)), dead_checks=3)
+
+
+def _cli_cases(log) -> dict[str, float]:
+    import subprocess
+    import sys
+    import tempfile
+
+    from sim.bench.cli_cases import CASES, make_places, run_all
+
+    root = DEFAULT_CONFIG.parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        subprocess.run([sys.executable, "-m", "sim.cli", "run", str(DEFAULT_CONFIG), "--days", "0.02", "--out",
+                        str(run_dir), "--quiet"], check=True, capture_output=True, cwd=root)
+        results = run_all(make_places(Path(tmp), run_dir, DEFAULT_CONFIG), root)
+    tracebacks = sum(1 for _, problem in results if problem and problem.startswith("traceback"))
+    wrong = sum(1 for _, problem in results if problem)
+    for case, problem in results:
+        if problem:
+            log(f"  {case.name}: {problem.splitlines()[0]}")
+    log(f"command lines: {len(CASES)} bad-input cases, {tracebacks} tracebacks, {wrong} not ending with exit 2")
+    return {"reliability.cli_cases": float(len(CASES)), "reliability.cli_tracebacks": float(tracebacks),
+            "reliability.cli_wrong_exits": float(wrong)}
