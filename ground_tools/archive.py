@@ -35,9 +35,12 @@ Schema (see docs/ground_tools.md for every column):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import struct
 import sys
@@ -427,6 +430,24 @@ def ingest(run_dir: Path | str, db: Path | str | None = None) -> IngestReport:
             f"was there a contact in this run?)"
         )
     file_sha1 = hashlib.sha1(raw).hexdigest()
+    with _writer_lock(db):  # two ingests at once would both see the packets as new
+        return _ingest_locked(run, db, raw, file_sha1)
+
+
+@contextlib.contextmanager
+def _writer_lock(db: Path):
+    """One writer per archive: an exclusive lock on a file beside it (waits for the other;
+    the kernel drops it if that process dies)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ingest_locked(run: RunFolder, db: Path, raw: bytes, file_sha1: str) -> IngestReport:
     conn = _connect(db, readonly=False)
     try:
         meta = _read_meta(conn)

@@ -21,7 +21,9 @@ from flight_sw.config.loader import parse_mission_config
 from flight_sw.config.schema import MissionConfig
 
 REQUIRED_FILES = ("config.yaml", "run.json", "telemetry.bin", "truth.npz", "summary.json")
-INGEST_FILES = ("config.yaml", "telemetry.bin")
+#: run.json and summary.json are written last: a folder without them is a run that did not
+#: finish (a killed run of a version before run folders were written as a transaction).
+INGEST_FILES = ("config.yaml", "telemetry.bin", "run.json", "summary.json")
 
 
 class RunFolderError(ValueError):
@@ -82,7 +84,8 @@ def open_run(run_dir: Path | str, need: tuple[str, ...] = REQUIRED_FILES) -> Run
         raise RunFolderError(f"{run_dir}: not a run folder (directory not found)")
     missing = [f for f in need if not (run_dir / f).is_file()]
     if missing:
-        raise RunFolderError(f"{run_dir}: incomplete run folder, missing {', '.join(missing)}")
+        raise RunFolderError(f"{run_dir}: incomplete run folder (a run that did not finish?), missing "
+                             f"{', '.join(missing)}")
     cfg_path = run_dir / "config.yaml"
     try:
         text = cfg_path.read_text(encoding="utf-8")

@@ -142,11 +142,16 @@ def cmd_run(args) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: --uplink {args.uplink}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    from sim.runner import RunFolderError
+
     try:
         result = run_mission(
             cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet,
-            realtime_speedup=speedup, device_url=args.device, uplink=uplink,
+            realtime_speedup=speedup, device_url=args.device, uplink=uplink, replace=args.force,
         )
+    except RunFolderError as exc:
+        print(f"error: --out {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (ValueError, OSError) as exc:
         if args.device is None:
             raise
@@ -218,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="override mission.seed")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--report", action="store_true", help="also write the review report")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder whole (archive included)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--realtime", action="store_true", help="pace ticks to wall time (HIL), with the task watchdog")
     p.add_argument("--speedup", type=float, help="with --realtime: run N times faster than real time")

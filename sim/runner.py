@@ -14,11 +14,15 @@ Same config and seed give byte-identical telemetry.bin (no wall clock reaches it
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +89,27 @@ def git_revision(path: Path) -> str | None:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+class RunFolderError(ValueError):
+    """The run folder cannot be written: it exists (and --force was not given) or another
+    run is writing it; the message says which and what to do."""
+
+
+@contextlib.contextmanager
+def _folder_lock(out_dir: Path):
+    """Exclusive, non-blocking lock on `out_dir` for one writer (a lock file beside it; the
+    kernel drops it when the process dies, so a killed run never leaves it held)."""
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"{out_dir}: another run is writing this folder now") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_mission(
     cfg: MissionConfig,
     config_text: str,
@@ -96,25 +121,64 @@ def run_mission(
     realtime_speedup: float | None = None,
     device_url: str | None = None,
     uplink: list[tuple[int, bytes]] | None = None,
+    replace: bool = False,
 ) -> RunResult:
-    """Simulate the mission and write the run folder; returns its path and summary."""
+    """Simulate the mission and write the run folder; returns its path and summary.
+
+    A transaction: everything is written into a hidden staging folder beside `out_dir`
+    and renamed into place when complete, so `out_dir` is either absent, the previous
+    complete run, or this complete run, whatever happens meanwhile (a killed run leaves
+    only `.NAME.partial`, which the next run into the same place clears). An existing
+    non-empty `out_dir` is refused unless `replace` (`flightsim run --force`), which swaps
+    the whole folder, archive and report included. A lock file beside it stops a second
+    run into the same folder.
+    """
     days = cfg.mission.duration_days if days is None else days
     seed = cfg.mission.seed if seed is None else seed
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(redact_keys(config_text), encoding="utf-8")
-    handler = logging.FileHandler(out_dir / "run.log", mode="w", encoding="utf-8")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(out_dir):
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not replace:
+            raise RunFolderError(f"{out_dir}: exists and is not empty; add --force to replace it whole "
+                                 "(its archive and report included)")
+        staging = out_dir.parent / f".{out_dir.name}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)  # a killed run's leftovers (we hold the lock)
+        staging.mkdir()
+        result = _run_into(staging, cfg, config_text, days, seed, show_progress, command, realtime_speedup,
+                           device_url, uplink)
+        _swap_into_place(staging, out_dir)
+    return RunResult(out_dir, result.summary)
+
+
+def _run_into(staging: Path, cfg, config_text, days, seed, show_progress, command, realtime_speedup, device_url,
+              uplink) -> RunResult:
+    (staging / "config.yaml").write_text(redact_keys(config_text), encoding="utf-8")
+    handler = logging.FileHandler(staging / "run.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     wall0 = time.perf_counter()
     try:
-        result = _run(cfg, out_dir, days, seed, show_progress, command, realtime_speedup, device_url, uplink)
+        result = _run(cfg, staging, days, seed, show_progress, command, realtime_speedup, device_url, uplink)
     finally:
         log.removeHandler(handler)
         handler.close()
     result.summary["wall_time_s"] = round(time.perf_counter() - wall0, 3)
-    (out_dir / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+    (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the complete staging folder to `out_dir`, replacing what was there as a whole."""
+    old = out_dir.parent / f".{out_dir.name}.replaced"
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def unreachable_device(solver, url: str) -> str | None:
