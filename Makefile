@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 sim: $(STAMP)
-	@mkdir -p $(RUN)
-	$(BIN)/groundtools uplink plan $(CONFIG) --out $(RUN)/uplink.bin
-	$(BIN)/flightsim run $(CONFIG) --out $(RUN) --uplink $(RUN)/uplink.bin --report
+	@mkdir -p $(dir $(RUN))
+	$(BIN)/groundtools uplink plan $(CONFIG) --out $(RUN).uplink.bin
+	$(BIN)/flightsim run $(CONFIG) --out $(RUN) --uplink $(RUN).uplink.bin --report --force
 	@echo "Open the review report: file://$(abspath $(RUN))/report.html"
 
 test: $(STAMP)
