@@ -48,6 +48,13 @@ def _load(path: str, days: float | None = None):
     except PowerInfeasibleError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    from sim.setup_check import SetupError, check_run_setup
+
+    try:  # what `run` builds before its first tick (sim/setup_check.py): validate and run agree
+        check_run_setup(cfg, cfg.mission.duration_days if days is None else days)
+    except SetupError as exc:
+        print(f"error: {path}: the run cannot be set up: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     return cfg, report
 
 

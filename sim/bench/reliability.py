@@ -13,6 +13,9 @@
   is killed under the running flight software, stays dead through three health checks at
   60, 120 and 240 s, and comes back on the same port; checks back off up to 240 s there,
   3,600 s in the default config).
+- ``reliability.validate_run_disagreements``: generated configs (``reliability.validate_configs``:
+  1,000; quick 100; `sim/bench/config_cases.py`) that the validation of `flightsim validate`
+  accepts but whose run set-up fails (0); ``reliability.validate_accepted`` of them accepted.
 - ``reliability.cli_cases``: subcommand x bad input cases of both command lines
   (`sim/bench/cli_cases.py`: bad paths, bad values, output into files, folders and system
   folders, a closed output pipe); ``reliability.cli_tracebacks``: cases that ended in a
@@ -75,6 +78,7 @@ def run(quick: bool, log) -> dict[str, float]:
     cli = _cli_cases(log)
     return {
         **cli,
+        **_validate_run(log, 100 if quick else 1000),
         "reliability.device_recovery_s": rec.recovery_s,
         "reliability.rt_max_threads": float(peak[0]),
         "reliability.rt_behind_factor": behind,
@@ -112,3 +116,21 @@ def _cli_cases(log) -> dict[str, float]:
     log(f"command lines: {len(CASES)} bad-input cases, {tracebacks} tracebacks, {wrong} not ending with exit 2")
     return {"reliability.cli_cases": float(len(CASES)), "reliability.cli_tracebacks": float(tracebacks),
             "reliability.cli_wrong_exits": float(wrong)}
+
+
+def _validate_run(log, n: int) -> dict[str, float]:
+    from collections import Counter
+
+    from sim.bench.config_cases import judge
+
+    t0 = time.monotonic()
+    verdicts = Counter()
+    for seed in range(n):
+        verdict, why = judge(seed)
+        verdicts[verdict] += 1
+        if verdict == "disagree":
+            log(f"  generated config {seed}: validation accepted it, set-up failed: {why}")
+    log(f"one validation: {n} generated configs, {verdicts['ok']} accepted and set up, {verdicts['refused']} refused, "
+        f"{verdicts['disagree']} disagreements ({time.monotonic() - t0:.0f} s)")
+    return {"reliability.validate_configs": float(n), "reliability.validate_accepted": float(verdicts["ok"]),
+            "reliability.validate_run_disagreements": float(verdicts["disagree"])}
