@@ -110,8 +110,27 @@ def cmd_validate(args) -> int:
         f"{cfg.mission.duration_days:g} d; worst orbit {feas.worst_orbit}: margin {feas.worst_margin_j / 1000:.1f} kJ "
         f"({feas.worst_generation_j / 1000:.1f} kJ generated vs {feas.worst_required_j / 1000:.1f} kJ needed)"
     )
+    warning = device_reachability_warning(cfg)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"\nOK: {args.config} is a valid mission config.")
     return 0
+
+
+def device_reachability_warning(cfg: MissionConfig) -> str | None:
+    """A warning when the config's analog device (device.url, not in-process) cannot be reached
+    now: not a refusal (a bench may start the device later; the run retries it)."""
+    if cfg.device.backend != "analog" or cfg.device.url.startswith("inproc://"):
+        return None
+    from flight_sw.devices.transport import transport_from_url
+
+    try:
+        transport = transport_from_url(cfg.device.url)
+        transport.reopen()
+        transport.close()
+    except (OSError, ValueError) as exc:
+        return f"warning: device.url {cfg.device.url}: unreachable now ({exc})"
+    return None
 
 
 def cmd_run(args) -> int:

@@ -39,3 +39,19 @@ def test_validate_and_run_refuse_a_schedule_the_loader_alone_accepts(tmp_path):
         assert r.returncode == 2 and "the run cannot be set up" in r.stderr and "does not divide" in r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_validate_warns_about_an_unreachable_device_without_refusing(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a free port, then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = yaml.safe_load((ROOT / "mission_configs" / "default_sso.yaml").read_text())
+    data["device"] = {"backend": "analog", "url": f"tcp://127.0.0.1:{port}"}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "validate", str(path)], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: device.url tcp://127.0.0.1:{port}: unreachable now" in r.stderr
