@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
+from flight_sw.ml.commit_watch import previous_wins
 from flight_sw.ml.model import INT8_MAX, ModelImage
 from flight_sw.tmtc import dictionary as d
 
@@ -191,18 +192,9 @@ class InputAdaptation:
 
     def watch(self, correct_new: int, correct_old: int, n: int) -> bool:
         """Site labels after a commit: True when they favour the previous normalisation and it is restored."""
-        if self.watch_remaining <= 0 or n <= 0:
-            return False
-        self.watch_new_correct += correct_new
-        self.watch_old_correct += correct_old
-        self.watch_remaining -= n
-        if self.watch_remaining > 0:
-            return False
-        seen = WATCH_WINDOW - self.watch_remaining
-        if (self.watch_old_correct - self.watch_new_correct) / max(seen, 1) > self.cfg.watch_drop:
-            if self.rollback():
-                self.rollback_pending_report = True
-                return True
+        if previous_wins(self, correct_new, correct_old, n, WATCH_WINDOW, self.cfg.watch_drop) and self.rollback():
+            self.rollback_pending_report = True
+            return True
         return False
 
     def can_roll_back(self) -> bool:

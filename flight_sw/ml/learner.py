@@ -23,6 +23,7 @@ from flight_sw.devices.optimizer import SolveReport
 from flight_sw.memory import VALIDATION_WINDOW
 from flight_sw.ml import kernels as k
 from flight_sw.ml import precondition as pc
+from flight_sw.ml.commit_watch import previous_wins
 from flight_sw.ml.drift import PageHinkley
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from flight_sw.tmtc.dictionary import TRAINING_REFUSALS
@@ -298,16 +299,13 @@ class OnboardLearner:
     def _watch_after_commit(self, pixels: np.ndarray, labels: np.ndarray, pred: np.ndarray, n: int) -> None:
         if self.watch_remaining <= 0:
             return
-        self.watch_new_correct += k.count_equal(pred, labels, n)
+        new_ok = k.count_equal(pred, labels, n)
         self.predict(pixels, self.pred_tmp[:n], head=self.slots[1 - self.active])
         # predict() overwrote the shared feature buffer with the same features: harmless.
-        self.watch_old_correct += k.count_equal(self.pred_tmp, labels, n)
-        self.watch_remaining -= n
-        if self.watch_remaining <= 0:
-            seen = ROLLBACK_WINDOW - self.watch_remaining
-            if (self.watch_old_correct - self.watch_new_correct) / max(seen, 1) > ROLLBACK_MARGIN:
-                self.rollback()
-                self.rollback_pending_report = True
+        old_ok = k.count_equal(self.pred_tmp, labels, n)
+        if previous_wins(self, new_ok, old_ok, n, ROLLBACK_WINDOW, ROLLBACK_MARGIN):
+            self.rollback()
+            self.rollback_pending_report = True
 
     # -- the resumable update job ----------------------------------------------
     def _enough_labels(self) -> bool:

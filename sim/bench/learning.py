@@ -163,20 +163,17 @@ def run(quick: bool, log) -> dict[str, float]:
     sim, delay = _run(cfg, days, log, watch_shift_s=shift_day * 86400.0)
     fsw = sim.fsw
     learner = fsw.learner
-    training = [s.index for s in fsw.specs if s.kind == "training"]
-    energy = sum(fsw.task_energy_j[i] for i in training) + fsw.solver.energy_total_j
+    energy = _task_energy_j(fsw, "training") + fsw.solver.energy_total_j
     updates = max(learner.accepted + learner.refused, 1)
     log(f"  {learner.accepted} updates committed, {learner.refused} refused, {learner.rollbacks} rolled back; "
         f"training energy {energy / 1000:.1f} kJ; labels by source {learner.labels_by_source}")
     cal = fsw.calibration
-    cal_tasks = [s.index for s in fsw.specs if s.kind == "calibration"]
-    cal_energy = sum(fsw.task_energy_j[i] for i in cal_tasks)
+    cal_energy = _task_energy_j(fsw, "calibration")
     cal_judged = max(cal.accepted + cal.refused, 1)
     log(f"  calibration: {cal.accepted} tables committed, {cal.refused} refused, {cal.rollbacks} rolled back, "
         f"{cal.diffuser_sweeps} diffuser sweeps, {cal.dark_sweeps} dark sweeps; task energy {cal_energy:.0f} J")
     adapt = fsw.adaptation
-    adapt_tasks = [s.index for s in fsw.specs if s.kind == "adaptation"]
-    adapt_energy = sum(fsw.task_energy_j[i] for i in adapt_tasks)
+    adapt_energy = _task_energy_j(fsw, "adaptation")
     adapt_judged = max(adapt.accepted + adapt.refused, 1)
     log(f"  input adaptation: {adapt.windows} windows, {adapt.accepted} committed, {adapt.refused} refused, "
         f"{adapt.rollbacks} rolled back; task energy {adapt_energy:.0f} J")
@@ -220,3 +217,8 @@ def run(quick: bool, log) -> dict[str, float]:
         "learning.int8_speedup_vs_numpy": speedup,
     })
     return {k: (v if math.isfinite(v) else -1.0) for k, v in figures.items()}
+
+
+def _task_energy_j(fsw, kind: str) -> float:
+    """Energy drawn since start by the tasks of one kind."""
+    return sum(fsw.task_energy_j[s.index] for s in fsw.specs if s.kind == kind)
