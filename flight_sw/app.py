@@ -57,8 +57,8 @@ from flight_sw.power.tle import parse_tle, tle_age_days
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.commands import TcHandler
 from flight_sw.tmtc.downlink import DownlinkQueue
+from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.packets import TmEncoder
-from flight_sw.tmtc.security import MemoryStore
 
 #: Payload acquisition status: night (no pixels), an ordinary scene, a calibration-site scene.
 ACQ_DARK, ACQ_SCENE, ACQ_SITE = 0, 1, 2
@@ -122,6 +122,7 @@ class FlightSoftware:
         device_transport=None,
         tc_store=None,
         reference: ReferenceData | None = None,
+        entropy: Callable[[int], bytes] | None = None,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
@@ -129,9 +130,11 @@ class FlightSoftware:
         `cfg.device` names, built by `make_optimizer`; an analog backend talks to the
         device over `device_transport`, or the transport its `device.url` gives). `check_energy_days` (default: the mission's duration)
         is how far ahead the essential set is checked against the worst orbit.
-        `tc_store` (issue 7) is the non-volatile store of the telecommand state (anti-replay
-        counters, upload staging, boot record, parameter table): an object with
-        `load() -> bytes` and an atomic `save(bytes)`; default: a fresh in-memory store.
+        `tc_store` is the non-volatile store of the telecommand state (security associations,
+        upload staging, boot record, parameter table): a `tmtc.nv_store.RedundantStore` on
+        the platform's NV device; default: a fresh one in memory. `entropy(n) -> bytes` is the
+        platform's random source (hardware RNG), used for the recovery nonce; default: a
+        generator seeded from the mission seed, which repeats across boots (simulation only).
         `reference` is what the ground uplinked for onboard labelling (site maps, teacher);
         without it the satellite has no site labels and no teacher.
         """
@@ -215,7 +218,11 @@ class FlightSoftware:
         self._eclipse_policy = cfg.power.budget.eclipse_policy
         self._eclipse_soc_margin = cfg.power.budget.eclipse_soc_margin
         # Issue 7: authenticated telecommands; boots from the NV store (may install a confirmed upload).
-        self.tc = TcHandler(self, tc_store if tc_store is not None else MemoryStore())
+        if entropy is None:
+            nonce_rng = np.random.default_rng([cfg.mission.seed, 0x5EC])
+            entropy = nonce_rng.bytes
+        self.tc = TcHandler(self, tc_store if tc_store is not None
+                            else RedundantStore.in_memory(cfg.tmtc.max_upload_bytes), entropy)
         self.tc.boot(cold=True, t=0.0)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
@@ -570,6 +577,12 @@ class FlightSoftware:
             int(inp.in_contact),
             self.downlink.count,
             self.downlink.overflow,
+            self.tc.accepted,
+            self.tc.rejected,
+            len(self.tc.queue),
+            self.tm.events_suppressed,
+            *self.tc.boot_record(),
+            int(self.tc.nv.lost),
         )
         self.tm.housekeeping(d.HK_CORE_SID, core, t)
         tasks = b"".join(
@@ -862,7 +875,8 @@ class FlightSoftware:
             "hk_last_tick": self._hk_last_tick,
             "was_in_contact": self._was_in_contact,
             "downlink": self.downlink.state_dict(),
-            "tm": {"seq_count": self.tm.seq_count, "packets": self.tm.packets},
+            "tm": self.tm.state(),
+            "tc": self.tc.state_dict(),
             "modes": self.modes.state_dict(),
             "learner": self.learner.state_dict(),
             "calibration": self.calibration.state_dict(),
@@ -888,8 +902,13 @@ class FlightSoftware:
         blob = SNAPSHOT_MAGIC + struct.pack(">I", len(header)) + header + body
         return blob + struct.pack(">I", zlib.crc32(blob))
 
-    def restore(self, blob: bytes) -> None:
-        """Load a snapshot taken by the same configuration; refuse a corrupt or foreign one."""
+    def restore(self, blob: bytes, reboot: bool = True) -> None:
+        """Load a snapshot taken by the same configuration; refuse a corrupt or foreign one.
+
+        `reboot` (a flight computer restarting from its saved state): the boot is counted and
+        unconfirmed trials revert. Without it (the simulator resuming a checkpoint together with
+        the NV device it saved), the run continues byte for byte as if never stopped.
+        """
         if len(blob) < len(SNAPSHOT_MAGIC) + 8 or not blob.startswith(SNAPSHOT_MAGIC):
             raise SnapshotError("not a flight software snapshot")
         if struct.unpack(">I", blob[-4:])[0] != zlib.crc32(blob[:-4]):
@@ -925,8 +944,7 @@ class FlightSoftware:
         self._hk_last_tick = state["hk_last_tick"]
         self._was_in_contact = state["was_in_contact"]
         self.downlink.load_state_dict(state["downlink"])
-        self.tm.seq_count = state["tm"]["seq_count"]
-        self.tm.packets = state["tm"]["packets"]
+        self.tm.load_state(state["tm"])
         self.modes.load_state_dict(state["modes"])
         self.learner.load_state_dict(state["learner"])
         self.calibration.load_state_dict(state["calibration"])
@@ -934,4 +952,7 @@ class FlightSoftware:
         (self._device_backoff_s, self._device_next_check_s, self.device_checks,
          self.device_recoveries) = state["device_check"]
         self.solver.load_state_dict(state["solver"])
-        self.tc.boot(cold=False, t=self.t_s)  # issue 7: a restore is a reboot (NV state wins, trials revert)
+        if reboot:
+            self.tc.boot(cold=False, t=self.t_s)  # NV state wins, the boot counts, trials revert
+        else:
+            self.tc.resume(state["tc"])

@@ -337,8 +337,19 @@ class _Decoder:
             idx, load = struct.unpack(">Bf", p)
             return f"task {self._task(idx)} ended after its frame (frame load {load:.3g} s)"
         if eid == getattr(d, "EVENT_TC_REJECTED", None):
-            reason, key, seq = d.TC_REJECTED_STRUCT.unpack(p)
-            return f"telecommand frame rejected: {d.TC_REJECT_REASONS[reason]} (key {key}, claimed sequence {seq})"
+            reason, spi, seq, onboard = d.TC_REJECTED_STRUCT.unpack(p)
+            return (f"telecommand frame rejected: {d.TC_REJECT_REASONS[reason]} (SA {spi}, ARSN {seq}, "
+                    f"onboard ARSN {onboard})")
+        if eid == getattr(d, "EVENT_SA_STATUS", None):
+            spi, key, state, arsn = d.SA_STATUS_STRUCT.unpack(p)
+            return f"security association {spi}: {d.SA_STATES[state]}, key slot {key}, ARSN {arsn}"
+        if eid == getattr(d, "EVENT_TC_STATE_LOST", None):
+            (nonce,) = d.TC_STATE_LOST_STRUCT.unpack(p)
+            return f"telecommand record lost (both NV copies damaged): recover with nonce {nonce:#018x}"
+        if eid == getattr(d, "EVENT_BOOT", None):
+            count, unstable, latch = d.BOOT_STRUCT.unpack(p)
+            return (f"boot {count} ({unstable} consecutive unstable)"
+                    + (": safe latch set, held in SAFE until a ground mode command" if latch else ""))
         if eid == getattr(d, "EVENT_MODEL_UPLOAD", None):
             stage, version, counter = d.MODEL_UPLOAD_STRUCT.unpack(p)
             return f"model upload v{version}: {d.MODEL_UPLOAD_STAGES[stage]} (security counter {counter})"

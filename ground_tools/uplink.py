@@ -30,9 +30,10 @@ PUS_TC_OVERHEAD = 13
 
 
 def mission_key(cfg: MissionConfig, purpose: str, key_id: int | None = None) -> tuple[int, bytes]:
-    """(key id, material) of the first active key of `purpose` (or the given id)."""
+    """(key id, material) of the first key of `purpose` the config marks active, or of the given
+    slot (a spare slot included: the ground starts its association before using it)."""
     for k in cfg.tmtc.keys:
-        if k.purpose == purpose and k.active and (key_id is None or k.key_id == key_id):
+        if k.purpose == purpose and (k.key_id == key_id if key_id is not None else k.active):
             return k.key_id, bytes.fromhex(k.key_hex)
     raise KeyError(f"no active {purpose} key{'' if key_id is None else f' with id {key_id}'} in the mission config")
 
@@ -85,8 +86,29 @@ class Uplinker:
     def confirm(self) -> bytes:
         return self.function(d.FN_MODEL_CONFIRM)
 
-    def deactivate_key(self, key_id: int) -> bytes:
-        return self.function(d.FN_KEY_DEACTIVATE, struct.pack(">H", key_id))
+    # -- security-association procedures (SDLS 355.1-B subset; flight_sw.tmtc.security) ------
+    def sa_stop(self, spi: int) -> bytes:
+        return self.function(d.FN_SA_STOP, struct.pack(">H", spi))
+
+    def sa_start(self, spi: int) -> bytes:
+        return self.function(d.FN_SA_START, struct.pack(">H", spi))
+
+    def sa_rekey(self, spi: int, key_slot: int) -> bytes:
+        return self.function(d.FN_SA_REKEY, struct.pack(">HH", spi, key_slot))
+
+    def sa_set_arsn(self, spi: int, arsn: int) -> bytes:
+        return self.function(d.FN_SA_SET_ARSN, struct.pack(">HQ", spi, arsn))
+
+    def sa_status(self, spi: int) -> bytes:
+        return self.function(d.FN_SA_STATUS, struct.pack(">H", spi))
+
+    def recover(self, nonce: int, arsn_floor: int, security_counter: int) -> bytes:
+        """The one command a satellite with a lost TC record runs: echo its boot nonce (event
+        TC_STATE_LOST) and set every association's ARSN above any the ground has used. The frame
+        itself goes out with `arsn_floor` as its ARSN, so the ground's counter moves on past it."""
+        frame = self.function(d.FN_TC_RECOVER, d.TC_RECOVER_STRUCT.pack(nonce, arsn_floor, security_counter))
+        self.seq = max(self.seq, arsn_floor + 1)
+        return frame
 
     def param_load(self, values: dict[int, float]) -> bytes:
         body = bytes([len(values)]) + b"".join(d.PARAM_ENTRY_STRUCT.pack(k, v) for k, v in sorted(values.items()))

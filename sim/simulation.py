@@ -22,6 +22,7 @@ from flight_sw.config.schema import MissionConfig
 from flight_sw.ml.kernels import classify_into, count_equal
 from flight_sw.ml.labels import SOURCE_SELF
 from flight_sw.ml.model import FeatureExtractor, ModelImage
+from flight_sw.tmtc.nv_store import RedundantStore
 from sim.ground_loop import GroundLoopArm
 from sim.prelaunch import prelaunch_teacher, reference_data, train_prelaunch_model
 from sim.world import PayloadTruth, World
@@ -99,11 +100,13 @@ class Simulation:
         self.payload = PayloadTruth(self.world, self.rngs["payload_labels"])
         self.ground = GroundLoopArm(cfg, self.image, self.world.contacts)
         self.reference = reference_data(cfg, self.world.sites.reference_maps, self.teacher_image)
+        # The flight computer's non-volatile memory: part of the world, kept in a checkpoint.
+        self.nv_store = RedundantStore.in_memory(cfg.tmtc.max_upload_bytes)
         self.fsw = FlightSoftware(
             cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
             check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
             device_transport=self._device_transport(cfg, seed, device_url),
-            reference=self.reference,
+            reference=self.reference, tc_store=self.nv_store,
         )
         fsw = self.fsw
         fsw.label_tap = self._on_labels
@@ -319,6 +322,7 @@ class Simulation:
             "uplink_next": self._uplink_next,
             # the emulated device is part of the world: it keeps running across a flight reboot
             "device": self._device_endpoint(),
+            "nv": bytes(self.nv_store.device.cells),
         }
         return pickle.dumps((self.fsw.snapshot(), sim_state))
 
@@ -329,7 +333,8 @@ class Simulation:
 
     def restore(self, blob: bytes) -> None:
         fsw_blob, sim_state = pickle.loads(blob)  # noqa: S301 - our own snapshot format
-        self.fsw.restore(fsw_blob)
+        self.nv_store.device.cells[:] = sim_state["nv"]
+        self.fsw.restore(fsw_blob, reboot=False)  # a checkpoint resumed, not a flight reboot
         self.tick = sim_state["tick"]
         self.world.battery.state[:] = sim_state["battery"]
         self.world.scene.load_stream_state(sim_state["scene_stream"])

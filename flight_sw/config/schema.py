@@ -180,6 +180,15 @@ class FdirConfig:
         "costs a self-test an hour; one that comes back is in service within this).", unit="s", gt=0,
         le=864000,
     )
+    boot_escalation_count: int = param(
+        3, doc="Consecutive boots that each end before boot_stable_s of uptime which set the persistent "
+        "safe latch: the satellite then boots into SAFE until a ground mode command (a reset loop must "
+        "not keep re-running whatever crashed it).", ge=2, le=255,
+    )
+    boot_stable_s: float = param(
+        600.0, doc="Uptime after which a boot counts as stable and the escalation count restarts.",
+        unit="s", gt=0, le=864000,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

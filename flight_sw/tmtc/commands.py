@@ -10,8 +10,20 @@ reported as event EVENT_TC_REJECTED with the reason, the key id and the claimed
 sequence number. No exception escapes `process`: anything unexpected is a rejection.
 
 Services: 17,1 ping; 8,1 functions (mode, TLE, task enable/disable, model rollback,
-activate, confirm, key deactivation, parameter activation); 20,3 parameter load;
-23,1 upload session (signed manifest); 13,9 upload part; 23,2 verify upload.
+activate, confirm, security-association procedures, parameter activation, recovery);
+20,3 parameter load; 23,1 upload session (signed manifest); 13,9 upload part; 23,2 verify
+upload.
+
+The handler cannot be driven into a lockout or a fault by what arrives: one run handles
+at most the frames its compute budget pays for (the rest wait in the bounded queue), so a
+flood of frames, valid or not, never overruns the task and never steps the mode down; a
+refusal names the association's onboard ARSN, so a ground that lost count finds the
+window again; the last operational command association cannot be stopped; a lost NV
+record is left only through FN_TC_RECOVER bound to this boot's nonce.
+
+Boots are counted in the NV record. `fdir.boot_escalation_count` consecutive boots that
+each end before `fdir.boot_stable_s` of uptime set the safe latch: the satellite boots
+into SAFE and stays there, across further boots, until a ground mode command.
 """
 
 from __future__ import annotations
@@ -23,42 +35,109 @@ from spacepackets.ecss import PusTc
 from spacepackets.ecss.pus_1_verification import ErrorCode, FailureNotice, RequestId
 
 from flight_sw.config.schema import MODES
+from flight_sw.fdir.modes import SAFE
 from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.params import ParamTable
-from flight_sw.tmtc.security import MAC_LEN, Authenticator, NvState, TcStore
+from flight_sw.tmtc.security import MAC_LEN, SA_STATES, Authenticator, NvState, SaError
 from flight_sw.tmtc.upload import ModelUploader, UploadError
 
+#: SA procedures: function id -> argument layout (u16 SPI first).
+SA_PROCEDURES = {
+    d.FN_SA_START: struct.Struct(">H"),
+    d.FN_SA_STOP: struct.Struct(">H"),
+    d.FN_SA_REKEY: struct.Struct(">HH"),
+    d.FN_SA_SET_ARSN: struct.Struct(">HQ"),
+    d.FN_SA_STATUS: struct.Struct(">H"),
+}
+SA_ARG_TEXT = {d.FN_SA_REKEY: ", u16 key slot", d.FN_SA_SET_ARSN: ", u64 ARSN"}
 #: PUS failure code field width (PFC 16 -> u16), as spacepackets' ErrorCode.
 PFC_BITS = 16
 MAX_FAIL_TEXT = 96
 FRAME_COST_S = 2e-4  # modelled compute per frame (HMAC + unpack + dispatch)
+RUN_BASE_COST_S = 1e-5  # modelled compute of a run (queue check, trial countdown)
 
 
 class TcHandler:
-    def __init__(self, fsw, store: TcStore):
+    def __init__(self, fsw, store: RedundantStore, entropy):
+        """`store`: the NV store (A/B record and staging log); `entropy(n) -> bytes`: the
+        platform's random source (a hardware RNG in flight), used only for the recovery nonce."""
         cfg = fsw.cfg
         self.fsw = fsw
         self.apid = cfg.telemetry.apid
-        self.nv = NvState(store)
+        self.nv = NvState(store, cfg.tmtc)
         self.auth = Authenticator(cfg.tmtc, self.nv)
-        self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner)
+        self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner, store.staging)
         self.params = ParamTable(self.nv, fsw._apply_params)
+        self.entropy = entropy
         self.queue: deque[bytes] = deque()
         self.queue_max = cfg.tmtc.tc_queue_frames
+        budget_s = next(s.compute_budget_s for s in cfg.tasks if s.kind == "tc_handler")
+        #: Frames one run may handle within its compute budget (at least one).
+        self.frames_per_run = max(1, int((budget_s - RUN_BASE_COST_S) / FRAME_COST_S))
+        self.escalation_count = cfg.fdir.boot_escalation_count
+        self.stable_s = cfg.fdir.boot_stable_s
+        self.boot_t = 0.0
+        self.nonce = 0
         self.accepted = 0
         self.rejected = 0
         self.last_reject: str | None = None
 
     # -- boot ---------------------------------------------------------------------------------
     def boot(self, cold: bool, t: float) -> None:
-        """Cold start or restore: reload NV, revert unconfirmed trials, re-apply parameters."""
+        """Cold start or restore: reload NV, count the boot (escalating to the safe latch),
+        revert unconfirmed trials, re-apply parameters."""
         self.nv.reload()
         self.queue.clear()
+        self.boot_t = t
+        self.nonce = int.from_bytes(self.entropy(8), "big")
+        if self.nv.lost:
+            self.fsw.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
+            return
+        boot = self.nv.data["boot"]
+        boot["count"] += 1
+        boot["unstable"] = min(boot["unstable"] + 1, 255)
+        if boot["unstable"] >= self.escalation_count:
+            boot["safe_latch"] = True
+        self.nv.commit()
+        self.fsw.tm.event(d.EVENT_BOOT, "high" if boot["safe_latch"] else "info",
+                          d.BOOT_STRUCT.pack(boot["count"] & 0xFFFFFFFF, boot["unstable"], int(boot["safe_latch"])), t)
+        if boot["safe_latch"]:
+            self.fsw.modes.cap(SAFE, "boot_escalation", t)
         for stage in self.upload.boot(cold):
             self._model_event(stage, self.fsw.learner.version, self.nv.data["sc"], t)
         if self.nv.data["params"]["active"]:
             self.fsw._apply_params(self.params.active())
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs beyond the NV record (counters since boot, queued frames)."""
+        return {"accepted": self.accepted, "rejected": self.rejected, "last_reject": self.last_reject,
+                "boot_t": self.boot_t, "nonce": self.nonce, "trial_runs_left": self.upload.trial_runs_left,
+                "queue": [f.hex() for f in self.queue]}
+
+    def resume(self, state: dict) -> None:
+        """Continue from a checkpoint whose NV device was restored with it: no boot happened."""
+        self.nv.reload()
+        st = self.nv.data["staging"]
+        self.upload.staging.scan(st["session"] if st is not None else -1)
+        self.accepted, self.rejected, self.last_reject = state["accepted"], state["rejected"], state["last_reject"]
+        self.boot_t, self.nonce = state["boot_t"], state["nonce"]
+        self.upload.trial_runs_left = state["trial_runs_left"]
+        self.queue.clear()
+        self.queue.extend(bytes.fromhex(f) for f in state["queue"])
+
+    def boot_record(self) -> tuple[int, int, int]:
+        """(boot count, consecutive unstable boots, safe latch) for housekeeping."""
+        b = self.nv.data["boot"]
+        return b["count"] & 0xFFFFFFFF, b["unstable"], int(b["safe_latch"])
+
+    def _note_stable(self, t: float) -> None:
+        """Uptime reached fdir.boot_stable_s: this boot was stable, the escalation count restarts."""
+        boot = self.nv.data["boot"]
+        if boot["unstable"] and not self.nv.lost and t - self.boot_t >= self.stable_s:
+            boot["unstable"] = 0
+            self.nv.commit()
 
     # -- queue and task ---------------------------------------------------------------------
     def enqueue(self, frame: bytes, t: float) -> None:
@@ -70,11 +149,13 @@ class TcHandler:
             self.queue.append(bytes(frame))
 
     def run(self, t: float) -> float:
-        """The tc_handler task: every queued frame, then the trial countdown. -1: nothing to do."""
+        """The tc_handler task: queued frames (as many as the budget pays for), then the trial
+        countdown. -1: nothing to do."""
+        self._note_stable(t)
         if not self.queue and self.upload.trial is None:
             return -1.0
-        cost = 1e-5
-        while self.queue:
+        cost = RUN_BASE_COST_S
+        for _ in range(min(len(self.queue), self.frames_per_run)):
             self.process(self.queue.popleft(), t)
             cost += FRAME_COST_S
         if self.upload.trial is not None:
@@ -91,7 +172,7 @@ class TcHandler:
             reason, key_id, seq, packet = self.auth.verify(frame)
         except Exception:  # noqa: BLE001 - no input may crash the handler
             reason, key_id, seq, packet = "bad_packet", 0, 0, b""
-        if reason:
+        if reason and reason != "state_corrupt" or reason == "state_corrupt" and not packet:
             self._reject(reason, key_id, seq, t)
             return reason
         try:
@@ -101,17 +182,31 @@ class TcHandler:
         except Exception:  # noqa: BLE001 - CRC errors, truncation, bad headers
             self._reject("bad_packet", key_id, seq, t)
             return "bad_packet"
+        if reason == "state_corrupt":  # authentic, but the ARSN cannot be judged: recovery only
+            if not self._is_recovery(tc):
+                self._reject(reason, key_id, seq, t)
+                return reason
         self.accepted += 1
         self._execute(tc, t)
         return None
 
+    def _is_recovery(self, tc: PusTc) -> bool:
+        data = bytes(tc.app_data)
+        return ((tc.service, tc.message_subtype) == (d.PUS_SERVICE_FUNCTION, 1)
+                and len(data) == d.FN_STRUCT.size + d.TC_RECOVER_STRUCT.size
+                and d.FN_STRUCT.unpack_from(data)[0] == d.FN_TC_RECOVER)
+
     def _reject(self, reason: str, key_id: int, seq: int, t: float) -> None:
         self.rejected += 1
         self.last_reject = reason
+        onboard = self.auth.last_seq(key_id) if not self.nv.lost else 0
         self.fsw.tm.event(
             d.EVENT_TC_REJECTED, "medium",
-            d.TC_REJECTED_STRUCT.pack(d.TC_REJECT_REASONS.index(reason), key_id & 0xFFFF, seq & (2**64 - 1)), t,
+            d.TC_REJECTED_STRUCT.pack(d.TC_REJECT_REASONS.index(reason), key_id & 0xFFFF, seq & (2**64 - 1),
+                                      onboard), t,
         )
+        if self.nv.lost:  # the ground needs the nonce to recover: repeat it (rate-limited)
+            self.fsw.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
 
     # -- service 1 -----------------------------------------------------------------------------
     def _verif(self, subtype: int, req: bytes, t: float, code: str | None = None, text: str = "") -> None:
@@ -135,7 +230,7 @@ class TcHandler:
         self._verif(d.TM_START_OK, req, t)
         try:
             action(bytes(tc.app_data), t)
-        except UploadError as e:
+        except (UploadError, SaError) as e:
             self._verif(d.TM_COMPLETE_FAIL, req, t, e.code, e.text)
             return
         except Exception as e:  # noqa: BLE001 - a malformed argument must not crash the executive
@@ -163,9 +258,12 @@ class TcHandler:
         fn = d.FN_STRUCT.unpack_from(data)[0]
         args = data[2:]
         fsw = self.fsw
+        if self.nv.lost and fn != d.FN_TC_RECOVER:
+            raise UploadError("recovery_refused", "the TC state is lost: only FN_TC_RECOVER runs")
         if fn == d.FN_MODE:
             if len(args) != 1 or args[0] >= len(MODES):
                 raise UploadError("bad_arguments", f"mode index must be 0..{len(MODES) - 1}")
+            self._clear_safe_latch()
             if not fsw.command_mode(MODES[args[0]]):
                 raise UploadError("mode_refused", f"a fault holds the satellite below {MODES[args[0]]}")
         elif fn == d.FN_LOAD_TLE:
@@ -199,15 +297,10 @@ class TcHandler:
         elif fn == d.FN_MODEL_CONFIRM:
             m = self.upload.confirm()
             self._model_event("confirmed", m["version"], m["security_counter"], t)
-        elif fn == d.FN_KEY_DEACTIVATE:
-            if len(args) != 2:
-                raise UploadError("bad_arguments", "key id: u16")
-            kid = struct.unpack(">H", args)[0]
-            if kid not in self.auth.keys:
-                raise UploadError("unknown_key", f"no key slot {kid}")
-            if kid not in self.nv.data["deact"]:
-                self.nv.data["deact"].append(kid)
-                self.nv.commit()
+        elif fn in SA_PROCEDURES:
+            self._sa_procedure(fn, args, t)
+        elif fn == d.FN_TC_RECOVER:
+            self._recover(args, t)
         elif fn in (d.FN_CAL_ROLLBACK, d.FN_CAL_REQUEST):
             if args:
                 raise UploadError("bad_arguments", "calibration commands take no arguments")
@@ -222,6 +315,44 @@ class TcHandler:
             fsw.tm.event(d.EVENT_PARAMS_ACTIVATED, "info", struct.pack(">I", version), t)
         else:
             raise UploadError("unknown_command", f"function {fn}")
+
+    def _sa_procedure(self, fn: int, args: bytes, t: float) -> None:
+        """Start, stop, rekey, set ARSN, status: a u16 SPI then the procedure's arguments."""
+        arg_struct = SA_PROCEDURES[fn]
+        if len(args) != arg_struct.size:
+            raise UploadError("bad_arguments", f"expected {arg_struct.size} bytes (u16 SPI{SA_ARG_TEXT[fn]})")
+        spi, *rest = arg_struct.unpack(args)
+        auth = self.auth
+        if fn == d.FN_SA_START:
+            auth.start(spi)
+        elif fn == d.FN_SA_STOP:
+            auth.stop(spi)
+        elif fn == d.FN_SA_REKEY:
+            auth.rekey(spi, rest[0])
+        elif fn == d.FN_SA_SET_ARSN:
+            auth.set_arsn(spi, rest[0])
+        sa = auth._known(spi)
+        self.fsw.tm.event(d.EVENT_SA_STATUS, "info", d.SA_STATUS_STRUCT.pack(
+            spi, sa["key"], SA_STATES.index(sa["state"]), sa["arsn"]), t)
+
+    def _recover(self, args: bytes, t: float) -> None:
+        """Leave the lost state (the only command that runs in it): the nonce must be this boot's."""
+        if not self.nv.lost:
+            raise UploadError("recovery_refused", "the TC state is not lost")
+        nonce, arsn_floor, sc_floor = d.TC_RECOVER_STRUCT.unpack(args)
+        if nonce != self.nonce:
+            raise UploadError("recovery_refused", "nonce is not this boot's (see event TC_STATE_LOST)")
+        self.nv.data["sc"] = sc_floor
+        self.auth.recover(arsn_floor)
+        boot = self.nv.data["boot"]
+        boot["count"] += 1  # the boot that found the state lost is counted now
+        self.nv.commit()
+
+    def _clear_safe_latch(self) -> None:
+        boot = self.nv.data["boot"]
+        if boot["safe_latch"] or boot["unstable"]:
+            boot["safe_latch"], boot["unstable"] = False, 0
+            self.nv.commit()
 
     def _param_load(self, data: bytes, t: float) -> None:
         self.params.load(data)

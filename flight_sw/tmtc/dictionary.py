@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 8  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE)
+DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -73,6 +73,14 @@ HK_CORE: tuple[Param, ...] = (
     Param("in_contact", "B", "", "1 while a ground station has carrier lock."),
     Param("downlink_backlog", "I", "packet", "Packets waiting in the downlink queue."),
     Param("downlink_overflow", "I", "packet", "Packets refused by a full downlink queue (counted, not lost silently)."),
+    Param("tc_accepted", "I", "", "Telecommand frames authenticated and executed since boot."),
+    Param("tc_rejected", "I", "", "Telecommand frames refused since boot (each also an event, rate-limited)."),
+    Param("tc_backlog", "H", "frame", "Frames queued for the next tc_handler run."),
+    Param("events_suppressed", "I", "", "Events not sent because their id exceeded EVENT_RATE_LIMIT in a window."),
+    Param("boot_count", "I", "", "Boots recorded in the non-volatile record."),
+    Param("boots_unstable", "B", "", "Consecutive boots that did not reach fdir.boot_stable_s of uptime."),
+    Param("safe_latch", "B", "", "1 when boot escalation holds the satellite in SAFE until a ground mode command."),
+    Param("tc_state_lost", "B", "", "1 when both NV copies of the TC record are damaged (only FN_TC_RECOVER runs)."),
 )
 
 #: SID 2: one record per task, every `housekeeping` run: the per-task counters.
@@ -154,7 +162,7 @@ TASK_DISABLE_REASONS = ("overruns", "watchdog", "ground_command")
 
 MODE_REASONS = (
     "start", "low_soc", "soc_recovered", "device_failure", "overruns", "invalid_model", "ground_command",
-    "device_recovered", "watchdog",
+    "device_recovered", "watchdog", "boot_escalation",
 )
 
 TRAINING_UPDATE: tuple[Param, ...] = (
@@ -241,6 +249,7 @@ TC_FAILURES = (
     "upload_bad_name", "upload_missing_chunks", "upload_hash_mismatch", "upload_not_verified",
     "upload_too_large", "trial_none", "trial_validation_failed", "param_out_of_bounds", "param_unknown",
     "param_none_staged", "unknown_key", "apid_mismatch", "calibration_no_previous",
+    "last_command_sa", "sa_operational", "wrong_key_purpose", "recovery_refused",
 )
 
 PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments
@@ -255,10 +264,18 @@ FN_TASK_DISABLE = 4  # u8 task index
 FN_MODEL_ROLLBACK = 5  # none: switch to the other head slot
 FN_MODEL_ACTIVATE = 6  # none: the verified staged model becomes a trial
 FN_MODEL_CONFIRM = 7  # none: validate and confirm the trial (raises the security counter)
-FN_KEY_DEACTIVATE = 8  # u16 key id
+FN_SA_STOP = 8  # u16 SPI: operational -> keyed (SDLS 355.1-B Stop SA); never the last command SA
 FN_PARAM_ACTIVATE = 9  # none: the validated staged parameter table becomes active
 FN_CAL_ROLLBACK = 10  # none: switch to the other radiometric calibration slot (the previous table)
 FN_CAL_REQUEST = 11  # none: ask for a radiometric calibration at the next dark sweep and diffuser window
+FN_SA_START = 12  # u16 SPI: keyed -> operational (355.1-B Start SA)
+FN_SA_REKEY = 13  # u16 SPI, u16 key slot: a stopped SA takes another key of its purpose, ARSN 0
+FN_SA_SET_ARSN = 14  # u16 SPI, u64 ARSN (355.1-B Set ARSN)
+FN_SA_STATUS = 15  # u16 SPI -> event SA_STATUS (355.1-B SA Status Request / Read ARSN)
+#: Only command the satellite runs while its NV state is lost: u64 boot nonce (from event
+#: TC_STATE_LOST), u64 ARSN floor for every SA, u32 security counter floor for uploads.
+FN_TC_RECOVER = 16
+TC_RECOVER_STRUCT = struct.Struct(">QQI")
 FN_STRUCT = struct.Struct(">H")
 
 #: Onboard parameter table (service 20): id -> (name, lower bound, upper bound). Values are f64;
@@ -272,12 +289,14 @@ PARAMS: dict[int, tuple[str, float, float]] = {
 ECLIPSE_POLICIES = ("never", "soc_margin", "always")
 PARAM_ENTRY_STRUCT = struct.Struct(">Hd")
 
-EVENT_TC_REJECTED = 8  # params: reason u8 (TC_REJECT_REASONS), key id u16, sequence u64 (as claimed)
+#: params: reason u8 (TC_REJECT_REASONS), SPI u16, ARSN u64 (as claimed), the SA's onboard ARSN u64
+#: (0 for an unknown SA): a ground that lost count reads where the window is from the refusal.
+EVENT_TC_REJECTED = 8
 TC_REJECT_REASONS = (
     "too_short", "too_long", "bad_version", "bad_length", "unknown_key", "key_deactivated", "wrong_key_purpose",
     "bad_mac", "replay", "outside_window", "queue_full", "state_corrupt", "bad_packet",
 )
-TC_REJECTED_STRUCT = struct.Struct(">BHQ")
+TC_REJECTED_STRUCT = struct.Struct(">BHQQ")
 EVENT_MODEL_UPLOAD = 9  # params: stage u8 (MODEL_UPLOAD_STAGES), version u32, security counter u32
 MODEL_UPLOAD_STAGES = ("session_open", "verified", "trial_started", "confirmed", "trial_reverted", "refused",
                        "reverted_at_boot", "installed_at_boot")
@@ -288,3 +307,18 @@ EVENT_STATISTICS_RESET = 11  # params: reason u8 (STATISTICS_RESET_REASONS), res
 #: made the head system unusable; training resumes from the pre-launch knowledge).
 STATISTICS_RESET_REASONS = ("not_finite", "not_positive_definite")
 STATISTICS_RESET_STRUCT = struct.Struct(">BH")
+
+EVENT_SA_STATUS = 14  # params: see SA_STATUS_STRUCT (reply to FN_SA_STATUS)
+SA_STATUS_STRUCT = struct.Struct(">HHBQ")  # SPI, key slot, state (index in SA_STATES), ARSN
+SA_STATES = ("keyed", "operational")
+#: The TC record is lost (both NV copies damaged): params u64 nonce of this boot, to be echoed
+#: by FN_TC_RECOVER. Sent at boot and with every refused frame while the state stays lost.
+EVENT_TC_STATE_LOST = 15
+TC_STATE_LOST_STRUCT = struct.Struct(">Q")
+#: params: boot count u32, consecutive unstable boots u8, safe latch u8 (1: held in SAFE)
+EVENT_BOOT = 16
+BOOT_STRUCT = struct.Struct(">IBB")
+#: Events of one id beyond this many per EVENT_RATE_WINDOW_S are counted, not sent, so a flood
+#: of one kind (rejected frames) cannot crowd out another (a mode change) in the downlink queue.
+EVENT_RATE_LIMIT = 20
+EVENT_RATE_WINDOW_S = 600.0

@@ -15,6 +15,8 @@ from spacepackets.ecss import PusTm
 
 from flight_sw.tmtc.dictionary import (
     EVENT_ID_STRUCT,
+    EVENT_RATE_LIMIT,
+    EVENT_RATE_WINDOW_S,
     EVENT_SEVERITY_SUBTYPE,
     PUS_SERVICE_EVENT,
     PUS_SERVICE_HK,
@@ -24,6 +26,8 @@ from flight_sw.tmtc.dictionary import (
 
 _CCSDS_EPOCH = datetime(1958, 1, 1, tzinfo=UTC)
 _SEQ_MODULO = 1 << 14
+#: Rate-limit buckets: one per event id below this, the last shared by any larger id.
+_EVENT_BUCKETS = 64
 
 
 def cds_short(start_utc: datetime, t_s: float) -> bytes:
@@ -43,6 +47,9 @@ class TmEncoder:
         self.sink = sink
         self.seq_count = 0
         self.packets = 0
+        self.events_suppressed = 0
+        self._event_window_start_s = [-1e30] * _EVENT_BUCKETS  # long ago (finite: snapshots are JSON)
+        self._event_count = [0] * _EVENT_BUCKETS
 
     def emit(self, service: int, subtype: int, data: bytes, t_s: float, high: bool | None = None) -> None:
         """Pack one PUS TM report and queue it; `high` defaults to every service but housekeeping."""
@@ -64,7 +71,28 @@ class TmEncoder:
     def housekeeping(self, sid: int, payload: bytes, t_s: float, high: bool = False) -> None:
         self._emit(PUS_SERVICE_HK, PUS_SUBTYPE_HK_REPORT, SID_STRUCT.pack(sid) + payload, t_s, high)
 
-    def event(self, event_id: int, severity: str, params: bytes, t_s: float) -> None:
+    def event(self, event_id: int, severity: str, params: bytes, t_s: float) -> bool:
+        """Pack and queue an event unless its id already sent EVENT_RATE_LIMIT in this window
+        (then it is counted in `events_suppressed`). True when sent."""
+        b = min(event_id, _EVENT_BUCKETS - 1)
+        if t_s - self._event_window_start_s[b] >= EVENT_RATE_WINDOW_S:
+            self._event_window_start_s[b] = t_s
+            self._event_count[b] = 0
+        if self._event_count[b] >= EVENT_RATE_LIMIT:
+            self.events_suppressed += 1
+            return False
+        self._event_count[b] += 1
         self._emit(
             PUS_SERVICE_EVENT, EVENT_SEVERITY_SUBTYPE[severity], EVENT_ID_STRUCT.pack(event_id) + params, t_s
         )
+        return True
+
+    def state(self) -> dict:
+        return {"seq_count": self.seq_count, "packets": self.packets, "events_suppressed": self.events_suppressed,
+                "window": list(self._event_window_start_s), "count": list(self._event_count)}
+
+    def load_state(self, state: dict) -> None:
+        self.seq_count, self.packets = state["seq_count"], state["packets"]
+        self.events_suppressed = state["events_suppressed"]
+        self._event_window_start_s[:] = state["window"]
+        self._event_count[:] = state["count"]

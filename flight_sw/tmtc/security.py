@@ -3,18 +3,20 @@
 Frame layout (big-endian; shared with the ground, which seals frames with `seal`)::
 
     0   u8   frame version (1)
-    1   u16  key id
-    3   u64  sequence number (anti-replay)
+    1   u16  SPI: the security association (by default the id of its key slot)
+    3   u64  ARSN: the association's anti-replay sequence number
     11  u16  length L of the PUS packet
     13  L    PUS-C telecommand (CCSDS space packet with CRC, packed by spacepackets)
     13+L 32  HMAC-SHA256(key, bytes 0 .. 13+L)
 
 Rules (CCSDS 355.0-B practice, see docs/tmtc.md): the MAC is verified before the
 anti-replay state is even read; a frame is accepted only when its sequence number lies
-in (last, last + window] for its key; the new counter is persisted through the
+in (last, last + window] for its association; the new ARSN is persisted through the
 injected store *before* the command runs, so a replay after a reboot fails, the first
-frame after a cold start included. Unknown, deactivated and wrong-purpose key slots
-reject. Key material never leaves this module: rejections report the key id only.
+frame after a cold start included. Unknown, stopped and wrong-purpose associations
+reject. Key material never leaves this module: rejections report the SPI only.
+Security associations and their procedures follow the SDLS extended procedures
+(355.1-B): see `Authenticator`.
 """
 
 from __future__ import annotations
@@ -23,41 +25,26 @@ import hashlib
 import hmac
 import json
 import struct
-import zlib
 from typing import Protocol
 
 from flight_sw.config.schema import TmtcConfig
+from flight_sw.tmtc.nv_store import RecordState
 
 FRAME_VERSION = 1
 HEADER = struct.Struct(">BHQH")
 MAC_LEN = 32
 OVERHEAD = HEADER.size + MAC_LEN
 SEQ_MAX = (1 << 64) - 1
-NV_MAGIC = b"TCNV1"
+NV_MAGIC = b"TCNV2"
 MIN_KEY_BYTES = 32
 
 
 class TcStore(Protocol):
-    """Non-volatile storage handed in at start-up. `save` must be atomic (all or nothing)."""
+    """Non-volatile storage handed in at start-up (nv_store.RedundantStore): `save` is torn-safe."""
 
     def load(self) -> bytes: ...
 
     def save(self, blob: bytes) -> None: ...
-
-
-class MemoryStore:
-    """An in-memory store (simulator, tests). Survives a 'reboot' when handed to the next instance."""
-
-    def __init__(self, blob: bytes = b""):
-        self.blob = bytes(blob)
-        self.saves = 0
-
-    def load(self) -> bytes:
-        return self.blob
-
-    def save(self, blob: bytes) -> None:
-        self.blob = bytes(blob)
-        self.saves += 1
 
 
 def seal(key: bytes, key_id: int, seq: int, packet: bytes) -> bytes:
@@ -66,40 +53,58 @@ def seal(key: bytes, key_id: int, seq: int, packet: bytes) -> bytes:
     return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
-def empty_nv() -> dict:
-    return {"seq": {}, "deact": [], "sc": 0, "confirmed": None, "trial": None, "staging": None, "untrusted": [],
-            "params": {"active": {}, "staged": None, "version": 0}}
+#: Security association states (CCSDS 355.1-B SDLS extended procedures, 2.3.3): a KEYED
+#: association has its key and is stopped; only an OPERATIONAL one authenticates frames.
+SA_KEYED, SA_OPERATIONAL = "keyed", "operational"
+SA_STATES = (SA_KEYED, SA_OPERATIONAL)
+
+
+def empty_nv(cfg: TmtcConfig | None = None) -> dict:
+    """A first boot's record: one security association per configured key slot (SPI = key id),
+    operational when the config says the key is active, and nothing else."""
+    sas = {}
+    for k in cfg.keys if cfg is not None else ():
+        sas[str(k.key_id)] = {"key": k.key_id, "state": SA_OPERATIONAL if k.active else SA_KEYED, "arsn": 0}
+    return {"sa": sas, "sc": 0, "confirmed": None, "trial": None, "staging": None, "untrusted": [],
+            "params": {"active": {}, "staged": None, "version": 0}, "upload_sessions": 0,
+            "boot": {"count": 0, "unstable": 0, "safe_latch": False}}
 
 
 class NvState:
-    """The TC state that must survive power cuts: one JSON record + CRC-32, saved atomically.
+    """The TC state that must survive power cuts: one JSON record in the redundant A/B store.
 
-    A record that fails its CRC is not silently reset (that would reopen every replay):
-    the state is marked corrupt and every frame is refused until the ground intervenes.
+    A torn write cannot lose it (nv_store.py). When both copies are damaged (`lost`), it is
+    not silently reset, which would reopen every replay: the associations come up from the
+    config with unknown anti-replay counters and the handler accepts nothing but the
+    recovery command bound to this boot's nonce (commands.py, FN_TC_RECOVER).
     """
 
-    def __init__(self, store: TcStore):
+    def __init__(self, store: TcStore, cfg: TmtcConfig | None = None):
         self.store = store
-        self.corrupt = False
-        self.data = empty_nv()
+        self.cfg = cfg
+        self.lost = False
+        self.data = empty_nv(cfg)
         self.reload()
 
     def reload(self) -> None:
         blob = self.store.load()
-        self.corrupt = False
+        self.lost = getattr(self.store, "state", None) is RecordState.LOST
+        self.data = empty_nv(self.cfg)
         if not blob:
-            self.data = empty_nv()
             return
-        body, crc = blob[:-4], blob[-4:]
-        if not body.startswith(NV_MAGIC) or struct.pack(">I", zlib.crc32(body)) != crc:
-            self.corrupt = True
-            self.data = empty_nv()
+        try:
+            record = json.loads(blob[len(NV_MAGIC):]) if blob.startswith(NV_MAGIC) else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            self.lost = True  # a valid CRC around a record this software cannot read
             return
-        self.data = empty_nv() | json.loads(body[len(NV_MAGIC):])
+        self.data |= record
+        for spi, sa in empty_nv(self.cfg)["sa"].items():  # a key slot added to the config
+            self.data["sa"].setdefault(spi, sa)
 
     def commit(self) -> None:
-        body = NV_MAGIC + json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
-        self.store.save(body + struct.pack(">I", zlib.crc32(body)))
+        self.store.save(NV_MAGIC + json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode())
 
 
 class Key:
@@ -129,8 +134,24 @@ def keys_from_config(cfg: TmtcConfig) -> dict[int, Key]:
     return out
 
 
+class SaError(Exception):
+    """A refused security-association procedure: `code` is a name in dictionary.TC_FAILURES."""
+
+    def __init__(self, code: str, text: str):
+        super().__init__(f"{code}: {text}")
+        self.code, self.text = code, text
+
+
 class Authenticator:
-    """Verifies frames; owns the per-key anti-replay counters (in `nv`)."""
+    """Verifies frames against the security associations (in `nv`) and runs their procedures.
+
+    The frame's key id field is the SPI (security parameter index) of an association; the
+    association names the key slot it uses, its state and its anti-replay sequence number
+    (ARSN). Procedures (355.1-B 3.4, the subset a small mission needs): start, stop, rekey,
+    set ARSN, status. None of them may leave the satellite without an operational command
+    association: the last one cannot be stopped, and an ARSN is never set so high that the
+    association could not accept another frame.
+    """
 
     def __init__(self, cfg: TmtcConfig, nv: NvState):
         self.keys = keys_from_config(cfg)
@@ -138,53 +159,131 @@ class Authenticator:
         self.max_frame = cfg.max_frame_bytes
         self.nv = nv
 
-    def key_usable(self, key_id: int, purpose: str) -> str | None:
-        """None when the slot exists, is active and serves `purpose`; else the reject reason."""
-        key = self.keys.get(key_id)
-        if key is None:
+    @property
+    def sas(self) -> dict[str, dict]:
+        return self.nv.data["sa"]
+
+    def sa(self, spi: int) -> dict | None:
+        return self.sas.get(str(spi))
+
+    def key_usable(self, spi: int, purpose: str) -> str | None:
+        """None when association `spi` exists, is operational and serves `purpose`; else the reason."""
+        sa = self.sa(spi)
+        if sa is None or sa["key"] not in self.keys:
             return "unknown_key"
-        if not key.active or key_id in self.nv.data["deact"]:
+        if sa["state"] != SA_OPERATIONAL:
             return "key_deactivated"
-        if key.purpose != purpose:
+        if self.keys[sa["key"]].purpose != purpose:
             return "wrong_key_purpose"
         return None
 
-    def verify_mac(self, key_id: int, purpose: str, data: bytes, mac: bytes) -> str | None:
-        """Check an HMAC with a usable key of `purpose` (also used for upload manifests)."""
-        reason = self.key_usable(key_id, purpose)
+    def verify_mac(self, spi: int, purpose: str, data: bytes, mac: bytes) -> str | None:
+        """Check an HMAC with association `spi` of `purpose` (also used for upload manifests)."""
+        reason = self.key_usable(spi, purpose)
         if reason:
             return reason
-        good = hmac.new(self.keys[key_id].material, data, hashlib.sha256).digest()
+        good = hmac.new(self.keys[self.sa(spi)["key"]].material, data, hashlib.sha256).digest()
         return None if hmac.compare_digest(good, mac) else "bad_mac"
 
     def verify(self, frame: bytes) -> tuple[str | None, int, int, bytes]:
-        """(reject reason or None, key id, sequence, PUS packet). Accepting persists the counter."""
+        """(reject reason or None, SPI, ARSN, PUS packet). Accepting persists the ARSN.
+
+        With the NV state lost, an authentic frame is returned with the reason "state_corrupt":
+        its ARSN cannot be judged, so only the nonce-bound recovery command may act on it.
+        """
         n = len(frame)
         if n > self.max_frame:
             return "too_long", 0, 0, b""
         if n < OVERHEAD:
             return "too_short", 0, 0, b""
-        version, key_id, seq, length = HEADER.unpack_from(frame)
+        version, spi, seq, length = HEADER.unpack_from(frame)
         if version != FRAME_VERSION:
-            return "bad_version", key_id, seq, b""
+            return "bad_version", spi, seq, b""
         if HEADER.size + length + MAC_LEN != n:
-            return "bad_length", key_id, seq, b""
-        if self.nv.corrupt:
-            return "state_corrupt", key_id, seq, b""
+            return "bad_length", spi, seq, b""
         body = frame[: n - MAC_LEN]
-        reason = self.verify_mac(key_id, "command", body, frame[n - MAC_LEN:])
+        reason = self.verify_mac(spi, "command", body, frame[n - MAC_LEN:])
         if reason:
-            return reason, key_id, seq, b""
+            return reason, spi, seq, b""
+        packet = frame[HEADER.size : n - MAC_LEN]
+        if self.nv.lost:
+            return "state_corrupt", spi, seq, packet
         # Only now, with the frame authenticated, is the anti-replay state consulted.
-        counters = self.nv.data["seq"]
-        last = counters.get(str(key_id), 0)
+        sa = self.sa(spi)
+        last = sa["arsn"]
         if seq <= last:
-            return "replay", key_id, seq, b""
+            return "replay", spi, seq, b""
         if seq - last > self.window:
-            return "outside_window", key_id, seq, b""
-        counters[str(key_id)] = seq
+            return "outside_window", spi, seq, b""
+        sa["arsn"] = seq
         self.nv.commit()  # persisted before the command can act
-        return None, key_id, seq, frame[HEADER.size : n - MAC_LEN]
+        return None, spi, seq, packet
 
-    def last_seq(self, key_id: int) -> int:
-        return self.nv.data["seq"].get(str(key_id), 0)
+    def last_seq(self, spi: int) -> int:
+        sa = self.sa(spi)
+        return 0 if sa is None else sa["arsn"]
+
+    # -- procedures (355.1-B 3.4) -------------------------------------------------------------
+    def _known(self, spi: int) -> dict:
+        sa = self.sa(spi)
+        if sa is None:
+            raise SaError("unknown_key", f"no security association {spi}")
+        return sa
+
+    def operational_command_sas(self) -> list[int]:
+        return sorted(int(s) for s, sa in self.sas.items() if sa["state"] == SA_OPERATIONAL
+                      and sa["key"] in self.keys and self.keys[sa["key"]].purpose == "command")
+
+    def start(self, spi: int) -> None:
+        """Keyed -> operational (355.1-B 3.4.5 Start SA)."""
+        sa = self._known(spi)
+        if sa["key"] not in self.keys:
+            raise SaError("unknown_key", f"association {spi} has no key (rekey it first)")
+        sa["state"] = SA_OPERATIONAL
+        self.nv.commit()
+
+    def stop(self, spi: int) -> None:
+        """Operational -> keyed (3.4.6 Stop SA); never the last operational command association."""
+        sa = self._known(spi)
+        if sa["state"] != SA_OPERATIONAL:
+            return
+        if self.operational_command_sas() == [spi]:
+            raise SaError("last_command_sa", f"association {spi} is the last operational command "
+                          "association: start another one first")
+        sa["state"] = SA_KEYED
+        self.nv.commit()
+
+    def rekey(self, spi: int, key_id: int) -> None:
+        """Give a stopped association another key slot of the same purpose; its ARSN restarts
+        at 0 (3.4.4 Rekey SA: frames under the old key can no longer authenticate)."""
+        sa = self._known(spi)
+        if sa["state"] == SA_OPERATIONAL:
+            raise SaError("sa_operational", f"association {spi} is operational: stop it before rekeying")
+        new = self.keys.get(key_id)
+        if new is None:
+            raise SaError("unknown_key", f"no key slot {key_id}")
+        old = self.keys.get(sa["key"])
+        if old is not None and old.purpose != new.purpose:
+            raise SaError("wrong_key_purpose", f"key {key_id} serves {new.purpose}, association "
+                          f"{spi} serves {old.purpose}")
+        sa["key"], sa["arsn"] = key_id, 0
+        self.nv.commit()
+
+    def set_arsn(self, spi: int, arsn: int) -> None:
+        """Set the anti-replay sequence number (3.4.10 Set ARSN), leaving room for a full window."""
+        sa = self._known(spi)
+        if not 0 <= arsn <= SEQ_MAX - self.window:
+            raise SaError("bad_arguments", f"ARSN {arsn} outside 0..{SEQ_MAX - self.window} "
+                          "(the association must be able to accept a window of frames)")
+        sa["arsn"] = arsn
+        self.nv.commit()
+
+    def recover(self, arsn_floor: int) -> None:
+        """Leave the lost state: every association's ARSN set to `arsn_floor` (above any the
+        ground has used), states and keys from the config, and a fresh record written."""
+        if not 0 <= arsn_floor <= SEQ_MAX - self.window:
+            raise SaError("bad_arguments", f"ARSN floor {arsn_floor} outside 0..{SEQ_MAX - self.window}")
+        for sa in self.sas.values():
+            sa["arsn"] = arsn_floor
+        self.nv.lost = False
+        self.nv.commit()

@@ -8,9 +8,11 @@ metadata; the frozen int8 feature extractor is fixed at launch. State machine::
     TRIAL --8/CONFIRM and validates--> CONFIRMED (security counter raised, head kept for cold starts)
     TRIAL --no confirm in trial_confirm_runs, failed validation, rollback command or any reboot--> reverted
 
-Power-cut safety: the staging area and the boot record live in the NV record, saved
-atomically after each step; the trial record is saved *before* the slot switch, so a
-reboot at any point finds either the old model or an unconfirmed trial it reverts. The
+Power-cut safety: the session, trial and boot records live in the NV record (A/B slots,
+nv_store.py); the parts are appended to the NV staging log, one entry each, so a part costs
+its own bytes and a torn part is simply missing. The trial record is saved *before* the
+slot switch, so a reboot at any point finds either the old model or an unconfirmed trial
+it reverts. Activation re-checks the staged bytes against the manifest's hash. The
 security counter and the confirmed record are written only after every check passed
 (a TUF client once stored a timestamp before its rollback check).
 """
@@ -25,6 +27,7 @@ import re
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
+from flight_sw.tmtc.nv_store import StagingLog
 from flight_sw.tmtc.security import MAC_LEN, Authenticator, NvState
 
 #: Version of this flight software, compared with a manifest's min_fsw_version.
@@ -68,9 +71,10 @@ def dequantise_head(payload: bytes, shape: tuple[int, int], scales: list[float])
 class ModelUploader:
     """Upload sessions and the boot record, for one FlightSoftware's learner."""
 
-    def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner):
+    def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner, staging: StagingLog):
         self.cfg = cfg
         self.nv = nv
+        self.staging = staging
         self.auth = auth
         self.learner = learner
         self.head_shape = tuple(learner.slots[0].shape)
@@ -94,8 +98,10 @@ class ModelUploader:
         if not isinstance(m, dict):
             raise UploadError("upload_incompatible", "manifest is not an object")
         self._check_manifest(m)
-        self.nv.data["staging"] = {"manifest": manifest_bytes.decode(), "chunks": {}, "verified": False}
-        self.nv.commit()
+        session = self.nv.data["upload_sessions"] = self.nv.data["upload_sessions"] + 1
+        self.nv.data["staging"] = {"manifest": manifest_bytes.decode(), "session": session, "verified": False}
+        self.nv.commit()  # first the record: a cut before the erase leaves parts of another session
+        self.staging.begin(session)
         return m
 
     def _check_manifest(self, m: dict) -> None:
@@ -151,24 +157,22 @@ class ModelUploader:
 
     def put_chunk(self, index: int, data: bytes) -> None:
         m = self.manifest()
-        st = self.nv.data["staging"]
         if not 0 <= index < m["n_chunks"]:
             raise UploadError("bad_arguments", f"part {index} outside 0..{m['n_chunks'] - 1}")
         want = min(m["chunk_size"], m["size"] - index * m["chunk_size"])
         if len(data) != want:
             raise UploadError("bad_arguments", f"part {index} has {len(data)} bytes, expected {want}")
-        st["chunks"][str(index)] = data.hex()  # a retransmitted part simply replaces its copy
-        st["verified"] = False
-        self.nv.commit()
+        try:
+            self.staging.append(index, data)  # a retransmitted part supersedes its earlier copy
+        except OverflowError as e:
+            raise UploadError("upload_too_large", str(e)) from None
 
     def missing(self) -> list[int]:
         m = self.manifest()
-        have = self.nv.data["staging"]["chunks"]
-        return [i for i in range(m["n_chunks"]) if str(i) not in have]
+        return [i for i in range(m["n_chunks"]) if i not in self.staging.parts]
 
     def _payload(self) -> bytes:
-        st = self.nv.data["staging"]
-        return b"".join(bytes.fromhex(st["chunks"][str(i)]) for i in range(len(st["chunks"])))
+        return b"".join(self.staging.read(i) for i in range(self.manifest()["n_chunks"]))
 
     def verify(self) -> dict:
         m = self.manifest()
@@ -177,8 +181,7 @@ class ModelUploader:
             shown = ",".join(str(i) for i in missing[:16])
             raise UploadError("upload_missing_chunks", f"missing {len(missing)} of {m['n_chunks']}: {shown}")
         if hashlib.sha256(self._payload()).hexdigest() != m["sha256"]:
-            self.nv.data["staging"]["chunks"] = {}  # corrupt: discard the parts, keep the session
-            self.nv.commit()
+            self.staging.begin(self.nv.data["staging"]["session"])  # discard the parts, keep the session
             raise UploadError("upload_hash_mismatch", "sha256 of the parts differs from the manifest; resend")
         self.nv.data["staging"]["verified"] = True
         self.nv.commit()
@@ -196,7 +199,10 @@ class ModelUploader:
         if self.trial is not None:
             raise UploadError("upload_not_verified", "a trial is already running")
         m = json.loads(st["manifest"])
-        head = dequantise_head(self._payload(), self.head_shape, m["scales"])
+        payload = self._payload()  # a part resent after verification must not slip in unchecked
+        if self.missing() or hashlib.sha256(payload).hexdigest() != m["sha256"]:
+            raise UploadError("upload_not_verified", "staged parts changed since verification: verify again")
+        head = dequantise_head(payload, self.head_shape, m["scales"])
         if not np.all(np.isfinite(head)):
             raise UploadError("trial_validation_failed", "head not finite")
         lrn = self.learner
@@ -288,7 +294,10 @@ class ModelUploader:
 
     def boot(self, cold: bool) -> list[str]:
         """After a cold start or a restore: revert any unconfirmed trial; on a cold start
-        install the last confirmed upload (the launch head stays in the other slot)."""
+        install the last confirmed upload (the launch head stays in the other slot). The staged
+        parts of an open session are found again in the staging log."""
+        st = self.nv.data["staging"]
+        self.staging.scan(st["session"] if st is not None else -1)
         out = []
         if self.revert() or self._sanitise():
             out.append("reverted_at_boot")

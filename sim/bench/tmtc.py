@@ -33,10 +33,9 @@ class _Payload:
 
 def _fsw(cfg, image):
     from flight_sw.app import FlightSoftware
-    from flight_sw.tmtc.security import MemoryStore
 
     # the flight software alone (no device): its optimizer is the digital one
-    fsw = FlightSoftware(cfg.with_optimizer("digital"), image, _Payload(), lambda p: None, tc_store=MemoryStore())
+    fsw = FlightSoftware(cfg.with_optimizer("digital"), image, _Payload(), lambda p: None)
     fsw.tm.sink = lambda p, high=False: None  # events are built (cost measured) but not queued
     return fsw
 

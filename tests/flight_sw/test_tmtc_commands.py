@@ -34,6 +34,8 @@ def test_golden_ping_tc_bytes_and_frame_layout(default_cfg):
 
 def test_every_tc_gets_service1_reports_and_ping_answers(bench, default_cfg):
     up = uplinker(default_cfg)
+    assert {p.service for p in bench.packets()} == {5}  # what the boot reported (boot, mode)
+    bench.clear()
     bench.send(up.ping())
     pk = bench.packets()
     assert [(p.service, p.message_subtype) for p in pk] == [(1, 1), (1, 3), (17, 2), (1, 7)]

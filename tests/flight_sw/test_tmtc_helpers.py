@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 from spacepackets.ecss import PusTm
 
 from flight_sw.app import FlightSoftware
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.security import MemoryStore
+from flight_sw.tmtc.nv_store import RedundantStore
 from ground_tools.uplink import Uplinker
 from tests.flight_sw.conftest import FakePayload
 
@@ -16,17 +17,23 @@ from tests.flight_sw.conftest import FakePayload
 class Bench:
     """One flight software with a TM tap (every packet, before the downlink queue)."""
 
-    def __init__(self, cfg, image, store: MemoryStore | None = None):
+    def __init__(self, cfg, image, store: RedundantStore | None = None):
         self.cfg, self.image = cfg, image
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else RedundantStore.in_memory(cfg.tmtc.max_upload_bytes)
+        self.boots = 0
         self.tm: list[bytes] = []
         self.boot()
 
     def boot(self, snapshot: bytes | None = None):
         """Power on (cold start) with the same NV store, optionally restoring a snapshot."""
         payload = FakePayload(self.cfg)
+        self.boots += 1  # a hardware RNG differs at every boot: so does this one
         self.fsw = FlightSoftware(self.cfg, self.image, payload, lambda p: None, tc_store=self.store,
-                                  reference=payload.reference)
+                                  reference=payload.reference,
+                                  entropy=np.random.default_rng([7, self.boots]).bytes)
+        for ring in (self.fsw.downlink.high, self.fsw.downlink.low):  # what the boot itself reported
+            while ring.count:
+                self.tm.append(ring.pop())
         self.fsw.tm.sink = lambda packet, high=False: self.tm.append(packet)
         if snapshot is not None:
             self.fsw.restore(snapshot)
@@ -55,18 +62,23 @@ class Bench:
             out.append((p.message_subtype, code, text))
         return out
 
-    def rejections(self):
+    def events(self, event_id: int, layout: struct.Struct) -> list[tuple]:
+        """The parameters of every event `event_id`, unpacked with `layout`."""
         out = []
         for p in self.packets():
             data = bytes(p.source_data)
-            if p.service == 5 and struct.unpack_from(">H", data)[0] == d.EVENT_TC_REJECTED:
-                r, kid, seq = d.TC_REJECTED_STRUCT.unpack_from(data, 2)
-                out.append((d.TC_REJECT_REASONS[r], kid, seq))
+            if p.service == 5 and struct.unpack_from(">H", data)[0] == event_id:
+                out.append(layout.unpack_from(data, 2))
         return out
+
+    def rejections(self, with_onboard: bool = False):
+        """[(reason, SPI, claimed ARSN)] (and the onboard ARSN when asked) of every refused frame."""
+        return [(d.TC_REJECT_REASONS[r], kid, seq, *((onboard,) if with_onboard else ()))
+                for r, kid, seq, onboard in self.events(d.EVENT_TC_REJECTED, d.TC_REJECTED_STRUCT)]
 
     def clear(self):
         self.tm.clear()
 
 
-def uplinker(cfg, first_seq=1):
-    return Uplinker(cfg, first_seq=first_seq)
+def uplinker(cfg, first_seq=1, key_id=None):
+    return Uplinker(cfg, first_seq=first_seq, key_id=key_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from flight_sw.config import load_mission_config
 from flight_sw.config.loader import ConfigError, parse_mission_config
 from flight_sw.config.schema import MissionConfig, TmtcConfig
+from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.dictionary import TC_REJECT_REASONS
-from flight_sw.tmtc.security import HEADER, MAC_LEN, MemoryStore, seal
+from flight_sw.tmtc.nv_store import RedundantStore
+from flight_sw.tmtc.security import HEADER, MAC_LEN, seal
 from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "mission_configs").glob("*.yaml"))
@@ -92,18 +95,66 @@ def test_every_key_slot_is_swept(bench, default_cfg):
                 assert reason == "bad_mac", kid
 
 
-def test_deactivation_by_command_persists(bench, default_cfg):
+def test_the_last_command_association_cannot_be_stopped(bench, default_cfg):
+    """SDLS 355.1-B 3.4.6 Stop SA, with the rule that keeps the satellite commandable: stopping the
+    only operational command association is refused (it used to lock commanding out for good)."""
     up = uplinker(default_cfg)
-    bench.send(up.deactivate_key(up.key_id))
+    bench.send(up.sa_stop(up.key_id))
+    assert bench.verification()[-1][:2] == (8, "last_command_sa")
     bench.send(up.ping())
-    assert bench.rejections()[-1][0] == "key_deactivated"
+    assert bench.rejections() == [] and bench.fsw.tc.accepted == 2
+
+
+def test_spare_association_started_then_the_first_stopped_persists(bench, default_cfg):
+    spare = next(k.key_id for k in default_cfg.tmtc.keys if k.purpose == "command" and not k.active)
+    up = uplinker(default_cfg)
+    up_spare = uplinker(default_cfg, key_id=spare)
+    bench.send(up_spare.ping())
+    assert bench.rejections()[-1][0] == "key_deactivated"  # keyed, not operational yet
+    bench.send(up.sa_start(spare), up_spare.ping(), up_spare.sa_stop(up.key_id), up.ping())
+    assert bench.rejections()[-1][0] == "key_deactivated"  # the first one is now stopped
+    assert bench.events(d.EVENT_SA_STATUS, d.SA_STATUS_STRUCT)[-1] == (up.key_id, up.key_id, 0, 1)
     bench.boot()
+    bench.send(up.ping(), up_spare.ping())
+    assert bench.rejections()[-1][0] == "key_deactivated" and bench.fsw.tc.auth.last_seq(spare) == 4
+    # and the spare cannot be stopped now: it is the last one
+    bench.send(up_spare.sa_stop(spare))
+    assert bench.verification()[-1][:2] == (8, "last_command_sa")
+
+
+def test_rekey_and_set_arsn_keep_a_window_open(bench, default_cfg):
+    keys = {k.key_id: k for k in default_cfg.tmtc.keys}
+    spare = next(k for k in keys if keys[k].purpose == "command" and not keys[k].active)
+    upload = next(k for k in keys if keys[k].purpose == "upload")
+    up = uplinker(default_cfg)
+    bench.send(up.sa_rekey(up.key_id, spare))  # operational: refused
+    assert bench.verification()[-1][:2] == (8, "sa_operational")
+    bench.send(up.sa_rekey(spare, upload))  # a command association cannot take an upload key
+    assert bench.verification()[-1][:2] == (8, "wrong_key_purpose")
+    bench.send(up.sa_set_arsn(up.key_id, 2**64 - 1))  # would leave no room for another frame
+    assert bench.verification()[-1][:2] == (8, "bad_arguments")
+    bench.send(up.sa_set_arsn(spare, 500), up.sa_status(spare))
+    assert bench.events(d.EVENT_SA_STATUS, d.SA_STATUS_STRUCT)[-1] == (spare, spare, 0, 500)
+    bench.send(up.sa_rekey(spare, spare))  # same purpose: allowed, the ARSN restarts
+    assert bench.fsw.tc.auth.last_seq(spare) == 0
+
+
+def test_a_refusal_tells_the_ground_where_the_window_is(bench, default_cfg):
+    """A ground that lost its count (too far ahead or behind) reads the onboard ARSN from the
+    refusal event and is commanding again with the next frame."""
+    up = uplinker(default_cfg)
+    bench.send(up.ping(), up.ping())
+    up.seq = 10**9
     bench.send(up.ping())
-    assert bench.rejections()[-1][0] == "key_deactivated"
+    reason, spi, claimed, onboard = bench.rejections(with_onboard=True)[-1]
+    assert (reason, claimed, onboard) == ("outside_window", 10**9, 2)
+    up.seq = onboard + 1
+    bench.send(up.ping())
+    assert bench.fsw.tc.accepted == 3
 
 
 def test_replay_after_reboot_fails_including_first_frame(default_cfg, image):
-    store = MemoryStore()
+    store = RedundantStore.in_memory(default_cfg.tmtc.max_upload_bytes)
     b = Bench(default_cfg, image, store)
     up = uplinker(default_cfg)
     frames = [up.ping() for _ in range(3)]
@@ -123,15 +174,40 @@ def test_replay_after_reboot_fails_including_first_frame(default_cfg, image):
     assert b.fsw.tc.accepted == 1
 
 
-def test_corrupt_store_refuses_everything(default_cfg, image):
-    store = MemoryStore()
+def test_lost_record_is_recovered_only_with_this_boots_nonce(default_cfg, image):
+    """Both NV copies damaged: every frame is refused except FN_TC_RECOVER echoing the nonce of
+    this boot (event TC_STATE_LOST); a recovery frame recorded at an earlier loss is refused."""
+    store = RedundantStore.in_memory(default_cfg.tmtc.max_upload_bytes)
     b = Bench(default_cfg, image, store)
     up = uplinker(default_cfg)
-    b.send(up.ping())
-    store.blob = store.blob[:-1] + bytes([store.blob[-1] ^ 0xFF])
+    b.send(up.ping(), up.ping())
+    cells = store.device.cells
+    for slot in range(2):  # damage both slots (e.g. an upset in each)
+        cells[slot * store.record.slot_bytes + 20] ^= 0xFF
     b.boot()
+    (nonce,) = b.events(d.EVENT_TC_STATE_LOST, d.TC_STATE_LOST_STRUCT)[-1]
     b.send(up.ping())
     assert b.rejections()[-1][0] == "state_corrupt"
+    stale = up.recover(nonce ^ 1, 1000, 0)
+    b.send(stale)
+    assert b.verification()[-1][:2] == (8, "recovery_refused") and b.fsw.tc.nv.lost
+    old = up.recover(nonce, 1000, 0)  # recorded by an eavesdropper, replayed after the next loss
+    b.send(old)
+    assert not b.fsw.tc.nv.lost and b.fsw.tc.auth.last_seq(up.key_id) == 1000
+    b.send(up.ping())
+    assert b.fsw.tc.accepted == 3  # since this boot: the refused recovery, the good one, the ping
+    for slot in range(2):
+        cells[slot * store.record.slot_bytes + 20] ^= 0x0F
+    b.boot()
+    b.send(old)
+    assert b.fsw.tc.nv.lost and b.verification()[-1][:2] == (8, "recovery_refused")
+    # An honest frame below the floor is a replay once the state is back.
+    (nonce2,) = b.events(d.EVENT_TC_STATE_LOST, d.TC_STATE_LOST_STRUCT)[-1]
+    assert nonce2 != nonce
+    b.send(up.recover(nonce2, 5000, 0))
+    up.seq = 4000
+    b.send(up.ping())
+    assert b.rejections()[-1][0] == "replay"
 
 
 def test_keys_never_appear_in_telemetry(default_cfg, image):
@@ -150,7 +226,7 @@ def test_keys_never_appear_in_telemetry(default_cfg, image):
     for tick in range(0, 400):
         fsw.inputs.in_contact = True
         fsw.step(tick)
-    blob = b"".join(sent) + b.store.blob
+    blob = b"".join(sent) + bytes(b.store.device.cells)
     assert len(sent) > 20 and fsw.tc.accepted == 1 and fsw.tc.rejected == 2
     for k in default_cfg.tmtc.keys:
         material = bytes.fromhex(k.key_hex)
@@ -234,7 +310,7 @@ def test_fuzzed_frames_are_rejected_with_a_reason_and_never_move_the_window(fuzz
     up = uplinker(default_cfg, first_seq=auth.last_seq(1) + 1)
     valid = up.ping()
     frame = data.draw(frames(valid))
-    before = dict(auth.nv.data["seq"])
+    before = json.dumps(auth.nv.data["sa"], sort_keys=True)
     key = bytes.fromhex(default_cfg.tmtc.keys[0].key_hex)
     genuine = (
         len(frame) >= HEADER.size + MAC_LEN
@@ -246,5 +322,5 @@ def test_fuzzed_frames_are_rejected_with_a_reason_and_never_move_the_window(fuzz
     else:
         assert reason in TC_REJECT_REASONS
     if not genuine:
-        assert auth.nv.data["seq"] == before, "an unauthenticated frame moved the window"
+        assert json.dumps(auth.nv.data["sa"], sort_keys=True) == before, "an unauthenticated frame moved the window"
     b.clear()

@@ -7,7 +7,7 @@ import pytest
 
 from flight_sw.app import ACQ_SITE
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.security import MemoryStore
+from flight_sw.tmtc.nv_store import RedundantStore
 from ground_tools.uplink import package_model
 from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
 
@@ -61,7 +61,7 @@ def test_power_cut_at_every_step_leaves_a_bootable_model(default_cfg, image):
     n_steps = len(_steps(uplinker(default_cfg), pkg))
     for cut in range(n_steps + 1):
         for how in ("cold", "restore"):
-            store = MemoryStore()
+            store = RedundantStore.in_memory(default_cfg.tmtc.max_upload_bytes)
             b = Bench(default_cfg, image, store)
             up = uplinker(default_cfg)
             steps = _steps(up, pkg)
