@@ -744,7 +744,7 @@ class GroundLoopConfig:
 @dataclass(frozen=True, kw_only=True)
 class DownlinkConfig:
     rate_bps: float = param(doc="Downlink data rate during contacts.", unit="bit/s", gt=0)
-    queue_packets: int = param(4096, doc="Fixed downlink queue depth.", ge=1, le=10_000_000)
+    queue_packets: int = param(4096, doc="Fixed downlink queue depth (rows shared by the event, high and low priority rings).", ge=3, le=10_000_000)
 
 
 @dataclass(frozen=True, kw_only=True)

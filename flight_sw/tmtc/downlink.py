@@ -1,9 +1,13 @@
-"""Fixed-size downlink queue with two priorities that drains only during contacts.
+"""Fixed-size downlink queue with three priorities that drains only during contacts.
 
 Packets are copied into rows of one preallocated byte buffer (sized from the config),
-split between two FIFO rings: HIGH (events, command verification, per-orbit budgets:
-what the operators must see first) and LOW (periodic housekeeping, samples). During a
-contact HIGH drains first, then LOW, at most the link's bits per minor frame. The
+split between three FIFO rings: EVENT (PUS service 5 event reports: mode changes,
+faults, refusals), HIGH (command verification, per-orbit budgets and the other reports
+the operators must see first) and LOW (periodic housekeeping, samples). Events have a
+ring of their own because they are rate-limited per event id (packets.py) and so cannot
+fill it with one kind, while verification reports grow with whatever the ground sends:
+a flood of commands must not crowd out the mode change it may cause. During a contact
+EVENT drains first, then HIGH, then LOW, at most the link's bits per minor frame. The
 allowance is kept in whole bits per frame, so draining k frames at once sends exactly
 what k single-frame drains send (the executive crosses idle frames in one call). A
 packet that does not fit its ring is refused and counted per priority (reported in
@@ -16,8 +20,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: Share of the queue's rows reserved for HIGH priority packets.
-HIGH_SHARE = 0.25
+#: Shares of the queue's rows reserved for event reports and for the other HIGH packets.
+EVENT_SHARE = 0.125
+HIGH_SHARE = 0.125
+#: Byte of a PUS-C TM packet holding its service type (6-byte primary header, then the
+#: secondary header's version/time-reference byte, then the service).
+PUS_TM_SERVICE_BYTE = 7
+PUS_SERVICE_EVENT = 5
 
 
 class _Ring:
@@ -74,11 +83,15 @@ class DownlinkQueue:
         self.rows = rows
         self.lengths = lengths
         n, self.row_bytes = rows.shape
+        if n < 3:
+            raise ValueError(f"downlink.queue_packets must be at least 3 (one row per priority), got {n}")
         flat = memoryview(rows.reshape(-1))  # byte view: copying in/out creates no arrays
-        n_high = max(1, int(n * HIGH_SHARE)) if n > 1 else 1
-        n_low = max(n - n_high, 1)
-        self.high = _Ring(flat, lengths, self.row_bytes, 0, n_high)
-        self.low = _Ring(flat, lengths, self.row_bytes, n_high if n > 1 else 0, n_low if n > 1 else 1)
+        n_event = max(1, int(n * EVENT_SHARE))
+        n_high = max(1, int(n * HIGH_SHARE))
+        self.event = _Ring(flat, lengths, self.row_bytes, 0, n_event)
+        self.high = _Ring(flat, lengths, self.row_bytes, n_event, n_high)
+        self.low = _Ring(flat, lengths, self.row_bytes, n_event + n_high, n - n_event - n_high)
+        self.rings = (self.event, self.high, self.low)
         self.capacity = n
         self.bits_per_frame = int(rate_bps * frame_s)
         self.sink = sink
@@ -87,16 +100,20 @@ class DownlinkQueue:
 
     @property
     def count(self) -> int:
-        return self.high.count + self.low.count
+        return sum(r.count for r in self.rings)
 
     @property
     def overflow(self) -> int:
-        return self.high.overflow + self.low.overflow
+        return sum(r.overflow for r in self.rings)
 
     def push(self, packet: bytes, high: bool = False) -> bool:
+        """Queue a packet: HIGH ones go to the EVENT ring when they are event reports."""
         if len(packet) > self.row_bytes:
             raise ValueError(f"packet of {len(packet)} bytes exceeds the queue row size {self.row_bytes}")
-        return (self.high if high else self.low).push(packet)
+        if not high:
+            return self.low.push(packet)
+        is_event = len(packet) > PUS_TM_SERVICE_BYTE and packet[PUS_TM_SERVICE_BYTE] == PUS_SERVICE_EVENT
+        return (self.event if is_event else self.high).push(packet)
 
     def drain(self, n_frames: int, in_contact: bool) -> None:
         """Send what the link carries in n frames, HIGH first; unused allowance is not banked."""
@@ -104,7 +121,7 @@ class DownlinkQueue:
             self._allowance_bits = 0
             return
         self._allowance_bits += self.bits_per_frame * n_frames
-        for ring in (self.high, self.low):
+        for ring in self.rings:
             while ring.count:
                 bits = 8 * ring.peek_len()
                 if self._allowance_bits < bits:
@@ -112,13 +129,14 @@ class DownlinkQueue:
                 self._allowance_bits -= bits
                 self.sink(ring.pop())
                 self.sent += 1
-        self._allowance_bits = 0  # both rings empty
+        self._allowance_bits = 0  # every ring empty
 
     def state_dict(self) -> dict:
-        return {"high": self.high.state(), "low": self.low.state(), "sent": self.sent,
+        return {"event": self.event.state(), "high": self.high.state(), "low": self.low.state(), "sent": self.sent,
                 "allowance_bits": self._allowance_bits}
 
     def load_state_dict(self, s: dict) -> None:
+        self.event.load(s["event"])
         self.high.load(s["high"])
         self.low.load(s["low"])
         self.sent = s["sent"]

@@ -16,8 +16,9 @@ rest old. Two rules make every cut harmless:
   first bad entry and the ground resends what is missing. One part costs its own bytes,
   not a rewrite of everything staged before it.
 
-The device is erased to 0xFF (flash). A slot that is all 0xFF was never written; a slot
-that is neither erased nor valid is damaged. Both slots damaged is the one state the
+The device is byte-writable non-volatile memory (MRAM, FRAM, EEPROM) that starts erased
+(0xFF). A slot whose header is erased was never written; a slot that is neither erased nor
+valid is damaged. Both slots damaged is the one state the
 record cannot repair by itself (`RecordState.LOST`): the telecommand layer then
 refuses everything but its nonce-bound recovery command (security.py).
 """
@@ -136,17 +137,21 @@ class RedundantRecord:
         return self.offset + slot * self.slot_bytes
 
     def _read_slot(self, slot: int) -> tuple[int, bytes] | None | bool:
-        """(generation, blob) for a valid slot, True for an erased one, None for a damaged one."""
-        raw = self.device.read(self._slot_offset(slot), self.slot_bytes)
-        if raw == bytes([ERASED]) * len(raw):
+        """(generation, blob) for a valid slot, True for an erased one, None for a damaged one.
+
+        A save writes the header first, so a slot whose header is still erased was never written
+        (a cut before the first byte changes nothing)."""
+        at = self._slot_offset(slot)
+        head = self.device.read(at, SLOT_HEADER.size)
+        if head == bytes([ERASED]) * SLOT_HEADER.size:
             return True
-        magic, generation, length = SLOT_HEADER.unpack_from(raw)
+        magic, generation, length = SLOT_HEADER.unpack(head)
         if magic != SLOT_MAGIC or length > self.capacity:
             return None
-        end = SLOT_HEADER.size + length
-        if CRC.unpack_from(raw, end)[0] != zlib.crc32(raw[:end]):
+        rest = self.device.read(at + SLOT_HEADER.size, length + CRC.size)
+        if CRC.unpack_from(rest, length)[0] != zlib.crc32(head + rest[:length]):
             return None
-        return generation, raw[SLOT_HEADER.size : end]
+        return generation, rest[:length]
 
     def load(self) -> bytes:
         """The newest valid blob (b"" when empty or lost; `state` says which)."""
@@ -157,8 +162,15 @@ class RedundantRecord:
             self.generation, self.newest_slot, self.state = generation, slot, RecordState.VALID
             return blob
         self.newest_slot = -1
-        self.state = RecordState.EMPTY if all(s is True for s in slots) else RecordState.LOST
+        # One erased slot: the record was never formatted (`format` writes both slots before
+        # anything is stored), so a damaged other slot is a format cut short, not lost state.
+        self.state = RecordState.EMPTY if any(s is True for s in slots) else RecordState.LOST
         return b""
+
+    def format(self, blob: bytes) -> None:
+        """First use: write `blob` into both slots, so that real state never has a single copy."""
+        self.save(blob)
+        self.save(blob)
 
     def save(self, blob: bytes) -> None:
         """Write `blob` as the next generation into the slot that is not the newest."""
@@ -282,3 +294,6 @@ class RedundantStore:
 
     def save(self, blob: bytes) -> None:
         self.record.save(blob)
+
+    def format(self, blob: bytes) -> None:
+        self.record.format(blob)

@@ -46,6 +46,8 @@ class TcStore(Protocol):
 
     def save(self, blob: bytes) -> None: ...
 
+    def format(self, blob: bytes) -> None: ...
+
 
 def seal(key: bytes, key_id: int, seq: int, packet: bytes) -> bytes:
     """Build an authenticated frame (the ground side of `Authenticator.verify`)."""
@@ -91,6 +93,8 @@ class NvState:
         self.lost = getattr(self.store, "state", None) is RecordState.LOST
         self.data = empty_nv(self.cfg)
         if not blob:
+            if not self.lost:  # first boot: both copies written before anything is accepted
+                self.store.format(self._blob())
             return
         try:
             record = json.loads(blob[len(NV_MAGIC):]) if blob.startswith(NV_MAGIC) else None
@@ -103,8 +107,11 @@ class NvState:
         for spi, sa in empty_nv(self.cfg)["sa"].items():  # a key slot added to the config
             self.data["sa"].setdefault(spi, sa)
 
+    def _blob(self) -> bytes:
+        return NV_MAGIC + json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+
     def commit(self) -> None:
-        self.store.save(NV_MAGIC + json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode())
+        self.store.save(self._blob())
 
 
 class Key:

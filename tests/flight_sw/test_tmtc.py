@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from spacepackets.ccsds.time import CdsShortTimestamp
 from spacepackets.ecss import PusTm
 
@@ -45,8 +46,8 @@ def test_sequence_count_wraps_at_14_bits():
 
 def test_downlink_queue_drains_only_in_contact_at_the_rate_and_counts_overflow():
     sent = []
-    q = DownlinkQueue(np.zeros((5, 64), np.uint8), np.zeros(5, np.uint16), 8 * 100, 1.0, sent.append)
-    assert q.low.capacity == 4  # one row of five is reserved for high priority
+    q = DownlinkQueue(np.zeros((6, 64), np.uint8), np.zeros(6, np.uint16), 8 * 100, 1.0, sent.append)
+    assert q.low.capacity == 4  # one row of six is reserved for events, one for other high priority
     for i in range(6):
         q.push(bytes([i]) * 50)
     assert q.count == 4 and q.overflow == 2
@@ -74,15 +75,27 @@ def test_draining_k_frames_at_once_equals_k_single_frames():
 
 def test_high_priority_drains_first_and_each_class_counts_its_overflow():
     sent = []
-    q = DownlinkQueue(np.zeros((8, 64), np.uint8), np.zeros(8, np.uint16), 8 * 1000, 1.0, sent.append)
-    assert q.high.capacity == 2 and q.low.capacity == 6
-    for i in range(8):
-        q.push(bytes([i]) * 10)  # low: 6 fit, 2 refused
+    q = DownlinkQueue(np.zeros((16, 64), np.uint8), np.zeros(16, np.uint16), 8 * 1000, 1.0, sent.append)
+    assert (q.event.capacity, q.high.capacity, q.low.capacity) == (2, 2, 12)
+    for i in range(14):
+        q.push(bytes([i]) * 10)  # low: 12 fit, 2 refused
     for i in range(3):
-        q.push(bytes([100 + i]) * 10, high=True)  # high: 2 fit, 1 refused
-    assert (q.low.overflow, q.high.overflow, q.count) == (2, 1, 8)
+        q.push(bytes([100 + i]) * 10, high=True)  # high (not an event report): 2 fit, 1 refused
+    event = bytes(7) + bytes([d.PUS_SERVICE_EVENT]) + bytes(2)
+    for i in range(4):
+        q.push(bytes([200 + i]) + event[1:], high=True)  # event reports: 2 fit, 2 refused
+    assert (q.low.overflow, q.high.overflow, q.event.overflow, q.count) == (2, 1, 2, 16)
     q.drain(1, in_contact=True)
-    assert [p[0] for p in sent] == [100, 101, 0, 1, 2, 3, 4, 5]
+    assert [p[0] for p in sent] == [200, 201, 100, 101, *range(12)]
+
+
+def test_a_flood_of_verification_reports_cannot_crowd_out_an_event():
+    q = DownlinkQueue(np.zeros((16, 64), np.uint8), np.zeros(16, np.uint16), 8 * 1000, 1.0, lambda p: None)
+    for _ in range(100):
+        q.push(bytes(7) + bytes([d.PUS_SERVICE_VERIFICATION]) + bytes(4), high=True)
+    assert q.push(bytes(7) + bytes([d.PUS_SERVICE_EVENT]) + bytes(4), high=True)
+    with pytest.raises(ValueError, match="at least 3"):
+        DownlinkQueue(np.zeros((2, 64), np.uint8), np.zeros(2, np.uint16), 8 * 1000, 1.0, lambda p: None)
 
 
 def test_encoder_routes_events_high_and_housekeeping_low():

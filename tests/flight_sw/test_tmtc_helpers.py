@@ -31,7 +31,7 @@ class Bench:
         self.fsw = FlightSoftware(self.cfg, self.image, payload, lambda p: None, tc_store=self.store,
                                   reference=payload.reference,
                                   entropy=np.random.default_rng([7, self.boots]).bytes)
-        for ring in (self.fsw.downlink.high, self.fsw.downlink.low):  # what the boot itself reported
+        for ring in self.fsw.downlink.rings:  # what the boot itself reported
             while ring.count:
                 self.tm.append(ring.pop())
         self.fsw.tm.sink = lambda packet, high=False: self.tm.append(packet)
