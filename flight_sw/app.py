@@ -598,6 +598,7 @@ class FlightSoftware:
             for i in range(len(self.specs))
         )
         self.tm.housekeeping(d.HK_TASKS_SID, tasks, t)
+        self.tm.housekeeping(d.HK_SA_SID, self.tc.sa_report(), t)
         st = getattr(self.solver, "stats", None)
         if st is not None:
             self.tm.housekeeping(d.HK_DEVICE_SID, d.HK_DEVICE_STRUCT.pack(

@@ -16,12 +16,14 @@ MAX_TM_PACKET_BYTES = 256
 #: the HK structure id.
 TM_PACKET_OVERHEAD_BYTES = 24
 HK_TASK_RECORD_BYTES = 22
+HK_SA_RECORD_BYTES = 13  # the security-association report (SID 6), per association
 
 
 def tm_packet_bytes(cfg: MissionConfig) -> int:
     """Downlink queue row size: the largest packet this config can produce, in 8-byte steps."""
     task_report = TM_PACKET_OVERHEAD_BYTES + HK_TASK_RECORD_BYTES * len(cfg.tasks)
-    return max(MAX_TM_PACKET_BYTES, -(-task_report // 8) * 8)
+    sa_report = TM_PACKET_OVERHEAD_BYTES + HK_SA_RECORD_BYTES * len(cfg.tmtc.keys)
+    return max(MAX_TM_PACKET_BYTES, -(-max(task_report, sa_report) // 8) * 8)
 #: Lanczos steps of the head-system condition estimate (flight_sw/ml/precondition.py;
 #: defined here so that sizing the buffers does not import the numba kernels).
 LANCZOS_STEPS = 8

@@ -29,6 +29,7 @@ Schema (see docs/ground_tools.md for every column):
     samples(id, t_s, pixels, label, onboard_label, model_version)   downlinked labelled samples
     tasks(task_index, name, kind, criticality)                    the run's task table
     hk_device(packet_id, t_s, <SID-4 parameters>)                 optimizer-device health (dictionary v3+)
+    hk_sa(packet_id, spi, t_s, key_slot, state, arsn)             security associations (SID 6, v9+)
     verifications(packet_id, t_s, subtype, stage, success, request_apid, request_seq, failure_code,
                   failure, detail)                                 PUS service 1 reports (telecommands)
 """
@@ -141,6 +142,9 @@ def schema_statements() -> list[str]:
         "t_s REAL NOT NULL, subtype INTEGER, stage TEXT, success INTEGER, request_apid INTEGER, request_seq INTEGER, "
         "failure_code INTEGER, failure TEXT, detail TEXT)",
         "CREATE INDEX IF NOT EXISTS verifications_request ON verifications (request_apid, request_seq, t_s)",
+        f"CREATE TABLE IF NOT EXISTS hk_sa (packet_id INTEGER REFERENCES packets (id), spi INTEGER, "
+        f"t_s REAL NOT NULL, {_cols(d.HK_SA_RECORD[1:])}, PRIMARY KEY (packet_id, spi))",
+        "CREATE INDEX IF NOT EXISTS hk_sa_time ON hk_sa (spi, t_s)",
         *(
             [f"CREATE TABLE IF NOT EXISTS hk_device (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
              f"t_s REAL NOT NULL, {_cols(HK_DEVICE)})",
@@ -193,7 +197,7 @@ class _Decoder:
         self.names = event_names()
         self.rows: dict[str, list[tuple]] = {
             k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
-                            "training_updates", "mode_changes", "hk_device", "verifications", "samples")
+                            "training_updates", "mode_changes", "hk_device", "verifications", "samples", "hk_sa")
         }
         self.reasons: Counter[str] = Counter()
         self.frames = 0
@@ -255,6 +259,11 @@ class _Decoder:
                     rows["orbit_task_energy"].extend((pid, i, e) for i, e in enumerate(energy))
                 elif sid == HK_DEVICE_SID and len(body) == HK_DEVICE_STRUCT.size:
                     rows["hk_device"].append((pid, t, *HK_DEVICE_STRUCT.unpack(body)))
+                elif sid == d.HK_SA_SID and len(body) % d.HK_SA_STRUCT.size == 0:
+                    size = d.HK_SA_STRUCT.size
+                    for i in range(len(body) // size):
+                        spi, *rec = d.HK_SA_STRUCT.unpack_from(body, i * size)
+                        rows["hk_sa"].append((pid, spi, t, *rec))
                 elif sid == d.HK_SAMPLES_SID:
                     decoded = decode_samples(body)
                     if decoded is None:
@@ -264,7 +273,7 @@ class _Decoder:
                         rows["samples"].extend(
                             (t, np.asarray(px, dtype="<f4").tobytes(), lab, pred, version) for lab, pred, px in recs
                         )
-                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID):
+                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID, d.HK_SA_SID):
                     status = f"wrong length for HK SID {sid}"
                 else:
                     status = f"unknown HK structure {sid}"

@@ -210,6 +210,7 @@ class Telemetry:
     orbits: dict[str, np.ndarray] = field(default_factory=dict)
     orbit_task_energy_j: np.ndarray | None = None  # (n_orbits, n_tasks)
     hk_device: dict[str, np.ndarray] = field(default_factory=dict)  # SID 4, when the dictionary has it
+    hk_sa: dict[str, np.ndarray] = field(default_factory=dict)  # SID 6: (n_reports, n_associations) each
     verifications: int = 0  # PUS service 1 / 17 reports (counted, decoded by the archive)
     events: list[dict] = field(default_factory=list)
     packets: int = 0
@@ -225,7 +226,8 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
     dev_sid, dev_struct = getattr(d, "HK_DEVICE_SID", None), getattr(d, "HK_DEVICE_STRUCT", None)
     tc_services = {x for x in (getattr(d, "PUS_SERVICE_VERIFICATION", None), getattr(d, "PUS_SERVICE_TEST", None))
                    if x is not None}
-    core_t, task_t, orbit_t = [], [], []
+    core_t, task_t, orbit_t, sa_rows, sa_t = [], [], [], [], []
+    sa_size = d.HK_SA_STRUCT.size
     off = epoch_offset_s(start_utc)
     task_size = d.HK_TASK_STRUCT.size
 
@@ -261,6 +263,9 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
             elif sid == dev_sid and len(body) == dev_struct.size:
                 dev_rows.append(dev_struct.unpack(body))
                 dev_t.append(t)
+            elif sid == d.HK_SA_SID and len(body) % sa_size == 0:
+                sa_rows.append([d.HK_SA_STRUCT.unpack_from(body, i * sa_size) for i in range(len(body) // sa_size)])
+                sa_t.append(t)
             elif sid == getattr(d, "HK_SAMPLES_SID", None):
                 pass  # labelled samples: archived by `groundtools ingest` (samples table)
             else:
@@ -280,6 +285,10 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
         arr = np.array(task_rows, dtype=np.float64)  # (reports, tasks, fields)
         tm.hk_tasks = {prm.name: arr[:, :, i] for i, prm in enumerate(d.HK_TASK_RECORD)}
         tm.hk_tasks["t_s"] = np.array(task_t)
+    if sa_rows and len({len(r) for r in sa_rows}) == 1:
+        arr = np.array(sa_rows, dtype=np.uint64)  # (reports, associations, fields): ARSNs are 64-bit
+        tm.hk_sa = {prm.name: arr[:, :, i] for i, prm in enumerate(d.HK_SA_RECORD)}
+        tm.hk_sa["t_s"] = np.array(sa_t)
     if orbit_rows:
         cols = list(zip(*orbit_rows, strict=True))
         tm.orbits = {prm.name: np.array(c) for prm, c in zip(d.HK_ORBIT, cols, strict=True)}

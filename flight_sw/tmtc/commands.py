@@ -127,6 +127,11 @@ class TcHandler:
         self.queue.clear()
         self.queue.extend(bytes.fromhex(f) for f in state["queue"])
 
+    def sa_report(self) -> bytes:
+        """Housekeeping SID 6: every association's key slot, state and ARSN, by SPI."""
+        return b"".join(d.HK_SA_STRUCT.pack(int(spi), sa["key"], SA_STATES.index(sa["state"]), sa["arsn"])
+                        for spi, sa in sorted(self.nv.data["sa"].items(), key=lambda kv: int(kv[0])))
+
     def boot_record(self) -> tuple[int, int, int]:
         """(boot count, consecutive unstable boots, safe latch) for housekeeping."""
         b = self.nv.data["boot"]

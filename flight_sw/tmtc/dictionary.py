@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED)
+DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -93,6 +93,17 @@ HK_TASK_RECORD: tuple[Param, ...] = (
     Param("deadline_misses", "I", "", "Runs that ended after their minor frame (frame load above the frame)."),
     Param("disabled", "B", "", "1 when FDIR or the watchdog has disabled the task."),
     Param("energy_j", "f", "J", "Energy drawn since start."),
+)
+
+#: SID 6: one record per security association, every `housekeeping` run. The ARSN is not
+#: secret (every frame carries it in clear); a ground that lost count reads it here even when
+#: refusal events are rate-limited away (SDLS 355.1-B Read ARSN, without needing a command).
+HK_SA_SID = 6
+HK_SA_RECORD: tuple[Param, ...] = (
+    Param("spi", "H", "", "Security parameter index (the frame's association field)."),
+    Param("key_slot", "H", "", "Key slot the association signs with."),
+    Param("state", "B", "", "Index in SA_STATES (0 keyed, 1 operational)."),
+    Param("arsn", "Q", "", "Anti-replay sequence number of the last accepted frame."),
 )
 
 #: SID 4: the optimizer device driver (analog backend only), every `housekeeping` run.
@@ -226,6 +237,7 @@ def struct_of(params: tuple[Param, ...]) -> struct.Struct:
 
 HK_CORE_STRUCT = struct_of(HK_CORE)
 HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
+HK_SA_STRUCT = struct_of(HK_SA_RECORD)
 HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)

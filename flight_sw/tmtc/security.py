@@ -35,6 +35,10 @@ HEADER = struct.Struct(">BHQH")
 MAC_LEN = 32
 OVERHEAD = HEADER.size + MAC_LEN
 SEQ_MAX = (1 << 64) - 1
+#: Highest ARSN a procedure may set (Set ARSN, recovery floor): a quarter of the 64-bit space,
+#: so that no command can bring an association within reach of the end of its sequence numbers
+#: (and every ARSN stays inside the ground archive's signed 64-bit columns).
+ARSN_SET_MAX = (1 << 62) - 1
 NV_MAGIC = b"TCNV2"
 MIN_KEY_BYTES = 32
 
@@ -156,8 +160,8 @@ class Authenticator:
     association names the key slot it uses, its state and its anti-replay sequence number
     (ARSN). Procedures (355.1-B 3.4, the subset a small mission needs): start, stop, rekey,
     set ARSN, status. None of them may leave the satellite without an operational command
-    association: the last one cannot be stopped, and an ARSN is never set so high that the
-    association could not accept another frame.
+    association: the last one cannot be stopped, and an ARSN is never set above a quarter of its range
+    (ARSN_SET_MAX), so an association cannot be brought near its last number.
     """
 
     def __init__(self, cfg: TmtcConfig, nv: NvState):
@@ -279,17 +283,17 @@ class Authenticator:
     def set_arsn(self, spi: int, arsn: int) -> None:
         """Set the anti-replay sequence number (3.4.10 Set ARSN), leaving room for a full window."""
         sa = self._known(spi)
-        if not 0 <= arsn <= SEQ_MAX - self.window:
-            raise SaError("bad_arguments", f"ARSN {arsn} outside 0..{SEQ_MAX - self.window} "
-                          "(the association must be able to accept a window of frames)")
+        if not 0 <= arsn <= ARSN_SET_MAX:
+            raise SaError("bad_arguments", f"ARSN {arsn} outside 0..{ARSN_SET_MAX} (a quarter of the "
+                          "space: an association must never come within reach of its last number)")
         sa["arsn"] = arsn
         self.nv.commit()
 
     def recover(self, arsn_floor: int) -> None:
         """Leave the lost state: every association's ARSN set to `arsn_floor` (above any the
         ground has used), states and keys from the config, and a fresh record written."""
-        if not 0 <= arsn_floor <= SEQ_MAX - self.window:
-            raise SaError("bad_arguments", f"ARSN floor {arsn_floor} outside 0..{SEQ_MAX - self.window}")
+        if not 0 <= arsn_floor <= ARSN_SET_MAX:
+            raise SaError("bad_arguments", f"ARSN floor {arsn_floor} outside 0..{ARSN_SET_MAX}")
         for sa in self.sas.values():
             sa["arsn"] = arsn_floor
         self.nv.lost = False

@@ -7,6 +7,16 @@
 - ``tmtc.fuzz_crashes``: exceptions that escaped the handler (must be 0).
 - ``tmtc.fuzz_forgeries_accepted``: accepted frames that were not one of the genuine ones.
 - ``tmtc.fuzz_frames_per_s``: handler throughput on this machine (rejection events included).
+- ``tmtc.torn_write_offsets_tested`` / ``tmtc.torn_write_states_lost``: a power cut at every
+  byte of every NV write of a full telecommand session (sim/bench/nv_power_cut.py); the boot
+  after each must find the state before or after the write (lost: must be 0).
+- ``tmtc.lockout_states_found``: lockouts found by the stateful search of
+  sim/bench/lockout_search.py over ``tmtc.lockout_sequences_searched`` random sequences of
+  association procedures, pings, floods, mode commands, reboots, power cuts and NV upsets
+  (must be 0).
+- ``tmtc.flood_mode_changes``: mode changes while 30 authenticated pings and 64 garbage frames
+  arrive every 10 s out of contact (10 min quick, 1 h full; must be 0), with
+  ``tmtc.flood_overruns``, ``tmtc.flood_events_suppressed`` and ``tmtc.flood_event_ring_overflow``.
 - ``tmtc.uplink_contacts_1pct_loss`` / ``tmtc.uplink_contacts_10pct_loss``: contacts the
   default model (the uploadable head, int8, signed) needs over the default mission's
   contact schedule (skyfield truth) at `tmtc.uplink_rate_bps`, frames lost at random;
@@ -133,6 +143,70 @@ def _uplink_contacts(fsw, cfg, pkg_for, contacts, loss: float, rng) -> int:
     return -1
 
 
+def flood(cfg, image, pings_per_run: int, garbage_per_run: int, seconds: int, seed: int = 3):
+    """Step a flight software out of contact while authenticated pings and garbage frames pour in
+    every tc_handler period (issue 14: a flood must not change the mode). Returns (fsw, uplinker)."""
+    from flight_sw.app import FlightSoftware
+    from ground_tools.uplink import Uplinker
+
+    fsw = FlightSoftware(cfg.with_optimizer("digital"), image, _Payload(), lambda p: None)
+    up = Uplinker(cfg)
+    rng = np.random.default_rng(seed)
+    period = int(next(s.period_s for s in cfg.tasks if s.kind == "tc_handler"))
+    for tick in range(seconds):
+        if tick % period == period // 2:
+            for _ in range(pings_per_run):
+                fsw.telecommand(up.ping())
+            for _ in range(garbage_per_run):
+                fsw.telecommand(rng.bytes(int(rng.integers(0, 200))))
+        fsw.inputs.in_contact = False
+        fsw.step(tick)
+    return fsw, up
+
+
+def _command_path(cfg, image, quick: bool, log) -> dict[str, float]:
+    """Power cuts at every NV byte, the lockout search, and the flood (issue 14)."""
+    from hypothesis import HealthCheck, settings
+
+    from sim.bench.lockout_search import machine_for
+    from sim.bench.nv_power_cut import cut_everywhere, record_session
+
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    writes, layout = record_session(cfg, image)
+    cut = cut_everywhere(writes, layout)
+    out["tmtc.torn_write_offsets_tested"] = float(cut.offsets_tested)
+    out["tmtc.torn_write_states_lost"] = float(cut.states_lost)
+    log(f"  power cut at every byte of {cut.writes} NV writes: {cut.offsets_tested} offsets, "
+        f"{cut.states_lost} states lost ({time.perf_counter() - t0:.1f} s)")
+
+    t0 = time.perf_counter()
+    examples = 40 if quick else 400
+    machine = machine_for(cfg, image)
+    machine.TestCase.settings = settings(max_examples=examples, stateful_step_count=30, deadline=None,
+                                         suppress_health_check=list(HealthCheck), database=None)
+    try:
+        machine.TestCase().runTest()
+        found = 0
+    except AssertionError as e:
+        found = 1
+        log(f"  LOCKOUT FOUND: {str(e).splitlines()[0]}")
+    out["tmtc.lockout_sequences_searched"] = float(examples)
+    out["tmtc.lockout_states_found"] = float(found)
+    log(f"  lockout search: {examples} sequences of up to 30 steps, {found} lockouts "
+        f"({time.perf_counter() - t0:.1f} s)")
+
+    fsw, _ = flood(cfg, image, pings_per_run=30, garbage_per_run=64, seconds=600 if quick else 3600)
+    out["tmtc.flood_mode_changes"] = float(fsw.modes.transitions)
+    out["tmtc.flood_overruns"] = float(fsw.overruns_total)
+    out["tmtc.flood_events_suppressed"] = float(fsw.tm.events_suppressed)
+    out["tmtc.flood_event_ring_overflow"] = float(fsw.downlink.event.overflow)
+    log(f"  flood (30 pings + 64 garbage frames per 10 s): {fsw.modes.transitions} mode changes, "
+        f"{fsw.overruns_total} overruns, {fsw.tm.events_suppressed} events rate-limited, "
+        f"{fsw.downlink.event.overflow} event reports refused")
+    return out
+
+
 def run(quick: bool, log=print) -> dict[str, float]:
     from flight_sw.config import load_mission_config
     from ground_tools.uplink import package_model
@@ -142,6 +216,7 @@ def run(quick: bool, log=print) -> dict[str, float]:
     cfg = load_mission_config(DEFAULT_CONFIG)
     image = train_prelaunch_model(cfg, np.random.default_rng(cfg.mission.seed))
     out = _fuzz(cfg, image, 20_000 if quick else 1_000_000, log)
+    out |= _command_path(cfg, image, quick, log)
 
     orbit = OrbitTruth(cfg.orbit.tle_line1, cfg.orbit.tle_line2, cfg.mission.start_utc)
     stations = [GroundStation(s.name, s.lat_deg, s.lon_deg, s.alt_m, s.elevation_mask_deg) for s in cfg.ground_stations]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 from spacepackets.ecss import PusTm
 
-from flight_sw.app import FlightSoftware
 from flight_sw.config.schema import MODES
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.nv_store import RedundantStore
-from tests.flight_sw.conftest import FakePayload
+from sim.bench.tmtc import flood
 from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
 
 
@@ -45,33 +42,12 @@ def test_a_stable_period_restarts_the_escalation_count(default_cfg, image):
     assert b.fsw.mode != "SAFE"
 
 
-def _flood(cfg, image, pings_per_run: int, garbage_per_run: int, seconds: int):
-    """Step a flight software out of contact while frames pour in every tc_handler period."""
-    payload = FakePayload(cfg)
-    packets: list[bytes] = []
-    fsw = FlightSoftware(cfg, image, payload, packets.append,
-                         tc_store=RedundantStore.in_memory(cfg.tmtc.max_upload_bytes),
-                         reference=payload.reference)
-    up = uplinker(cfg)
-    rng = np.random.default_rng(3)
-    period = next(s.period_s for s in cfg.tasks if s.kind == "tc_handler")
-    for tick in range(seconds):
-        if tick % int(period) == 5:
-            for _ in range(pings_per_run):
-                fsw.telecommand(up.ping())
-            for _ in range(garbage_per_run):
-                fsw.telecommand(rng.bytes(int(rng.integers(0, 200))))
-        fsw.inputs.in_contact = False
-        fsw.step(tick)
-    return fsw, up
-
-
 def test_a_flood_of_valid_and_invalid_frames_never_changes_the_mode(default_cfg, image):
     """30 authenticated pings and 64 garbage frames per 10 s for 10 minutes, out of contact.
     Before: the handler's cost grew with its queue, was charged to the overrun rule, and the
     satellite went to SAFE with the ceiling latched; rejection events filled the HIGH ring."""
     cfg = default_cfg
-    fsw, up = _flood(cfg, image, pings_per_run=30, garbage_per_run=64, seconds=600)
+    fsw, up = flood(cfg, image, pings_per_run=30, garbage_per_run=64, seconds=600)
     tc_idx = next(s.index for s in fsw.specs if s.kind == "tc_handler")
     assert fsw.modes.transitions == 0 and fsw.mode == cfg.executive.initial_mode
     assert fsw.task_overruns[tc_idx] == 0 and fsw.overruns_total == 0

@@ -1,0 +1,33 @@
+"""Stateful search: no sequence of commands, floods, reboots, power cuts and NV upsets leaves the
+ground unable to command the satellite (issue 14, item 2). The bench runs a longer search."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, Phase, settings
+
+from sim.bench.lockout_search import machine_for
+
+
+def test_no_sequence_locks_the_ground_out(default_cfg, image):
+    machine = machine_for(default_cfg, image)
+    machine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None,
+                                         suppress_health_check=list(HealthCheck), database=None,
+                                         derandomize=True)  # the same search every run; the bench varies it
+    machine.TestCase().runTest()
+
+
+def test_the_search_finds_the_old_lockout(default_cfg, image, monkeypatch):
+    """With the last-association guard removed (the behaviour before), the search must find the
+    single command that locked commanding out for good."""
+    import pytest
+
+    from flight_sw.tmtc.security import Authenticator
+
+    monkeypatch.setattr(Authenticator, "operational_command_sas", lambda self: [])
+    machine = machine_for(default_cfg, image)
+    machine.TestCase.settings = settings(max_examples=300, stateful_step_count=10, deadline=None,
+                                         suppress_health_check=list(HealthCheck), database=None,
+                                         derandomize=True,
+                                         phases=[Phase.generate])  # found is enough: no shrinking
+    with pytest.raises(AssertionError, match="lockout"):
+        machine.TestCase().runTest()
