@@ -745,11 +745,19 @@ class GroundLoopConfig:
 class DownlinkConfig:
     rate_bps: float = param(doc="Downlink data rate during contacts.", unit="bit/s", gt=0)
     queue_packets: int = param(4096, doc="Fixed downlink queue depth (rows shared by the event, high and low priority rings).", ge=3, le=10_000_000)
+    tm_frame_bytes: int = param(
+        1115, doc="Length of every TM Transfer Frame (CCSDS 132.0-B; 1115 octets is the common length "
+        "that a Reed-Solomon (255,223) interleave-5 codeblock carries, 131.0-B).", unit="byte", ge=64, le=2048,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class TelemetryConfig:
     apid: int = param(0x65, doc="CCSDS application process id of the flight software.", ge=0, le=2047)
+    spacecraft_id: int = param(
+        0x1AB, doc="CCSDS spacecraft id in every TC and TM transfer frame (assigned by SANA for a real "
+        "mission).", ge=0, le=1023,
+    )
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -762,6 +770,11 @@ class TcKeyConfig:
     )
     key_hex: str = param(doc="HMAC-SHA256 key as hex, at least 32 bytes (64 hex digits). Simulation missions only.")
     active: bool = param(True, doc="A deactivated slot rejects every frame that names it.")
+    service: Literal["authentication", "authenticated_encryption"] = param(
+        "authentication", doc="SDLS service of the association using this key (CCSDS 355.0-B 2.3): "
+        "authentication (HMAC-SHA-256, 128-bit MAC) or authenticated encryption (AES-256-GCM, 96-bit IV, "
+        "128-bit tag; the key must then be exactly 32 bytes).",
+    )
 
     def __repr__(self) -> str:  # keys never reach logs, run.json or error reports
         return f"TcKeyConfig(key_id={self.key_id}, purpose={self.purpose!r}, active={self.active}, key_hex=<redacted>)"
