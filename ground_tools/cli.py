@@ -77,7 +77,12 @@ def cmd_decode(args) -> int:
 
     run = open_run(Path(args.run), need=INGEST_FILES)
     cfg = run.cfg
-    tm = decode_file(run.telemetry_path, cfg.mission.start_utc, len(cfg.tasks), cfg.telemetry.apid)
+    tm = decode_file(run.telemetry_path, cfg.mission.start_utc, len(cfg.tasks), cfg.telemetry.apid,
+                     frame_bytes=cfg.downlink.tm_frame_bytes, spacecraft_id=cfg.telemetry.spacecraft_id)
+    if tm.link is not None:
+        k = tm.link
+        print(f"{k.frames} TM frames ({k.idle_frames} idle), {k.bad_crc} failed the FECF, {k.gaps} gaps "
+              f"({k.frames_lost} frames lost, {k.packets_dropped} packets with them)")
     print(f"{tm.packets} packets, {tm.bad_packets} bad {tm.bad_reasons or ''}")
     print(f"housekeeping reports: {len(tm.hk_core.get('t_s', []))}, orbit budgets: {len(tm.orbits.get('orbit_index', []))}, "
           f"events: {len(tm.events)}")
@@ -307,6 +312,27 @@ def cmd_model_package(args) -> int:
     return 0
 
 
+def cmd_xtce(args) -> int:
+    """Write the telemetry and command dictionary as XTCE 1.2 (for Yamcs and other ground systems)."""
+    out = Path(args.out)
+    if _bad_output(out):
+        return EXIT_BAD_INPUT
+    apid = None
+    if args.config:
+        cfg = _load_cfg(args.config)
+        if cfg is None:
+            return EXIT_BAD_INPUT
+        apid = cfg.telemetry.apid
+    try:
+        from ground_tools.xtce import export_xtce
+    except ImportError as exc:
+        _err(f"error: the XTCE export needs yamcs-pymdb (pip install '.[xtce]'): {exc}")
+        return EXIT_BAD_INPUT
+    export_xtce(out, apid=apid)
+    print(f"XTCE: {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
 def cmd_config(args) -> int:
     """validate | diff | package a flight parameter change against the active config."""
     from ground_tools.uplink import Uplinker, config_diff, config_package, config_validate
@@ -434,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", help=".npz with 'features' and 'labels' to report the accuracy cost")
     p.set_defaults(func=cmd_model_package)
 
+    p = sub.add_parser("xtce", help="write the telemetry and command dictionary as XTCE 1.2 (Yamcs import)")
+    p.add_argument("--out", required=True, help="XML file to write")
+    p.add_argument("--config", help="mission config: restrict telemetry to its APID")
+    p.set_defaults(func=cmd_xtce)
     p = sub.add_parser("config", help="flight parameter changes: validate | diff | package")
     p.add_argument("action", choices=("validate", "diff", "package"))
     p.add_argument("proposed", help="proposed mission config YAML")

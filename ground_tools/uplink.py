@@ -1,8 +1,12 @@
-"""Ground uplink: authenticated TC frames, model packaging (int8, pruning, signed manifest), chunking,
-and config validate / diff / package for the onboard parameter table.
+"""Ground uplink: CLTUs carrying SDLS-protected TC Transfer Frames, model packaging (int8,
+pruning, signed manifest), chunking, and config validate / diff / package for the onboard
+parameter table.
 
-Frames use the layout shared with the flight software (`flight_sw.tmtc.security.seal`),
-commands the ids in `flight_sw.tmtc.dictionary`, so flight and ground cannot disagree.
+Each command is a PUS-C packet in a TC Transfer Frame (CCSDS 232.0-B) whose data field
+carries the SDLS security header and trailer (355.0-B; `flight_sw.tmtc.sdls`), coded as a
+CLTU (231.0-B); the commands are the ids in `flight_sw.tmtc.dictionary`, so flight and
+ground cannot disagree. `Uplinker` sends expedited (Type-BD) frames; sequence-controlled
+(Type-AD) frames go through FOP-1 (`ground_tools.fop1`, `tc_frame`).
 Keys come from the mission config (simulation missions only; a real ground segment
 keeps them in its key store). The sequence number is the caller's to persist between
 sessions (`Uplinker.seq`): reusing one gets every frame refused as a replay.
@@ -21,7 +25,11 @@ from spacepackets.ecss import PusTc
 
 from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.security import HEADER, MAC_LEN, seal
+from flight_sw.tmtc import sdls
+from flight_sw.tmtc.cltu import encode_cltu
+from flight_sw.tmtc.security import MAC_LEN
+from flight_sw.tmtc.tc_frames import FECF_LEN, PRIMARY_HEADER_LEN, TcFrame
+from flight_sw.tmtc.tc_link import TC_VIRTUAL_CHANNEL
 from flight_sw.tmtc.upload import FSW_VERSION, MANIFEST_FORMAT, input_schema_hash
 
 INT8_MAX = 127
@@ -29,32 +37,81 @@ INT8_MAX = 127
 PUS_TC_OVERHEAD = 13
 
 
+def max_packet_bytes(cfg: MissionConfig) -> int:
+    """Longest PUS packet a TC frame carries under either SDLS service (the larger overhead)."""
+    return cfg.tmtc.max_frame_bytes - PRIMARY_HEADER_LEN - FECF_LEN - sdls.overhead(sdls.AUTH_ENC)
+
+
+def tc_frame(cfg: MissionConfig, key: bytes, service: str, spi: int, arsn: int, packet: bytes, *,
+             bypass: bool, n_s: int = 0, iv: bytes | None = None) -> bytes:
+    """One SDLS-protected TC Transfer Frame (AD when not `bypass`, with sequence number `n_s`).
+
+    The MAC covers the primary header, so the header is built first with the final length."""
+    if len(packet) > max_packet_bytes(cfg):
+        raise ValueError(f"packet of {len(packet)} bytes exceeds a TC frame's {max_packet_bytes(cfg)}")
+    size = sdls.overhead(service) + len(packet)
+    shape = dict(spacecraft_id=cfg.telemetry.spacecraft_id, virtual_channel_id=TC_VIRTUAL_CHANNEL,
+                 frame_sequence_number=n_s if not bypass else 0, bypass=bypass)
+    header = TcFrame(data=bytes(size), **shape).pack()[:PRIMARY_HEADER_LEN]
+    return TcFrame(data=sdls.protect(service, key, spi, arsn, header, packet, iv), **shape).pack()
+
+
 def mission_key(cfg: MissionConfig, purpose: str, key_id: int | None = None) -> tuple[int, bytes]:
     """(key id, material) of the first key of `purpose` the config marks active, or of the given
     slot (a spare slot included: the ground starts its association before using it)."""
+    k = mission_key_slot(cfg, purpose, key_id)
+    return k.key_id, bytes.fromhex(k.key_hex)
+
+
+def mission_key_slot(cfg: MissionConfig, purpose: str, key_id: int | None = None):
+    """The config's key slot, as `mission_key` chooses it."""
     for k in cfg.tmtc.keys:
         if k.purpose == purpose and (k.key_id == key_id if key_id is not None else k.active):
-            return k.key_id, bytes.fromhex(k.key_hex)
+            return k
     raise KeyError(f"no active {purpose} key{'' if key_id is None else f' with id {key_id}'} in the mission config")
 
 
 class Uplinker:
-    """Builds authenticated PUS-C TC frames with increasing sequence numbers."""
+    """Builds CLTUs of SDLS-protected expedited TC frames, one PUS-C command each, with
+    increasing ARSNs on one security association (`key_id` is its SPI).
 
-    def __init__(self, cfg: MissionConfig, first_seq: int = 1, key_id: int | None = None):
+    `iv_salt` (4 bytes) starts every AES-GCM IV, the ARSN ends it, so an IV never repeats
+    under a key while the ARSN grows (default: random per instance)."""
+
+    def __init__(self, cfg: MissionConfig, first_seq: int = 1, key_id: int | None = None,
+                 iv_salt: bytes | None = None):
+        import os
+
         self.cfg = cfg
         self.apid = cfg.telemetry.apid
-        self.key_id, self._key = mission_key(cfg, "command", key_id)
+        slot = mission_key_slot(cfg, "command", key_id)
+        self.key_id = slot.key_id
+        self.use_key(bytes.fromhex(slot.key_hex), slot.service)
         self.seq = first_seq
         self.pus_seq = 0
+        self.iv_salt = iv_salt if iv_salt is not None else os.urandom(4)
 
-    def frame(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
+    def use_key(self, material: bytes, service: str) -> None:
+        """Sign with another key (after the association was rekeyed to it)."""
+        self._key, self.service = material, service
+
+    def packet(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
         packet = PusTc(service=service, message_subtype=subtype, apid=self.apid, seq_count=self.pus_seq,
                        app_data=app_data).pack()
         self.pus_seq = (self.pus_seq + 1) % (1 << 14)
-        out = seal(self._key, self.key_id, self.seq, packet)
+        return packet
+
+    def protect(self, packet: bytes, *, bypass: bool = True, n_s: int = 0) -> bytes:
+        """The TC frame for `packet` with the next ARSN (for FOP-1: `bypass=False`, `n_s`)."""
+        iv = self.iv_salt + self.seq.to_bytes(8, "big") if self.service == sdls.AUTH_ENC else None
+        out = tc_frame(self.cfg, self._key, self.service, self.key_id, self.seq, packet, bypass=bypass,
+                       n_s=n_s, iv=iv)
         self.seq += 1
         return out
+
+    def frame(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
+        """A CLTU carrying one expedited frame with one command."""
+        return encode_cltu(self.protect(self.packet(service, subtype, app_data)))
 
     def function(self, fn: int, args: bytes = b"") -> bytes:
         return self.frame(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(fn) + args)
@@ -175,7 +232,7 @@ class ModelPackage:
 
 def max_chunk_bytes(cfg: MissionConfig) -> int:
     """Largest upload part that fits a frame: frame limit - security - PUS overhead - part index."""
-    return cfg.tmtc.max_frame_bytes - HEADER.size - MAC_LEN - PUS_TC_OVERHEAD - 2
+    return max_packet_bytes(cfg) - PUS_TC_OVERHEAD - 2
 
 
 def package_model(
@@ -225,7 +282,7 @@ def package_model(
     mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     key_id, key = mission_key(cfg, "upload")
     sig = hmac.new(key, mbytes, hashlib.sha256).digest()
-    limit = cfg.tmtc.max_frame_bytes - HEADER.size - MAC_LEN - PUS_TC_OVERHEAD - 2 - MAC_LEN
+    limit = max_packet_bytes(cfg) - PUS_TC_OVERHEAD - 2 - MAC_LEN
     if len(mbytes) > limit:
         raise ValueError(f"manifest of {len(mbytes)} bytes does not fit one frame ({limit}); shorten provenance")
     return ModelPackage(manifest, mbytes, sig, key_id, payload, chunks, report)

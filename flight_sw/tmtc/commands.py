@@ -1,8 +1,9 @@
-"""Telecommand handling: authenticated frames -> PUS-C TCs -> service 1 verified actions.
+"""Telecommand handling: CLTUs -> TC frames -> PUS-C TCs -> service 1 verified actions.
 
-`FlightSoftware.telecommand(frame)` queues a frame (bounded queue); the `tc_handler`
-task calls `TcHandler.run`, which authenticates each frame (security.py), unpacks the
-PUS packet with spacepackets (CRC checked), and executes it with the full service 1
+`FlightSoftware.telecommand(cltu)` queues a CLTU (bounded queue); the `tc_handler` task
+calls `TcHandler.run`, which passes each through the receiving chain (tc_link.py: CLTU,
+TC Transfer Frame, SDLS security, FARM-1), unpacks the PUS packet with spacepackets (CRC
+checked), and executes it with the full service 1
 sequence: acceptance (1,1 / 1,2), start (1,3), completion (1,7) or failure (1,8, with
 a failure code and a text naming the field and the bound). A frame refused by
 security never gets a service 1 report (its request id is unauthenticated): it is
@@ -41,6 +42,7 @@ from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.params import ParamTable
 from flight_sw.tmtc.security import MAC_LEN, SA_STATES, Authenticator, NvState, SaError
+from flight_sw.tmtc.tc_link import FARM_DISCARD, TcReceiver
 from flight_sw.tmtc.upload import ModelUploader, UploadError
 
 #: SA procedures: function id -> argument layout (u16 SPI first).
@@ -68,6 +70,7 @@ class TcHandler:
         self.apid = cfg.telemetry.apid
         self.nv = NvState(store, cfg.tmtc)
         self.auth = Authenticator(cfg.tmtc, self.nv)
+        self.link = TcReceiver(cfg, self.auth)
         self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner, store.staging)
         self.params = ParamTable(self.nv, fsw._apply_params)
         self.entropy = entropy
@@ -82,6 +85,7 @@ class TcHandler:
         self.nonce = 0
         self.accepted = 0
         self.rejected = 0
+        self.farm_discards = 0
         self.last_reject: str | None = None
 
     # -- boot ---------------------------------------------------------------------------------
@@ -114,7 +118,8 @@ class TcHandler:
         """What a checkpoint needs beyond the NV record (counters since boot, queued frames)."""
         return {"accepted": self.accepted, "rejected": self.rejected, "last_reject": self.last_reject,
                 "boot_t": self.boot_t, "nonce": self.nonce, "trial_runs_left": self.upload.trial_runs_left,
-                "queue": [f.hex() for f in self.queue]}
+                "queue": [f.hex() for f in self.queue], "farm": self.link.state_dict(),
+                "farm_discards": self.farm_discards}
 
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint whose NV device was restored with it: no boot happened."""
@@ -126,6 +131,8 @@ class TcHandler:
         self.upload.trial_runs_left = state["trial_runs_left"]
         self.queue.clear()
         self.queue.extend(bytes.fromhex(f) for f in state["queue"])
+        self.link.load_state_dict(state["farm"])
+        self.farm_discards = state["farm_discards"]
 
     def sa_report(self) -> bytes:
         """Housekeeping SID 6: every association's key slot, state and ARSN, by SPI."""
@@ -146,7 +153,7 @@ class TcHandler:
 
     # -- queue and task ---------------------------------------------------------------------
     def enqueue(self, frame: bytes, t: float) -> None:
-        if len(frame) > self.auth.max_frame:
+        if len(frame) > self.link.max_cltu:
             self._reject("too_long", 0, 0, t)
         elif len(self.queue) >= self.queue_max:
             self._reject("queue_full", 0, 0, t)
@@ -172,14 +179,20 @@ class TcHandler:
         return cost
 
     def process(self, frame: bytes, t: float) -> str | None:
-        """Authenticate and execute one frame; returns the reject reason (None: accepted)."""
+        """Receive and execute one CLTU; returns the reject reason (None: accepted)."""
         try:
-            reason, key_id, seq, packet = self.auth.verify(frame)
+            reason, key_id, seq, packet = self.link.receive(frame)
         except Exception:  # noqa: BLE001 - no input may crash the handler
             reason, key_id, seq, packet = "bad_packet", 0, 0, b""
+        if reason == FARM_DISCARD:
+            self.farm_discards += 1  # COP-1: reported by the CLCW, retransmitted by the ground
+            return reason
         if reason and reason != "state_corrupt" or reason == "state_corrupt" and not packet:
             self._reject(reason, key_id, seq, t)
             return reason
+        if not packet:  # a COP-1 control command (Unlock, Set V(R)): done by the FARM
+            self.accepted += 1
+            return None
         try:
             tc = PusTc.unpack(packet)
             if len(packet) != tc.packet_len:

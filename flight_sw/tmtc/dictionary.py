@@ -76,7 +76,7 @@ HK_CORE: tuple[Param, ...] = (
     Param("tc_accepted", "I", "", "Telecommand frames authenticated and executed since boot."),
     Param("tc_rejected", "I", "", "Telecommand frames refused since boot (each also an event, rate-limited)."),
     Param("tc_backlog", "H", "frame", "Frames queued for the next tc_handler run."),
-    Param("events_suppressed", "I", "", "Events not sent because their id exceeded EVENT_RATE_LIMIT in a window."),
+    Param("events_suppressed", "I", "", "Events not sent because their id exceeded EVENTS_PER_ID_LIMIT in a window."),
     Param("boot_count", "I", "", "Boots recorded in the non-volatile record."),
     Param("boots_unstable", "B", "", "Consecutive boots that did not reach fdir.boot_stable_s of uptime."),
     Param("safe_latch", "B", "", "1 when boot escalation holds the satellite in SAFE until a ground mode command."),
@@ -248,7 +248,7 @@ EVENT_ID_STRUCT = struct.Struct(">H")
 
 
 # -- Telecommands (issue 7) ---------------------------------------------------------------
-# Every TC is a PUS-C PusTc inside an SDLS-like authenticated frame (flight_sw.tmtc.security).
+# Every TC is a PUS-C PusTc in a TC Transfer Frame with SDLS security, in a CLTU (flight_sw.tmtc.tc_link).
 PUS_SERVICE_VERIFICATION = 1
 TM_ACCEPT_OK, TM_ACCEPT_FAIL, TM_START_OK, TM_START_FAIL, TM_COMPLETE_OK, TM_COMPLETE_FAIL = 1, 2, 3, 4, 7, 8
 #: Service 1 report source data: request id (4 bytes: version/type/sec-hdr/APID, flags/seq count,
@@ -306,7 +306,7 @@ PARAM_ENTRY_STRUCT = struct.Struct(">Hd")
 EVENT_TC_REJECTED = 8
 TC_REJECT_REASONS = (
     "too_short", "too_long", "bad_version", "bad_length", "unknown_key", "key_deactivated", "wrong_key_purpose",
-    "bad_mac", "replay", "outside_window", "queue_full", "state_corrupt", "bad_packet",
+    "bad_mac", "replay", "outside_window", "queue_full", "state_corrupt", "bad_packet", "bad_cltu", "bad_frame",
 )
 TC_REJECTED_STRUCT = struct.Struct(">BHQQ")
 EVENT_MODEL_UPLOAD = 9  # params: stage u8 (MODEL_UPLOAD_STAGES), version u32, security counter u32
@@ -330,7 +330,7 @@ TC_STATE_LOST_STRUCT = struct.Struct(">Q")
 #: params: boot count u32, consecutive unstable boots u8, safe latch u8 (1: held in SAFE)
 EVENT_BOOT = 16
 BOOT_STRUCT = struct.Struct(">IBB")
-#: Events of one id beyond this many per EVENT_RATE_WINDOW_S are counted, not sent, so a flood
+#: Events of one id beyond this many per EVENTS_PER_ID_WINDOW_S are counted, not sent, so a flood
 #: of one kind (rejected frames) cannot crowd out another (a mode change) in the downlink queue.
-EVENT_RATE_LIMIT = 20
-EVENT_RATE_WINDOW_S = 600.0
+EVENTS_PER_ID_LIMIT = 20
+EVENTS_PER_ID_WINDOW_S = 600.0

@@ -15,9 +15,9 @@ from spacepackets.ecss import PusTm
 
 from flight_sw.tmtc.dictionary import (
     EVENT_ID_STRUCT,
-    EVENT_RATE_LIMIT,
-    EVENT_RATE_WINDOW_S,
     EVENT_SEVERITY_SUBTYPE,
+    EVENTS_PER_ID_LIMIT,
+    EVENTS_PER_ID_WINDOW_S,
     PUS_SERVICE_EVENT,
     PUS_SERVICE_HK,
     PUS_SUBTYPE_HK_REPORT,
@@ -72,13 +72,13 @@ class TmEncoder:
         self._emit(PUS_SERVICE_HK, PUS_SUBTYPE_HK_REPORT, SID_STRUCT.pack(sid) + payload, t_s, high)
 
     def event(self, event_id: int, severity: str, params: bytes, t_s: float) -> bool:
-        """Pack and queue an event unless its id already sent EVENT_RATE_LIMIT in this window
+        """Pack and queue an event unless its id already sent EVENTS_PER_ID_LIMIT in this window
         (then it is counted in `events_suppressed`). True when sent."""
         b = min(event_id, _EVENT_BUCKETS - 1)
-        if t_s - self._event_window_start_s[b] >= EVENT_RATE_WINDOW_S:
+        if t_s - self._event_window_start_s[b] >= EVENTS_PER_ID_WINDOW_S:
             self._event_window_start_s[b] = t_s
             self._event_count[b] = 0
-        if self._event_count[b] >= EVENT_RATE_LIMIT:
+        if self._event_count[b] >= EVENTS_PER_ID_LIMIT:
             self.events_suppressed += 1
             return False
         self._event_count[b] += 1

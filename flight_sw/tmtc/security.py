@@ -1,22 +1,18 @@
-"""SDLS-like telecommand authentication and the non-volatile TC state behind it.
+"""Telecommand security associations (CCSDS 355.0-B SDLS, 355.1-B extended procedures) and
+the non-volatile TC state behind them.
 
-Frame layout (big-endian; shared with the ground, which seals frames with `seal`)::
+Each TC Transfer Frame carries an SDLS security header and trailer (sdls.py): the SPI names
+a security association, which names its key slot (and so its service: authentication or
+authenticated encryption), its state and its anti-replay sequence number (ARSN).
 
-    0   u8   frame version (1)
-    1   u16  SPI: the security association (by default the id of its key slot)
-    3   u64  ARSN: the association's anti-replay sequence number
-    11  u16  length L of the PUS packet
-    13  L    PUS-C telecommand (CCSDS space packet with CRC, packed by spacepackets)
-    13+L 32  HMAC-SHA256(key, bytes 0 .. 13+L)
-
-Rules (CCSDS 355.0-B practice, see docs/tmtc.md): the MAC is verified before the
-anti-replay state is even read; a frame is accepted only when its sequence number lies
-in (last, last + window] for its association; the new ARSN is persisted through the
-injected store *before* the command runs, so a replay after a reboot fails, the first
-frame after a cold start included. Unknown, stopped and wrong-purpose associations
-reject. Key material never leaves this module: rejections report the SPI only.
-Security associations and their procedures follow the SDLS extended procedures
-(355.1-B): see `Authenticator`.
+Rules (355.0-B 3.3.3, see docs/tmtc.md): the MAC is verified before the anti-replay state
+is even read; a frame is accepted only when its ARSN lies in (last, last + window] for its
+association; the new ARSN is persisted through the injected store *before* the command
+runs, so a replay after a reboot fails, the first frame after a cold start included (for a
+sequence-controlled frame, only once FARM-1 has accepted it: a frame the FARM discards is
+retransmitted by the ground's FOP-1 with the same ARSN and must still pass). Unknown,
+stopped and wrong-purpose associations reject. Key material never leaves this module:
+rejections report the SPI only.
 """
 
 from __future__ import annotations
@@ -24,16 +20,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import struct
 from typing import Protocol
 
 from flight_sw.config.schema import TmtcConfig
+from flight_sw.tmtc import sdls
 from flight_sw.tmtc.nv_store import RecordState
 
-FRAME_VERSION = 1
-HEADER = struct.Struct(">BHQH")
+#: Length of an upload manifest's signature (full HMAC-SHA-256).
 MAC_LEN = 32
-OVERHEAD = HEADER.size + MAC_LEN
 SEQ_MAX = (1 << 64) - 1
 #: Highest ARSN a procedure may set (Set ARSN, recovery floor): a quarter of the 64-bit space,
 #: so that no command can bring an association within reach of the end of its sequence numbers
@@ -51,12 +45,6 @@ class TcStore(Protocol):
     def save(self, blob: bytes) -> None: ...
 
     def format(self, blob: bytes) -> None: ...
-
-
-def seal(key: bytes, key_id: int, seq: int, packet: bytes) -> bytes:
-    """Build an authenticated frame (the ground side of `Authenticator.verify`)."""
-    body = HEADER.pack(FRAME_VERSION, key_id, seq, len(packet)) + packet
-    return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
 #: Security association states (CCSDS 355.1-B SDLS extended procedures, 2.3.3): a KEYED
@@ -119,13 +107,15 @@ class NvState:
 
 
 class Key:
-    __slots__ = ("key_id", "purpose", "material", "active")
+    __slots__ = ("key_id", "purpose", "material", "active", "service")
 
-    def __init__(self, key_id: int, purpose: str, material: bytes, active: bool):
+    def __init__(self, key_id: int, purpose: str, material: bytes, active: bool, service: str = sdls.AUTH):
         self.key_id, self.purpose, self.material, self.active = key_id, purpose, material, active
+        self.service = service
 
     def __repr__(self) -> str:
-        return f"Key({self.key_id}, {self.purpose!r}, active={self.active}, material=<redacted>)"
+        return (f"Key({self.key_id}, {self.purpose!r}, active={self.active}, service={self.service!r}, "
+                "material=<redacted>)")
 
 
 def keys_from_config(cfg: TmtcConfig) -> dict[int, Key]:
@@ -141,7 +131,10 @@ def keys_from_config(cfg: TmtcConfig) -> dict[int, Key]:
             raise ValueError(f"{where}: key must be at least {MIN_KEY_BYTES} bytes, got {len(material)}")
         if k.key_id in out:
             raise ValueError(f"{where}: duplicate key id")
-        out[k.key_id] = Key(k.key_id, k.purpose, material, k.active)
+        if k.service == sdls.AUTH_ENC and len(material) != sdls.AES_KEY_BYTES:
+            raise ValueError(f"{where}: authenticated encryption (AES-256-GCM) needs a key of exactly "
+                             f"{sdls.AES_KEY_BYTES} bytes, got {len(material)}")
+        out[k.key_id] = Key(k.key_id, k.purpose, material, k.active, k.service)
     return out
 
 
@@ -196,39 +189,39 @@ class Authenticator:
         good = hmac.new(self.keys[self.sa(spi)["key"]].material, data, hashlib.sha256).digest()
         return None if hmac.compare_digest(good, mac) else "bad_mac"
 
-    def verify(self, frame: bytes) -> tuple[str | None, int, int, bytes]:
-        """(reject reason or None, SPI, ARSN, PUS packet). Accepting persists the ARSN.
+    def verify_frame(self, primary_header: bytes, field: bytes) -> tuple[str | None, int, int, bytes]:
+        """Security processing of one TC frame's data field (355.0-B 3.3.3):
+        (reject reason or None, SPI, ARSN, plain data). Nothing is committed: the caller calls
+        `commit_arsn` once the frame is accepted (at once for expedited frames, after FARM-1
+        for sequence-controlled ones).
 
-        With the NV state lost, an authentic frame is returned with the reason "state_corrupt":
-        its ARSN cannot be judged, so only the nonce-bound recovery command may act on it.
-        """
-        n = len(frame)
-        if n > self.max_frame:
-            return "too_long", 0, 0, b""
-        if n < OVERHEAD:
+        With the NV state lost, an authentic frame comes back with the reason "state_corrupt"
+        and its data: its ARSN cannot be judged, so only the nonce-bound recovery command may
+        act on it."""
+        spi = sdls.peek_spi(field)
+        if spi is None:
             return "too_short", 0, 0, b""
-        version, spi, seq, length = HEADER.unpack_from(frame)
-        if version != FRAME_VERSION:
-            return "bad_version", spi, seq, b""
-        if HEADER.size + length + MAC_LEN != n:
-            return "bad_length", spi, seq, b""
-        body = frame[: n - MAC_LEN]
-        reason = self.verify_mac(spi, "command", body, frame[n - MAC_LEN:])
+        reason = self.key_usable(spi, "command")
         if reason:
-            return reason, spi, seq, b""
-        packet = frame[HEADER.size : n - MAC_LEN]
+            return reason, spi, 0, b""
+        key = self.keys[self.sa(spi)["key"]]
+        reason, arsn, data = sdls.unprotect(key.service, key.material, primary_header, field)
+        if reason:
+            return reason, spi, arsn, b""
         if self.nv.lost:
-            return "state_corrupt", spi, seq, packet
+            return "state_corrupt", spi, arsn, data
         # Only now, with the frame authenticated, is the anti-replay state consulted.
-        sa = self.sa(spi)
-        last = sa["arsn"]
-        if seq <= last:
-            return "replay", spi, seq, b""
-        if seq - last > self.window:
-            return "outside_window", spi, seq, b""
-        sa["arsn"] = seq
-        self.nv.commit()  # persisted before the command can act
-        return None, spi, seq, packet
+        last = self.sa(spi)["arsn"]
+        if arsn <= last:
+            return "replay", spi, arsn, b""
+        if arsn - last > self.window:
+            return "outside_window", spi, arsn, b""
+        return None, spi, arsn, data
+
+    def commit_arsn(self, spi: int, arsn: int) -> None:
+        """Persist an accepted frame's ARSN before its command can act."""
+        self.sa(spi)["arsn"] = arsn
+        self.nv.commit()
 
     def last_seq(self, spi: int) -> int:
         sa = self.sa(spi)

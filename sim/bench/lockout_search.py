@@ -54,7 +54,7 @@ class GroundModel:
         self.command_spis = [k.key_id for k in cfg.tmtc.keys if k.purpose == "command"]
         self.uplinkers = {spi: Uplinker(cfg, key_id=spi) for spi in self.command_spis}
 
-        self.materials = {k.key_id: bytes.fromhex(k.key_hex) for k in cfg.tmtc.keys}
+        self.materials = {k.key_id: (bytes.fromhex(k.key_hex), k.service) for k in cfg.tmtc.keys}
 
     def highest_arsn(self) -> int:
         return max(up.seq for up in self.uplinkers.values())
@@ -62,12 +62,12 @@ class GroundModel:
     def saw_status(self, spi: int, key_slot: int) -> None:
         """An SA_STATUS event: the association now signs with `key_slot`'s key (after a rekey)."""
         if spi in self.uplinkers and key_slot in self.materials:
-            self.uplinkers[spi]._key = self.materials[key_slot]
+            self.uplinkers[spi].use_key(*self.materials[key_slot])
 
     def reset_to_config(self) -> None:
         """After a lost record the associations are the config's again (keys included)."""
         for spi, up in self.uplinkers.items():
-            up._key = self.materials[spi]
+            up.use_key(*self.materials[spi])
 
 
 class CommandPathMachine(RuleBasedStateMachine):

@@ -1,12 +1,13 @@
 """Benchmark group `tmtc`: telecommand fuzzing and model uplink over the contact schedule.
 
-- ``tmtc.fuzz_frames``: frames pushed through `TcHandler.process` of a real flight
-  software (full: 1,000,000; quick: 20,000): random bytes, truncations, bit flips of a
-  valid frame, oversize frames, forged MACs, authentic frames with sequence numbers far
-  outside the window, and about 1% genuine frames (so the accept path is exercised).
-- ``tmtc.fuzz_crashes``: exceptions that escaped the handler (must be 0).
-- ``tmtc.fuzz_forgeries_accepted``: accepted frames that were not one of the genuine ones.
-- ``tmtc.fuzz_frames_per_s``: handler throughput on this machine (rejection events included).
+- ``tmtc.frame_fuzz_frames``: CLTUs pushed through `TcHandler.process` of a real flight
+  software (full: 1,000,000; quick: 20,000): random bytes, truncations, bit errors on the
+  coded CLTU, oversize input, correctly coded frames with made-up MACs or one changed byte,
+  frames with any header fields and random data, authentic frames with ARSNs far outside the
+  window, and about 1% genuine frames (so the accept path is exercised).
+- ``tmtc.frame_fuzz_crashes``: exceptions that escaped the handler (must be 0).
+- ``tmtc.frame_fuzz_forgeries_accepted``: accepted CLTUs whose frame was not a genuine one.
+- ``tmtc.frame_fuzz_frames_per_s``: handler throughput on this machine (refusal events included).
 - ``tmtc.torn_write_offsets_tested`` / ``tmtc.torn_write_states_lost``: a power cut at every
   byte of every NV write of a full telecommand session (sim/bench/nv_power_cut.py); the boot
   after each must find the state before or after the write (lost: must be 0).
@@ -17,6 +18,9 @@
 - ``tmtc.flood_mode_changes``: mode changes while 30 authenticated pings and 64 garbage frames
   arrive every 10 s out of contact (10 min quick, 1 h full; must be 0), with
   ``tmtc.flood_overruns``, ``tmtc.flood_events_suppressed`` and ``tmtc.flood_event_ring_overflow``.
+- ``tmtc.xtce_decoded_share``: share of a 0.25-day default run's packets that an independent
+  decoder (space-packet-parser) decodes from the exported XTCE alone exactly as the ground
+  decoder does (ground_tools/xtce.py; goal 1.0).
 - ``tmtc.uplink_contacts_1pct_loss`` / ``tmtc.uplink_contacts_10pct_loss``: contacts the
   default model (the uploadable head, int8, signed) needs over the default mission's
   contact schedule (skyfield truth) at `tmtc.uplink_rate_bps`, frames lost at random;
@@ -50,8 +54,17 @@ def _fsw(cfg, image):
     return fsw
 
 
+def _recode(frame_body: bytes) -> bytes:
+    """A CLTU around `frame_body` with a correct FECF: only the security layer can refuse it."""
+    from flight_sw.tmtc.cltu import encode_cltu
+    from flight_sw.tmtc.tc_frames import crc16
+
+    return encode_cltu(frame_body + crc16(frame_body).to_bytes(2, "big"))
+
+
 def _fuzz(cfg, image, n: int, log) -> dict[str, float]:
-    from flight_sw.tmtc.security import HEADER, MAC_LEN
+    from flight_sw.tmtc.cltu import decode_cltu, encode_cltu
+    from flight_sw.tmtc.tc_frames import TcFrame
     from ground_tools.uplink import Uplinker
 
     fsw = _fsw(cfg, image)
@@ -59,6 +72,7 @@ def _fuzz(cfg, image, n: int, log) -> dict[str, float]:
     up = Uplinker(cfg)
     rng = np.random.default_rng(cfg.mission.seed)
     template = up.ping()
+    tframe = decode_cltu(template)[0]
     huge = [bytes(rng.integers(0, 256, size, dtype=np.uint8)) for size in (1025, 4096, 65536, 1 << 20)]
     kinds = rng.integers(0, 100, n)
     crashes = forgeries = accepted = 0
@@ -68,30 +82,37 @@ def _fuzz(cfg, image, n: int, log) -> dict[str, float]:
         k = kinds[i]
         if k < 1:  # genuine
             frame = up.ping()
-            genuine.add(frame)
-        elif k < 20:
+            genuine.add(decode_cltu(frame)[0])
+        elif k < 15:
             frame = rng.bytes(int(rng.integers(0, 1100)))
-        elif k < 40:
+        elif k < 25:
             frame = template[: int(rng.integers(0, len(template)))]
-        elif k < 60:
+        elif k < 40:  # bit errors on the coded CLTU (BCH detects)
             b = bytearray(template)
-            j = int(rng.integers(0, 8 * len(b)))
-            b[j // 8] ^= 1 << (j % 8)
+            for j in rng.integers(0, 8 * len(b), int(rng.integers(1, 4))):
+                b[j // 8] ^= 1 << (j % 8)
             frame = bytes(b)
-        elif k < 62:
+        elif k < 42:
             frame = huge[int(rng.integers(0, len(huge)))]
-        elif k < 82:
-            frame = template[:-MAC_LEN] + rng.bytes(MAC_LEN)
-        elif k < 92:  # authentic but far outside the window (ground bug / replayed old key use)
+        elif k < 57:  # made-up MAC on a correctly coded frame
+            frame = _recode(tframe[: -2 - 16] + rng.bytes(16))
+        elif k < 67:  # one byte of header, security header or packet changed, re-coded
+            body = bytearray(tframe[:-2])
+            body[int(rng.integers(0, len(body)))] ^= int(rng.integers(1, 256))
+            frame = _recode(bytes(body))
+        elif k < 77:  # authentic but far outside the window (ground bug / replayed old key use)
             seq = up.seq
-            up.seq = int(rng.integers(seq + cfg.tmtc.anti_replay_window + 1, 2**63))
+            up.seq = int(rng.integers(seq + cfg.tmtc.anti_replay_window + 1, 2**62))
             frame = up.ping()
             up.seq = seq
-            genuine.add(frame)  # authentic: acceptance would not be a forgery, but it must be refused
-        else:
-            body = rng.bytes(int(rng.integers(0, 64)))
-            frame = HEADER.pack(int(rng.integers(0, 3)), int(rng.integers(0, 5)), int(rng.integers(0, 2**63)),
-                                len(body)) + body + rng.bytes(MAC_LEN)
+            genuine.add(decode_cltu(frame)[0])  # authentic: acceptance would not be a forgery
+        else:  # any frame fields (AD, BD, BC; any SCID and VC) with random data, valid coding
+            bypass = bool(rng.integers(0, 2))
+            frame = encode_cltu(TcFrame(
+                spacecraft_id=int(rng.choice([cfg.telemetry.spacecraft_id, int(rng.integers(0, 1024))])),
+                virtual_channel_id=int(rng.integers(0, 2)), frame_sequence_number=int(rng.integers(0, 256)),
+                data=rng.bytes(int(rng.integers(1, 80))), bypass=bypass,
+                control_command=bypass and bool(rng.integers(0, 2))).pack())
         try:
             reason = tc.process(frame, 0.0)
         except Exception:  # noqa: BLE001 - counted: the figure must be 0
@@ -99,14 +120,15 @@ def _fuzz(cfg, image, n: int, log) -> dict[str, float]:
             continue
         if reason is None:
             accepted += 1
-            if frame not in genuine:
+            if decode_cltu(frame)[0] not in genuine:
                 forgeries += 1
         if i and i % 200_000 == 0:
             log(f"  fuzz: {i:,} frames")
     dt = time.perf_counter() - t0
     log(f"  fuzz: {n:,} frames, {accepted} accepted (genuine), {crashes} crashes, {forgeries} forgeries, {n / dt:,.0f}/s")
-    return {"tmtc.fuzz_frames": n, "tmtc.fuzz_crashes": crashes, "tmtc.fuzz_forgeries_accepted": forgeries,
-            "tmtc.fuzz_frames_per_s": n / dt, "tmtc.fuzz_genuine_accepted": accepted}
+    return {"tmtc.frame_fuzz_frames": n, "tmtc.frame_fuzz_crashes": crashes,
+            "tmtc.frame_fuzz_forgeries_accepted": forgeries, "tmtc.frame_fuzz_frames_per_s": n / dt,
+            "tmtc.frame_fuzz_genuine_accepted": accepted}
 
 
 def _uplink_contacts(fsw, cfg, pkg_for, contacts, loss: float, rng) -> int:
@@ -207,6 +229,24 @@ def _command_path(cfg, image, quick: bool, log) -> dict[str, float]:
     return out
 
 
+def _xtce_share(cfg, log) -> dict[str, float]:
+    """Decode a short default run's telemetry from the exported XTCE alone (space-packet-parser)
+    and compare with the ground decoder: the share of packets decoded identically."""
+    import tempfile
+
+    from ground_tools.xtce import compare_run
+    from sim.runner import run_mission
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_mission(cfg, DEFAULT_CONFIG.read_text(), Path(tmp) / "run", days=0.25, show_progress=False)
+        cmp = compare_run(Path(tmp) / "run")
+    share = cmp.identical / cmp.packets if cmp.packets else 0.0
+    log(f"  XTCE: {cmp.identical} of {cmp.packets} packets decoded identically from the export alone "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return {"tmtc.xtce_decoded_share": share, "tmtc.xtce_packets": float(cmp.packets)}
+
+
 def run(quick: bool, log=print) -> dict[str, float]:
     from flight_sw.config import load_mission_config
     from ground_tools.uplink import package_model
@@ -217,6 +257,7 @@ def run(quick: bool, log=print) -> dict[str, float]:
     image = train_prelaunch_model(cfg, np.random.default_rng(cfg.mission.seed))
     out = _fuzz(cfg, image, 20_000 if quick else 1_000_000, log)
     out |= _command_path(cfg, image, quick, log)
+    out |= _xtce_share(cfg, log)
 
     orbit = OrbitTruth(cfg.orbit.tle_line1, cfg.orbit.tle_line2, cfg.mission.start_utc)
     stations = [GroundStation(s.name, s.lat_deg, s.lon_deg, s.alt_m, s.elevation_mask_deg) for s in cfg.ground_stations]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 
 import pytest
@@ -9,8 +11,8 @@ from fastcrc import crc16
 from spacepackets.ecss import PusTc
 
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.security import HEADER, MAC_LEN
-from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
+from flight_sw.tmtc.cltu import decode_cltu
+from tests.flight_sw.test_tmtc_helpers import Bench, packet_of, uplinker
 
 
 @pytest.fixture
@@ -27,9 +29,19 @@ def test_golden_ping_tc_bytes_and_frame_layout(default_cfg):
     assert raw[-2:] == crc16.ibm_3740(bytes(raw[:-2])).to_bytes(2, "big") == bytes.fromhex("b881")
     up = uplinker(default_cfg)
     up.pus_seq = 5
-    frame = up.ping()
-    assert frame[: HEADER.size] == bytes.fromhex("01" "0001" "0000000000000001" "000d")
-    assert frame[HEADER.size : -MAC_LEN] == raw and len(frame) == HEADER.size + len(raw) + MAC_LEN
+    frame, _ = decode_cltu(up.ping())
+    # TC primary header (232.0-B 4.1.2): version 00, bypass 1 (Type-BD), control 0, spare 00,
+    # SCID 0x1AB | VCID 0, length 5 + 10 (security header) + 13 + 16 (MAC) + 2 (FECF) - 1 = 45,
+    # frame sequence number 0.
+    header = bytes.fromhex("21ab002d00")
+    assert frame[:5] == header and len(frame) == 46
+    # SDLS security header (355.0-B 4.1.1): SPI 1, ARSN 1; then the packet; then the 128-bit MAC
+    # (HMAC-SHA-256 truncated, 352.0-B) over primary header, security header and packet.
+    sec = bytes.fromhex("0001" "0000000000000001")
+    assert frame[5:15] == sec and frame[15:28] == raw
+    key = bytes.fromhex(default_cfg.tmtc.keys[0].key_hex)
+    assert frame[28:44] == hmac.new(key, header + sec + raw, hashlib.sha256).digest()[:16]
+    assert frame[44:] == crc16.ibm_3740(frame[:44]).to_bytes(2, "big")  # FECF, 232.0-B 4.1.4.2
 
 
 def test_every_tc_gets_service1_reports_and_ping_answers(bench, default_cfg):
@@ -39,7 +51,7 @@ def test_every_tc_gets_service1_reports_and_ping_answers(bench, default_cfg):
     bench.send(up.ping())
     pk = bench.packets()
     assert [(p.service, p.message_subtype) for p in pk] == [(1, 1), (1, 3), (17, 2), (1, 7)]
-    tc = PusTc.unpack(up.ping()[HEADER.size : -MAC_LEN])
+    tc = PusTc.unpack(packet_of(up.ping()))
     assert bytes(pk[0].source_data)[:2] == tc.pack()[:2]  # request id: packet id of the TC
 
 

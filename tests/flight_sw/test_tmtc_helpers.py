@@ -82,3 +82,24 @@ class Bench:
 
 def uplinker(cfg, first_seq=1, key_id=None):
     return Uplinker(cfg, first_seq=first_seq, key_id=key_id)
+
+
+def packet_of(cltu: bytes) -> bytes:
+    """The PUS packet inside an Uplinker CLTU (authentication service: 10-octet security header,
+    16-octet MAC), without checking anything: for tests that need the plain command."""
+    from flight_sw.tmtc.cltu import decode_cltu
+
+    frame, _ = decode_cltu(cltu)
+    return frame[5 + 10 : -16 - 2]
+
+
+def forge_mac(cltu: bytes) -> bytes:
+    """The same CLTU with one MAC bit flipped and the frame re-coded (valid FECF and BCH): a
+    forgery that only the security layer can catch."""
+    from flight_sw.tmtc.cltu import decode_cltu, encode_cltu
+    from flight_sw.tmtc.tc_frames import crc16
+
+    frame, _ = decode_cltu(cltu)
+    body = bytearray(frame[:-2])
+    body[-1] ^= 1  # the last MAC octet
+    return encode_cltu(bytes(body) + crc16(bytes(body)).to_bytes(2, "big"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 from pathlib import Path
 
@@ -16,10 +14,13 @@ from flight_sw.config import load_mission_config
 from flight_sw.config.loader import ConfigError, parse_mission_config
 from flight_sw.config.schema import MissionConfig, TmtcConfig
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc import sdls
+from flight_sw.tmtc.cltu import decode_cltu, encode_cltu
 from flight_sw.tmtc.dictionary import TC_REJECT_REASONS
 from flight_sw.tmtc.nv_store import RedundantStore
-from flight_sw.tmtc.security import HEADER, MAC_LEN, seal
-from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
+from flight_sw.tmtc.tc_frames import TcFrame, crc16
+from ground_tools.uplink import tc_frame
+from tests.flight_sw.test_tmtc_helpers import Bench, forge_mac, packet_of, uplinker
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "mission_configs").glob("*.yaml"))
 
@@ -40,7 +41,7 @@ def test_valid_frame_is_accepted_and_counter_persisted(bench, default_cfg):
 def test_bad_mac_is_rejected_before_the_counter_is_touched(bench, default_cfg):
     up = uplinker(default_cfg, first_seq=5)
     good = up.ping()
-    forged = good[:-1] + bytes([good[-1] ^ 1])
+    forged = forge_mac(good)
     saves = bench.store.saves
     bench.send(forged)
     assert bench.rejections() == [("bad_mac", up.key_id, 5)]
@@ -73,16 +74,23 @@ def test_huge_sequence_number_then_valid_one(bench, default_cfg):
     assert bench.fsw.tc.accepted == 1 and bench.fsw.tc.auth.last_seq(up.key_id) == 1
 
 
+def _frame(cfg, material, spi, arsn, packet, service=sdls.AUTH):
+    """(primary header, data field) of an SDLS-protected expedited frame, for `verify_frame`."""
+    raw = tc_frame(cfg, material, service, spi, arsn, packet, bypass=True,
+                   iv=bytes(12) if service == sdls.AUTH_ENC else None)
+    return raw[:5], raw[5:-2]
+
+
 def test_every_key_slot_is_swept(bench, default_cfg):
-    """Every id 0..65535: only configured, active command keys authenticate (no bypass slot)."""
-    packet = uplinker(default_cfg).ping()[HEADER.size : -MAC_LEN]
+    """Every SPI 0..65535: only configured, operational command associations authenticate."""
+    packet = packet_of(uplinker(default_cfg).ping())
     keys = {k.key_id: k for k in default_cfg.tmtc.keys}
     auth = bench.fsw.tc.auth
     for kid in range(65536):
         k = keys.get(kid)
         material = bytes.fromhex(k.key_hex) if k else bytes(32)
         for mat in (material, bytes(32), b""):
-            reason, *_ = auth.verify(seal(mat, kid, auth.last_seq(kid) + 1, packet))
+            reason, *_ = auth.verify_frame(*_frame(default_cfg, mat, kid, auth.last_seq(kid) + 1, packet))
             if k is None:
                 assert reason == "unknown_key", kid
             elif not k.active:
@@ -93,6 +101,29 @@ def test_every_key_slot_is_swept(bench, default_cfg):
                 assert reason is None, kid
             else:
                 assert reason == "bad_mac", kid
+
+
+def test_authenticated_encryption_hides_the_command_and_refuses_tampering(default_cfg, image):
+    """An association whose key slot is AES-256-GCM (355.0-B authenticated encryption): the
+    command is not in the frame in clear, and any bit changed in header, IV, ARSN, ciphertext or
+    tag is refused as bad_mac."""
+    keys = tuple(dataclasses.replace(k, service="authenticated_encryption") if k.purpose == "command" else k
+                 for k in default_cfg.tmtc.keys)
+    cfg = dataclasses.replace(default_cfg, tmtc=dataclasses.replace(default_cfg.tmtc, keys=keys))
+    b = Bench(cfg, image)
+    up = uplinker(cfg)
+    cltu = up.ping()
+    frame, _ = decode_cltu(cltu)
+    plain = up.packet(d.PUS_SERVICE_TEST, 1)[:-2]  # the packet's header and data field, without its CRC
+    assert plain[6:] not in frame
+    b.send(cltu)
+    assert b.fsw.tc.accepted == 1 and [v[0] for v in b.verification()] == [1, 3, 7]
+    header, field = frame[:5], frame[5:-2]
+    for bit in range(0, 8 * (len(header) + len(field)), 7):
+        raw = bytearray(header + field)
+        raw[bit // 8] ^= 1 << (bit % 8)
+        reason, *_ = b.fsw.tc.auth.verify_frame(bytes(raw[:5]), bytes(raw[5:]))
+        assert reason in ("bad_mac", "unknown_key", "key_deactivated", "too_short"), bit
 
 
 def test_the_last_command_association_cannot_be_stopped(bench, default_cfg):
@@ -221,7 +252,7 @@ def test_keys_never_appear_in_telemetry(default_cfg, image):
     fsw = FlightSoftware(default_cfg, image, payload, sent.append, tc_store=b.store, reference=payload.reference)
     up = uplinker(default_cfg)
     fsw.telecommand(up.ping())
-    fsw.telecommand(up.ping()[:-3] + b"abc")
+    fsw.telecommand(forge_mac(up.ping()))
     fsw.telecommand(b"\x01" * 50)
     for tick in range(0, 400):
         fsw.inputs.in_contact = True
@@ -251,9 +282,11 @@ def test_no_shipped_config_can_disable_authentication(path, image):
     b = Bench(cfg.with_optimizer("digital"), image) if cfg.payload.bands == image.w1.shape[0] else None
     if b is not None:
         up = uplinker(cfg)
-        packet = up.ping()[HEADER.size : -MAC_LEN]
+        packet = packet_of(up.ping())
         kid = commands[0].key_id
-        b.send(HEADER.pack(1, kid, 1, len(packet)) + packet + bytes(32), seal(bytes(32), kid, 1, packet))
+        header, field = _frame(cfg, bytes(32), kid, 1, packet)
+        unsigned = field[:-sdls.MAC_LEN] + bytes(sdls.MAC_LEN)
+        b.send(*(encode_cltu(header + f + crc16(header + f).to_bytes(2, "big")) for f in (unsigned, field)))
         assert [r[0] for r in b.rejections()] == ["bad_mac", "bad_mac"]
     text = path.read_text().replace("tmtc:\n", "tmtc:\n  insecure: true\n", 1)
     with pytest.raises(ConfigError, match="insecure"):
@@ -275,8 +308,9 @@ def test_short_or_duplicate_keys_are_refused(default_cfg, image):
 
 # -- property-based fuzzing of the TC path ---------------------------------------------------
 @st.composite
-def frames(draw, valid: bytes):
-    kind = draw(st.sampled_from(["random", "truncated", "bitflip", "huge", "forged", "header"]))
+def cltus(draw, valid: bytes, cfg):
+    """Mutations of a valid CLTU at every layer: bytes, codeblocks, frame fields, SDLS fields."""
+    kind = draw(st.sampled_from(["random", "truncated", "bitflip", "huge", "forged", "frame", "recoded"]))
     if kind == "random":
         return draw(st.binary(max_size=1200))
     if kind == "truncated":
@@ -288,13 +322,22 @@ def frames(draw, valid: bytes):
         return bytes(out)
     if kind == "huge":
         return valid + draw(st.binary(min_size=1, max_size=10)) * draw(st.integers(100, 5000))
-    if kind == "forged":
-        return valid[:-MAC_LEN] + draw(st.binary(min_size=MAC_LEN, max_size=MAC_LEN))
-    # well-formed header with random claims and random body
-    body = draw(st.binary(max_size=200))
-    hdr = HEADER.pack(draw(st.integers(0, 255)), draw(st.integers(0, 65535)), draw(st.integers(0, 2**64 - 1)),
-                      draw(st.integers(0, 65535)))
-    return hdr + body + draw(st.binary(min_size=0, max_size=40))
+    frame, _ = decode_cltu(valid)
+    if kind == "forged":  # a correctly coded frame whose MAC is made up
+        body = frame[:-2 - sdls.MAC_LEN] + draw(st.binary(min_size=sdls.MAC_LEN, max_size=sdls.MAC_LEN))
+        return encode_cltu(body + crc16(body).to_bytes(2, "big"))
+    if kind == "frame":  # any frame fields, any data, valid FECF and coding
+        data = draw(st.binary(min_size=1, max_size=300))
+        bypass = draw(st.booleans())
+        t = TcFrame(spacecraft_id=draw(st.sampled_from([cfg.telemetry.spacecraft_id, 0, 0x3FF])),
+                    virtual_channel_id=draw(st.integers(0, 63)), frame_sequence_number=draw(st.integers(0, 255)),
+                    data=data, bypass=bypass, control_command=bypass and draw(st.booleans()))
+        return encode_cltu(t.pack())
+    # a valid frame with one byte of its data field changed, re-coded with a good FECF
+    i = draw(st.integers(5, len(frame) - 3))
+    body = bytearray(frame[:-2])
+    body[i] ^= draw(st.integers(1, 255))
+    return encode_cltu(bytes(body) + crc16(bytes(body)).to_bytes(2, "big"))
 
 
 @pytest.fixture(scope="module")
@@ -309,16 +352,12 @@ def test_fuzzed_frames_are_rejected_with_a_reason_and_never_move_the_window(fuzz
     auth = b.fsw.tc.auth
     up = uplinker(default_cfg, first_seq=auth.last_seq(1) + 1)
     valid = up.ping()
-    frame = data.draw(frames(valid))
+    cltu = data.draw(cltus(valid, default_cfg))
     before = json.dumps(auth.nv.data["sa"], sort_keys=True)
-    key = bytes.fromhex(default_cfg.tmtc.keys[0].key_hex)
-    genuine = (
-        len(frame) >= HEADER.size + MAC_LEN
-        and hmac.compare_digest(hmac.new(key, frame[:-MAC_LEN], hashlib.sha256).digest(), frame[-MAC_LEN:])
-    )
-    reason = b.fsw.tc.process(frame, 0.0)  # must not raise
+    genuine = decode_cltu(cltu)[0] == decode_cltu(valid)[0]
+    reason = b.fsw.tc.process(cltu, 0.0)  # must not raise
     if reason is None:
-        assert genuine, "a frame without the genuine MAC was accepted"
+        assert genuine, "a frame other than the genuine one was accepted"
     else:
         assert reason in TC_REJECT_REASONS
     if not genuine:

@@ -14,8 +14,8 @@ def test_tmtc_fuzz_and_uplink_small():
 
     image = train_prelaunch_model(cfg, np.random.default_rng(0))
     out = bench._fuzz(cfg, image, 3000, lambda s: None)
-    assert out["tmtc.fuzz_frames"] == 3000 and out["tmtc.fuzz_crashes"] == 0
-    assert out["tmtc.fuzz_forgeries_accepted"] == 0 and out["tmtc.fuzz_genuine_accepted"] > 0
+    assert out["tmtc.frame_fuzz_frames"] == 3000 and out["tmtc.frame_fuzz_crashes"] == 0
+    assert out["tmtc.frame_fuzz_forgeries_accepted"] == 0 and out["tmtc.frame_fuzz_genuine_accepted"] > 0
 
     class Contact:
         duration_s = 60.0
