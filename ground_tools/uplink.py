@@ -43,15 +43,16 @@ def max_packet_bytes(cfg: MissionConfig) -> int:
 
 
 def tc_frame(cfg: MissionConfig, key: bytes, service: str, spi: int, arsn: int, packet: bytes, *,
-             bypass: bool, n_s: int = 0, iv: bytes | None = None) -> bytes:
-    """One SDLS-protected TC Transfer Frame (AD when not `bypass`, with sequence number `n_s`).
+             bypass: bool, n_s: int = 0, iv: bytes | None = None, control: bool = False) -> bytes:
+    """One SDLS-protected TC Transfer Frame (AD when not `bypass`, with sequence number `n_s`;
+    BC when `control`: `packet` is then the control command).
 
     The MAC covers the primary header, so the header is built first with the final length."""
     if len(packet) > max_packet_bytes(cfg):
         raise ValueError(f"packet of {len(packet)} bytes exceeds a TC frame's {max_packet_bytes(cfg)}")
     size = sdls.overhead(service) + len(packet)
     shape = dict(spacecraft_id=cfg.telemetry.spacecraft_id, virtual_channel_id=TC_VIRTUAL_CHANNEL,
-                 frame_sequence_number=n_s if not bypass else 0, bypass=bypass)
+                 frame_sequence_number=n_s if not bypass else 0, bypass=bypass, control_command=control)
     header = TcFrame(data=bytes(size), **shape).pack()[:PRIMARY_HEADER_LEN]
     return TcFrame(data=sdls.protect(service, key, spi, arsn, header, packet, iv), **shape).pack()
 

@@ -12,7 +12,9 @@ The chain, in the order the standards put it (232.0-B 2.3 with SDLS, 355.0-B 3.3
 
 An AD frame's ARSN is committed only when FARM-1 accepts the frame: a frame the FARM
 discards (out of sequence, Wait, Lockout) is retransmitted unchanged by the ground's FOP-1
-and must then pass security again. Every other accepted frame commits its ARSN at once.
+and must then pass security again. Every other accepted frame commits its ARSN at once. A
+retransmission of an AD frame already accepted (its acknowledging CLCW was lost) is refused
+by security as a replay and counted as a FARM discard, without a refusal event.
 Nothing here raises on arbitrary bytes; every refusal has a reason.
 """
 
@@ -74,6 +76,8 @@ class TcReceiver:
         reason, spi, arsn, plain = self.auth.verify_frame(raw[:PRIMARY_HEADER_LEN], frame.data)
         if reason == "state_corrupt" and plain and frame.frame_type is not FrameType.BC:
             return reason, spi, arsn, plain  # only the nonce-bound recovery may act on it
+        if reason == "replay" and frame.frame_type is FrameType.AD and self._already_accepted(frame):
+            return FARM_DISCARD, spi, arsn, b""  # a FOP-1 retransmission whose CLCW was lost
         if reason:
             return reason, spi, arsn, b""
         _, accepted = self.farm.receive(dataclasses.replace(frame, data=plain))
@@ -82,6 +86,14 @@ class TcReceiver:
         self.auth.commit_arsn(spi, arsn)  # before the command can act
         fdu = self.farm.take_fdu() if frame.frame_type is not FrameType.BC else None
         return None, spi, arsn, fdu[0] if fdu is not None else b""
+
+    def _already_accepted(self, frame) -> bool:
+        """N(S) in FARM-1's negative window: a frame it has accepted (232.1-B E4, discarded without
+        a report). Its ARSN was committed then, so security also calls it a replay; it is counted
+        as a FARM discard rather than raised as a refusal event, since FOP-1 sends these whenever
+        an acknowledging CLCW is lost."""
+        behind = (self.farm.v_r - frame.frame_sequence_number) % 256
+        return 1 <= behind <= self.farm.negative_window
 
     def clcw(self) -> bytes:
         """The 4-octet CLCW for the TM frames' operational control field (232.0-B 4.2)."""
