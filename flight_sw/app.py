@@ -539,7 +539,7 @@ class FlightSoftware:
         load_w = self.cfg.power.bus_base_load_w + self._hk_energy_j / dt
         self._hk_energy_j = 0.0
         self._hk_last_tick = self._tick
-        core = d.HK_CORE_STRUCT.pack(
+        core_values = (
             d.DICTIONARY_VERSION,
             self._tick,
             self.modes.mode_index,
@@ -584,7 +584,9 @@ class FlightSoftware:
             *self.tc.boot_record(),
             int(self.tc.nv.lost),
         )
-        self.tm.housekeeping(d.HK_CORE_SID, core, t)
+        self.tm.housekeeping(d.HK_CORE_SID, d.HK_CORE_STRUCT.pack(*core_values), t)
+        if not self.tc.nv.lost:
+            self.tc.tables.check(core_values, t, self.tc.monitor_event)  # service 12
         tasks = b"".join(
             d.HK_TASK_STRUCT.pack(
                 i,

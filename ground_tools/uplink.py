@@ -96,9 +96,10 @@ class Uplinker:
         """Sign with another key (after the association was rekeyed to it)."""
         self._key, self.service = material, service
 
-    def packet(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
+    def packet(self, service: int, subtype: int, app_data: bytes = b"", ack_flags: int = 0b1111) -> bytes:
+        """A PUS-C TC packet; `ack_flags` (d.ACK_*) are the success reports asked for."""
         packet = PusTc(service=service, message_subtype=subtype, apid=self.apid, seq_count=self.pus_seq,
-                       app_data=app_data).pack()
+                       app_data=app_data, ack_flags=ack_flags).pack()
         self.pus_seq = (self.pus_seq + 1) % (1 << 14)
         return packet
 
@@ -112,7 +113,11 @@ class Uplinker:
 
     def frame(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
         """A CLTU carrying one expedited frame with one command."""
-        return encode_cltu(self.protect(self.packet(service, subtype, app_data)))
+        return self.protect_cltu(self.packet(service, subtype, app_data))
+
+    def protect_cltu(self, packet: bytes) -> bytes:
+        """A CLTU carrying one expedited frame with `packet`."""
+        return encode_cltu(self.protect(packet))
 
     def function(self, fn: int, args: bytes = b"") -> bytes:
         return self.frame(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(fn) + args)
@@ -143,6 +148,27 @@ class Uplinker:
 
     def confirm(self) -> bytes:
         return self.function(d.FN_MODEL_CONFIRM)
+
+    # -- onboard tables: services 11, 12, 19 (flight_sw.tmtc.onboard_tables) -------------------
+    def schedule(self, entries: list[tuple[int, bytes]]) -> bytes:
+        """11,4: time-tagged commands, (release time [s since mission start], PUS TC packet)."""
+        body = b"".join(struct.pack(">IH", t, len(p)) + p for t, p in entries)
+        return self.frame(d.PUS_SERVICE_SCHEDULE, 4, body)
+
+    def monitor_add(self, monitor_id: int, hk_core_field: str, low: float, high: float, event_id: int,
+                    repetitions: int = 1) -> bytes:
+        """12,5: watch one core housekeeping parameter (by name) against [low, high]."""
+        index = next(i for i, p in enumerate(d.HK_CORE) if p.name == hk_core_field)
+        return self.frame(d.PUS_SERVICE_MONITORING, 5,
+                          struct.pack(">HHBddH", monitor_id, index, repetitions, low, high, event_id))
+
+    def event_action_add(self, event_id: int, packet: bytes) -> bytes:
+        """19,1: run `packet` whenever event `event_id` is raised."""
+        return self.frame(d.PUS_SERVICE_EVENT_ACTION, 1, struct.pack(">H", event_id) + packet)
+
+    def table_ids(self, service: int, subtype: int, ids: list[int]) -> bytes:
+        """Enable / disable / delete definitions by id (12,1 12,2 12,6 19,2 19,4 19,5)."""
+        return self.frame(service, subtype, bytes([len(ids)]) + b"".join(struct.pack(">H", i) for i in ids))
 
     # -- security-association procedures (SDLS 355.1-B subset; flight_sw.tmtc.security) ------
     def sa_stop(self, spi: int) -> bytes:

@@ -185,6 +185,10 @@ class FdirConfig:
         "safe latch: the satellite then boots into SAFE until a ground mode command (a reset loop must "
         "not keep re-running whatever crashed it).", ge=2, le=255,
     )
+    monitor_slots: int = param(32, doc="On-board monitoring definitions (PUS service 12) the table holds.",
+                               ge=1, le=1024)
+    event_action_slots: int = param(32, doc="Event-action definitions (PUS service 19) the table holds.",
+                                    ge=1, le=1024)
     boot_stable_s: float = param(
         600.0, doc="Uptime after which a boot counts as stable and the escalation count restarts.",
         unit="s", gt=0, le=864000,
@@ -797,6 +801,7 @@ class TmtcConfig:
         60, doc="tc_handler runs an activated (trial) model may wait for its confirm command before it reverts itself.",
         ge=1, le=100000,
     )
+    schedule_slots: int = param(64, doc="Time-tagged commands (PUS service 11) the schedule holds.", ge=1, le=4096)
     max_upload_bytes: int = param(65536, doc="Largest model/config payload the staging area accepts.", unit="byte", ge=256, le=1 << 24)
 
 

@@ -40,6 +40,7 @@ from flight_sw.fdir.modes import SAFE
 from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.nv_store import RedundantStore
+from flight_sw.tmtc.onboard_tables import OnboardTables
 from flight_sw.tmtc.params import ParamTable
 from flight_sw.tmtc.security import MAC_LEN, SA_STATES, Authenticator, NvState, SaError
 from flight_sw.tmtc.tc_link import FARM_DISCARD, TcReceiver
@@ -73,6 +74,10 @@ class TcHandler:
         self.link = TcReceiver(cfg, self.auth)
         self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner, store.staging)
         self.params = ParamTable(self.nv, fsw._apply_params)
+        self.tables = OnboardTables(cfg, self.nv)
+        #: Stored commands due to run (released time-tagged ones, triggered event actions).
+        self.internal: deque[bytes] = deque()
+        fsw.tm.on_event = self._event_action
         self.entropy = entropy
         self.queue: deque[bytes] = deque()
         self.queue_max = cfg.tmtc.tc_queue_frames
@@ -164,10 +169,17 @@ class TcHandler:
         """The tc_handler task: queued frames (as many as the budget pays for), then the trial
         countdown. -1: nothing to do."""
         self._note_stable(t)
-        if not self.queue and self.upload.trial is None:
+        if not self.nv.lost:
+            self.internal.extend(self.tables.due(t))
+        if not self.queue and not self.internal and self.upload.trial is None:
             return -1.0
         cost = RUN_BASE_COST_S
-        for _ in range(min(len(self.queue), self.frames_per_run)):
+        budget = self.frames_per_run
+        while self.internal and budget:  # stored commands first: they were due before this run
+            self._run_stored(self.internal.popleft(), t)
+            budget -= 1
+            cost += FRAME_COST_S
+        for _ in range(min(len(self.queue), budget)):
             self.process(self.queue.popleft(), t)
             cost += FRAME_COST_S
         if self.upload.trial is not None:
@@ -208,6 +220,28 @@ class TcHandler:
         self._execute(tc, t)
         return None
 
+    def _run_stored(self, packet: bytes, t: float) -> None:
+        """Execute a stored command (authenticated when it was loaded) like an uplinked one."""
+        try:
+            tc = PusTc.unpack(packet)
+        except Exception:  # noqa: BLE001 - checked when stored; an upset copy is dropped, counted
+            self._reject("bad_packet", 0, 0, t)
+            return
+        self.accepted += 1
+        self._execute(tc, t)
+
+    def _event_action(self, event_id: int) -> None:
+        """Service 19: an event with an enabled definition queues its stored command (bounded)."""
+        if self.nv.lost:
+            return
+        packet = self.tables.action_for(event_id)
+        if packet is not None and len(self.internal) < self.queue_max:
+            self.internal.append(packet)
+
+    def monitor_event(self, monitor_id: int, event_id: int, state: int, value: float, t: float) -> None:
+        """Service 12 check transition: the definition's event (rate-limited like every event)."""
+        self.fsw.tm.event(event_id, "high", d.MONITOR_CHECK_STRUCT.pack(monitor_id, state, value), t)
+
     def _is_recovery(self, tc: PusTc) -> bool:
         data = bytes(tc.app_data)
         return ((tc.service, tc.message_subtype) == (d.PUS_SERVICE_FUNCTION, 1)
@@ -244,8 +278,11 @@ class TcHandler:
         if action is None:
             self._verif(d.TM_ACCEPT_FAIL, req, t, "unknown_command", f"service {tc.service},{tc.message_subtype}")
             return
-        self._verif(d.TM_ACCEPT_OK, req, t)
-        self._verif(d.TM_START_OK, req, t)
+        ack = tc.pus_tc_sec_header.ack_flags  # success reports only where asked (70-41C 5.3.5)
+        if ack & d.ACK_ACCEPTANCE:
+            self._verif(d.TM_ACCEPT_OK, req, t)
+        if ack & d.ACK_START:
+            self._verif(d.TM_START_OK, req, t)
         try:
             action(bytes(tc.app_data), t)
         except (UploadError, SaError) as e:
@@ -254,7 +291,8 @@ class TcHandler:
         except Exception as e:  # noqa: BLE001 - a malformed argument must not crash the executive
             self._verif(d.TM_COMPLETE_FAIL, req, t, "bad_arguments", type(e).__name__)
             return
-        self._verif(d.TM_COMPLETE_OK, req, t)
+        if ack & d.ACK_COMPLETION:
+            self._verif(d.TM_COMPLETE_OK, req, t)
 
     def _lookup(self, tc: PusTc):
         return {
@@ -264,7 +302,29 @@ class TcHandler:
             (d.PUS_SERVICE_FILE, 1): self._upload_open,
             (d.PUS_SERVICE_LARGE_PACKET, 9): self._upload_part,
             (d.PUS_SERVICE_FILE, 2): self._upload_verify,
+            **self._table_commands,
         }.get((tc.service, tc.message_subtype))
+
+    @property
+    def _table_commands(self) -> dict:
+        tb = self.tables
+        sch, mon, act = d.PUS_SERVICE_SCHEDULE, d.PUS_SERVICE_MONITORING, d.PUS_SERVICE_EVENT_ACTION
+
+        def switch(name, on):
+            return lambda data, t: tb.set_function(name, on)
+
+        return {
+            (sch, 1): switch("schedule_on", True), (sch, 2): switch("schedule_on", False),
+            (sch, 3): lambda data, t: tb.reset_schedule(), (sch, 4): lambda data, t: tb.schedule_insert(data),
+            (mon, 1): lambda data, t: tb.set_enabled("monitors", data, True),
+            (mon, 2): lambda data, t: tb.set_enabled("monitors", data, False),
+            (mon, 5): lambda data, t: tb.monitor_add(data), (mon, 6): lambda data, t: tb.delete("monitors", data),
+            (mon, 15): switch("monitoring_on", True), (mon, 16): switch("monitoring_on", False),
+            (act, 1): lambda data, t: tb.action_add(data), (act, 2): lambda data, t: tb.delete("actions", data),
+            (act, 4): lambda data, t: tb.set_enabled("actions", data, True),
+            (act, 5): lambda data, t: tb.set_enabled("actions", data, False),
+            (act, 8): switch("actions_on", True), (act, 9): switch("actions_on", False),
+        }
 
     # -- actions ------------------------------------------------------------------------------
     def _ping(self, data: bytes, t: float) -> None:

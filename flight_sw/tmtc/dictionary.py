@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK)
+DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -261,7 +261,7 @@ TC_FAILURES = (
     "upload_bad_name", "upload_missing_chunks", "upload_hash_mismatch", "upload_not_verified",
     "upload_too_large", "trial_none", "trial_validation_failed", "param_out_of_bounds", "param_unknown",
     "param_none_staged", "unknown_key", "apid_mismatch", "calibration_no_previous",
-    "last_command_sa", "sa_operational", "wrong_key_purpose", "recovery_refused",
+    "last_command_sa", "sa_operational", "wrong_key_purpose", "recovery_refused", "table_full",
 )
 
 PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments
@@ -269,6 +269,12 @@ PUS_SERVICE_PARAMS = 20  # 20,3 load parameter values into the staging table
 PUS_SERVICE_TEST = 17  # 17,1 ping -> 17,2 pong
 PUS_SERVICE_LARGE_PACKET = 13  # 13,9 upload part: u16 part index + data
 PUS_SERVICE_FILE = 23  # 23,1 open upload session (signed manifest), 23,2 verify staged upload
+PUS_SERVICE_SCHEDULE = 11  # time-based scheduling (onboard_tables.py): 11,1/2 enable/disable, 11,3 reset, 11,4 insert
+PUS_SERVICE_MONITORING = 12  # on-board monitoring: 12,1/2 enable/disable defs, 12,5 add, 12,6 delete, 12,15/16 function
+PUS_SERVICE_EVENT_ACTION = 19  # event-action: 19,1 add, 19,2 delete, 19,4/5 enable/disable defs, 19,8/9 function
+#: PUS-C TC acknowledgement flags (ECSS-E-ST-70-41C 7.4.3.1): which success reports the sender
+#: wants; failure reports are always sent.
+ACK_ACCEPTANCE, ACK_START, ACK_PROGRESS, ACK_COMPLETION = 0b0001, 0b0010, 0b0100, 0b1000
 FN_MODE = 1  # u8 mode index
 FN_LOAD_TLE = 2  # 69 + 69 ASCII bytes
 FN_TASK_ENABLE = 3  # u8 task index
@@ -334,3 +340,10 @@ BOOT_STRUCT = struct.Struct(">IBB")
 #: of one kind (rejected frames) cannot crowd out another (a mode change) in the downlink queue.
 EVENTS_PER_ID_LIMIT = 20
 EVENTS_PER_ID_WINDOW_S = 600.0
+
+#: On-board monitoring (service 12) raises events with ids EVENT_MONITOR_CHECK..+99 (the id is
+#: the definition's choice, so that event-action can tell monitors apart); all share this layout:
+#: monitor id u16, check state u8 (1 below the low limit, 2 above the high limit), value f64.
+EVENT_MONITOR_CHECK = 100
+MONITOR_EVENT_IDS = range(EVENT_MONITOR_CHECK, EVENT_MONITOR_CHECK + 100)
+MONITOR_CHECK_STRUCT = struct.Struct(">HBd")

@@ -48,6 +48,8 @@ class TmEncoder:
         self.seq_count = 0
         self.packets = 0
         self.events_suppressed = 0
+        #: Called with every event id raised, sent or rate-limited (service 19 event-action).
+        self.on_event: Callable[[int], None] | None = None
         self._event_window_start_s = [-1e30] * _EVENT_BUCKETS  # long ago (finite: snapshots are JSON)
         self._event_count = [0] * _EVENT_BUCKETS
 
@@ -74,6 +76,8 @@ class TmEncoder:
     def event(self, event_id: int, severity: str, params: bytes, t_s: float) -> bool:
         """Pack and queue an event unless its id already sent EVENTS_PER_ID_LIMIT in this window
         (then it is counted in `events_suppressed`). True when sent."""
+        if self.on_event is not None:
+            self.on_event(event_id)
         b = min(event_id, _EVENT_BUCKETS - 1)
         if t_s - self._event_window_start_s[b] >= EVENTS_PER_ID_WINDOW_S:
             self._event_window_start_s[b] = t_s

@@ -61,7 +61,9 @@ def empty_nv(cfg: TmtcConfig | None = None) -> dict:
         sas[str(k.key_id)] = {"key": k.key_id, "state": SA_OPERATIONAL if k.active else SA_KEYED, "arsn": 0}
     return {"sa": sas, "sc": 0, "confirmed": None, "trial": None, "staging": None, "untrusted": [],
             "params": {"active": {}, "staged": None, "version": 0}, "upload_sessions": 0,
-            "boot": {"count": 0, "unstable": 0, "safe_latch": False}}
+            "boot": {"count": 0, "unstable": 0, "safe_latch": False},
+            "tables": {"schedule": [], "schedule_on": True, "monitors": {}, "monitoring_on": True,
+                       "actions": {}, "actions_on": True}}
 
 
 class NvState:
