@@ -1,0 +1,265 @@
+"""CFDP class 2 file uplink: onboard receiver (flight_sw.tmtc.cfdp_link) against the ground's
+source entity (ground_tools.cfdp_uplink) over a lossy link in short contacts."""
+
+import numpy as np
+import pytest
+from cfdppy.handler.source import TransactionStep as SourceStep
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spacepackets.cfdp import ConditionCode, PduType
+from spacepackets.cfdp.pdu import DirectiveType
+from spacepackets.cfdp.pdu.helper import PduFactory
+
+from flight_sw.config import load_mission_config
+from flight_sw.tmtc import sdls
+from flight_sw.tmtc.cfdp_link import (
+    CfdpReceiver,
+    SlotFilestore,
+    cfdp_apid,
+    max_pdu_bytes,
+    unwrap_pdu,
+    wrap_pdu,
+)
+from flight_sw.tmtc.cltu import decode_cltu
+from flight_sw.tmtc.tc_frames import PRIMARY_HEADER_LEN, decode_tc_frame
+from ground_tools import cfdp_uplink
+from ground_tools.cfdp_uplink import CfdpUplink, contacts_needed, play_contacts
+from ground_tools.uplink import max_packet_bytes, mission_key_slot
+
+from .conftest import DEFAULT
+
+KIB64 = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_mission_config(DEFAULT)
+
+
+@pytest.fixture
+def frozen_wall_clock(monkeypatch):
+    """Every wall-clock read in spacepackets' Countdown returns 0: a timer that relied on it
+    would never expire, so a transfer that completes used mission time only."""
+    monkeypatch.setattr("spacepackets.countdown.time_ms", lambda: 0)
+
+
+class LoggingReceiver(CfdpReceiver):
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        self.packets_in: list[bytes] = []
+        self.replies: list[bytes] = []
+
+    def on_packet(self, packet, t_s):
+        self.packets_in.append(bytes(packet))
+        out = super().on_packet(packet, t_s)
+        self.replies += out or []
+        return out
+
+
+def _file(seed: int, n: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_64k_file_over_lossy_short_contacts_arrives_once(cfg, frozen_wall_clock):
+    data = _file(7, KIB64)
+    rx = LoggingReceiver(cfg)
+    contact_s = 3.0  # a 64 KiB file needs about 10 s of uplink at 64 kbit/s
+    n, src, rx, delivered = play_contacts(
+        cfg, data, 0.10, np.random.default_rng(11), contact_s, cfg.tmtc.uplink_rate_bps, receiver=rx
+    )
+    assert n >= 4, "several contacts"
+    assert delivered == [("upload.bin", data)]
+    assert [r.ok for r in src.results] == [True]
+    assert not rx.busy and not src.busy
+    assert rx.counters.files == 1 and rx.counters.failed == 0
+    # every PDU played again, late: nothing is delivered twice, nothing is reopened
+    for i, packet in enumerate(list(rx.packets_in)):
+        rx.on_packet(packet, 1e6 + i)
+    assert rx.completed() == []
+    assert not rx.busy and rx.counters.files == 1
+
+
+def _pdu(src, packet, telecommand):
+    return PduFactory.from_raw(unwrap_pdu(src.apid, packet, telecommand))
+
+
+def test_timers_resume_at_next_pass(cfg, frozen_wall_clock):
+    """The pass ends right after the EOF is acknowledged with data missing: the next pass's
+    Prompt brings the NAK out, the retransmission completes the file."""
+    data = _file(3, 20_000)
+    rx = CfdpReceiver(cfg)
+    src = CfdpUplink(cfg)
+    src.put("f.bin", data, 0.0)
+    t, dropped = 0.0, 0
+    while src.src.states.step != SourceStep.WAITING_FOR_FINISHED:
+        pdu = src.next_packet(t)
+        t += 0.1
+        if _pdu(src, pdu, True).pdu_type == PduType.FILE_DATA and dropped < 2:  # lose two
+            dropped += 1
+            continue
+        for reply in rx.on_packet(pdu, t):
+            if _pdu(src, reply, False).directive_type != DirectiveType.NAK_PDU:  # the pass ends
+                src.on_packet(reply, t)
+    assert dropped == 2 and src.next_packet(t) is None
+    assert rx.state_dict()["step"] == "WAITING_FOR_MISSING_DATA" and rx.completed() == []
+    t = 5400.0  # the next pass
+    for _ in range(200):
+        pdu = src.next_packet(t)
+        t += 0.5
+        if pdu is not None:
+            for reply in rx.on_packet(pdu, t):
+                src.on_packet(reply, t)
+        if not src.busy:
+            break
+    assert rx.completed() == [("f.bin", data)]
+    assert src.results[-1].ok
+
+
+def test_file_larger_than_the_filestore_is_refused(cfg, frozen_wall_clock):
+    rx = CfdpReceiver(cfg, slot_bytes=4096)
+    n, src, rx, delivered = play_contacts(
+        cfg,
+        _file(1, 8192),
+        0.0,
+        np.random.default_rng(0),
+        60.0,
+        cfg.tmtc.uplink_rate_bps,
+        receiver=rx,
+    )
+    assert delivered == []
+    assert [r.condition for r in src.results] == [ConditionCode.FILESTORE_REJECTION]
+    assert rx.counters.failed == 1 and not rx.busy
+    assert rx.store.names == [None, None], "nothing left in the slots"
+    # the receiver takes the next file that fits
+    n, src, rx, delivered = play_contacts(
+        cfg,
+        _file(2, 4000),
+        0.0,
+        np.random.default_rng(0),
+        60.0,
+        cfg.tmtc.uplink_rate_bps,
+        receiver=rx,
+        first_seq=1,
+    )
+    assert delivered == [("upload.bin", _file(2, 4000))]
+
+
+def test_filestore_is_one_fixed_region(cfg):
+    rx = CfdpReceiver(cfg, slots=3)
+    assert len(rx.store.region) == 3 * cfg.tmtc.max_upload_bytes
+    store = SlotFilestore(1, 8)
+    with pytest.raises(PermissionError, match="8-byte slot"):
+        store.put("a.bin", bytes(9))
+    with pytest.raises(PermissionError, match="plain name"):
+        store.put("../etc/passwd", b"x")
+
+
+def test_transfers_are_deterministic(cfg):
+    def run():
+        states = []
+        rx = LoggingReceiver(cfg)
+        play_contacts(
+            cfg,
+            _file(5, KIB64),
+            0.2,
+            np.random.default_rng(3),
+            3.0,
+            cfg.tmtc.uplink_rate_bps,
+            receiver=rx,
+            on_contact=lambda k, s, r: states.append(r.state_dict()),
+        )
+        return states, rx.replies
+
+    assert run() == run()
+
+
+def test_pdus_fit_one_tc_frame(cfg):
+    assert max_pdu_bytes(cfg) == max_packet_bytes(cfg) - 8 == cfdp_uplink.max_pdu_bytes(cfg)
+    key = mission_key_slot(cfg, "command")
+    from ground_tools.uplink import Uplinker
+
+    src = CfdpUplink(cfg, Uplinker(cfg, iv_salt=b"\0" * 4))
+    src.put("f.bin", _file(0, 5000), 0.0)
+    sizes = []
+    while (packet := src.next_packet(0.0)) is not None:
+        raw, _ = decode_cltu(src.cltu(packet))
+        frame, _ = decode_tc_frame(
+            raw, spacecraft_id=cfg.telemetry.spacecraft_id, virtual_channel_ids=frozenset((0,))
+        )
+        why, _, plain = sdls.unprotect(
+            key.service, bytes.fromhex(key.key_hex), raw[:PRIMARY_HEADER_LEN], frame.data
+        )
+        assert why is None and plain == packet
+        sizes.append(len(raw))
+    assert max(sizes) == cfg.tmtc.max_frame_bytes - (
+        sdls.overhead(sdls.AUTH_ENC) - sdls.overhead(key.service)
+    )
+
+
+def test_space_packet_wrapping(cfg):
+    apid = cfdp_apid(cfg)
+    packet = wrap_pdu(apid, b"\x20\x00\x05\x11abcdefgh", telecommand=True, seq_count=5)
+    assert unwrap_pdu(apid, packet, telecommand=True) == b"\x20\x00\x05\x11abcdefgh"
+    assert unwrap_pdu(apid, packet, telecommand=False) is None
+    assert unwrap_pdu(apid + 1, packet, telecommand=True) is None
+    assert unwrap_pdu(apid, packet[:-1] + bytes([packet[-1] ^ 1]), telecommand=True) is None
+    assert CfdpReceiver(cfg).on_packet(b"\x18\x65\xc0\x00\x00\x01ab", 0.0) is None
+
+
+_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_SETTINGS
+@given(st.lists(st.binary(max_size=1100), max_size=8))
+def test_garbage_never_crashes(cfg, blobs):
+    rx = CfdpReceiver(cfg)
+    for i, b in enumerate(blobs):
+        out = rx.on_pdu(b, float(i))
+        assert isinstance(out, list) and all(isinstance(x, bytes) for x in out)
+        assert rx.on_packet(b, float(i)) is None or isinstance(rx.on_packet(b, float(i)), list)
+
+
+def _valid_pdus(cfg):
+    src = CfdpUplink(cfg)
+    src.put("g.bin", _file(4, 3000), 0.0)
+    out = []
+    while (pdu := src.next_pdu(0.0)) is not None:
+        out.append(pdu)
+    return out
+
+
+@_SETTINGS
+@given(st.data())
+def test_mutated_pdus_never_crash_and_a_clean_transfer_still_works(cfg, data):
+    valid = _valid_pdus(cfg)
+    rx = CfdpReceiver(cfg)
+    for i in range(data.draw(st.integers(1, 6))):
+        pdu = bytearray(valid[data.draw(st.integers(0, len(valid) - 1))])
+        for _ in range(data.draw(st.integers(1, 4))):
+            pdu[data.draw(st.integers(0, len(pdu) - 1))] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(pdu)))
+        assert isinstance(rx.on_pdu(bytes(pdu[:cut]), float(i)), list)
+    # a later transfer (next transaction number) still gets through
+    rx.completed()
+    n, src, rx, delivered = play_contacts(
+        cfg,
+        _file(9, 3000),
+        0.0,
+        np.random.default_rng(0),
+        60.0,
+        cfg.tmtc.uplink_rate_bps,
+        receiver=rx,
+        first_seq=1,
+    )
+    assert delivered == [("upload.bin", _file(9, 3000))]
+
+
+def test_contacts_needed_figure(cfg):
+    n = contacts_needed(cfg, KIB64, 0.10, np.random.default_rng(0), 480.0, cfg.tmtc.uplink_rate_bps)
+    assert n == 1  # about 10 s of uplink against an 8-minute contact
+    assert (
+        contacts_needed(cfg, KIB64, 0.10, np.random.default_rng(0), 2.0, cfg.tmtc.uplink_rate_bps)
+        > 5
+    )
