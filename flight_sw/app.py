@@ -169,6 +169,9 @@ class FlightSoftware:
             cfg.downlink.rate_bps,
             self.frame_s,
             downlink_sink,
+            spacecraft_id=cfg.telemetry.spacecraft_id,
+            tm_frame_bytes=cfg.downlink.tm_frame_bytes,
+            link_buffers=self.buffers,
         )
         self.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, self.downlink.push)
         self.modes = ModeManager(cfg, self._mode_event)
@@ -223,6 +226,7 @@ class FlightSoftware:
             entropy = nonce_rng.bytes
         self.tc = TcHandler(self, tc_store if tc_store is not None
                             else RedundantStore.in_memory(cfg.tmtc.max_upload_bytes), entropy)
+        self.downlink.clcw_source = self.tc.link.clcw  # FARM-1's report in every TM frame's OCF
         self.tc.boot(cold=True, t=0.0)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)

@@ -135,6 +135,9 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     }
     plan.update(radiometry_buffer_specs(cfg))
     plan.update(adaptation_buffer_specs(cfg))
+    from flight_sw.tmtc.downlink import link_buffer_specs  # TM frames: VC rings, frame, idle data
+
+    plan.update(link_buffer_specs(cfg.downlink.tm_frame_bytes, tm_packet_bytes(cfg)))
     if "teacher" in cfg.payload.label_sources:
         from flight_sw.ml.teacher import teacher_buffer_specs
 

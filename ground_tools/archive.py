@@ -10,8 +10,10 @@ parameters, in dictionary order, so a dictionary change shows up in the schema.
 Ingest is idempotent: each packet has a content key (apid, seq, t_s, sha1(raw)),
 unique in `packets`; rows already present are skipped (and the inserts are
 `INSERT OR IGNORE` besides), so ingesting the same file twice, or a longer file of
-the same run later, adds only what is new. Everything is written in one
-transaction: a file that cannot be decoded (another dictionary version) leaves the
+the same run later, adds only what is new. A CADU file (ASM + TM frames, what runs
+write now) is unframed first (`ground_tools.decode.unframe`); what the link lost (bad
+FECF, frame gaps and the packets in them) is counted in the ingest report and its
+reasons. Everything is written in one transaction: a file that cannot be decoded (another dictionary version) leaves the
 archive untouched.
 
 Schema (see docs/ground_tools.md for every column):
@@ -19,7 +21,8 @@ Schema (see docs/ground_tools.md for every column):
     meta(key, value)                   schema/dictionary version, run identity, config text, tasks
     ingests(file_sha1, ...)            one row per distinct telemetry file ingested, with its counts
     packets(id, apid, seq, service, subtype, struct_id, t_s, length, crc_ok, status, sha1, raw)
-    rejects(id, file_offset, length, reason, sha1, raw)   unframed bytes (corrupted headers, truncation)
+    rejects(id, file_offset, length, reason, sha1, raw)   unframed bytes (corrupted headers, truncation);
+                                       the offset is into the packet stream (of a CADU file: unframed)
     hk_core(packet_id, t_s, <SID-1 parameters>)           wide: one row per core HK report
     hk_tasks(packet_id, task_index, t_s, runs, skipped, ...)   long: one row per task per report
     orbits(packet_id, t_s, <SID-3 fields>) + orbit_task_energy(packet_id, task_index, energy_j)
@@ -64,7 +67,10 @@ from ground_tools.decode import (
     check_dictionary_version,
     epoch_offset_s,
     event_names,
-    frame_stream,
+    link_problems,
+    link_summary,
+    packet_frames,
+    unframe,
 )
 from ground_tools.runfolder import INGEST_FILES, RunFolder, RunFolderError, open_run
 
@@ -166,17 +172,22 @@ class IngestReport:
     frames: int = 0  # packets and rejected chunks found in the file
     new_packets: int = 0
     duplicates: int = 0
-    bad: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    bad: int = 0  # bad packets and rejected chunks
+    reasons: dict[str, int] = field(default_factory=dict)  # theirs, plus what the link lost ("link: ...")
     already_ingested: bool = False
     new_rows: dict[str, int] = field(default_factory=dict)
+    link: dict[str, int] | None = None  # TM frame statistics (None: a bare packet file)
 
     def lines(self) -> list[str]:
-        out = [
-            f"archive: {self.db}",
+        out = [f"archive: {self.db}"]
+        if self.link is not None:
+            k = self.link
+            out.append(f"{k['frames']} TM frames ({k['idle_frames']} idle): {k['bad_fecf']} failed the FECF, "
+                       f"{k['gaps']} gaps ({k['frames_lost']} frames lost), {k['packets_missing']} packets missing "
+                       f"by sequence count")
+        out.append(
             f"{self.frames} packets in the file: {self.new_packets} new, {self.duplicates} already archived, "
-            f"{self.bad} bad",
-        ]
+            f"{self.bad} bad")
         if self.new_packets:
             out.append("new rows: " + ", ".join(f"{t} {n}" for t, n in self.new_rows.items() if n))
         for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
@@ -199,7 +210,10 @@ class _Decoder:
             k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
                             "training_updates", "mode_changes", "hk_device", "verifications", "samples", "hk_sa")
         }
+        self.frame_bytes = cfg.downlink.tm_frame_bytes
+        self.spacecraft_id = cfg.telemetry.spacecraft_id
         self.reasons: Counter[str] = Counter()
+        self.stream = None  # the unframed file (link statistics of a CADU file)
         self.frames = 0
         self.duplicates = 0
 
@@ -215,7 +229,8 @@ class _Decoder:
         core_size = d.HK_CORE_STRUCT.size
         core_unpack = d.HK_CORE_STRUCT.unpack
         task_unpack = d.HK_TASK_STRUCT.unpack_from
-        for fr in frame_stream(raw, self.apid):
+        self.stream = stream = unframe(raw, self.frame_bytes, self.spacecraft_id)
+        for fr in packet_frames(stream.packets, self.apid):
             self.frames += 1
             pkt = fr.raw
             if not fr.is_packet:
@@ -480,8 +495,8 @@ def _ingest_locked(run: RunFolder, db: Path, raw: bytes, file_sha1: str) -> Inge
         dec = _Decoder(run)
         dec.run(raw, existing, next_id)  # raises DecodeError before anything is written
         report = IngestReport(db, file_sha1, dec.frames, len(dec.rows["packets"]), dec.duplicates,
-                              sum(dec.reasons.values()), dict(dec.reasons),
-                              new_rows={t: len(r) for t, r in dec.rows.items()})
+                              sum(dec.reasons.values()), {**dec.reasons, **link_problems(dec.stream)},
+                              new_rows={t: len(r) for t, r in dec.rows.items()}, link=link_summary(dec.stream))
         with conn:
             conn.execute("BEGIN")  # schema and rows in one transaction: one commit, all or nothing
             for stmt in schema_statements():

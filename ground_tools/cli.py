@@ -82,7 +82,7 @@ def cmd_decode(args) -> int:
     if tm.link is not None:
         k = tm.link
         print(f"{k.frames} TM frames ({k.idle_frames} idle), {k.bad_crc} failed the FECF, {k.gaps} gaps "
-              f"({k.frames_lost} frames lost, {k.packets_dropped} packets with them)")
+              f"({k.frames_lost} frames lost), {tm.packets_missing} packets missing by sequence count")
     print(f"{tm.packets} packets, {tm.bad_packets} bad {tm.bad_reasons or ''}")
     print(f"housekeeping reports: {len(tm.hk_core.get('t_s', []))}, orbit budgets: {len(tm.orbits.get('orbit_index', []))}, "
           f"events: {len(tm.events)}")

@@ -1,7 +1,14 @@
 """Telemetry decoding with the shared dictionary: framing, CRC, PUS headers, HK and events.
 
-Two layers:
+Three layers:
 
+- A telemetry file is either the CADU stream the spacecraft radiates (ASM + TM Transfer
+  Frame, 131.0-B/132.0-B, what `flightsim run` writes) or, from older run folders, bare
+  space packets. `unframe` tells them apart by the ASM at the start (a TM packet starts
+  0x08..0x0F, never 0x1A), runs the frame decoder (`ground_tools.tm_frames`) and returns
+  the packets of every virtual channel merged in the order the frames completing them
+  arrived, with the link statistics (bad FECF, frame gaps, packets lost in them);
+  `packet_stream` is the helper for code that only wants the packets.
 - `frame_stream` cuts a byte stream into CCSDS space packets by their length field and
   checks each packet's CRC-16/CCITT-FALSE (`binascii.crc_hqx`, the C implementation: a
   packet with its CRC appended checks to zero). It never gives up on a damaged file:
@@ -31,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.downlink import DEFAULT_TM_FRAME_BYTES
+from flight_sw.tmtc.tm_frames import ASM, FECF_BYTES, MAX_FRAME_BYTES, PRIMARY_HEADER_BYTES, fecf
+from ground_tools.tm_frames import TmLinkStats, decode_tm_stream
 
 CCSDS_EPOCH = datetime(1958, 1, 1, tzinfo=UTC)
 PRIMARY_HEADER = 6
@@ -100,12 +110,125 @@ def _resync(raw: bytes, start: int, apid: int | None, end: int | None = None) ->
     return end
 
 
+# -- the link layer: CADU stream or bare packets ------------------------------------------
+@dataclass
+class PacketStream:
+    packets: bytes  # concatenated space packets, in transmission order
+    link: TmLinkStats | None = None  # None: the input was already a bare packet stream
+    frame_bytes: int | None = None
+    #: Packets missing by each APID's sequence count (the flight software stamps the counts as
+    #: packets enter the frames, so a gap is a loss); those after the last packet received
+    #: cannot be counted.
+    packets_missing: int = 0
+
+
+def sequence_gaps(packets: list[bytes]) -> int:
+    """Packets missing between those received, by each APID's 14-bit sequence count."""
+    last: dict[int, int] = {}
+    missing = 0
+    for p in packets:
+        apid, seq = ((p[0] & 0x07) << 8) | p[1], ((p[2] & 0x3F) << 8) | p[3]
+        if apid in last:
+            missing += (seq - last[apid] - 1) % (1 << 14)
+        last[apid] = seq
+    return missing
+
+
+def is_cadu_stream(raw: bytes) -> bool:
+    """True when `raw` starts with the Attached Sync Marker (a TM packet never does)."""
+    return raw[: len(ASM)] == ASM
+
+
+def detect_frame_bytes(raw: bytes) -> int | None:
+    """Frame length of a CADU stream that starts with an intact frame: the distance to a later
+    ASM at which the first frame's FECF checks (or the whole rest, for a single frame)."""
+    start = len(ASM)
+    least = PRIMARY_HEADER_BYTES + FECF_BYTES + 1
+    pos = raw.find(ASM, start + least)
+    while 0 <= pos <= start + MAX_FRAME_BYTES:
+        if fecf(raw[start:pos]) == 0:
+            return pos - start
+        pos = raw.find(ASM, pos + 1)
+    rest = len(raw) - start
+    if least <= rest <= MAX_FRAME_BYTES and fecf(raw[start:]) == 0:
+        return rest
+    return None
+
+
+def unframe(raw: bytes, frame_bytes: int | None = None, spacecraft_id: int | None = None) -> PacketStream:
+    """Packets of a telemetry file, frames decoded first when it is a CADU stream.
+
+    `frame_bytes` and `spacecraft_id` come from the mission config (`downlink.tm_frame_bytes`,
+    `telemetry.spacecraft_id`); without them the length is measured from the stream (the
+    config default when the first frame is damaged) and any spacecraft is accepted.
+    """
+    if not is_cadu_stream(raw):
+        return PacketStream(raw)
+    if frame_bytes is None:
+        frame_bytes = detect_frame_bytes(raw) or DEFAULT_TM_FRAME_BYTES
+    res = decode_tm_stream(raw, frame_bytes, spacecraft_id)
+    packets = [p for _, p in res.in_order]
+    return PacketStream(b"".join(packets), res.stats, frame_bytes, sequence_gaps(packets))
+
+
+def packet_stream(raw: bytes, cfg=None) -> bytes:
+    """The space packets of a telemetry file (CADU stream or bare packets), in the order sent.
+
+    `cfg`: the run's MissionConfig, for the frame length and spacecraft id (None: measured
+    from the stream, any spacecraft).
+    """
+    if cfg is None:
+        return unframe(raw).packets
+    return unframe(raw, cfg.downlink.tm_frame_bytes, cfg.telemetry.spacecraft_id).packets
+
+
+def link_problems(stream: PacketStream) -> dict[str, int]:
+    """What the link lost or refused, as bad reasons (only the non-zero ones)."""
+    stats = stream.link
+    if stats is None:
+        return {}
+    out = {
+        "link: packets missing (sequence count gaps)": stream.packets_missing,
+        "link: frame FECF failed": stats.bad_crc,
+        "link: frames lost (master channel count gaps)": stats.frames_lost,
+        "link: partial packets dropped at frame gaps": stats.packets_dropped,
+        "link: inconsistent frames": stats.inconsistent,
+        "link: frames of another spacecraft": stats.foreign_frames,
+        "link: duplicate frames": stats.duplicate_frames,
+        "link: octets outside frames": stats.bytes_skipped,
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def link_summary(stream: PacketStream) -> dict[str, int] | None:
+    """The link statistics as a flat dict (for reports and the ingest record)."""
+    stats = stream.link
+    if stats is None:
+        return None
+    return {"frames": stats.frames, "idle_frames": stats.idle_frames, "bad_fecf": stats.bad_crc,
+            "gaps": stats.gaps, "frames_lost": stats.frames_lost, "packets": stats.packets,
+            "packets_missing": stream.packets_missing, "partial_packets_dropped": stats.packets_dropped,
+            "inconsistent": stats.inconsistent,
+            "foreign_frames": stats.foreign_frames, "duplicate_frames": stats.duplicate_frames,
+            "octets_skipped": stats.bytes_skipped}
+
+
+# -- the packet layer ------------------------------------------------------------------------
 def frame_stream(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
     """Cut `raw` into packets; damaged parts come out as CRC-failed packets or rejected chunks.
 
     `apid`: the mission's telemetry APID (from the config) when known; packets of other
-    APIDs are then treated as noise during resynchronisation only.
+    APIDs are then treated as noise during resynchronisation only. A CADU stream is
+    unframed first (`unframe`, length measured, link statistics dropped: use `unframe` and
+    `packet_frames` to keep them); offsets are then offsets into the packet stream.
     """
+    if is_cadu_stream(raw):
+        raw = unframe(raw).packets
+    return packet_frames(raw, apid)
+
+
+def packet_frames(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
+    """`frame_stream` of a bare packet stream (no ASM detection)."""
     n = len(raw)
     pos = 0
     while pos < n:
@@ -136,8 +259,10 @@ def frame_stream(raw: bytes, apid: int | None = None) -> Iterator[Frame]:
 def split_packets(raw: bytes) -> tuple[list[bytes], int]:
     """Plain split by the CCSDS length fields, no checks: (packets, trailing bytes).
 
-    The "raw read" baseline of the ingest benchmark.
+    The "raw read" baseline of the ingest benchmark. A CADU stream is unframed first.
     """
+    if is_cadu_stream(raw):
+        raw = unframe(raw).packets
     out = []
     pos = 0
     n = len(raw)
@@ -215,13 +340,19 @@ class Telemetry:
     events: list[dict] = field(default_factory=list)
     packets: int = 0
     bad_packets: int = 0
-    bad_reasons: dict[str, int] = field(default_factory=dict)
+    bad_reasons: dict[str, int] = field(default_factory=dict)  # packet reasons and `link_problems`
+    link: TmLinkStats | None = None  # frame statistics (None: a bare packet file)
+    packets_missing: int = 0  # by sequence count gaps (CADU files only)
 
 
-def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None = None) -> Telemetry:
-    """Decode a telemetry file into numpy columns (no archive). Bad packets are counted."""
-    raw = Path(path).read_bytes()
-    tm = Telemetry()
+def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None = None, *,
+                frame_bytes: int | None = None, spacecraft_id: int | None = None) -> Telemetry:
+    """Decode a telemetry file into numpy columns (no archive). Bad packets are counted
+    (`bad_packets`); what the link lost is in `link` and, as reasons, in `bad_reasons`."""
+    stream = unframe(Path(path).read_bytes(), frame_bytes, spacecraft_id)
+    raw = stream.packets
+    tm = Telemetry(link=stream.link, packets_missing=stream.packets_missing)
+    tm.bad_reasons.update(link_problems(stream))
     core_rows, task_rows, orbit_rows, orbit_energy, dev_rows, dev_t = [], [], [], [], [], []
     dev_sid, dev_struct = getattr(d, "HK_DEVICE_SID", None), getattr(d, "HK_DEVICE_STRUCT", None)
     tc_services = {x for x in (getattr(d, "PUS_SERVICE_VERIFICATION", None), getattr(d, "PUS_SERVICE_TEST", None))
@@ -235,7 +366,7 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
         tm.bad_packets += 1
         tm.bad_reasons[reason] = tm.bad_reasons.get(reason, 0) + 1
 
-    for fr in frame_stream(raw, apid):
+    for fr in packet_frames(raw, apid):
         tm.packets += 1
         if fr.reason is not None:
             bad(fr.reason.split(":")[0])

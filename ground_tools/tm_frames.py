@@ -58,6 +58,8 @@ class TmDecodeResult:
     packets: dict[int, list[bytes]]
     stats: TmLinkStats
     last_clcw: bytes | None
+    #: (vcid, packet) of every channel, in the order the frames completing them arrived.
+    in_order: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class _VcReassembler:
@@ -176,6 +178,19 @@ class TmFrameDecoder:
         self._buf = bytearray()
         self._mc: int | None = None
         self._vcs: dict[int, _VcReassembler] = {}
+        self._order: list[tuple[int, bytes]] | None = None
+
+    def feed_in_order(self, data: bytes | bytearray | memoryview, final: bool = False) -> list[tuple[int, bytes]]:
+        """Like `feed` (then `flush` when `final`), but (vcid, packet) across channels in the
+        order the frames completing them arrived: the order the spacecraft sent them."""
+        self._order = order = []
+        try:
+            self.feed(data)
+            if final:
+                self.flush()
+        finally:
+            self._order = None
+        return order
 
     def feed(self, data: bytes | bytearray | memoryview) -> dict[int, list[bytes]]:
         """Decode what `data` completes; returns the new packets per virtual channel."""
@@ -244,15 +259,20 @@ class TmFrameDecoder:
         vc = self._vcs.get(h.vc_id)
         if vc is None:
             vc = self._vcs[h.vc_id] = _VcReassembler(h.vc_id, st, self.max_packet_bytes)
-        vc.frame(h.vc_frame_count, fhp, frame[PRIMARY_HEADER_BYTES:data_end], out.setdefault(h.vc_id, []))
-        if not out[h.vc_id]:
+        got = out.setdefault(h.vc_id, [])
+        before = len(got)
+        vc.frame(h.vc_frame_count, fhp, frame[PRIMARY_HEADER_BYTES:data_end], got)
+        if self._order is not None:
+            self._order.extend((h.vc_id, p) for p in got[before:])
+        if not got:
             del out[h.vc_id]
 
 
 def decode_tm_stream(data: bytes, frame_bytes: int, spacecraft_id: int | None = None) -> TmDecodeResult:
     """Decode a whole recorded pass."""
     dec = TmFrameDecoder(frame_bytes, spacecraft_id)
-    packets = dec.feed(data)
-    for vcid, more in dec.flush().items():
-        packets.setdefault(vcid, []).extend(more)
-    return TmDecodeResult(packets, dec.stats, dec.last_clcw)
+    in_order = dec.feed_in_order(data, final=True)
+    packets: dict[int, list[bytes]] = {}
+    for vcid, packet in in_order:
+        packets.setdefault(vcid, []).append(packet)
+    return TmDecodeResult(packets, dec.stats, dec.last_clcw, in_order)

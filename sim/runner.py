@@ -4,7 +4,8 @@ The run folder holds everything needed to understand and reproduce the run:
 
     config.yaml      the exact config text that was run
     run.json         seed, days, package versions, git revision, command, memory report
-    telemetry.bin    the packets that reached the ground (CCSDS/PUS, concatenated)
+    telemetry.bin    what reached the ground: the CADU stream (ASM + TM Transfer Frames
+                     carrying the CCSDS/PUS packets; `ground_tools.decode.packet_stream`)
     truth.npz        simulator truth sampled for the review (SoC, power, accuracy ...)
     summary.json     headline figures
     run.log          what happened, in words
@@ -225,10 +226,10 @@ def _run(
     tm_file = open(tm_path, "wb")  # noqa: SIM115 - closed below
     downlinked = [0, 0]
 
-    def sink(packet: bytes) -> None:
-        tm_file.write(packet)
+    def sink(cadu: bytes) -> None:
+        tm_file.write(cadu)
         downlinked[0] += 1
-        downlinked[1] += len(packet)
+        downlinked[1] += len(cadu)
 
     executor_factory = None
     if realtime_speedup is not None:
@@ -398,7 +399,8 @@ def _summary(cfg, fsw, world, days, seed, acc_t, acc_onboard, acc_frozen, downli
         "accuracy_onboard_last_day": round(_mean_in(t, on, last_day, np.inf), 4),
         "accuracy_frozen_last_day": round(_mean_in(t, fr, last_day, np.inf), 4),
         "packets_generated": fsw.tm.packets,
-        "packets_downlinked": downlinked[0],
+        "packets_downlinked": fsw.downlink.sent,  # handed to the framer (a frame's worth may wait)
+        "tm_frames_downlinked": downlinked[0],
         "bytes_downlinked": downlinked[1],
         "downlink_backlog_at_end": fsw.downlink.count,
         "downlink_overflow": fsw.downlink.overflow,

@@ -11,7 +11,10 @@ goes out behind the 0x1ACFFC1D Attached Sync Marker (131.0-B). No pseudo-randomi
 channel coding here: that is the radio's job.
 
 Memory is fixed at construction: one ring per channel, one frame buffer (ASM + frame),
-one idle-pattern buffer; `buffer_bytes` sizes them for the start-up memory plan.
+one idle-pattern buffer; `buffer_bytes` sizes them for the start-up memory plan, and the
+constructor takes them preallocated (`buffers`, keyed like `buffer_bytes`) or allocates
+them itself. `state_dict`/`load_state_dict` carry the counts and the queued octets across
+a snapshot.
 
 spacepackets (0.32) packs the primary header. Its `TmFramePrimaryHeader` does not range-
 check fields (a VCID of 8 silently changes the SCID, a SCID above 1023 the version bits, a
@@ -23,7 +26,7 @@ are assembled in our buffer around the packed header.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
 from spacepackets.ccsds.tm_frame import (
@@ -95,16 +98,18 @@ class VcPacketQueue:
     may span frames) and costs at most six octets.
     """
 
-    def __init__(self, vcid: int, capacity_bytes: int, idle_pattern: memoryview):
+    def __init__(self, vcid: int, capacity_bytes: int, idle_pattern: memoryview, ring=None):
+        """`ring`: a preallocated writable buffer of `capacity_bytes` octets (None: allocate)."""
         if capacity_bytes < MIN_PACKET_BYTES:
             raise ValueError(
                 f"vc{vcid} capacity_bytes must be at least {MIN_PACKET_BYTES}, got {capacity_bytes}")
         self.vcid = vcid
         self.capacity_bytes = capacity_bytes
-        self._ring = bytearray(capacity_bytes)
-        self._view = memoryview(self._ring)
+        self._view = _octets(ring, capacity_bytes, f"vc{vcid}_ring") if ring is not None else \
+            memoryview(bytearray(capacity_bytes))
         self._idle = idle_pattern
         self._idle_header = bytearray(SPACE_PACKET_HEADER_BYTES)
+        self._header_scratch = bytearray(SPACE_PACKET_HEADER_BYTES)
         self._head = 0
         self._used = 0
         self._rest = 0  # octets of the packet in progress not yet framed (0: at a boundary)
@@ -160,9 +165,31 @@ class VcPacketQueue:
             pos += n
         return fhp
 
-    def _peek_header(self) -> bytes:
-        idx = [(self._head + i) % self.capacity_bytes for i in range(SPACE_PACKET_HEADER_BYTES)]
-        return bytes(self._ring[i] for i in idx)
+    def _peek_header(self) -> bytearray:
+        h = self._header_scratch
+        for i in range(SPACE_PACKET_HEADER_BYTES):
+            h[i] = self._view[(self._head + i) % self.capacity_bytes]
+        return h
+
+    def state_dict(self) -> dict:
+        """Counts, the packet in progress and the queued octets (hex), oldest first."""
+        first = min(self._used, self.capacity_bytes - self._head)
+        pending = bytes(self._view[self._head : self._head + first]) + bytes(self._view[: self._used - first])
+        return {"pending": pending.hex(), "rest": self._rest, "idle_len": self._idle_len,
+                "packets": self.packets, "refused": self.refused}
+
+    def load_state_dict(self, s: dict) -> None:
+        pending = bytes.fromhex(s["pending"])
+        if len(pending) > self.capacity_bytes:
+            raise ValueError(f"vc{self.vcid} state: {len(pending)} pending octets exceed the ring's "
+                             f"{self.capacity_bytes}")
+        self._view[: len(pending)] = pending
+        self._head, self._used = 0, len(pending)
+        self._rest, self._idle_len = s["rest"], s["idle_len"]
+        self.packets, self.refused = s["packets"], s["refused"]
+        if self._idle_len:
+            self._start_idle_packet(self._idle_len)
+            self._rest = s["rest"]
 
     def _pop(self, out: memoryview) -> None:
         n = len(out)
@@ -192,7 +219,9 @@ class TmFramer:
     ASM and the frame, valid until the next `seal`.
     """
 
-    def __init__(self, spacecraft_id: int, frame_bytes: int, clcw: Callable[[], bytes] | None):
+    def __init__(self, spacecraft_id: int, frame_bytes: int, clcw: Callable[[], bytes] | None,
+                 buffer=None):
+        """`buffer`: a preallocated writable buffer of ASM + frame octets (None: allocate)."""
         if not 0 <= spacecraft_id <= 0x3FF:
             raise ValueError(f"spacecraft_id must be 0..1023 (10 bits), got {spacecraft_id}")
         with_ocf = clcw is not None
@@ -202,9 +231,9 @@ class TmFramer:
         self.frame_bytes = frame_bytes
         self._clcw = clcw
         self.buffer_bytes = len(ASM) + frame_bytes
-        self._buf = bytearray(self.buffer_bytes)
-        self._buf[: len(ASM)] = ASM
-        self._view = memoryview(self._buf)
+        self._view = _octets(buffer, self.buffer_bytes, "frame") if buffer is not None else \
+            memoryview(bytearray(self.buffer_bytes))
+        self._view[: len(ASM)] = ASM
         self._frame = self._view[len(ASM) :]
         start = PRIMARY_HEADER_BYTES
         self._ocf_at = start + data_field_bytes(frame_bytes, with_ocf)
@@ -252,7 +281,9 @@ class TmDownlink:
     def __init__(self, spacecraft_id: int, frame_bytes: int,
                  clcw: Callable[[], bytes] | None,
                  channels: Sequence[tuple[int, int]] = DEFAULT_CHANNELS,
-                 idle_vcid: int = VC_IDLE):
+                 idle_vcid: int = VC_IDLE, buffers: Mapping[str, object] | None = None):
+        """`buffers`: preallocated buffers named and sized as `buffer_bytes` gives them
+        (the start-up memory plan); None allocates them here."""
         vcids = [vcid for vcid, _ in channels]
         for vcid in [*vcids, idle_vcid]:
             if not 0 <= vcid <= 7:
@@ -260,10 +291,15 @@ class TmDownlink:
         if len(set(vcids)) != len(vcids) or idle_vcid in vcids:
             raise ValueError(f"channels must name distinct VCs other than idle_vcid {idle_vcid}, "
                              f"got {vcids}")
-        self.framer = TmFramer(spacecraft_id, frame_bytes, clcw)
-        self._idle = bytearray([IDLE_OCTET]) * len(self.framer.data_field)
-        idle_view = memoryview(self._idle)
-        self.queues = [VcPacketQueue(vcid, capacity, idle_view) for vcid, capacity in channels]
+        buffers = buffers or {}
+        self.framer = TmFramer(spacecraft_id, frame_bytes, clcw, buffers.get("frame"))
+        n_idle = len(self.framer.data_field)
+        idle = buffers.get("idle_pattern")
+        self._idle = _octets(idle, n_idle, "idle_pattern") if idle is not None else memoryview(bytearray(n_idle))
+        self._idle[:] = bytes([IDLE_OCTET]) * n_idle
+        idle_view = self._idle
+        self.queues = [VcPacketQueue(vcid, capacity, idle_view, buffers.get(f"vc{vcid}_ring"))
+                       for vcid, capacity in channels]
         self._by_vc = {q.vcid: q for q in self.queues}
         self.idle_vcid = idle_vcid
         self.frames_sent = 0
@@ -301,3 +337,33 @@ class TmDownlink:
                 break
             self.frames_sent += 1
         return carried
+
+    @property
+    def pending_bytes(self) -> int:
+        """Queued packet octets not yet framed, all channels."""
+        return sum(q.pending_bytes for q in self.queues)
+
+    def state_dict(self) -> dict:
+        """Frame counts and every channel's queue: what a snapshot needs to continue identically."""
+        f = self.framer
+        return {"mc_count": f.mc_count, "vc_counts": list(f.vc_counts), "frames_sent": self.frames_sent,
+                "idle_frames": self.idle_frames, "queues": {str(q.vcid): q.state_dict() for q in self.queues}}
+
+    def load_state_dict(self, s: dict) -> None:
+        if sorted(s["queues"]) != sorted(str(q.vcid) for q in self.queues):
+            raise ValueError(f"tm link state: channels {sorted(s['queues'])}, this downlink has "
+                             f"{sorted(str(q.vcid) for q in self.queues)}")
+        self.framer.mc_count = s["mc_count"]
+        self.framer.vc_counts[:] = s["vc_counts"]
+        self.frames_sent, self.idle_frames = s["frames_sent"], s["idle_frames"]
+        for q in self.queues:
+            q.load_state_dict(s["queues"][str(q.vcid)])
+
+
+def _octets(buffer, size: int, name: str) -> memoryview:
+    """A preallocated buffer as a flat octet view, refused unless it has exactly `size` octets."""
+    view = memoryview(buffer).cast("B")
+    if view.readonly or view.nbytes != size:
+        raise ValueError(f"tm link buffer {name}: need a writable buffer of {size} octets, got "
+                         f"{view.nbytes}{' (read-only)' if view.readonly else ''}")
+    return view

@@ -50,7 +50,7 @@ class SitePayload:
 @dataclass
 class RestartResult:
     fsw: object
-    packets: list = field(default_factory=list)
+    cadus: list = field(default_factory=list)  # what the downlink sent: ASM + TM frames
     failed_at_s: float = float("nan")  # mission time FDIR left TRAINING
     restarted_at_s: float = float("nan")  # mission time the server came back
     recovery_s: float = float("nan")  # from the restart to the first analog-served solve
@@ -77,7 +77,7 @@ def run_device_restart(cfg, image, dead_checks: int = 3, limit_ticks: int = 2000
     payload = SitePayload(cfg)
     out = RestartResult(fsw=None)
     transport = TcpTransport("127.0.0.1", srv.port, connect_timeout_s=0.5)
-    fsw = out.fsw = FlightSoftware(cfg, image, payload, out.packets.append, device_transport=transport,
+    fsw = out.fsw = FlightSoftware(cfg, image, payload, out.cadus.append, device_transport=transport,
                                    reference=payload.reference)
     st = fsw.solver.stats
     tick = [0]

@@ -69,13 +69,29 @@ def image(default_cfg):
     return train_prelaunch_model(default_cfg, np.random.default_rng(1))
 
 
+class GroundSink:
+    """The tests' ground station: decodes the TM frames the downlink sends and appends their
+    packets to `packets`, in the order the spacecraft sent them."""
+
+    def __init__(self, cfg, packets: list[bytes]):
+        from ground_tools.tm_frames import TmFrameDecoder
+
+        self.decoder = TmFrameDecoder(cfg.downlink.tm_frame_bytes, cfg.telemetry.spacecraft_id)
+        self.packets = packets
+        self.cadus: list[bytes] = []
+
+    def __call__(self, cadu: bytes) -> None:
+        self.cadus.append(cadu)
+        self.packets.extend(p for _, p in self.decoder.feed_in_order(cadu))
+
+
 @pytest.fixture
 def make_fsw(default_cfg, image):
     def make(cfg=None, payload=None):
         cfg = cfg or default_cfg
         packets = []
         payload = payload or FakePayload(cfg)
-        fsw = FlightSoftware(cfg, image, payload, packets.append,
+        fsw = FlightSoftware(cfg, image, payload, GroundSink(cfg, packets),
                              reference=getattr(payload, "reference", None) or fake_reference(cfg))
         fsw.test_packets = packets
         fsw.test_payload = payload

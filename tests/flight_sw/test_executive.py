@@ -86,12 +86,13 @@ class _FlakySolver:
 def test_device_failure_holds_nominal_and_recovery_restores_training(make_fsw, default_cfg, image):
     from flight_sw.app import FlightSoftware
     from flight_sw.devices.optimizer import DigitalSolver
-    from tests.flight_sw.conftest import FakePayload
+    from tests.flight_sw.conftest import FakePayload, GroundSink
 
     solver = _FlakySolver(DigitalSolver(default_cfg.model.feature_dim + 1, len(default_cfg.payload.classes), 1e-9))
     packets = []
     payload = FakePayload(default_cfg)
-    fsw = FlightSoftware(default_cfg, image, payload, packets.append, optimizer=solver, reference=payload.reference)
+    fsw = FlightSoftware(default_cfg, image, payload, GroundSink(default_cfg, packets), optimizer=solver,
+                         reference=payload.reference)
     fsw.test_packets = packets
     tick = _run(fsw, 0, 20)
     solver.failed = True

@@ -1,15 +1,28 @@
 """Telemetry packets: library-conformant timestamps, round trips, the downlink queue."""
 
+import binascii
+import json
+from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from spacepackets.ccsds.time import CdsShortTimestamp
+from spacepackets.ccsds.tm_frame import TmFramePrimaryHeader
 from spacepackets.ecss import PusTm
 
 from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.downlink import DownlinkQueue
+from flight_sw.tmtc.cop1 import Clcw
+from flight_sw.tmtc.downlink import (
+    CLCW_REFRESH_MINOR_FRAMES,
+    DEFAULT_SPACECRAFT_ID,
+    DEFAULT_TM_FRAME_BYTES,
+    NO_COP_CLCW,
+    DownlinkQueue,
+)
 from flight_sw.tmtc.packets import TmEncoder, cds_short
+from flight_sw.tmtc.tm_frames import ASM
+from ground_tools.tm_frames import decode_tm_stream
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -44,28 +57,98 @@ def test_sequence_count_wraps_at_14_bits():
     assert [PusTm.unpack(r, timestamp_len=7).seq_count for r in out] == [(1 << 14) - 1, 0]
 
 
+CADU_BYTES = 4 + DEFAULT_TM_FRAME_BYTES
+CADU_BITS = 8 * CADU_BYTES
+
+
+def pus(tag: int, length: int = 40, service: int = 3, apid: int = 0x65, seq: int = 0) -> bytes:
+    """A PUS-C TM packet of `length` octets whose source data starts with `tag`."""
+    data = bytes([tag]) * (length - 22)
+    raw = PusTm(service=service, message_subtype=1, timestamp=bytes(7), source_data=data, apid=apid,
+                seq_count=seq).pack()
+    assert len(raw) == length
+    return raw
+
+
+def queue(rows: int, row_bytes: int, rate_bps: float, sent: list):
+    return DownlinkQueue(np.zeros((rows, row_bytes), np.uint8), np.zeros(rows, np.uint16), rate_bps, 1.0,
+                         sent.append)
+
+
+def ground(cadus: list[bytes]):
+    """What the ground decodes from the CADUs: (packets in the order sent, link result)."""
+    res = decode_tm_stream(b"".join(cadus), DEFAULT_TM_FRAME_BYTES, DEFAULT_SPACECRAFT_ID)
+    return [p for _, p in res.in_order], res
+
+
+def tags(packets: list[bytes]) -> list[int]:
+    return [PusTm.unpack(p, timestamp_len=7).source_data[0] for p in packets]
+
+
 def test_downlink_queue_drains_only_in_contact_at_the_rate_and_counts_overflow():
-    sent = []
-    q = DownlinkQueue(np.zeros((6, 64), np.uint8), np.zeros(6, np.uint16), 8 * 100, 1.0, sent.append)
+    sent: list[bytes] = []
+    q = queue(6, 1024, CADU_BITS, sent)  # one frame per minor frame
     assert q.low.capacity == 4  # one row of six is reserved for events, one for other high priority
     for i in range(6):
-        q.push(bytes([i]) * 50)
+        q.push(pus(i, 1000))
     assert q.count == 4 and q.overflow == 2
     q.drain(10, in_contact=False)
     assert sent == []
-    q.drain(1, in_contact=True)  # 100 bytes per frame: two 50-byte packets
-    assert [p[0] for p in sent] == [0, 1]
+    q.drain(1, in_contact=True)  # 1,119 octets per minor frame: packet 0 and the start of 1
+    assert len(sent) == 1 and all(len(c) == CADU_BYTES and c[:4] == ASM for c in sent)
+    assert tags(ground(sent)[0]) == [0]
+    q.drain(2, in_contact=True)
+    assert len(sent) == 3 and tags(ground(sent)[0]) == [0, 1, 2]
     q.drain(1, in_contact=True)
-    assert [p[0] for p in sent] == [0, 1, 2, 3] and q.count == 0
-    assert sent[0] == bytes([0]) * 50
+    assert len(sent) == 4 and tags(ground(sent)[0]) == [0, 1, 2, 3] and q.count == 0
+    packets, res = ground(sent)
+    assert packets[0][20:-2] == bytes([0]) * 978 and res.stats.idle_frames == 0
+    q.drain(CLCW_REFRESH_MINOR_FRAMES - 1, in_contact=True)  # nothing pending: quiet until the refresh
+    assert len(sent) == 4
+    q.drain(1, in_contact=True)  # one idle frame (VC7) for the CLCW
+    packets, res = ground(sent)
+    assert len(sent) == 5 and len(packets) == 4 and res.stats.idle_frames == 1
+    assert TmFramePrimaryHeader.unpack(sent[-1][4:]).vc_id == 7
+
+
+def test_idle_frames_only_refresh_the_clcw_and_never_exceed_the_rate():
+    sent: list[bytes] = []
+    q = queue(16, 256, 1e6, sent)  # the link could carry 111 frames per minor frame
+    q.drain(1, in_contact=True)
+    assert len(sent) == 1  # the contact opens with one idle frame (a CLCW), not 111 per minor frame
+    q.drain(CLCW_REFRESH_MINOR_FRAMES - 1, in_contact=True)
+    assert len(sent) == 1 and q._allowance_bits <= CADU_BITS  # nothing banked while idle
+    q.drain(1, in_contact=True)
+    assert len(sent) == 2  # the periodic refresh
+    q.clcw_source = lambda: bytes.fromhex("01000000")
+    q.drain(1, in_contact=True)
+    assert len(sent) == 3 and sent[-1][-6:-2] == bytes.fromhex("01000000")  # a changed CLCW at once
+    q.drain(100, in_contact=False)
+    assert len(sent) == 3
+    q.drain(1, in_contact=True)
+    assert len(sent) == 4  # acquisition of signal: a CLCW at once
+    slow: list[bytes] = []
+    q = queue(16, 1024, 0.4 * CADU_BITS, slow)  # a frame costs 2.5 minor frames
+    for i in range(3):
+        q.push(pus(i, 1000))  # about a frame each
+    q.drain(10, in_contact=True)
+    assert len(slow) == 3  # at minor frames 3, 6 and 9: the credit below a frame carries over
+    fast: list[bytes] = []
+    q = queue(64, 256, 2.5 * CADU_BITS, fast)
+    for i in range(50):
+        q.push(pus(i, 200))
+    q.drain(1, in_contact=True)
+    assert len(fast) == 2
+    q.drain(1, in_contact=True)
+    assert len(fast) == 5  # 2.5 frames per minor frame: the half carries while data waits
 
 
 def test_draining_k_frames_at_once_equals_k_single_frames():
     def run(chunks):
-        sent = []
-        q = DownlinkQueue(np.zeros((64, 64), np.uint8), np.zeros(64, np.uint16), 8 * 37, 1.0, sent.append)
+        sent: list[bytes] = []
+        q = queue(64, 256, 1.3 * CADU_BITS, sent)
         for i in range(40):
-            q.push(bytes([i]) * (10 + i))
+            q.push(pus(i, 30 + 5 * i), high=i % 7 == 0)
         for n in chunks:
             q.drain(n, in_contact=True)
         return sent, q.state_dict()
@@ -74,28 +157,154 @@ def test_draining_k_frames_at_once_equals_k_single_frames():
 
 
 def test_high_priority_drains_first_and_each_class_counts_its_overflow():
-    sent = []
-    q = DownlinkQueue(np.zeros((16, 64), np.uint8), np.zeros(16, np.uint16), 8 * 1000, 1.0, sent.append)
+    sent: list[bytes] = []
+    q = queue(16, 64, 1e6, sent)
     assert (q.event.capacity, q.high.capacity, q.low.capacity) == (2, 2, 12)
     for i in range(14):
-        q.push(bytes([i]) * 10)  # low: 12 fit, 2 refused
+        q.push(pus(i))  # low: 12 fit, 2 refused
     for i in range(3):
-        q.push(bytes([100 + i]) * 10, high=True)  # high (not an event report): 2 fit, 1 refused
-    event = bytes(7) + bytes([d.PUS_SERVICE_EVENT]) + bytes(2)
+        q.push(pus(100 + i, service=d.PUS_SERVICE_VERIFICATION), high=True)  # high: 2 fit, 1 refused
     for i in range(4):
-        q.push(bytes([200 + i]) + event[1:], high=True)  # event reports: 2 fit, 2 refused
+        q.push(pus(200 + i, service=d.PUS_SERVICE_EVENT), high=True)  # event reports: 2 fit, 2 refused
     assert (q.low.overflow, q.high.overflow, q.event.overflow, q.count) == (2, 1, 2, 16)
     q.drain(1, in_contact=True)
-    assert [p[0] for p in sent] == [200, 201, 100, 101, *range(12)]
+    packets, res = ground(sent)
+    assert tags(packets) == [200, 201, 100, 101, *range(12)]
+    assert sorted(res.packets) == [0, 1]  # events and verification on VC1, housekeeping on VC0
+    assert tags(res.packets[1]) == [200, 201, 100, 101]
 
 
 def test_a_flood_of_verification_reports_cannot_crowd_out_an_event():
-    q = DownlinkQueue(np.zeros((16, 64), np.uint8), np.zeros(16, np.uint16), 8 * 1000, 1.0, lambda p: None)
+    q = queue(16, 64, 8 * 1000, [])
     for _ in range(100):
-        q.push(bytes(7) + bytes([d.PUS_SERVICE_VERIFICATION]) + bytes(4), high=True)
-    assert q.push(bytes(7) + bytes([d.PUS_SERVICE_EVENT]) + bytes(4), high=True)
+        q.push(pus(1, service=d.PUS_SERVICE_VERIFICATION), high=True)
+    assert q.push(pus(2, service=d.PUS_SERVICE_EVENT), high=True)
     with pytest.raises(ValueError, match="at least 3"):
         DownlinkQueue(np.zeros((2, 64), np.uint8), np.zeros(2, np.uint16), 8 * 1000, 1.0, lambda p: None)
+
+
+def test_push_refuses_what_is_not_a_space_packet():
+    q = queue(16, 64, 1e6, [])
+    with pytest.raises(ValueError, match="length field says"):
+        q.push(bytes(50))
+    with pytest.raises(ValueError, match="exceeds the queue row size 64"):
+        q.push(pus(1, 65))
+
+
+def test_sequence_counts_are_stamped_on_leaving_the_queue_and_increase_on_the_ground():
+    """The encoder stamps counts when it packs; events overtake housekeeping in the queue, so
+    the counts are rewritten (PUS-C CRC recomputed) when packets leave for the frames."""
+    sent: list[bytes] = []
+    q = queue(256, 256, 3 * CADU_BITS, sent)
+    emitted: list[bytes] = []
+
+    def tap(packet: bytes, high: bool = False) -> None:
+        emitted.append(packet)
+        q.push(packet, high)
+
+    enc = TmEncoder(0x65, START, tap)
+    other = TmEncoder(0x66, START, tap)
+    q._seq[0x66] = (1 << 14) - 3  # this APID wraps during the test
+    for tick in range(120):
+        enc.housekeeping(d.HK_CORE_SID, bytes(100 + tick % 50), tick)
+        if tick % 3 == 0:
+            enc.event(d.EVENT_CONTACT, "info", b"\x01", tick)
+            other.housekeeping(d.HK_ORBIT_SID, bytes(30), tick, high=True)
+        q.drain(1, in_contact=tick % 40 > 10)
+    packets, res = ground(sent)
+    assert res.stats.packets == len(packets) == q.sent > 100
+    assert {0, 1} <= set(res.packets)  # both channels carried packets
+    seen: dict[int, list[int]] = {}
+    for raw in packets:
+        p = PusTm.unpack(raw, timestamp_len=7)  # raises when the CRC does not check
+        seen.setdefault(p.apid, []).append(p.seq_count)
+        assert raw[2] >> 6 == 0b11 and binascii.crc_hqx(raw, 0xFFFF) == 0  # flags kept, CRC recomputed
+    for apid, counts in seen.items():
+        assert all((b - a) % (1 << 14) == 1 for a, b in zip(counts, counts[1:], strict=False)), apid
+    assert seen[0x65][0] == 0 and seen[0x66][:4] == [(1 << 14) - 3, (1 << 14) - 2, (1 << 14) - 1, 0]
+    # Events overtook housekeeping (so the encoder's counts would have arrived out of order);
+    # apart from count and CRC the packets are the ones emitted, none lost or duplicated.
+    def masked(r: bytes) -> bytes:
+        return bytes(r[:2] + r[4:-2])
+
+    got = [masked(r) for r in packets]
+    sent_masked = [masked(r) for r in emitted]
+    assert got != sent_masked[: len(got)]
+    assert not Counter(got) - Counter(sent_masked)
+    assert len(emitted) == len(packets) + q.count + q.overflow
+
+
+def test_the_clcw_of_the_moment_is_in_every_frame_ocf():
+    sent: list[bytes] = []
+    q = queue(16, 64, 1e6, sent)
+    assert q.clcw_source() == NO_COP_CLCW and Clcw.unpack(NO_COP_CLCW).cop_in_effect == 0
+    q.drain(1, in_contact=True)
+    words = [Clcw(virtual_channel_id=0, report_value=v).pack() for v in range(3)]
+    for v, word in enumerate(words):
+        q.clcw_source = lambda w=word: w
+        q.push(pus(v))
+        q.drain(1, in_contact=True)
+    ocf = slice(4 + DEFAULT_TM_FRAME_BYTES - 6, 4 + DEFAULT_TM_FRAME_BYTES - 2)
+    assert [c[ocf] for c in sent] == [NO_COP_CLCW, *words]
+    assert all(TmFramePrimaryHeader.unpack(c[4:]).ocf_flag for c in sent)
+    assert ground(sent)[1].last_clcw == words[-1]
+
+
+def test_snapshot_mid_packet_continues_identically():
+    def fresh(sent):
+        return queue(64, 256, 0.7 * CADU_BITS, sent)
+
+    def feed(q, start):
+        for i in range(start, start + 20):
+            q.push(pus(i, 120 + 3 * i, service=d.PUS_SERVICE_EVENT if i % 5 == 0 else 3), high=i % 5 == 0)
+
+    full: list[bytes] = []
+    q = fresh(full)
+    feed(q, 0)
+    q.drain(4, in_contact=True)
+    feed(q, 20)
+    q.drain(30, in_contact=True)
+
+    first: list[bytes] = []
+    a = fresh(first)
+    feed(a, 0)
+    a.drain(4, in_contact=True)
+    assert a.link.pending_bytes  # a packet is cut between frames here
+    state = json.loads(json.dumps(a.state_dict()))
+    rest: list[bytes] = []
+    b = DownlinkQueue(a.rows.copy(), a.lengths.copy(), 0.7 * CADU_BITS, 1.0, rest.append)
+    b.load_state_dict(state)
+    feed(b, 20)
+    b.drain(30, in_contact=True)
+    assert first + rest == full
+    assert ground(full)[1].stats.packets == 40
+
+
+def test_link_buffers_are_in_the_memory_plan(default_cfg):
+    from flight_sw.memory import allocate_buffers, buffer_sizes_bytes, tm_packet_bytes
+    from flight_sw.tmtc.downlink import link_buffer_specs
+
+    specs = link_buffer_specs(default_cfg.downlink.tm_frame_bytes, tm_packet_bytes(default_cfg))
+    sizes = buffer_sizes_bytes(default_cfg)
+    assert set(specs) <= set(sizes)
+    assert sizes["tmtc.tm_frame"] == 4 + default_cfg.downlink.tm_frame_bytes
+    assert sizes["tmtc.tm_seq_counts"] == 2 * 2048
+    bufs = allocate_buffers(default_cfg)
+    sent: list[bytes] = []
+    q = DownlinkQueue(bufs["tmtc.downlink_queue"], bufs["tmtc.downlink_lengths"], 1e6, 1.0, sent.append,
+                      spacecraft_id=default_cfg.telemetry.spacecraft_id,
+                      tm_frame_bytes=default_cfg.downlink.tm_frame_bytes, link_buffers=bufs)
+    q.push(pus(7))
+    q.drain(1, in_contact=True)
+    assert bytes(bufs["tmtc.tm_frame"]) == sent[0]  # the framer works in the planned buffer
+    assert bufs["tmtc.tm_seq_counts"][0x65] == 1
+    with pytest.raises(ValueError, match="tmtc.tm_vc1_ring: expected shape"):
+        DownlinkQueue(bufs["tmtc.downlink_queue"], bufs["tmtc.downlink_lengths"], 1e6, 1.0, sent.append,
+                      tm_frame_bytes=default_cfg.downlink.tm_frame_bytes + 1, link_buffers=bufs)
+
+
+def test_defaults_follow_the_config_schema(default_cfg):
+    assert (DEFAULT_SPACECRAFT_ID, DEFAULT_TM_FRAME_BYTES) == (0x1AB, 1115)
 
 
 def test_encoder_routes_events_high_and_housekeeping_low():

@@ -11,12 +11,14 @@ import textwrap
 
 import numpy as np
 import pytest
+from spacepackets.ccsds.tm_frame import TmFramePrimaryHeader
 from spacepackets.ecss import PusTm
 
 from flight_sw.config import load_mission_config
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.tm_frames import ASM
 from ground_tools.archive import Archive, ArchiveError, default_db, ingest
-from ground_tools.decode import DATA_OFFSET, DecodeError, decode_file, split_packets
+from ground_tools.decode import DATA_OFFSET, DecodeError, decode_file, packet_stream, split_packets
 
 from .helpers import cli, cli_subprocess, rewrite
 
@@ -86,8 +88,18 @@ def test_a_longer_file_of_the_same_run_adds_only_the_new_packets(run_copy, tmp_p
         assert ar.conn.execute("SELECT count(*) FROM packets").fetchone()[0] == len(packets)
 
 
+def _bare(run_copy) -> bytes:
+    """The run's telemetry rewritten as a bare packet stream (the format of run folders from
+    before the link layer, still accepted): the packet layer's own damage handling."""
+    tm = run_copy / "telemetry.bin"
+    raw = packet_stream(tm.read_bytes(), load_mission_config(run_copy / "config.yaml"))
+    assert raw[:4] != ASM
+    tm.write_bytes(raw)
+    return raw
+
+
 def test_truncated_file_keeps_every_whole_packet(run_copy):
-    raw = (run_copy / "telemetry.bin").read_bytes()
+    raw = _bare(run_copy)
     n = len(split_packets(raw)[0])
     (run_copy / "telemetry.bin").write_bytes(raw[:-30])  # cut into the last packet
     rep = ingest(run_copy)
@@ -99,7 +111,7 @@ def test_truncated_file_keeps_every_whole_packet(run_copy):
 
 
 def test_flipped_bytes_are_counted_and_the_rest_is_kept(run_copy):
-    raw = bytearray((run_copy / "telemetry.bin").read_bytes())
+    raw = bytearray(_bare(run_copy))
     packets = split_packets(bytes(raw))[0]
     offsets = np.cumsum([0] + [len(p) for p in packets])
     raw[offsets[10] + DATA_OFFSET + 3] ^= 0xFF  # payload of packet 10: CRC fails, length fine
@@ -118,14 +130,66 @@ def test_flipped_bytes_are_counted_and_the_rest_is_kept(run_copy):
         assert bad == 3 and reasons == {"CRC mismatch": 2, "corrupted header": 1}
 
 
-def test_random_corruption_never_raises(run_copy):
+@pytest.mark.parametrize("bare", [True, False], ids=["packets", "frames"])
+def test_random_corruption_never_raises(run_copy, bare):
     rng = np.random.default_rng(3)
-    raw = bytearray((run_copy / "telemetry.bin").read_bytes())
+    raw = bytearray(_bare(run_copy) if bare else (run_copy / "telemetry.bin").read_bytes())
+    n = len(split_packets(bytes(raw))[0])
+    damaged = 0
     for pos in rng.integers(0, len(raw), 40):
-        raw[pos] = int(rng.integers(0, 256))
+        damaged += raw[pos] != (new := int(rng.integers(0, 256)))
+        raw[pos] = new
     (run_copy / "telemetry.bin").write_bytes(bytes(raw[: len(raw) - 7]))
     rep = ingest(run_copy)
-    assert rep.bad > 0 and rep.new_packets > 0.8 * len(split_packets(bytes(raw))[0])
+    assert rep.new_packets > 0.8 * n
+    if bare:
+        assert rep.bad > 0
+    else:  # a damaged frame is dropped whole (FECF): its packets are missing, never wrong
+        assert rep.bad == 0 and rep.link["bad_fecf"] >= 1 and damaged > 0
+        assert rep.reasons["link: frame FECF failed"] == rep.link["bad_fecf"]
+        assert rep.reasons["link: octets outside frames"] > 0  # the cut tail
+
+
+def _cadus(raw: bytes, frame_bytes: int) -> list[bytes]:
+    size = 4 + frame_bytes
+    assert len(raw) % size == 0
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+@pytest.mark.parametrize("damage", ["lost", "corrupted"])
+def test_a_frame_lost_or_corrupted_loses_only_its_packets_counted(run_copy, damage):
+    """Drop (or flip a bit in) one frame that carries packets: exactly the packets with an octet
+    in it are missing, the ingest counts them (by sequence count) and the frame gap, and every
+    other packet is archived as sent."""
+    cfg = load_mission_config(run_copy / "config.yaml")
+    tm = run_copy / "telemetry.bin"
+    full = tm.read_bytes()
+    cadus = _cadus(full, cfg.downlink.tm_frame_bytes)
+    carrying = [i for i, c in enumerate(cadus) if TmFramePrimaryHeader.unpack(c[4:]).vc_id != 7]
+    k = carrying[len(carrying) // 2]
+    hit = cadus[k]
+    if damage == "lost":
+        cadus = cadus[:k] + cadus[k + 1 :]
+    else:
+        cadus[k] = hit[:600] + bytes([hit[600] ^ 0x10]) + hit[601:]
+    tm.write_bytes(b"".join(cadus))
+    whole = split_packets(packet_stream(full, cfg))[0]
+    n_before = len(split_packets(packet_stream(b"".join(_cadus(full, cfg.downlink.tm_frame_bytes)[:k]), cfg))[0])
+    got = split_packets(packet_stream(b"".join(cadus), cfg))[0]
+    received = set(got)
+    missing = [p for p in whole if p not in received]
+    assert missing and not set(missing) & set(whole[:n_before])  # nothing completed before frame k
+    assert got == [p for p in whole if p in received]  # the rest arrives, in order, intact
+    assert len(missing) <= 1 + len(hit) // 22  # what one frame can hold (PUS-C TM: 22 octets at least)
+    rep = ingest(run_copy)
+    assert rep.bad == 0 and rep.new_packets == len(whole) - len(missing)
+    assert rep.reasons["link: packets missing (sequence count gaps)"] == len(missing)
+    assert rep.reasons["link: frames lost (master channel count gaps)"] == 1 and rep.link["gaps"] == 1
+    assert rep.link["bad_fecf"] == (damage == "corrupted")
+    assert ("link: frame FECF failed" in rep.reasons) == (damage == "corrupted")
+    with Archive(default_db(run_copy)) as ar:
+        (reasons,) = ar.conn.execute("SELECT reasons FROM ingests").fetchone()
+    assert json.loads(reasons) == rep.reasons
 
 
 def _other_version(pkt: bytes):
@@ -294,7 +358,7 @@ def test_telecommand_verification_reports_are_archived(run_copy):
     extra = [report(1, 5, 100.0), report(3, 5, 100.0), report(7, 5, 101.0), report(1, 6, 200.0),
              report(8, 6, 201.0, ("bad_tle", "tle_line1: checksum 3, expected 7"))]
     tm = run_copy / "telemetry.bin"
-    tm.write_bytes(tm.read_bytes() + b"".join(extra))
+    tm.write_bytes(_bare(run_copy) + b"".join(extra))
     rep = ingest(run_copy)
     assert rep.bad == 0 and rep.new_rows["verifications"] == 5
     with Archive(default_db(run_copy)) as ar:

@@ -150,11 +150,13 @@ def test_verification_reports_of_the_flight_handler_decode_identically(run_copy)
 
     from flight_sw.tmtc.commands import TcHandler
     from flight_sw.tmtc.packets import TmEncoder
+    from ground_tools.decode import packet_stream
     from ground_tools.runfolder import open_run
 
     cfg = open_run(run_copy).cfg
     out: list[bytes] = []
     handler = TcHandler.__new__(TcHandler)  # only the encoder is needed: no NV store, no keys
+    handler.tables = SimpleNamespace(data={})
     handler.fsw = SimpleNamespace(
         tm=TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, lambda pkt, high: out.append(pkt))
     )
@@ -165,8 +167,8 @@ def test_verification_reports_of_the_flight_handler_decode_identically(run_copy)
         tc = PusTc(service=service, message_subtype=1, apid=apid, seq_count=seq + 7)
         handler._execute(tc, 100.0 + seq)
     assert len(out) == 4 + 1 + 1  # ping: accept, start, pong, complete; two acceptance failures
-    telemetry = run_copy / "telemetry.bin"
-    telemetry.write_bytes(telemetry.read_bytes() + b"".join(out))
+    telemetry = run_copy / "telemetry.bin"  # TM frames: the packets they carry, then the new ones
+    telemetry.write_bytes(packet_stream(telemetry.read_bytes(), cfg) + b"".join(out))
     res = xtce.compare_run(run_copy)
     assert not res.mismatches, res.mismatches
     assert res.by_kind.get("verification") == 5 and res.by_kind.get("test") == 1

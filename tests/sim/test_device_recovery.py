@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flight_sw.tmtc import dictionary as d
+from ground_tools.decode import packet_stream, split_packets
 from sim.hil.recovery import SitePayload, run_device_restart
 from tests.flight_sw.conftest import DEFAULT
 
@@ -37,7 +38,7 @@ def test_a_device_server_killed_and_restarted_returns_to_service_and_training_re
     # Back: the next check passed, FDIR returned to TRAINING, and a solve was served by the device.
     assert fsw.mode == "TRAINING"
     assert 0 < r.recovery_s <= fsw.cfg.fdir.device_check_max_s + 120.0
-    reasons = [d.MODE_REASONS[e[2]] for e in _mode_events(r.packets)]
+    reasons = [d.MODE_REASONS[e[2]] for e in _mode_events(split_packets(packet_stream(b"".join(r.cadus), default_cfg))[0])]
     assert reasons[-2:] == ["device_failure", "device_recovered"]
     assert fsw.solver.stats.transport_errors > 0
 
