@@ -16,6 +16,8 @@ MAX_TM_PACKET_BYTES = 256
 #: the HK structure id.
 TM_PACKET_OVERHEAD_BYTES = 24
 HK_TASK_RECORD_BYTES = 22
+#: Files the CFDP receiver can hold at once (one arriving, one waiting to be staged).
+CFDP_FILE_SLOTS = 2
 HK_SA_RECORD_BYTES = 13  # the security-association report (SID 6), per association
 
 
@@ -132,6 +134,7 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.batch_pred_tmp": ((batch,), "int64"),
         "tmtc.downlink_queue": ((cfg.downlink.queue_packets, tm_packet_bytes(cfg)), "uint8"),
         "tmtc.downlink_lengths": ((cfg.downlink.queue_packets,), "uint16"),
+        "tmtc.cfdp_filestore": ((CFDP_FILE_SLOTS, cfg.tmtc.max_upload_bytes), "uint8"),
     }
     plan.update(radiometry_buffer_specs(cfg))
     plan.update(adaptation_buffer_specs(cfg))

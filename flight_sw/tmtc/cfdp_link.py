@@ -241,13 +241,17 @@ class SlotFilestore(VirtualFilestore):
     filestore and unsafe names raise PermissionError, which the destination handler turns into
     FILESTORE_REJECTION."""
 
-    def __init__(self, slots: int, slot_bytes: int):
+    def __init__(self, slots: int, slot_bytes: int, region=None):
+        """`region`: the memory plan's buffer of slots x slot_bytes octets (else allocated here)."""
         if slots < 1 or slot_bytes < 1:
             raise ValueError(
                 f"filestore: slots ({slots}) and slot_bytes ({slot_bytes}) must be >= 1"
             )
         self.slot_bytes = slot_bytes
-        self.region = bytearray(slots * slot_bytes)
+        if region is not None and len(memoryview(region).cast("B")) != slots * slot_bytes:
+            raise ValueError(f"filestore region: {len(memoryview(region).cast('B'))} octets, expected "
+                             f"{slots} x {slot_bytes}")
+        self.region = memoryview(region).cast("B") if region is not None else bytearray(slots * slot_bytes)
         self.names: list[str | None] = [None] * slots
         self.sizes = [0] * slots
         self.sealed = [False] * slots
@@ -478,6 +482,7 @@ class CfdpReceiver:
         nak_interval_s: float = NAK_INTERVAL_S,
         ack_interval_s: float = ACK_INTERVAL_S,
         inactivity_s: float = INACTIVITY_S,
+        region=None,
     ):
         self.apid = cfdp_apid(cfg)
         self.max_pdu = max_pdu_bytes(cfg)
@@ -486,7 +491,7 @@ class CfdpReceiver:
         self.inactivity_s = inactivity_s
         self.clock = MissionClock()
         self.store = SlotFilestore(
-            slots, slot_bytes if slot_bytes is not None else cfg.tmtc.max_upload_bytes
+            slots, slot_bytes if slot_bytes is not None else cfg.tmtc.max_upload_bytes, region
         )
         self.faults = FaultLog()
         local = LocalEntityConfig(self.entity_id, IndicationConfig(), self.faults)

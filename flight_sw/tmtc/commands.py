@@ -37,8 +37,10 @@ from spacepackets.ecss.pus_1_verification import ErrorCode, FailureNotice, Reque
 
 from flight_sw.config.schema import MODES
 from flight_sw.fdir.modes import SAFE
+from flight_sw.memory import CFDP_FILE_SLOTS
 from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc.cfdp_link import CfdpReceiver
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.onboard_tables import OnboardTables
 from flight_sw.tmtc.params import ParamTable
@@ -75,6 +77,8 @@ class TcHandler:
         self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner, store.staging)
         self.params = ParamTable(self.nv, fsw._apply_params)
         self.tables = OnboardTables(cfg, self.nv)
+        #: CFDP class 2 destination (file uplink: model packages), its filestore in fsw.buffers.
+        self.cfdp = CfdpReceiver(cfg, CFDP_FILE_SLOTS, region=fsw.buffers["tmtc.cfdp_filestore"])
         #: Stored commands due to run (released time-tagged ones, triggered event actions).
         self.internal: deque[bytes] = deque()
         fsw.tm.on_event = self._event_action
@@ -204,6 +208,13 @@ class TcHandler:
             return reason
         if not packet:  # a COP-1 control command (Unlock, Set V(R)): done by the FARM
             self.accepted += 1
+            return None
+        if reason is None and (replies := self.cfdp.on_packet(packet, t)) is not None:
+            self.accepted += 1  # a CFDP PDU (its own APID): replies go down at high priority
+            for reply in replies:
+                self.fsw.tm.sink(reply, True)
+            for name, blob in self.cfdp.completed():
+                self._stage_file(name, blob, t)
             return None
         try:
             tc = PusTc.unpack(packet)
@@ -450,6 +461,15 @@ class TcHandler:
         if len(data) < 3:
             raise UploadError("bad_arguments", "expected u16 part index and data")
         self.upload.put_chunk(struct.unpack_from(">H", data)[0], data[2:])
+
+    def _stage_file(self, name: str, blob: bytes, t: float) -> None:
+        """A file CFDP delivered: a model package goes through the signed-manifest checks."""
+        try:
+            m = self.upload.stage_package(blob)
+        except UploadError:
+            self._model_event("refused", 0, 0, t)
+            return
+        self._model_event("verified", m["version"], m["security_counter"], t)
 
     def _upload_verify(self, data: bytes, t: float) -> None:
         m = self.upload.verify()

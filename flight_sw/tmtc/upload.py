@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import re
+import struct
 
 import numpy as np
 
@@ -61,6 +62,17 @@ def parse_version(v: object) -> tuple[int, ...]:
     if not isinstance(v, str) or not re.fullmatch(r"\d{1,4}(\.\d{1,4}){0,3}", v):
         raise UploadError("upload_incompatible", f"min_fsw_version {v!r} is not dotted integers")
     return tuple(int(x) for x in v.split("."))
+
+
+#: A model package delivered as one file (by CFDP): magic, u16 upload key id, 32-byte manifest
+#: HMAC, u32 manifest length, manifest JSON, payload. The same checks as the 23,1 / 13,9 / 23,2
+#: path apply: the file transfer only moves bytes, the manifest signature is what is trusted.
+PACKAGE_MAGIC = b"OLPK"
+PACKAGE_HEAD = struct.Struct(">4sH32sI")
+
+
+def pack_package(key_id: int, signature: bytes, manifest: bytes, payload: bytes) -> bytes:
+    return PACKAGE_HEAD.pack(PACKAGE_MAGIC, key_id, signature, len(manifest)) + manifest + payload
 
 
 def dequantise_head(payload: bytes, shape: tuple[int, int], scales: list[float]) -> np.ndarray:
@@ -186,6 +198,20 @@ class ModelUploader:
         self.nv.data["staging"]["verified"] = True
         self.nv.commit()
         return m
+
+    def stage_package(self, blob: bytes) -> dict:
+        """A whole package file (CFDP): open the session with its signed manifest, stage its
+        parts as if uplinked one by one, verify. Ends VERIFIED (activation stays a command)."""
+        if len(blob) < PACKAGE_HEAD.size or not blob.startswith(PACKAGE_MAGIC):
+            raise UploadError("upload_incompatible", "file is not a model package (magic OLPK)")
+        _, key_id, signature, n = PACKAGE_HEAD.unpack_from(blob)
+        manifest = blob[PACKAGE_HEAD.size : PACKAGE_HEAD.size + n]
+        payload = blob[PACKAGE_HEAD.size + n :]
+        m = self.open_session(key_id, signature, manifest)
+        chunk = m["chunk_size"]
+        for i in range(m["n_chunks"]):
+            self.put_chunk(i, payload[i * chunk : (i + 1) * chunk])
+        return self.verify()
 
     # -- activation ------------------------------------------------------------------------
     @property

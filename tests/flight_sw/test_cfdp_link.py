@@ -11,6 +11,7 @@ from spacepackets.cfdp.pdu import DirectiveType
 from spacepackets.cfdp.pdu.helper import PduFactory
 
 from flight_sw.config import load_mission_config
+from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc import sdls
 from flight_sw.tmtc.cfdp_link import (
     CfdpReceiver,
@@ -263,3 +264,49 @@ def test_contacts_needed_figure(cfg):
         contacts_needed(cfg, KIB64, 0.10, np.random.default_rng(0), 2.0, cfg.tmtc.uplink_rate_bps)
         > 5
     )
+
+
+def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(default_cfg, image):
+    """The whole path: the ground packs the signed package into one file, CFDP class 2 carries it
+    in expedited SDLS frames through the real flight software (10% of PDUs lost each way), the
+    handler stages it through the signed-manifest checks, and fn 6 / fn 7 activate and confirm.
+    A package with a forged manifest signature arrives just as well and is refused."""
+    import numpy as np
+
+    from flight_sw.tmtc.upload import pack_package
+    from ground_tools.cfdp_uplink import CfdpUplink
+    from ground_tools.uplink import Uplinker, package_model
+    from tests.flight_sw.test_tmtc_helpers import Bench
+
+    bench = Bench(default_cfg, image)
+    up = Uplinker(default_cfg, iv_salt=bytes(4))
+    rng = np.random.default_rng(4)
+
+    def transfer(name, blob, seq):
+        ground = CfdpUplink(default_cfg, up, first_seq=seq)  # a new transaction number each
+        ground.put(name, blob, 0.0)
+        t = 0.0
+        while ground.busy and t < 3000.0:
+            t += 1.0
+            while (packet := ground.next_packet(t)) is not None:
+                if rng.random() >= 0.1:
+                    bench.fsw.telecommand(ground.cltu(packet))
+            start = len(bench.tm)
+            bench.fsw.tc.run(t)
+            for raw in bench.tm[start:]:
+                if rng.random() >= 0.1:
+                    ground.on_packet(raw, t)
+        return ground
+
+    pkg = package_model(default_cfg, image.head * 0.98, version=7, parent_version=image.version,
+                        security_counter=2, chunk_size=64)
+    forged = pack_package(pkg.key_id, bytes(32), pkg.manifest_bytes, pkg.payload)
+    transfer("forged.olpk", forged, 1)
+    stages = [d.MODEL_UPLOAD_STAGES[s] for s, *_ in bench.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)]
+    assert stages == ["refused"] and bench.fsw.tc.nv.data["staging"] is None
+    bench.clear()
+    transfer("head_v7.olpk", pack_package(pkg.key_id, pkg.signature, pkg.manifest_bytes, pkg.payload), 2)
+    stages = [d.MODEL_UPLOAD_STAGES[s] for s, *_ in bench.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)]
+    assert stages == ["verified"]
+    bench.send(up.activate(), up.confirm())
+    assert bench.fsw.learner.version == 7 and bench.fsw.tc.nv.data["sc"] == 2
