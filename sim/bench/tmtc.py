@@ -21,6 +21,8 @@
 - ``tmtc.xtce_decoded_share``: share of a 0.25-day default run's packets that an independent
   decoder (space-packet-parser) decodes from the exported XTCE alone exactly as the ground
   decoder does (ground_tools/xtce.py; goal 1.0).
+- ``tmtc.cfdp_contacts_10pct_loss``: contacts a 64 KiB file needs by CFDP class 2 over the
+  mean contact at the uplink rate, 10% of PDUs lost each way (mean of 20 draws; ``_max``).
 - ``tmtc.uplink_contacts_1pct_loss`` / ``tmtc.uplink_contacts_10pct_loss``: contacts the
   default model (the uploadable head, int8, signed) needs over the default mission's
   contact schedule (skyfield truth) at `tmtc.uplink_rate_bps`, frames lost at random;
@@ -251,6 +253,22 @@ def _xtce_share(cfg, log) -> dict[str, float]:
     return {"tmtc.xtce_decoded_share": share, "tmtc.xtce_packets": float(cmp.packets)}
 
 
+def _cfdp(cfg, contacts, quick: bool, log) -> dict[str, float]:
+    """`tmtc.cfdp_contacts_10pct_loss`: contacts a 64 KiB file needs by CFDP class 2 at the
+    mission's uplink rate over the mean contact, 10% of PDUs lost each way (CLTU coding, frame
+    and SDLS overhead counted); mean and worst over seeded loss draws."""
+    from ground_tools.cfdp_uplink import contacts_needed
+
+    contact_s = float(np.mean([c.duration_s for c in contacts]))
+    draws = 5 if quick else 20
+    used = [contacts_needed(cfg, 64 * 1024, 0.10, np.random.default_rng(seed), contact_s,
+                            cfg.tmtc.uplink_rate_bps) for seed in range(draws)]
+    log(f"  CFDP class 2, 64 KiB at {cfg.tmtc.uplink_rate_bps / 1e3:g} kbit/s, 10% loss each way, "
+        f"{contact_s:.0f} s contacts: {np.mean(used):.2f} contacts (max {max(used)}) over {draws} draws")
+    return {"tmtc.cfdp_contacts_10pct_loss": float(np.mean(used)),
+            "tmtc.cfdp_contacts_10pct_loss_max": float(max(used))}
+
+
 def run(quick: bool, log=print) -> dict[str, float]:
     from flight_sw.config import load_mission_config
     from ground_tools.uplink import package_model
@@ -283,6 +301,7 @@ def run(quick: bool, log=print) -> dict[str, float]:
         out[key + "_max"] = float(max(used))
         log(f"  uplink {size} B head at {cfg.tmtc.uplink_rate_bps / 1e3:g} kbit/s, {loss:.0%} loss: "
             f"{np.mean(used):.2f} contacts (max {max(used)}) of {len(contacts)} in {cfg.mission.duration_days:g} d")
+    out |= _cfdp(cfg, contacts, quick, log)
     out["tmtc.uplink_model_bytes"] = float(size)
     out["tmtc.contact_mean_s"] = float(np.mean([c.duration_s for c in contacts]))
     return out
