@@ -170,8 +170,8 @@ class TcHandler:
             self.queue.append(bytes(frame))
 
     def run(self, t: float) -> float:
-        """The tc_handler task: queued frames (as many as the budget pays for), then the trial
-        countdown. -1: nothing to do."""
+        """The tc_handler task: due stored commands (services 11, 19), then queued CLTUs, as many
+        as the budget pays for in all, then the trial countdown. -1: nothing to do."""
         self._note_stable(t)
         if not self.nv.lost:
             self.internal.extend(self.tables.due(t))
