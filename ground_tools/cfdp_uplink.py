@@ -124,9 +124,12 @@ class _Source(SourceHandler):
         self.clock = clock
 
     def _start_positive_ack_procedure(self) -> None:
-        super()._start_positive_ack_procedure()
-        pa = self._params.positive_ack_params
-        pa.ack_timer = MissionCountdown(self.clock, pa.ack_timer.timeout_ms / 1000.0)
+        """cfdp-py 0.7.0's own, with the timer on mission time (its Countdown reads time.time())."""
+        assert self._params.remote_cfg is not None
+        self.states.step = SourceStep.WAITING_FOR_EOF_ACK
+        self._params.positive_ack_params.ack_timer = MissionCountdown(
+            self.clock, self._params.remote_cfg.positive_ack_timer_interval_seconds)
+        self._params.positive_ack_params.ack_counter = 0
 
 
 @dataclass

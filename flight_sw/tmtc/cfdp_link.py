@@ -51,6 +51,7 @@ from cfdppy import (
 )
 from cfdppy.exceptions import ChecksumNotImplemented
 from cfdppy.filestore import VirtualFilestore
+from cfdppy.handler import dest as _cfdp_dest
 from cfdppy.handler.dest import DestHandler, LostSegmentTracker, TransactionStep
 from cfdppy.mib import CheckTimerProvider, DefaultFaultHandlerBase, EntityType
 from cfdppy.user import CfdpUserBase, TransactionFinishedParams
@@ -191,8 +192,28 @@ class MissionCountdown(Countdown):
         return timedelta(seconds=max(0.0, left_s))
 
 
+class _ClockFreeCountdown(Countdown):
+    """What cfdp-py's destination handler builds when it makes its own NAK procedure timer
+    (`Countdown.from_seconds`): spacepackets' Countdown would read `time.time()` there; this one
+    reads nothing, and `adopt` replaces it by a MissionCountdown before it is ever consulted.
+    Installed below as the `Countdown` name of `cfdppy.handler.dest` (pinned cfdp-py 0.7.0), so
+    no wall-clock read happens in the flight software (tests make any read fail)."""
+
+    def __init__(self, init_timeout: timedelta | None):
+        self._timeout_ms = 0 if init_timeout is None else int(init_timeout / timedelta(milliseconds=1))
+        self._start_time_ms = 0
+
+    def timed_out(self) -> bool:
+        raise RuntimeError("cfdp-py consulted its own timer before flight_sw adopted it (mission time)")
+
+    busy = timed_out
+
+
+_cfdp_dest.Countdown = _ClockFreeCountdown
+
+
 def adopt(timer: Countdown | None, clock: MissionClock) -> Countdown | None:
-    """A wall-clock Countdown the library just made, replaced by a mission-time one started now."""
+    """A timer the library just made, replaced by a mission-time one started now."""
     if timer is None or isinstance(timer, MissionCountdown):
         return timer
     return MissionCountdown(clock, timer.timeout_ms / 1000.0)

@@ -38,10 +38,14 @@ def cfg():
 
 
 @pytest.fixture
-def frozen_wall_clock(monkeypatch):
-    """Every wall-clock read in spacepackets' Countdown returns 0: a timer that relied on it
-    would never expire, so a transfer that completes used mission time only."""
-    monkeypatch.setattr("spacepackets.countdown.time_ms", lambda: 0)
+def no_wall_clock(monkeypatch):
+    """Any wall-clock read by spacepackets' Countdown fails the test: onboard (CfdpReceiver) and
+    ground timers run on mission time only."""
+
+    def refuse():
+        raise AssertionError("a CFDP timer read the wall clock")
+
+    monkeypatch.setattr("spacepackets.countdown.time_ms", refuse)
 
 
 class LoggingReceiver(CfdpReceiver):
@@ -61,7 +65,7 @@ def _file(seed: int, n: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
-def test_64k_file_over_lossy_short_contacts_arrives_once(cfg, frozen_wall_clock):
+def test_64k_file_over_lossy_short_contacts_arrives_once(cfg, no_wall_clock):
     data = _file(7, KIB64)
     rx = LoggingReceiver(cfg)
     contact_s = 3.0  # a 64 KiB file needs about 10 s of uplink at 64 kbit/s
@@ -84,7 +88,7 @@ def _pdu(src, packet, telecommand):
     return PduFactory.from_raw(unwrap_pdu(src.apid, packet, telecommand))
 
 
-def test_timers_resume_at_next_pass(cfg, frozen_wall_clock):
+def test_timers_resume_at_next_pass(cfg, no_wall_clock):
     """The pass ends right after the EOF is acknowledged with data missing: the next pass's
     Prompt brings the NAK out, the retransmission completes the file."""
     data = _file(3, 20_000)
@@ -116,7 +120,7 @@ def test_timers_resume_at_next_pass(cfg, frozen_wall_clock):
     assert src.results[-1].ok
 
 
-def test_file_larger_than_the_filestore_is_refused(cfg, frozen_wall_clock):
+def test_file_larger_than_the_filestore_is_refused(cfg, no_wall_clock):
     rx = CfdpReceiver(cfg, slot_bytes=4096)
     n, src, rx, delivered = play_contacts(
         cfg,
@@ -266,7 +270,7 @@ def test_contacts_needed_figure(cfg):
     )
 
 
-def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(default_cfg, image):
+def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(default_cfg, image, no_wall_clock):
     """The whole path: the ground packs the signed package into one file, CFDP class 2 carries it
     in expedited SDLS frames through the real flight software (10% of PDUs lost each way), the
     handler stages it through the signed-manifest checks, and fn 6 / fn 7 activate and confirm.
