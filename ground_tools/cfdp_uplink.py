@@ -36,7 +36,6 @@ from cfdppy import (
 )
 from cfdppy.handler.source import SourceHandler
 from cfdppy.handler.source import TransactionStep as SourceStep
-from cfdppy.user import CfdpUserBase
 from spacepackets.cfdp import ChecksumType, ConditionCode, Direction, PduType, TransmissionMode
 from spacepackets.cfdp.pdu import AckPdu, DirectiveType, PromptPdu
 from spacepackets.cfdp.pdu.ack import TransactionStatus
@@ -54,6 +53,7 @@ from flight_sw.tmtc.cfdp_link import (
     SP_CRC_LEN,
     SP_HEADER_LEN,
     CfdpReceiver,
+    CfdpUser,
     FaultLog,
     MissionCheckTimers,
     MissionClock,
@@ -100,20 +100,6 @@ class _SeqCount(ProvidesSeqCount):
         value = self.next
         self.next = (self.next + 1) % (1 << self.max_bit_width)
         return value
-
-
-class _User(CfdpUserBase):
-    def transaction_indication(self, transaction_indication_params) -> None: ...
-    def eof_sent_indication(self, transaction_id) -> None: ...
-    def transaction_finished_indication(self, params) -> None: ...
-    def metadata_recv_indication(self, params) -> None: ...
-    def file_segment_recv_indication(self, params) -> None: ...
-    def report_indication(self, transaction_id, status_report) -> None: ...
-    def suspended_indication(self, transaction_id, cond_code) -> None: ...
-    def resumed_indication(self, transaction_id, progress) -> None: ...
-    def fault_indication(self, transaction_id, cond_code, progress) -> None: ...
-    def abandoned_indication(self, transaction_id, cond_code, progress) -> None: ...
-    def eof_recv_indication(self, transaction_id) -> None: ...
 
 
 class _Source(SourceHandler):
@@ -183,7 +169,7 @@ class CfdpUplink:
         self.seq = _SeqCount(first_seq)
         self.src = _Source(
             LocalEntityConfig(self.entity_id, IndicationConfig(), self.faults),
-            _User(self.store),
+            CfdpUser(self.store, lambda params: None),
             RemoteEntityConfigTable([remote]),
             MissionCheckTimers(self.clock, eof_ack_interval_s),
             self.seq,

@@ -406,8 +406,9 @@ class SlotFilestore(VirtualFilestore):
 
 
 # -- the destination entity -------------------------------------------------------------------
-class _User(CfdpUserBase):
-    """Indications from the handler; only the end of a transaction matters here."""
+class CfdpUser(CfdpUserBase):
+    """Indications from a cfdp-py handler; only the end of a transaction matters (onboard: the
+    delivered file; the ground's source entity uses it with a no-op)."""
 
     def __init__(self, vfs: SlotFilestore, on_finished):
         super().__init__(vfs)
@@ -532,7 +533,7 @@ class CfdpReceiver:
             nak_timer_interval_seconds=nak_interval_s,
             nak_timer_expiration_limit=NAK_LIMIT,
         )
-        self.user = _User(self.store, self._on_finished)
+        self.user = CfdpUser(self.store, self._on_finished)
         self.dest = _Dest(
             local,
             self.user,
