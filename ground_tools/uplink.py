@@ -80,7 +80,9 @@ class Uplinker:
     under a key while the ARSN grows (default: random per instance)."""
 
     def __init__(self, cfg: MissionConfig, first_seq: int = 1, key_id: int | None = None,
-                 iv_salt: bytes | None = None):
+                 iv_salt: bytes | None = None, packets_only: bool = False):
+        """`packets_only`: every command method returns the bare PUS packet instead of a CLTU
+        (for a command link that frames and protects them itself, e.g. FOP-1's)."""
         import os
 
         self.cfg = cfg
@@ -91,6 +93,7 @@ class Uplinker:
         self.seq = first_seq
         self.pus_seq = 0
         self.iv_salt = iv_salt if iv_salt is not None else os.urandom(4)
+        self.packets_only = packets_only
 
     def use_key(self, material: bytes, service: str) -> None:
         """Sign with another key (after the association was rekeyed to it)."""
@@ -112,8 +115,9 @@ class Uplinker:
         return out
 
     def frame(self, service: int, subtype: int, app_data: bytes = b"") -> bytes:
-        """A CLTU carrying one expedited frame with one command."""
-        return self.protect_cltu(self.packet(service, subtype, app_data))
+        """A CLTU carrying one expedited frame with one command (the packet if `packets_only`)."""
+        packet = self.packet(service, subtype, app_data)
+        return packet if self.packets_only else self.protect_cltu(packet)
 
     def protect_cltu(self, packet: bytes) -> bytes:
         """A CLTU carrying one expedited frame with `packet`."""

@@ -106,3 +106,15 @@ def test_config_validate_diff_package(cfg):
 def test_chunk_limit(cfg, image):
     with pytest.raises(ValueError):
         package_model(cfg, image.head, 2, 1, 2, chunk_size=max_chunk_bytes(cfg) + 1)
+
+
+def test_packets_only_uplinker_returns_the_bare_pus_packets_and_spends_no_arsn(cfg):
+    """A command link that frames and protects packets itself (FOP-1) takes them bare."""
+    from spacepackets.ecss import PusTc
+
+    up = Uplinker(cfg, first_seq=7, packets_only=True)
+    ping, mode = up.ping(), up.mode("SAFE")
+    assert (PusTc.unpack(ping).service, PusTc.unpack(ping).message_subtype) == (17, 1)
+    assert PusTc.unpack(mode).app_data[:2] == bytes([0, 1])
+    assert up.seq == 7  # nothing was protected, so no ARSN was used
+    assert Uplinker(cfg, first_seq=7).ping() != ping  # the default is a CLTU
