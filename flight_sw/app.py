@@ -58,6 +58,7 @@ from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.commands import TcHandler
 from flight_sw.tmtc.downlink import DownlinkQueue
 from flight_sw.tmtc.nv_store import RedundantStore
+from flight_sw.tmtc.packet_store import PacketStore
 from flight_sw.tmtc.packets import TmEncoder
 
 #: Payload acquisition status: night (no pixels), an ordinary scene, a calibration-site scene.
@@ -172,6 +173,8 @@ class FlightSoftware:
             spacecraft_id=cfg.telemetry.spacecraft_id,
             tm_frame_bytes=cfg.downlink.tm_frame_bytes,
             link_buffers=self.buffers,
+            store=PacketStore(self.buffers["tmtc.packet_store"]) if cfg.downlink.store_bytes else None,
+            clock=lambda: self.t_s,
         )
         self.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, self.downlink.push)
         self.modes = ModeManager(cfg, self._mode_event)
@@ -284,6 +287,7 @@ class FlightSoftware:
 
     def idle(self, first_tick: int, n_frames: int, in_contact: bool) -> None:
         """Cross n frames from `first_tick` in which no task is due: only the downlink drains."""
+        self.downlink.link_up = in_contact
         self.downlink.drain(n_frames, in_contact)
         self._tick = first_tick + n_frames - 1
         self.t_s = self._tick * self.frame_s
@@ -298,6 +302,7 @@ class FlightSoftware:
         self._tick = tick
         t = tick * self.frame_s
         self.t_s = t
+        self.downlink.link_up = self.inputs.in_contact  # out of contact, housekeeping is stored (PUS 15)
         out = self.outputs
         out.energy_j = 0.0
         out.predictions_valid = False
@@ -445,6 +450,11 @@ class FlightSoftware:
             self._open_orbit(t)
         return 1e-4
 
+    def _store_hk(self) -> tuple[int, float, int, int]:
+        """(packets held, fill, lost before playback, played back) of the TM store (zeros: none)."""
+        st = self.downlink.store
+        return (0, 0.0, 0, 0) if st is None else (st.count, st.fill, st.lost, st.played_back)
+
     def _device_failed(self) -> bool:
         """The optimizer's health is FAILED (the analog driver; a stub may set `failed`)."""
         return bool(getattr(self.solver, "failed", False)) or getattr(self.solver, "health", 0) == 2
@@ -587,6 +597,7 @@ class FlightSoftware:
             self.tm.events_suppressed,
             *self.tc.boot_record(),
             int(self.tc.nv.lost),
+            *self._store_hk(),
         )
         self.tm.housekeeping(d.HK_CORE_SID, d.HK_CORE_STRUCT.pack(*core_values), t)
         if not self.tc.nv.lost:

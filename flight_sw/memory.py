@@ -141,6 +141,8 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     from flight_sw.tmtc.downlink import link_buffer_specs  # TM frames: VC rings, frame, idle data
 
     plan.update(link_buffer_specs(cfg.downlink.tm_frame_bytes, tm_packet_bytes(cfg)))
+    if cfg.downlink.store_bytes:
+        plan["tmtc.packet_store"] = ((cfg.downlink.store_bytes,), "uint8")  # PUS 15 (packet_store.py)
     if "teacher" in cfg.payload.label_sources:
         from flight_sw.ml.teacher import teacher_buffer_specs
 

@@ -7,10 +7,13 @@ housekeeping and events live in tables derived from it. Decoding is driven by th
 shared dictionary (`flight_sw.tmtc.dictionary`): the `hk_core` columns are the SID-1
 parameters, in dictionary order, so a dictionary change shows up in the schema.
 
-Ingest is idempotent: each packet has a content key (apid, seq, t_s, sha1(raw)),
-unique in `packets`; rows already present are skipped (and the inserts are
-`INSERT OR IGNORE` besides), so ingesting the same file twice, or a longer file of
-the same run later, adds only what is new. A CADU file (ASM + TM frames, what runs
+Ingest is idempotent: each packet has a content key (apid, t_s, sha1 of the packet
+without its sequence count and CRC), unique in `packets`; rows already present are
+skipped (and the inserts are `INSERT OR IGNORE` besides), so ingesting the same file
+twice, or a longer file of the same run later, adds only what is new. The sequence count
+and CRC are left out because they are stamped when a packet leaves for the link: a
+packet of the onboard TM store played back a second time (PUS 15,9) comes down with a
+new count but is the same packet, and is counted as a duplicate. A CADU file (ASM + TM frames, what runs
 write now) is unframed first (`ground_tools.decode.unframe`); what the link lost (bad
 FECF, frame gaps and the packets in them) is counted in the ingest report and its
 reasons. Everything is written in one transaction: a file that cannot be decoded (another dictionary version) leaves the
@@ -70,11 +73,12 @@ from ground_tools.decode import (
     link_problems,
     link_summary,
     packet_frames,
+    store_report,
     unframe,
 )
 from ground_tools.runfolder import INGEST_FILES, RunFolder, RunFolderError, open_run
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the content key leaves out the sequence count and CRC
 DEFAULT_NAME = "archive.sqlite"
 #: PUS service 1 (request verification, dictionary v4+: telecommands) and 17 (test).
 VERIFICATION_SERVICE = getattr(d, "PUS_SERVICE_VERIFICATION", None)
@@ -114,7 +118,7 @@ def schema_statements() -> list[str]:
         "frames INTEGER, new_packets INTEGER, bad INTEGER, reasons TEXT, ingested_utc TEXT)",
         "CREATE TABLE IF NOT EXISTS packets (id INTEGER PRIMARY KEY, apid INTEGER, seq INTEGER, service INTEGER, "
         "subtype INTEGER, struct_id INTEGER, t_s REAL, length INTEGER, crc_ok INTEGER, status TEXT, "
-        "sha1 BLOB NOT NULL, raw BLOB NOT NULL, UNIQUE (apid, seq, t_s, sha1))",
+        "sha1 BLOB NOT NULL, raw BLOB NOT NULL, UNIQUE (apid, t_s, sha1))",
         "CREATE INDEX IF NOT EXISTS packets_time ON packets (t_s)",
         "CREATE INDEX IF NOT EXISTS packets_type ON packets (service, subtype, struct_id, t_s)",
         "CREATE TABLE IF NOT EXISTS rejects (id INTEGER PRIMARY KEY, file_offset INTEGER, length INTEGER, "
@@ -242,8 +246,8 @@ class _Decoder:
             days, ms = _CDS.unpack_from(pkt, TIME_OFFSET)
             t = days * 86400.0 + ms / 1000.0 - off
             apid, seq = h0 & 0x7FF, h1 & 0x3FFF
-            digest = sha1(pkt).digest()
-            key = (apid, seq, t, digest)
+            digest = sha1(pkt[:2] + pkt[4:-CRC_LEN]).digest()  # the count and CRC are the link's
+            key = (apid, t, digest)
             if key in existing:
                 self.duplicates += 1
                 continue
@@ -299,6 +303,8 @@ class _Decoder:
                 rows["verifications"].append(verification_row(pid, t, subtype, data))
             elif service == TEST_SERVICE:
                 pass  # connection test reply: kept in `packets`
+            elif service == d.PUS_SERVICE_STORAGE and store_report(subtype, data) is not None:
+                pass  # TM store content summary / status (15,13 / 15,19): kept in `packets`
             else:
                 status = f"unexpected service {service}/{subtype}"
             if status != "ok":
@@ -490,7 +496,7 @@ def _ingest_locked(run: RunFolder, db: Path, raw: bytes, file_sha1: str) -> Inge
         existing: set = set()
         next_id = 1
         if meta:
-            existing = set(conn.execute("SELECT apid, seq, t_s, sha1 FROM packets"))
+            existing = set(conn.execute("SELECT apid, t_s, sha1 FROM packets"))
             next_id = (conn.execute("SELECT max(id) FROM packets").fetchone()[0] or 0) + 1
         dec = _Decoder(run)
         dec.run(raw, existing, next_id)  # raises DecodeError before anything is written

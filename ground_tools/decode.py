@@ -299,6 +299,16 @@ def parse_header(pkt: bytes) -> PacketHeader | None:
     return PacketHeader(h0 & 0x7FF, h1 & 0x3FFF, service, subtype, days, ms)
 
 
+def store_report(subtype: int, data: bytes) -> dict | None:
+    """A service 15 report (13 content summary, 19 status) of one packet store as {field: value},
+    None when it is neither or its length is not N = 1 and one record."""
+    layout = {13: (d.STORE_CONTENT_SUMMARY, d.STORE_CONTENT_SUMMARY_STRUCT),
+              19: (d.STORE_STATUS, d.STORE_STATUS_STRUCT)}.get(subtype)
+    if layout is None or len(data) != 1 + layout[1].size or data[0] != 1:
+        return None
+    return {p.name: v for p, v in zip(layout[0], layout[1].unpack_from(data, 1), strict=True)}
+
+
 def epoch_offset_s(start_utc: datetime) -> float:
     """Seconds from the CCSDS epoch to the mission start (subtract from CDS seconds)."""
     return (start_utc - CCSDS_EPOCH).total_seconds()
@@ -337,6 +347,7 @@ class Telemetry:
     hk_device: dict[str, np.ndarray] = field(default_factory=dict)  # SID 4, when the dictionary has it
     hk_sa: dict[str, np.ndarray] = field(default_factory=dict)  # SID 6: (n_reports, n_associations) each
     verifications: int = 0  # PUS service 1 / 17 reports (counted, decoded by the archive)
+    store_reports: int = 0  # PUS service 15 reports (`store_report` decodes one)
     events: list[dict] = field(default_factory=list)
     packets: int = 0
     bad_packets: int = 0
@@ -406,6 +417,8 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
             tm.events.append({"t_s": t, "id": eid, "severity": h.subtype, "params": data[2:]})
         elif h.service in tc_services:
             tm.verifications += 1  # telecommand verification / test replies: the archive decodes them
+        elif h.service == d.PUS_SERVICE_STORAGE and store_report(h.subtype, data) is not None:
+            tm.store_reports += 1
         else:
             bad(f"unexpected service {h.service}")
     if core_rows:

@@ -174,6 +174,18 @@ class Uplinker:
         """Enable / disable / delete definitions by id (12,1 12,2 12,6 19,2 19,4 19,5)."""
         return self.frame(service, subtype, bytes([len(ids)]) + b"".join(struct.pack(">H", i) for i in ids))
 
+    # -- service 15: the onboard TM store (flight_sw.tmtc.packet_store) ----------------------
+    def store_request(self, subtype: int, *, time_s: int | None = None, store_ids: tuple[int, ...] = ()) -> bytes:
+        """15,1 15,2 15,11 15,12 15,14 15,15 15,16 15,17 15,18: [u32 time,] N (u8), N x store id
+        (u16; none: every store)."""
+        head = b"" if time_s is None else struct.pack(">I", time_s)
+        ids = bytes([len(store_ids)]) + b"".join(struct.pack(">H", i) for i in store_ids)
+        return self.frame(d.PUS_SERVICE_STORAGE, subtype, head + ids)
+
+    def store_retrieve_range(self, from_s: int, to_s: int, store_id: int = 1) -> bytes:
+        """15,9: play back the packets stored in [from_s, to_s] (s since mission start) once more."""
+        return self.frame(d.PUS_SERVICE_STORAGE, 9, struct.pack(">BHII", 1, store_id, from_s, to_s))
+
     # -- security-association procedures (SDLS 355.1-B subset; flight_sw.tmtc.security) ------
     def sa_stop(self, spi: int) -> bytes:
         return self.function(d.FN_SA_STOP, struct.pack(">H", spi))

@@ -214,6 +214,7 @@ class _Builder:
         self.housekeeping()
         self.events()
         self.verification()
+        self.storage()
         self.commands()
 
     def header(self) -> None:
@@ -483,6 +484,43 @@ class _Builder:
             "17,2 connection test report.",
         )
 
+    def storage(self) -> None:
+        """15,13 content summary and 15,19 status: N (u8) then one record (one packet store)."""
+        n = self.param("store_count", "B", doc="N: packet stores reported (this flight software has one).")
+        for name, sub, params, where in (
+            ("store_content_summary", 13, d.STORE_CONTENT_SUMMARY, "STORE_CONTENT_SUMMARY"),
+            ("store_status", 19, d.STORE_STATUS, "STORE_STATUS"),
+        ):
+            self.leaf(name, self.tm, self._svc(d.PUS_SERVICE_STORAGE, sub),
+                      [n, *self.fields(name, params, where)], f"15,{sub} ({where}).")
+
+    def storage_commands(self, svc) -> None:
+        """Service 15 requests on one packet store: [u32 time,] N = 1, store id (+ range for 15,9)."""
+        u16, u32 = y.uint16_t, y.uint32_t
+
+        def one(name: str, sub: int, doc: str, time_arg: bool = False, extra=()) -> None:
+            args = [y.IntegerArgument("time_s", signed=False, encoding=u32,
+                                      short_description="Onboard time, s since mission start.")] if time_arg else []
+            args += [y.IntegerArgument("store_id", signed=False, encoding=u16, default=1), *extra]
+            cmd = svc(name, d.PUS_SERVICE_STORAGE, sub, doc, abstract=True)
+            entries = [y.ArgumentEntry(a) for a in args[:1]] if time_arg else []
+            entries.append(y.FixedValueEntry("01", "store_n", short_description="N = 1 packet store."))
+            entries += [y.ArgumentEntry(a) for a in args[int(time_arg):]]
+            y.Command(self.system, name + "_1", base=cmd, arguments=args, entries=entries,
+                      short_description=doc + " (one store).")
+
+        one("store_enable", 1, "15,1 enable the storage function")
+        one("store_disable", 2, "15,2 disable the storage function")
+        one("store_retrieve_range", 9, "15,9 start the by-time-range retrieval", extra=[
+            y.IntegerArgument("from_s", signed=False, encoding=u32), y.IntegerArgument("to_s", signed=False, encoding=u32)])
+        one("store_delete_up_to", 11, "15,11 delete the content up to a time", time_arg=True)
+        one("store_report_summary", 12, "15,12 report the content summary (-> 15,13)")
+        one("store_open_start", 14, "15,14 change the open retrieval start time tag", time_arg=True)
+        one("store_resume_open", 15, "15,15 resume open retrieval")
+        one("store_suspend_open", 16, "15,16 suspend open retrieval")
+        one("store_abort_range", 17, "15,17 abort the by-time-range retrieval")
+        one("store_report_status", 18, "15,18 report the status (-> 15,19)")
+
     # -- commands ----------------------------------------------------------------------------
     def commands(self) -> None:
         s = self.system
@@ -596,6 +634,7 @@ class _Builder:
             ],
         )
         svc("upload_verify", d.PUS_SERVICE_FILE, 2, "23,2 verify the staged upload.")
+        self.storage_commands(svc)
 
     def function_args(self, name: str, num: int) -> list:
         st = getattr(d, f"{name}_STRUCT", None) or SA_PROCEDURES.get(num)
@@ -950,6 +989,11 @@ def _reference(
         return "verification", None
     if h.service == d.PUS_SERVICE_TEST:
         return "test", None
+    if h.service == d.PUS_SERVICE_STORAGE and (rec := gd.store_report(h.subtype, data)) is not None:
+        name = "store_content_summary" if h.subtype == 13 else "store_status"
+        expect["store_count"] = 1
+        expect.update({f"{name}_{k}": v for k, v in rec.items()})
+        return name, None
     return f"service_{h.service}", f"decode.py does not decode service {h.service}/{h.subtype}"
 
 

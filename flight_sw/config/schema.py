@@ -753,6 +753,11 @@ class DownlinkConfig:
         1115, doc="Length of every TM Transfer Frame (CCSDS 132.0-B; 1115 octets is the common length "
         "that a Reed-Solomon (255,223) interleave-5 codeblock carries, 131.0-B).", unit="byte", ge=64, le=2048,
     )
+    store_bytes: int = param(
+        262144, doc="Onboard TM store (PUS service 15 packet store): housekeeping generated out of contact is "
+        "kept here, circular, and played back on VC2 at the next contact. 0: no store (it then waits in the "
+        "queue's low-priority ring).", unit="byte", ge=0, le=1 << 30,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

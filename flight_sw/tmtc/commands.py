@@ -40,6 +40,7 @@ from flight_sw.fdir.modes import SAFE
 from flight_sw.memory import CFDP_FILE_SLOTS
 from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
+from flight_sw.tmtc import packet_store as ps
 from flight_sw.tmtc.cfdp_link import CfdpReceiver
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.onboard_tables import OnboardTables
@@ -296,7 +297,7 @@ class TcHandler:
             self._verif(d.TM_START_OK, req, t)
         try:
             action(bytes(tc.app_data), t)
-        except (UploadError, SaError) as e:
+        except (UploadError, SaError, ps.StoreCommandError) as e:
             self._verif(d.TM_COMPLETE_FAIL, req, t, e.code, e.text)
             return
         except Exception as e:  # noqa: BLE001 - a malformed argument must not crash the executive
@@ -314,6 +315,7 @@ class TcHandler:
             (d.PUS_SERVICE_LARGE_PACKET, 9): self._upload_part,
             (d.PUS_SERVICE_FILE, 2): self._upload_verify,
             **self._table_commands,
+            **self._storage_commands,
         }.get((tc.service, tc.message_subtype))
 
     @property
@@ -336,6 +338,67 @@ class TcHandler:
             (act, 5): lambda data, t: tb.set_enabled("actions", data, False),
             (act, 8): switch("actions_on", True), (act, 9): switch("actions_on", False),
         }
+
+    @property
+    def _storage_commands(self) -> dict:
+        """Service 15 on the one packet store (ECSS-E-ST-70-41C 6.15; layouts in docs/tmtc.md)."""
+        sto, rep = d.PUS_SERVICE_STORAGE, self._store_report
+
+        def on_stores(action):
+            def run(data, t):
+                action(self._stores(data, 0))
+            return run
+
+        def at_time(action):
+            def run(data, t):
+                (t_s,) = ps.TIME_STRUCT.unpack_from(data)
+                action(self._stores(data, ps.TIME_STRUCT.size), t_s)
+            return run
+
+        def set_attr(name, value):
+            return on_stores(lambda st: setattr(st, name, value))
+
+        return {
+            (sto, ps.ENABLE_STORAGE): set_attr("storing", True),
+            (sto, ps.DISABLE_STORAGE): set_attr("storing", False),
+            (sto, ps.START_BY_TIME_RANGE): self._store_range,
+            (sto, ps.DELETE_UP_TO): at_time(lambda st, t_s: st.delete_up_to(t_s)),
+            (sto, ps.REPORT_CONTENT_SUMMARY): lambda data, t: rep(ps.CONTENT_SUMMARY_REPORT, data, t),
+            (sto, ps.CHANGE_OPEN_RETRIEVAL_START): at_time(lambda st, t_s: st.move_open_start(t_s)),
+            (sto, ps.RESUME_OPEN_RETRIEVAL): set_attr("open_in_progress", True),
+            (sto, ps.SUSPEND_OPEN_RETRIEVAL): set_attr("open_in_progress", False),
+            (sto, ps.ABORT_BY_TIME_RANGE): set_attr("range_active", False),
+            (sto, ps.REPORT_STATUS): lambda data, t: rep(ps.STATUS_REPORT, data, t),
+        }
+
+    def _stores(self, data: bytes, offset: int) -> ps.PacketStore:
+        """The store named by `N (u8), N x store id (u16)` at `offset` (N = 0: all stores)."""
+        store = self.fsw.downlink.store
+        if store is None:
+            raise ps.StoreCommandError("store_unknown", "this configuration has no TM store (downlink.store_bytes 0)")
+        if len(data) < offset + 1:
+            raise ps.StoreCommandError("bad_arguments", "expected N (u8) and N store ids (u16)")
+        n = data[offset]
+        ids = struct.unpack_from(f">{n}H", data, offset + 1) if len(data) == offset + 1 + 2 * n else None
+        if ids is None:
+            raise ps.StoreCommandError("bad_arguments", f"N = {n}: expected {offset + 1 + 2 * n} octets, got {len(data)}")
+        if any(i != ps.STORE_ID for i in ids):
+            raise ps.StoreCommandError("store_unknown", f"store ids {list(ids)}: the only store is {ps.STORE_ID}")
+        return store
+
+    def _store_range(self, data: bytes, t: float) -> None:
+        """15,9: N (u8), then per store: id (u16), from, to (u32 s since mission start)."""
+        if not data or len(data) != 1 + data[0] * ps.RANGE_STRUCT.size or data[0] == 0:
+            raise ps.StoreCommandError("bad_arguments", "expected N >= 1 (u8), N x (u16 store id, u32 from, u32 to)")
+        for k in range(data[0]):
+            sid, t1, t2 = ps.RANGE_STRUCT.unpack_from(data, 1 + k * ps.RANGE_STRUCT.size)
+            self._stores(struct.pack(">BH", 1, sid), 0).start_range(float(t1), float(t2))
+
+    def _store_report(self, subtype: int, data: bytes, t: float) -> None:
+        """15,12 -> 15,13 content summary, 15,18 -> 15,19 status: N (u8) then the records."""
+        store = self._stores(data, 0)
+        record = store.content_summary() if subtype == ps.CONTENT_SUMMARY_REPORT else store.status()
+        self.fsw.tm.emit(d.PUS_SERVICE_STORAGE, subtype, bytes([1]) + record, t)
 
     # -- actions ------------------------------------------------------------------------------
     def _ping(self, data: bytes, t: float) -> None:

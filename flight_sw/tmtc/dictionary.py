@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 9  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events
+DICTIONARY_VERSION = 10  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 15 TM store (core HK store fields, 15,13 / 15,19 reports)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -81,6 +81,10 @@ HK_CORE: tuple[Param, ...] = (
     Param("boots_unstable", "B", "", "Consecutive boots that did not reach fdir.boot_stable_s of uptime."),
     Param("safe_latch", "B", "", "1 when boot escalation holds the satellite in SAFE until a ground mode command."),
     Param("tc_state_lost", "B", "", "1 when both NV copies of the TC record are damaged (only FN_TC_RECOVER runs)."),
+    Param("store_packets", "I", "packet", "Packets held in the onboard TM store (PUS 15)."),
+    Param("store_fill", "f", "", "Share of the TM store's octets in use."),
+    Param("store_lost", "I", "packet", "Stored packets overwritten before open retrieval played them back."),
+    Param("store_played_back", "I", "packet", "Stored packets played back on VC2 (both retrievals) since start."),
 )
 
 #: SID 2: one record per task, every `housekeeping` run: the per-task counters.
@@ -231,6 +235,25 @@ ADAPTATION_UPDATE: tuple[Param, ...] = (
 )
 
 
+#: Service 15 reports (flight_sw.tmtc.packet_store): source data is N (u8, the number of packet
+#: stores: 1) then one record per store. TM[15,13] packet store content summary (70-41C 8.15.2.9):
+STORE_CONTENT_SUMMARY: tuple[Param, ...] = (
+    Param("store_id", "H", "", "Packet store id (1: housekeeping generated out of contact)."),
+    Param("oldest_s", "I", "s", "Storage time of the oldest packet, s since mission start (0: empty)."),
+    Param("newest_s", "I", "s", "Storage time of the newest packet."),
+    Param("open_start_s", "I", "s", "Storage time of the next packet open retrieval sends."),
+    Param("fill_pct", "B", "%", "Share of the store's octets in use."),
+    Param("open_fill_pct", "B", "%", "Share of the store's octets open retrieval has still to send."),
+)
+#: TM[15,19] packet store status (70-41C 8.15.2.13):
+STORE_STATUS: tuple[Param, ...] = (
+    Param("store_id", "H", "", "Packet store id."),
+    Param("storage_enabled", "B", "", "1 when the storage function is enabled (15,1 / 15,2)."),
+    Param("open_retrieval", "B", "", "1 when open retrieval is in progress, 0 suspended (15,15 / 15,16)."),
+    Param("range_retrieval", "B", "", "1 while a by-time-range retrieval runs (15,9 / 15,17)."),
+)
+
+
 def struct_of(params: tuple[Param, ...]) -> struct.Struct:
     return struct.Struct(">" + "".join(p.fmt for p in params))
 
@@ -243,6 +266,8 @@ TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)
 ADAPTATION_UPDATE_STRUCT = struct_of(ADAPTATION_UPDATE)
 HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
+STORE_CONTENT_SUMMARY_STRUCT = struct_of(STORE_CONTENT_SUMMARY)
+STORE_STATUS_STRUCT = struct_of(STORE_STATUS)
 SID_STRUCT = struct.Struct(">H")
 EVENT_ID_STRUCT = struct.Struct(">H")
 
@@ -262,6 +287,7 @@ TC_FAILURES = (
     "upload_too_large", "trial_none", "trial_validation_failed", "param_out_of_bounds", "param_unknown",
     "param_none_staged", "unknown_key", "apid_mismatch", "calibration_no_previous",
     "last_command_sa", "sa_operational", "wrong_key_purpose", "recovery_refused", "table_full",
+    "store_unknown", "store_busy",
 )
 
 PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments
@@ -272,6 +298,10 @@ PUS_SERVICE_FILE = 23  # 23,1 open upload session (signed manifest), 23,2 verify
 PUS_SERVICE_SCHEDULE = 11  # time-based scheduling (onboard_tables.py): 11,1/2 enable/disable, 11,3 reset, 11,4 insert
 PUS_SERVICE_MONITORING = 12  # on-board monitoring: 12,1/2 enable/disable defs, 12,5 add, 12,6 delete, 12,15/16 function
 PUS_SERVICE_EVENT_ACTION = 19  # event-action: 19,1 add, 19,2 delete, 19,4/5 enable/disable defs, 19,8/9 function
+#: Storage and retrieval (packet_store.py): 15,1/2 enable/disable storage, 15,9 by-time-range retrieval,
+#: 15,11 delete up to a time, 15,12 -> 15,13 content summary, 15,14 open-retrieval start, 15,15/16
+#: resume/suspend open retrieval, 15,17 abort by-time-range, 15,18 -> 15,19 status.
+PUS_SERVICE_STORAGE = 15
 #: PUS-C TC acknowledgement flags (ECSS-E-ST-70-41C 7.4.3.1): which success reports the sender
 #: wants; failure reports are always sent.
 ACK_ACCEPTANCE, ACK_START, ACK_PROGRESS, ACK_COMPLETION = 0b0001, 0b0010, 0b0100, 0b1000

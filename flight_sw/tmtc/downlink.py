@@ -12,9 +12,16 @@ dropped silently.
 
 The link is CCSDS TM Transfer Frames (132.0-B, `tm_frames.TmDownlink`) behind the ASM:
 
-- Virtual channels: EVENT and HIGH go on VC1 (events first), LOW on VC0, idle frames on
-  VC7. One channel for everything urgent keeps the ground's view simple (VC1 is "read
-  first") and the EVENT-before-HIGH order is kept by the order packets enter it.
+- Virtual channels: EVENT and HIGH go on VC1 (events first), LOW on VC0, the playback of
+  the onboard TM store (PUS 15, packet_store.py) on VC2, idle frames on VC7. One channel
+  for everything urgent keeps the ground's view simple (VC1 is "read first") and the
+  EVENT-before-HIGH order is kept by the order packets enter it. Playback takes what real
+  time leaves: VC1, then VC0, then VC2.
+- The TM store: while no station hears the satellite (`link_up` False, set by the
+  executive each tick), LOW packets are stored (when its storage function is enabled)
+  instead of waiting in the LOW ring, with the storage time from `clock()`; at the next
+  contact open retrieval plays them back. EVENT and HIGH packets always wait in their rings:
+  they are what the operators read first at AOS.
 - Sequence counts: the 14-bit count of each APID is stamped when a packet leaves its ring
   for a frame (the PUS-C CRC recomputed), not when it was packed, so the ground sees every
   APID's counts strictly increase (mod 2^14) although EVENT overtakes LOW. For that the
@@ -46,6 +53,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from flight_sw.config.schema import DownlinkConfig, TelemetryConfig
+from flight_sw.tmtc.packet_store import PacketStore
 from flight_sw.tmtc.tm_frames import (
     ASM,
     MIN_PACKET_BYTES,
@@ -69,6 +77,7 @@ CLCW_REFRESH_MINOR_FRAMES = 10
 #: Virtual channels: housekeeping, events and the other high-priority reports, idle frames.
 VC_LOW = 0
 VC_HIGH = 1
+VC_PLAYBACK = 2
 VC_IDLE = 7
 #: CLCW sent while no COP is wired (232.0-B 4.2.1.4): control word type 0, version 0, COP in
 #: Effect '00' (not COP-1: a FOP-1 ignores the word), VC 0, every flag and count zero.
@@ -92,7 +101,7 @@ def link_channels(frame_bytes: int, row_bytes: int) -> tuple[tuple[int, int], ..
     """(VC, ring octets) in priority order. A channel is topped up to one data field only,
     so its ring needs a data field plus the largest packet (one queue row)."""
     ring = data_field_bytes(frame_bytes) + row_bytes
-    return ((VC_HIGH, ring), (VC_LOW, ring))
+    return ((VC_HIGH, ring), (VC_LOW, ring), (VC_PLAYBACK, ring))
 
 
 def link_buffer_specs(frame_bytes: int, row_bytes: int) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -149,6 +158,17 @@ class _Ring:
         self.head, self.count, self.overflow = s
 
 
+class _Retrievable:
+    """The store seen as a source with a `count` (1 while a packet waits for playback)."""
+
+    def __init__(self, store: PacketStore):
+        self.store = store
+
+    @property
+    def count(self) -> int:
+        return int(self.store.retrievable)
+
+
 class DownlinkQueue:
     def __init__(
         self,
@@ -161,9 +181,13 @@ class DownlinkQueue:
         spacecraft_id: int = DEFAULT_SPACECRAFT_ID,
         tm_frame_bytes: int = DEFAULT_TM_FRAME_BYTES,
         link_buffers: Mapping[str, np.ndarray] | None = None,
+        store: PacketStore | None = None,
+        clock: Callable[[], float] = lambda: 0.0,
     ):
         """`sink(cadu)` receives each ASM + TM Transfer Frame (a copy). `link_buffers`: the
-        memory plan's buffers (names of `link_buffer_specs`), None to allocate them here."""
+        memory plan's buffers (names of `link_buffer_specs`), None to allocate them here.
+        `store`: the onboard TM store (None: none; LOW packets then always wait in their ring);
+        `clock()`: onboard time [s], the storage time of stored packets."""
         self.rows = rows
         self.lengths = lengths
         n, self.row_bytes = rows.shape
@@ -197,7 +221,11 @@ class DownlinkQueue:
         self.link = TmDownlink(spacecraft_id, tm_frame_bytes, self._clcw, link_channels(tm_frame_bytes, self.row_bytes),
                                VC_IDLE, buffers={k.removeprefix("tmtc.tm_"): v for k, v in bufs.items()})
         self.cadu_bits = 8 * (len(ASM) + tm_frame_bytes)
-        self._vc_high, self._vc_low = self.link.queues
+        self._vc_high, self._vc_low, self._vc_playback = self.link.queues
+        self.store = store
+        self.clock = clock
+        #: True while a ground station hears the satellite (the executive sets it every tick).
+        self.link_up = False
         self._data_field = len(self.link.framer.data_field)
 
     @property
@@ -227,6 +255,9 @@ class DownlinkQueue:
                              f"CCSDS space packet ending in its PUS-C CRC-16, at least "
                              f"{max(MIN_PACKET_BYTES, SPACE_PACKET_HEADER_BYTES + PEC_BYTES)} octets")
         if not high:
+            store = self.store
+            if store is not None and store.storing and not self.link_up:
+                return store.store(packet, self.clock())
             return self.low.push(packet)
         is_event = n > PUS_TM_SERVICE_BYTE and packet[PUS_TM_SERVICE_BYTE] == PUS_SERVICE_EVENT
         return (self.event if is_event else self.high).push(packet)
@@ -259,7 +290,8 @@ class DownlinkQueue:
         return self._since_frame >= CLCW_REFRESH_MINOR_FRAMES or bytes(self.clcw_source()) != self._last_clcw
 
     def _pending(self) -> bool:
-        return bool(self.link.pending_bytes or self.event.count or self.high.count or self.low.count)
+        return bool(self.link.pending_bytes or self.event.count or self.high.count or self.low.count
+                    or self.store is not None and self.store.retrievable)
 
     def _select(self):
         """The channel of the next data frame: the one with octets in progress, else by priority."""
@@ -270,19 +302,25 @@ class DownlinkQueue:
             return self._vc_high
         if self.low.count:
             return self._vc_low
+        if self.store is not None and self.store.retrievable:
+            return self._vc_playback
         return None
 
     def _top_up(self, queue) -> None:
         """Move packets into `queue` up to one data field, stamping their sequence counts."""
         if queue is self._vc_high:
-            rings = (self.event, self.high)
+            sources = ((self.event, self.event.pop_view), (self.high, self.high.pop_view))
         elif self.event.count or self.high.count:
-            return  # finish the housekeeping in progress, then VC1 goes first
+            return  # finish the frame in progress, then VC1 goes first
+        elif queue is self._vc_low:
+            sources = ((self.low, self.low.pop_view),)
+        elif self.low.count:
+            return  # real-time housekeeping before playback
         else:
-            rings = (self.low,)
-        for ring in rings:
-            while ring.count and queue.pending_bytes < self._data_field:
-                packet = ring.pop_view()
+            sources = ((_Retrievable(self.store), self.store.retrieve_view),)
+        for source, pop in sources:
+            while source.count and queue.pending_bytes < self._data_field:
+                packet = pop()
                 self._stamp(packet)
                 if not queue.push(packet):  # cannot happen: the ring holds a field plus a row
                     raise RuntimeError(f"vc{queue.vcid} ring full: sized below a data field plus a row")
@@ -307,7 +345,8 @@ class DownlinkQueue:
         seq = [[apid, int(c)] for apid, c in enumerate(self._seq) if c]
         return {"event": self.event.state(), "high": self.high.state(), "low": self.low.state(), "sent": self.sent,
                 "allowance_bits": self._allowance_bits, "seq_counts": seq, "link": self.link.state_dict(),
-                "since_frame": self._since_frame, "last_clcw": self._last_clcw.hex()}
+                "since_frame": self._since_frame, "last_clcw": self._last_clcw.hex(), "link_up": self.link_up,
+                "store": None if self.store is None else self.store.state_dict()}
 
     def load_state_dict(self, s: dict) -> None:
         self.event.load(s["event"])
@@ -316,6 +355,9 @@ class DownlinkQueue:
         self.sent = s["sent"]
         self._allowance_bits = s["allowance_bits"]
         self._since_frame, self._last_clcw = s["since_frame"], bytes.fromhex(s["last_clcw"])
+        self.link_up = s["link_up"]
+        if self.store is not None:
+            self.store.load_state_dict(s["store"])
         self._seq[:] = 0
         for apid, c in s["seq_counts"]:
             self._seq[apid] = c

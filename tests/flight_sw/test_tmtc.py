@@ -327,3 +327,81 @@ def test_the_downlink_queue_rows_hold_the_task_table_report(default_cfg):
     many = replace(default_cfg, tasks=default_cfg.tasks * 3)
     need = TM_PACKET_OVERHEAD_BYTES + d.HK_TASK_STRUCT.size * len(many.tasks)
     assert tm_packet_bytes(many) >= need > 256
+
+
+def stored_queue(sent: list, store_bytes: int, rate_bps: float = 3 * CADU_BITS):
+    from flight_sw.tmtc.packet_store import PacketStore
+
+    clock = {"t": 0.0}
+    q = DownlinkQueue(np.zeros((64, 256), np.uint8), np.zeros(64, np.uint16), rate_bps, 1.0, sent.append,
+                      store=PacketStore(np.zeros(store_bytes, np.uint8)), clock=lambda: clock["t"])
+    return q, clock
+
+
+def test_housekeeping_out_of_contact_is_stored_and_played_back_on_vc2_after_real_time():
+    """PUS 15: what nobody hears is kept and comes down at the next contact, on its own channel,
+    behind the events and the real-time housekeeping, with every APID's counts still in order."""
+    sent: list[bytes] = []
+    q, clock = stored_queue(sent, 64 * 1024)
+    emitted: list[bytes] = []
+
+    def tap(packet: bytes, high: bool = False) -> None:
+        emitted.append(packet)
+        q.push(packet, high)
+
+    enc = TmEncoder(0x65, START, tap)
+    for tick in range(300):
+        clock["t"] = float(tick)
+        q.link_up = 200 <= tick < 260
+        enc.housekeeping(d.HK_CORE_SID, bytes([tick % 256]) * 60, tick)
+        if tick % 50 == 0:
+            enc.event(d.EVENT_CONTACT, "info", b"\x01", tick)
+        q.drain(1, in_contact=q.link_up)
+        if tick == 259:
+            heard = len(emitted)  # what was emitted up to the end of the contact
+        if tick == 199:
+            assert q.low.count == 0 and q.store.count == 200  # the low ring waited for nothing
+            assert sent == []
+    packets, res = ground(sent)
+    assert set(res.packets) == {0, 1, 2}  # housekeeping, events, playback
+    first_vc = [vc for vc, _ in res.in_order]
+    assert first_vc[:4] == [1, 1, 1, 1]  # the four events of the gap first
+    assert first_vc.index(2) > first_vc.index(0)  # real time before playback
+    counts = [PusTm.unpack(p, timestamp_len=7).seq_count for p in packets]
+    assert counts == list(range(len(packets)))  # one APID: stamped at downlink, strictly increasing
+    # the 200 stored packets all came down (60 s of contact at 3 frames/s is plenty), in time order,
+    # and nothing was lost or duplicated
+    playback = [bytes(p) for vc, p in res.in_order if vc == 2]
+    assert [PusTm.unpack(p, timestamp_len=7).source_data[2] for p in playback] == list(range(200))
+
+    def masked(r: bytes) -> bytes:
+        return bytes(r[:2] + r[4:-2])
+
+    assert Counter(masked(r) for r in packets) == Counter(masked(r) for r in emitted[:heard])
+    assert q.store.count == 240 and q.count == 0  # played back, kept (70-41C 6.15.3.4); 40 more since
+    assert q.store.played_back == 200 and q.store.lost == 0
+
+
+def test_a_full_store_overwrites_the_oldest_and_counts_them_as_lost():
+    sent: list[bytes] = []
+    size = len(PusTm(service=3, message_subtype=25, timestamp=bytes(7), source_data=bytes(70), apid=0x65).pack())
+    q, clock = stored_queue(sent, 10 * (10 + size))  # room for ten
+    enc = TmEncoder(0x65, START, q.push)
+    for tick in range(25):
+        clock["t"] = float(tick)
+        enc.housekeeping(d.HK_CORE_SID, bytes([tick]) * 68, tick)  # SID + 68 octets: `size` each
+    assert q.store.count == 10 and q.store.lost == 15 and q.overflow == 0
+    q.link_up = True
+    q.drain(20, in_contact=True)
+    packets, _ = ground(sent)
+    assert [PusTm.unpack(p, timestamp_len=7).source_data[2] for p in packets] == list(range(15, 25))
+
+
+def test_with_storage_disabled_housekeeping_waits_in_the_low_ring_as_before():
+    sent: list[bytes] = []
+    q, _ = stored_queue(sent, 4096)
+    q.store.storing = False  # TC[15,2]
+    enc = TmEncoder(0x65, START, q.push)
+    for tick in range(5):
+        enc.housekeeping(d.HK_CORE_SID, bytes(10), tick)
+    assert q.low.count == 5 and q.store.count == 0

@@ -381,3 +381,29 @@ def test_calibration_updates_are_archived_with_their_reasons(run_copy):
     assert len([e for e in events if " committed " in e["detail"]]) == summary["calibration_committed"] >= 1
     assert events[0]["detail"].startswith("calibration table v1 committed (commissioning)")
     assert int(hk["cal_version"][-1]) == summary["calibration_version"]
+
+
+def test_a_packet_played_back_again_with_a_new_sequence_count_is_a_duplicate(run_copy):
+    """PUS 15,9 replays stored packets; the downlink stamps a new count (and CRC) on each, so the
+    archive's content key leaves both out: the replay adds no row, a real new packet does."""
+    import binascii
+
+    raw = _bare(run_copy)
+    packets = split_packets(raw)[0]
+    hk = [p for p in packets if p[7] == d.PUS_SERVICE_HK][:5]
+
+    def restamped(p: bytes, seq: int) -> bytes:
+        b = bytearray(p)
+        b[2], b[3] = (b[2] & 0xC0) | (seq >> 8), seq & 0xFF
+        b[-2:] = binascii.crc_hqx(bytes(b[:-2]), 0xFFFF).to_bytes(2, "big")
+        return bytes(b)
+
+    replay = [restamped(p, 9000 + i) for i, p in enumerate(hk)]
+    assert all(r != p for r, p in zip(replay, hk, strict=True))
+    changed = bytearray(hk[0])
+    changed[-3] ^= 1  # one parameter octet differs: another packet
+    changed[-2:] = binascii.crc_hqx(bytes(changed[:-2]), 0xFFFF).to_bytes(2, "big")
+    (run_copy / "telemetry.bin").write_bytes(raw + b"".join(replay) + bytes(changed))
+    rep = ingest(run_copy)
+    assert rep.duplicates == len(replay) and rep.bad == 0
+    assert rep.new_packets == len(packets) + 1

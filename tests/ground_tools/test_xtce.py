@@ -172,3 +172,34 @@ def test_verification_reports_of_the_flight_handler_decode_identically(run_copy)
     res = xtce.compare_run(run_copy)
     assert not res.mismatches, res.mismatches
     assert res.by_kind.get("verification") == 5 and res.by_kind.get("test") == 1
+
+
+def test_service_15_reports_decode_identically_and_the_requests_are_exported(run_copy, xml_text):
+    """TM[15,13] and TM[15,19] of a real packet store, packed by the flight encoder and appended
+    to a copy of the run; the XTCE decoder must read every field as decode.store_report does."""
+    import numpy as np
+
+    from flight_sw.tmtc.packet_store import PacketStore
+    from flight_sw.tmtc.packets import TmEncoder
+    from ground_tools.decode import packet_stream
+    from ground_tools.runfolder import open_run
+
+    cfg = open_run(run_copy).cfg
+    store = PacketStore(np.zeros(4096, np.uint8))
+    for i in range(7):
+        store.store(bytes(40 + i), 1000.0 + 30 * i)
+    store.retrieve_view()
+    store.open_in_progress = False
+    out: list[bytes] = []
+    enc = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, lambda pkt, high: out.append(pkt))
+    enc.emit(d.PUS_SERVICE_STORAGE, 13, bytes([1]) + store.content_summary(), 2000.0)
+    enc.emit(d.PUS_SERVICE_STORAGE, 19, bytes([1]) + store.status(), 2001.0)
+    telemetry = run_copy / "telemetry.bin"
+    telemetry.write_bytes(packet_stream(telemetry.read_bytes(), cfg) + b"".join(out))
+    res = xtce.compare_run(run_copy)
+    assert not res.mismatches, res.mismatches
+    assert res.by_kind.get("store_content_summary") == 1 and res.by_kind.get("store_status") == 1
+    commands = {c.get("name") for c in _root(xml_text).iterfind(".//x:MetaCommand", NS)}
+    assert {f"store_{n}_1" for n in ("enable", "disable", "retrieve_range", "delete_up_to", "report_summary",
+                                     "open_start", "resume_open", "suspend_open", "abort_range",
+                                     "report_status")} <= commands
