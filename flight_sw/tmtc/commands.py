@@ -42,6 +42,7 @@ from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc import packet_store as ps
 from flight_sw.tmtc.cfdp_link import CfdpReceiver
+from flight_sw.tmtc.cltu import START_SEQUENCE
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.onboard_tables import OnboardTables
 from flight_sw.tmtc.params import ParamTable
@@ -163,8 +164,13 @@ class TcHandler:
 
     # -- queue and task ---------------------------------------------------------------------
     def enqueue(self, frame: bytes, t: float) -> None:
+        """Queue a CLTU for the next run. What a receiver would not take as a CLTU (no start
+        sequence) or cannot be one (too long) is refused here and takes no queue slot, so noise
+        cannot crowd out real commands."""
         if len(frame) > self.link.max_cltu:
             self._reject("too_long", 0, 0, t)
+        elif frame[:len(START_SEQUENCE)] != START_SEQUENCE:
+            self._reject("bad_cltu", 0, 0, t)
         elif len(self.queue) >= self.queue_max:
             self._reject("queue_full", 0, 0, t)
         else:

@@ -3,7 +3,9 @@
 Hypothesis drives a real flight software through random sequences of what can happen to a
 command path: security-association procedures with random arguments (signed by any
 association, operational or not), pings, floods of garbage, mode commands, reboots, power
-cuts in the middle of an NV write, and upsets that damage both NV copies. After every step a
+cuts in the middle of an NV write, upsets that damage both NV copies, and onboard automation
+loaded by the ground: time-tagged commands (PUS 11), monitoring definitions (PUS 12) and
+event-actions (PUS 19) whose stored command is any of the above. After every step a
 model ground, which knows only what a real ground knows (its keys, the ARSNs it used, and
 the telemetry: refusal events with the onboard ARSN, the lost-state nonce), must get a ping
 and a mode command through. A sequence after which it cannot is a lockout.
@@ -179,6 +181,46 @@ class CommandPathMachine(RuleBasedStateMachine):
     @rule(signer=st.integers(0, 3), mode=st.sampled_from(["SAFE", "NOMINAL", "TRAINING"]))
     def mode(self, signer, mode):
         self._send(self._signer(signer).mode(mode))
+
+    def _stored(self, up, kind: int, spi: int, arg: int) -> bytes:
+        """A stored command: an SA procedure, a mode, a task switch or a recovery (bare packet)."""
+        fn = (d.FN_SA_STOP, d.FN_SA_START, d.FN_SA_REKEY, d.FN_SA_SET_ARSN, d.FN_MODE, d.FN_TASK_DISABLE,
+              d.FN_TC_RECOVER)[kind]
+        args = {d.FN_SA_REKEY: struct.pack(">HH", spi, arg % 4), d.FN_SA_SET_ARSN: struct.pack(">HQ", spi, arg),
+                d.FN_MODE: bytes([arg % 3]), d.FN_TASK_DISABLE: bytes([arg % 16]),
+                d.FN_TC_RECOVER: d.TC_RECOVER_STRUCT.pack(arg, arg, 0)}.get(fn, struct.pack(">H", spi))
+        return up.packet(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(fn) + args)
+
+    @rule(signer=st.integers(0, 3), kind=st.integers(0, 6), spi=st.sampled_from([1, 2, 3]),
+          arg=st.one_of(st.integers(0, 3000), st.just(ARSN_SET_MAX)),
+          when=st.sampled_from(["schedule", "event_action"]),
+          event=st.sampled_from([d.EVENT_TC_REJECTED, d.EVENT_CONTACT, d.EVENT_BOOT, d.EVENT_MODE_CHANGE,
+                                 d.EVENT_SA_STATUS, d.EVENT_MONITOR_CHECK]),
+          delay_s=st.integers(0, 100))
+    def automation(self, signer, kind, spi, arg, when, event, delay_s):
+        """The ground loads a stored command: time-tagged, or run on an event."""
+        up = self._signer(signer)
+        packet = self._stored(up, kind, spi, arg)
+        if when == "schedule":
+            self._send(up.schedule([(int(self.fsw.t_s) + delay_s, packet)]))
+        else:
+            self._send(up.event_action_add(event, packet))
+
+    @rule(signer=st.integers(0, 3), field=st.sampled_from(["tc_rejected", "tc_accepted", "boot_count", "mode"]),
+          high=st.sampled_from([0.0, 1.0, 1e9]))
+    def monitor(self, signer, field, high):
+        """A monitoring definition that may trip at the next housekeeping (event EVENT_MONITOR_CHECK)."""
+        self._send(self._signer(signer).monitor_add(1, field, -1.0, high, d.EVENT_MONITOR_CHECK))
+
+    @rule(seconds=st.integers(1, 200))
+    def time_passes(self, seconds):
+        """Time-tagged commands fall due; housekeeping runs its monitors."""
+        self.fsw.t_s += seconds
+        try:
+            self.fsw._task_housekeeping(self.fsw.t_s)
+            self.fsw.tc.run(self.fsw.t_s)
+        except PowerCut:
+            self._boot()
 
     @rule()
     def reboot(self):

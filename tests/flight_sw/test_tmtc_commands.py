@@ -167,3 +167,20 @@ def test_calibration_commands_roll_back_and_ask(bench, default_cfg):
     cal.slot_versions[1 - cal.active] = -1  # a diffuser sweep is overwriting the previous table
     bench.send(up.calibration_rollback())
     assert bench.verification()[-1][:2] == (8, "calibration_no_previous") and cal.version == 4
+
+
+def test_noise_without_a_cltu_start_sequence_takes_no_queue_slot(bench, default_cfg):
+    """A receiver takes a CLTU only from its start sequence: noise is refused (bad_cltu) at once,
+    so a burst of it never fills the queue ahead of a real command."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    up = uplinker(default_cfg)
+    noise = [b"\x00" + rng.bytes(100) for _ in range(3 * default_cfg.tmtc.tc_queue_frames)]
+    for junk in noise:
+        bench.fsw.telecommand(junk)
+    bench.fsw.telecommand(up.ping())
+    assert len(bench.fsw.tc.queue) == 1
+    assert {r[0] for r in bench.rejections()} == {"bad_cltu"}
+    bench.fsw.tc.run(0.0)
+    assert bench.fsw.tc.accepted == 1
