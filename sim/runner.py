@@ -348,6 +348,14 @@ def _run(
     return RunResult(out_dir, summary)
 
 
+def _store_summary(store) -> dict:
+    """The onboard TM store (PUS 15) at the end: stored, played back, waiting, lost."""
+    if store is None:
+        return {}
+    return {"store_packets_stored": store.stored, "store_packets_played_back": store.played_back,
+            "store_packets_waiting_at_end": store.open_pending, "store_packets_lost": store.lost}
+
+
 def _mean_in(t: np.ndarray, v: np.ndarray, lo: float, hi: float) -> float:
     m = (t >= lo) & (t < hi)
     return float(np.mean(v[m])) if m.any() else float("nan")
@@ -404,5 +412,6 @@ def _summary(cfg, fsw, world, days, seed, acc_t, acc_onboard, acc_frozen, downli
         "bytes_downlinked": downlinked[1],
         "downlink_backlog_at_end": fsw.downlink.count,
         "downlink_overflow": fsw.downlink.overflow,
+        **_store_summary(fsw.downlink.store),
     }
     return out

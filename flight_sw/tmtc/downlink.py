@@ -223,6 +223,7 @@ class DownlinkQueue:
         self.cadu_bits = 8 * (len(ASM) + tm_frame_bytes)
         self._vc_high, self._vc_low, self._vc_playback = self.link.queues
         self.store = store
+        self._playback = None if store is None else (_Retrievable(store), store.retrieve_view)
         self.clock = clock
         #: True while a ground station hears the satellite (the executive sets it every tick).
         self.link_up = False
@@ -317,7 +318,7 @@ class DownlinkQueue:
         elif self.low.count:
             return  # real-time housekeeping before playback
         else:
-            sources = ((_Retrievable(self.store), self.store.retrieve_view),)
+            sources = (self._playback,)
         for source, pop in sources:
             while source.count and queue.pending_bytes < self._data_field:
                 packet = pop()

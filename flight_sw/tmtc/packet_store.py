@@ -231,6 +231,11 @@ class PacketStore:
         return n
 
     @property
+    def open_pending(self) -> int:
+        """Packets open retrieval has still to send."""
+        return self.next_index - self._valid(self._open).index
+
+    @property
     def fill(self) -> float:
         return self.used / self.capacity
 

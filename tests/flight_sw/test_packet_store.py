@@ -149,3 +149,14 @@ def test_checkpoint_round_trip_continues_identically():
     out = [[bytes(s.retrieve_view()) for _ in range(s.count) if s.retrievable] for s in (a, b)]
     assert out[0] == out[1] and out[0]
     assert a.state_dict() == b.state_dict()
+
+
+def test_open_pending_counts_what_open_retrieval_has_still_to_send():
+    store = PacketStore(np.zeros(300, np.uint8))
+    for i in range(5):
+        store.store(_packet(i, 40), float(i))  # 50 octets each: six fit exactly
+    store.retrieve_view()
+    assert store.open_pending == 4
+    for i in range(5, 8):
+        store.store(_packet(i, 40), float(i))
+    assert store.count == 6 and store.lost == 1 and store.open_pending == 6  # 0 was sent, 1 was not
