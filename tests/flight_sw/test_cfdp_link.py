@@ -314,3 +314,47 @@ def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(de
     assert stages == ["verified"]
     bench.send(up.activate(), up.confirm())
     assert bench.fsw.learner.version == 7 and bench.fsw.tc.nv.data["sc"] == 2
+
+
+def test_a_flight_reboot_mid_transfer_loses_nothing_the_ground_cannot_resend(default_cfg, image, no_wall_clock):
+    """The CFDP destination's state is in RAM. A reboot after the Metadata and the first file
+    data arrived forgets them; the new receiver hears file data of a transaction it does not
+    know, asks for the Metadata (a NAK), and class 2 resends what is missing: the package is
+    verified all the same, once."""
+    import numpy as np
+
+    from flight_sw.tmtc.upload import pack_package
+    from ground_tools.cfdp_uplink import CfdpUplink
+    from ground_tools.uplink import Uplinker, package_model
+    from tests.flight_sw.test_tmtc_helpers import Bench
+
+    bench = Bench(default_cfg, image)
+    up = Uplinker(default_cfg, iv_salt=bytes(4))
+    pkg = package_model(default_cfg, image.head * 0.98, version=7, parent_version=image.version,
+                        security_counter=2, chunk_size=64)
+    ground = CfdpUplink(default_cfg, up, first_seq=1)
+    ground.put("head_v7.olpk", pack_package(pkg.key_id, pkg.signature, pkg.manifest_bytes, pkg.payload), 0.0)
+    rng = np.random.default_rng(8)
+    t, sent_before_reboot = 0.0, []
+    while ground.busy and t < 3000.0:
+        t += 1.0
+        while (packet := ground.next_packet(t)) is not None:
+            if t == 1.0:
+                sent_before_reboot.append(packet)
+                if len(sent_before_reboot) <= 2:  # the rest of this second (the EOF) is lost on the link
+                    bench.fsw.telecommand(ground.cltu(packet))
+            elif rng.random() >= 0.1:
+                bench.fsw.telecommand(ground.cltu(packet))
+        start = len(bench.tm)
+        bench.fsw.tc.run(t)
+        if t == 1.0:
+            assert not bench.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)  # nothing complete yet
+            bench.boot()  # the flight computer resets: the CFDP state is gone
+            continue
+        for raw in bench.tm[start:]:
+            if rng.random() >= 0.1:
+                ground.on_packet(raw, t)
+    assert len(sent_before_reboot) > 2  # the Metadata and file data that arrived were lost with the reboot
+    stages = [d.MODEL_UPLOAD_STAGES[s] for s, *_ in bench.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)]
+    assert stages.count("verified") == 1 and "refused" not in stages
+    assert not ground.busy
