@@ -31,3 +31,24 @@ def test_the_search_finds_the_old_lockout(default_cfg, image, monkeypatch):
                                          phases=[Phase.generate])  # found is enough: no shrinking
     with pytest.raises(AssertionError, match="lockout"):
         machine.TestCase().runTest()
+
+
+def test_the_search_really_loads_automation(default_cfg, image):
+    """Guard against a vacuous search: the automation rules reach the satellite. An event-action
+    on refused frames that commands SAFE runs when garbage arrives; a time-tagged mode command
+    runs when its time comes."""
+    from flight_sw.tmtc import dictionary as d
+
+    m = machine_for(default_cfg, image)()
+    m.mode(signer=0, mode="NOMINAL")
+    assert m.fsw.mode == "NOMINAL"
+    m.automation(signer=0, kind=4, spi=1, arg=0, when="event_action", event=d.EVENT_TC_REJECTED, delay_s=0)
+    m.garbage(n=1, seed=3)
+    m.time_passes(seconds=1)
+    assert m.fsw.mode == "SAFE"
+    m.mode(signer=0, mode="NOMINAL")
+    m.automation(signer=0, kind=4, spi=1, arg=0, when="schedule", event=0, delay_s=50)
+    m.time_passes(seconds=10)
+    assert m.fsw.mode == "NOMINAL"
+    m.time_passes(seconds=60)
+    assert m.fsw.mode == "SAFE"
