@@ -21,7 +21,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -50,10 +50,9 @@ from flight_sw.ml.model import ModelImage
 from flight_sw.ml.radiometry import OUTCOMES as CAL_OUTCOMES
 from flight_sw.ml.radiometry import RadiometricCalibration
 from flight_sw.ml.teacher import Teacher
-from flight_sw.power.budget import OrbitBudgetState, PowerBudget
-from flight_sw.power.eclipse_predictor import EclipsePredictor
-from flight_sw.power.feasibility import check_essential_feasibility, essential_power_w
-from flight_sw.power.tle import parse_tle, tle_age_days
+from flight_sw.power.feasibility import check_essential_feasibility
+from flight_sw.power.manager import PowerManager
+from flight_sw.power.tle import tle_age_days
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.commands import TcHandler
 from flight_sw.tmtc.downlink import DownlinkQueue
@@ -179,11 +178,7 @@ class FlightSoftware:
         self.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, self.downlink.push)
         self.modes = ModeManager(cfg, self._mode_event)
 
-        self.tle = parse_tle(cfg.orbit.tle_line1, cfg.orbit.tle_line2)
-        self.predictor = EclipsePredictor(self.tle, cfg.mission.start_utc)
-        self.budget = PowerBudget(cfg, essential_power_w(cfg))
-        self.orbit_index = -1
-        self._prev_umbra = (math.nan, math.nan)
+        self.power = PowerManager(cfg, self.tm)
 
         self.cpu_flops_per_s = cfg.executive.cpu_flops_per_s
         aug = cfg.model.feature_dim + 1
@@ -220,9 +215,6 @@ class FlightSoftware:
         #: Host tap (simulator, bench): called with (source, t, pixels, labels) for every labelled batch
         #: the learner receives. Output only: the flight software never reads anything back from it.
         self.label_tap: Callable[[int, float, np.ndarray, np.ndarray], None] | None = None
-        # Issue 7 hook: parameters the onboard table (service 20) may override.
-        self._eclipse_policy = cfg.power.budget.eclipse_policy
-        self._eclipse_soc_margin = cfg.power.budget.eclipse_soc_margin
         # Issue 7: authenticated telecommands; boots from the NV store (may install a confirmed upload).
         if entropy is None:
             nonce_rng = np.random.default_rng([cfg.mission.seed, 0x5EC])
@@ -312,7 +304,7 @@ class FlightSoftware:
             spec = self.specs[idx]
             if not spec.mode_mask & mode_bit or self.task_disabled[idx]:
                 continue  # not scheduled in this mode / disabled: neither run nor skip
-            if not spec.essential and not self._admit(spec.energy_j, self._claim_w[idx], t):
+            if not spec.essential and not self.power.admit(spec.energy_j, self._claim_w[idx], t, self.inputs.soc):
                 self.task_skipped[idx] += 1
                 self.optional_skipped_total += 1
                 continue
@@ -358,31 +350,25 @@ class FlightSoftware:
         if self.task_deadline_misses[idx] <= DEADLINE_EVENT_LIMIT:
             self.tm.event(d.EVENT_DEADLINE_MISS, "low", struct.pack(">Bf", idx, frame_load_s), t)
 
-    def _admit(self, energy_j: float, claim_w: float, t: float) -> bool:
-        """Power admission of one optional run: budget, battery floor and eclipse policy.
+    # -- the power manager's state, as the host and the tests know it --------------------
+    @property
+    def budget(self):
+        return self.power.budget
 
-        Optional tasks of higher priority keep a first claim on the budget for the
-        rest of the orbit (`claim_w`), so bulk work such as extra imaging cannot
-        starve training by spending the budget early in the orbit.
-        """
-        inp = self.inputs
-        bat = self.cfg.power.battery
-        claim_j = claim_w * max(self.budget.state.orbit_end_s - t, 0.0)
-        if inp.soc <= bat.floor_soc or not self.budget.can_afford(energy_j + claim_j):
-            return False
-        if self._predicted_eclipse(t):
-            policy = self._eclipse_policy  # issue 7 hook: config value unless the parameter table overrides it
-            if policy == "never":
-                return False
-            if policy == "soc_margin" and inp.soc < bat.reserve_soc + self._eclipse_soc_margin:
-                return False
-        return True
+    @property
+    def predictor(self):
+        return self.power.predictor
 
-    def _predicted_eclipse(self, t: float) -> bool:
-        """In umbra by the onboard prediction (this orbit's pass or the previous one's tail)."""
-        s = self.budget.state
-        # Comparisons with NaN are False: no eclipse predicted.
-        return s.umbra_entry_s <= t < s.umbra_exit_s or self._prev_umbra[0] <= t < self._prev_umbra[1]
+    @property
+    def tle(self):
+        return self.power.tle
+
+    @property
+    def orbit_index(self) -> int:
+        return self.power.orbit_index
+
+    def _open_orbit(self, t: float, reopen: bool = False) -> None:
+        self.power.open_orbit(t, self.inputs.soc, self.task_orbit_energy_j, reopen)
 
     def _handler_for(self, kind: str) -> Callable[[float], float]:
         return {
@@ -421,10 +407,7 @@ class FlightSoftware:
 
     def _apply_params(self, table: dict[int, float]) -> None:
         """Issue 7 hook: make an activated parameter table (ids in dictionary.PARAMS) effective."""
-        pb = self.cfg.power.budget
-        self.budget._margin_j = table.get(1, pb.margin_j)  # takes effect when the next orbit opens
-        self._eclipse_policy = d.ECLIPSE_POLICIES[int(table.get(2, d.ECLIPSE_POLICIES.index(pb.eclipse_policy)))]
-        self._eclipse_soc_margin = table.get(3, pb.eclipse_soc_margin)
+        self.power.apply_params(table)
         self.learner.drift_free.threshold = table.get(4, self.cfg.model.drift_threshold)
 
     def load_tle(self, line1: str, line2: str) -> None:
@@ -433,10 +416,7 @@ class FlightSoftware:
         Energy already spent on optional work in this orbit stays spent. A bad TLE
         raises `TleError` and changes nothing (the old TLE keeps flying).
         """
-        tle = parse_tle(line1, line2)
-        self.predictor.set_tle(tle)
-        self.tle = tle
-        self._open_orbit(self.t_s, reopen=True)
+        self.power.load_tle(line1, line2, self.t_s, self.inputs.soc, self.task_orbit_energy_j)
 
     # -- tasks: each returns its modelled compute time [s], or -1 when it had nothing to do
     def _task_power_monitor(self, t: float) -> float:
@@ -493,54 +473,6 @@ class FlightSoftware:
         self._open_orbit(t)
         return 5e-3
 
-    def _open_orbit(self, t: float, reopen: bool = False) -> None:
-        """Predict the coming orbits, open the next orbit's budget and report it (HK SID 3).
-
-        `reopen` recomputes the current orbit (after a TLE uplink) instead of starting
-        the next: the orbit index, the energy already used and the per-task tallies stay.
-        """
-        pred = self.predictor.predict_orbits(t, self.cfg.power.budget.horizon_orbits)
-        prev = self.budget.state
-        prev_used = prev.used_j
-        if not reopen:
-            self._prev_umbra = (prev.umbra_entry_s, prev.umbra_exit_s)
-            self.orbit_index += 1
-        start, end = float(pred.orbit_start_s[0]), float(pred.orbit_end_s[0])
-        sun_eq = None
-        if self.cfg.power.solar_array.attitude_mode == "nadir_body_mounted":
-            sun_eq = self.predictor.zenith_panel_sun_s(start, end)
-        s = self.budget.new_orbit(
-            self.orbit_index,
-            start,
-            end,
-            float(pred.umbra_entry_s[0]),
-            float(pred.umbra_exit_s[0]),
-            float(pred.sunlit_s[0]),
-            self.inputs.soc,
-            sun_equivalent_s=sun_eq,
-        )
-        payload = d.HK_ORBIT_STRUCT.pack(
-            s.orbit_index,
-            s.orbit_start_s,
-            s.orbit_end_s,
-            s.umbra_entry_s,
-            s.umbra_exit_s,
-            s.sunlit_s,
-            s.generation_j,
-            s.essential_j,
-            s.reserve_need_j,
-            s.margin_j,
-            s.budget_j,
-            prev_used,
-        ) + struct.pack(f">{len(self.specs)}f", *self.task_orbit_energy_j)
-        if reopen:
-            s.used_j = prev_used
-            s.remaining_j = max(0.0, s.budget_j - prev_used)
-        else:
-            for i in range(len(self.task_orbit_energy_j)):
-                self.task_orbit_energy_j[i] = 0.0
-        self.tm.housekeeping(d.HK_ORBIT_SID, payload, t, high=True)  # the budget matters to operators
-
     def _task_housekeeping(self, t: float) -> float:
         inp = self.inputs
         learner = self.learner
@@ -560,7 +492,7 @@ class FlightSoftware:
             inp.soc,
             inp.solar_power_w,
             load_w,
-            int(self._predicted_eclipse(t)),
+            int(self.power.predicted_eclipse(t)),
             max(self.orbit_index, 0),
             s.budget_j,
             s.remaining_j,
@@ -875,9 +807,7 @@ class FlightSoftware:
         return {
             "tick": self._tick,
             "t_s": self.t_s,
-            "orbit_index": self.orbit_index,
-            "prev_umbra": list(self._prev_umbra),
-            "budget": asdict(self.budget.state),
+            "power": self.power.state_dict(),
             "task_runs": self.task_runs,
             "task_skipped": self.task_skipped,
             "task_overruns": self.task_overruns,
@@ -902,7 +832,6 @@ class FlightSoftware:
             "device_check": [self._device_backoff_s, self._device_next_check_s, self.device_checks,
                              self.device_recoveries],
             "solver": self.solver.state_dict(),
-            "tle": [self.tle.line1, self.tle.line2],
             "config_fingerprint": self._config_fingerprint(),
         }
 
@@ -941,14 +870,9 @@ class FlightSoftware:
             buf = self.buffers[name]
             buf[...] = np.frombuffer(blob, dtype=buf.dtype, count=buf.size, offset=pos).reshape(buf.shape)
             pos += buf.nbytes
-        if state["tle"] != [self.tle.line1, self.tle.line2]:
-            self.tle = parse_tle(*state["tle"])
-            self.predictor.set_tle(self.tle)
+        self.power.load_state_dict(state["power"])
         self._tick = state["tick"]
         self.t_s = state["t_s"]
-        self.orbit_index = state["orbit_index"]
-        self._prev_umbra = tuple(state["prev_umbra"])
-        self.budget.state = OrbitBudgetState(**state["budget"])
         for name in ("task_runs", "task_skipped", "task_overruns", "task_deadline_misses", "task_disabled",
                      "task_energy_j", "task_orbit_energy_j"):
             getattr(self, name)[:] = state[name]

@@ -125,13 +125,13 @@ def test_param_load_validate_activate(bench, default_cfg):
     up = uplinker(default_cfg)
     fsw = bench.fsw
     bench.send(up.param_load({1: 2500.0, 2: 0.0, 4: 7.5}))
-    assert fsw._eclipse_policy == default_cfg.power.budget.eclipse_policy  # staged, not active yet
+    assert fsw.power.eclipse_policy == default_cfg.power.budget.eclipse_policy  # staged, not active yet
     bench.send(up.param_activate())
-    assert fsw.budget._margin_j == 2500.0 and fsw._eclipse_policy == "never"
+    assert fsw.budget._margin_j == 2500.0 and fsw.power.eclipse_policy == "never"
     assert fsw.learner.drift_free.threshold == 7.5
     assert bench.verification()[-1] == (7, None, None)
     bench.boot()  # the active table survives a reboot
-    assert bench.fsw.budget._margin_j == 2500.0 and bench.fsw._eclipse_policy == "never"
+    assert bench.fsw.budget._margin_j == 2500.0 and bench.fsw.power.eclipse_policy == "never"
 
 
 def test_refused_param_names_parameter_and_bound_and_changes_nothing(bench, default_cfg):
