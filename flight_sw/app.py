@@ -19,7 +19,6 @@ import json
 import math
 import struct
 import zlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,7 +28,8 @@ import numpy as np
 from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
-from flight_sw.fdir.modes import NOMINAL, ModeManager
+from flight_sw.fdir.modes import NOMINAL
+from flight_sw.fdir.supervisor import Fdir
 from flight_sw.memory import allocate_buffers, memory_report
 from flight_sw.ml.adaptation import InputAdaptation
 from flight_sw.ml.kernels import count_equal
@@ -157,8 +157,6 @@ class FlightSoftware:
         self.task_disabled = [False] * n_tasks
         self.task_energy_j = [0.0] * n_tasks
         self.task_orbit_energy_j = [0.0] * n_tasks
-        self._overrun_ticks = [deque(maxlen=cfg.fdir.overrun_limit) for _ in range(n_tasks)]
-        self._overrun_window_ticks = cfg.fdir.overrun_window_s / self.frame_s
         self.overruns_total = 0
         self.optional_skipped_total = 0
         self.deadline_misses_total = 0
@@ -176,7 +174,8 @@ class FlightSoftware:
             clock=lambda: self.t_s,
         )
         self.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, self.downlink.push)
-        self.modes = ModeManager(cfg, self._mode_event)
+        self.fdir = Fdir(cfg, self.tm, n_tasks, self.frame_s)
+        self.modes = self.fdir.modes
 
         self.power = PowerManager(cfg, self.tm)
 
@@ -191,10 +190,7 @@ class FlightSoftware:
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.adaptation = InputAdaptation(cfg, image, self.buffers)
         self._adapting = any(s.kind == "adaptation" for s in self.specs)
-        self._device_backoff_s = cfg.fdir.device_check_initial_s
-        self._device_next_check_s = math.nan  # NaN: no check pending (the device is not FAILED)
-        self.device_checks = 0
-        self.device_recoveries = 0
+        self.fdir.supervise(self.solver)
         self.reference = reference
         if reference is not None:
             self.learner.set_reliability(reference.site_map_accuracy, reference.teacher_reliability
@@ -338,11 +334,7 @@ class FlightSoftware:
             self.task_overruns[idx] += 1
             self.overruns_total += 1
             self.tm.event(d.EVENT_TASK_OVERRUN, "low", struct.pack(">Bf", idx, cost_s), t)
-            recent = self._overrun_ticks[idx]
-            recent.append(tick)
-            if len(recent) == recent.maxlen and recent[-1] - recent[0] <= self._overrun_window_ticks:
-                recent.clear()
-                self.modes.step_down("overruns", t)
+            self.fdir.overrun(idx, tick, t)
 
     def _deadline_miss(self, idx: int, frame_load_s: float, t: float) -> None:
         self.task_deadline_misses[idx] += 1
@@ -382,7 +374,7 @@ class FlightSoftware:
             "tc_handler": self.tc.run,
             "calibration": self._task_calibration,
             "adaptation": self._task_adaptation,
-            "device_health": self._task_device_health,
+            "device_health": self.fdir.device_health_task,
         }[kind]
 
     # -- commands (issue 7 routes authenticated telecommands here) ---------------------
@@ -421,8 +413,7 @@ class FlightSoftware:
     # -- tasks: each returns its modelled compute time [s], or -1 when it had nothing to do
     def _task_power_monitor(self, t: float) -> float:
         inp = self.inputs
-        self.modes.check_power(inp.soc, t)
-        self.modes.check_device(self._device_failed(), t)
+        self.fdir.check_power_and_device(inp.soc, t)
         if inp.in_contact != self._was_in_contact:
             self._was_in_contact = inp.in_contact
             self.tm.event(d.EVENT_CONTACT, "info", struct.pack(">B", int(inp.in_contact)), t)
@@ -435,37 +426,13 @@ class FlightSoftware:
         st = self.downlink.store
         return (0, 0.0, 0, 0) if st is None else (st.count, st.fill, st.lost, st.played_back)
 
-    def _device_failed(self) -> bool:
-        """The optimizer's health is FAILED (the analog driver; a stub may set `failed`)."""
-        return bool(getattr(self.solver, "failed", False)) or getattr(self.solver, "health", 0) == 2
+    @property
+    def device_checks(self) -> int:
+        return self.fdir.device_checks
 
-    def _task_device_health(self, t: float) -> float:
-        """Health check of a FAILED optimizer device, with backoff, in every mode.
-
-        The driver only self-tests inside solve(), solves only come from training, and
-        training stops when the device fails (FDIR holds NOMINAL): without this task a
-        device that comes back would never be tried again. A passed self-test lifts the
-        driver to DEGRADED; the next power monitor run lets FDIR return to TRAINING.
-        """
-        solver = self.solver
-        if not hasattr(solver, "self_test") or not self._device_failed():
-            self._device_backoff_s = self.cfg.fdir.device_check_initial_s
-            self._device_next_check_s = math.nan
-            return -1.0
-        if math.isnan(self._device_next_check_s):
-            self._device_next_check_s = t + self._device_backoff_s  # the failure was just seen
-        if t < self._device_next_check_s:
-            return -1.0
-        self.device_checks += 1
-        if solver.self_test():
-            self.device_recoveries += 1
-            self.modes.check_device(self._device_failed(), t)
-            self._device_backoff_s = self.cfg.fdir.device_check_initial_s
-            self._device_next_check_s = math.nan
-        else:
-            self._device_backoff_s = min(2.0 * self._device_backoff_s, self.cfg.fdir.device_check_max_s)
-            self._device_next_check_s = t + self._device_backoff_s
-        return 1e-3
+    @property
+    def device_recoveries(self) -> int:
+        return self.fdir.device_recoveries
 
     def _task_budget_update(self, t: float) -> float:
         if t < self.budget.state.orbit_end_s:
@@ -795,9 +762,6 @@ class FlightSoftware:
         severity = "info" if outcome == "committed" else "low"
         self.tm.event(d.EVENT_TRAINING_UPDATE, severity, payload, t)
 
-    def _mode_event(self, old: int, new: int, reason: str, t: float) -> None:
-        self.tm.event(d.EVENT_MODE_CHANGE, "medium", struct.pack(">BBB", old, new, d.MODE_REASONS.index(reason)), t)
-
     @property
     def mode(self) -> str:
         return MODES[self.modes.mode_index]
@@ -815,7 +779,6 @@ class FlightSoftware:
             "task_disabled": self.task_disabled,
             "task_energy_j": self.task_energy_j,
             "task_orbit_energy_j": self.task_orbit_energy_j,
-            "overrun_ticks": [list(q) for q in self._overrun_ticks],
             "overruns_total": self.overruns_total,
             "optional_skipped_total": self.optional_skipped_total,
             "deadline_misses_total": self.deadline_misses_total,
@@ -825,12 +788,10 @@ class FlightSoftware:
             "downlink": self.downlink.state_dict(),
             "tm": self.tm.state(),
             "tc": self.tc.state_dict(),
-            "modes": self.modes.state_dict(),
+            "fdir": self.fdir.state_dict(),
             "learner": self.learner.state_dict(),
             "calibration": self.calibration.state_dict(),
             "adaptation": self.adaptation.state_dict(),
-            "device_check": [self._device_backoff_s, self._device_next_check_s, self.device_checks,
-                             self.device_recoveries],
             "solver": self.solver.state_dict(),
             "config_fingerprint": self._config_fingerprint(),
         }
@@ -876,9 +837,6 @@ class FlightSoftware:
         for name in ("task_runs", "task_skipped", "task_overruns", "task_deadline_misses", "task_disabled",
                      "task_energy_j", "task_orbit_energy_j"):
             getattr(self, name)[:] = state[name]
-        for q, ticks in zip(self._overrun_ticks, state["overrun_ticks"], strict=True):
-            q.clear()
-            q.extend(ticks)
         self.overruns_total = state["overruns_total"]
         self.optional_skipped_total = state["optional_skipped_total"]
         self.deadline_misses_total = state["deadline_misses_total"]
@@ -887,12 +845,10 @@ class FlightSoftware:
         self._was_in_contact = state["was_in_contact"]
         self.downlink.load_state_dict(state["downlink"])
         self.tm.load_state(state["tm"])
-        self.modes.load_state_dict(state["modes"])
+        self.fdir.load_state_dict(state["fdir"])
         self.learner.load_state_dict(state["learner"])
         self.calibration.load_state_dict(state["calibration"])
         self.adaptation.load_state_dict(state["adaptation"])
-        (self._device_backoff_s, self._device_next_check_s, self.device_checks,
-         self.device_recoveries) = state["device_check"]
         self.solver.load_state_dict(state["solver"])
         if reboot:
             self.tc.boot(cold=False, t=self.t_s)  # NV state wins, the boot counts, trials revert
