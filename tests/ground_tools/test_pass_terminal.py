@@ -125,6 +125,24 @@ def test_a_locked_out_farm_is_unlocked_before_the_plan_goes_up(cfg, image, plan)
     assert any("Unlock" in e["text"] for e in term.report()["events"])
 
 
+def test_after_the_farm_restarts_between_passes_the_terminal_re_initiates_from_the_clcw(cfg, image, plan):
+    """FARM-1's state is volatile: after a restart its V(R) is 0 while FOP-1 expects 5. The next
+    pass's first CLCW does not fit (alert NN(R)); the terminal sets V(S) to its N(R) and goes on."""
+    from flight_sw.tmtc.cop1 import Farm1
+    from flight_sw.tmtc.tc_link import FARM_BUFFER_FRAMES, FARM_WINDOW, TC_VIRTUAL_CHANNEL
+
+    term = PassTerminal(cfg, plan)
+    sim, cadus = _run(cfg, image, term, stop_at=3000)  # between contact 0 and contact 1
+    assert sim.fsw.tc.link.farm.v_r == 5
+    sim.fsw.tc.link.farm = Farm1(TC_VIRTUAL_CHANNEL, window_width=FARM_WINDOW, buffer_frames=FARM_BUFFER_FRAMES)
+    sim.advance(sim.n_ticks)
+    _assert_exactly_once_in_order(plan, cadus)
+    s = term.summary()
+    assert s["uplink_fop_alerts"] == 1 and s["uplink_commands_confirmed"] == len(plan.entries)
+    kinds = [(e["contact"], e["kind"]) for e in term.report()["events"]]
+    assert kinds.index((1, "alert")) < kinds.index((1, "initiate"))
+
+
 def test_resume_from_a_checkpoint_mid_pass_gives_the_same_bytes_and_log(cfg, image, plan):
     full_term = PassTerminal(cfg, plan, uplink_loss=0.4, clcw_loss=0.3, seed=1)
     _, full = _run(cfg, image, full_term)
