@@ -371,6 +371,9 @@ class Simulation:
 
     def restore(self, blob: bytes) -> None:
         fsw_blob, sim_state = pickle.loads(blob)  # noqa: S301 - our own snapshot format
+        if (self.terminal is None) != (sim_state.get("terminal") is None):  # before anything changes
+            raise ValueError("the checkpoint was taken " + ("with" if self.terminal is None else "without")
+                             + " a ground terminal; resume it the same way")
         self.nv_store.device.cells[:] = sim_state["nv"]
         self.fsw.restore(fsw_blob, reboot=False)  # a checkpoint resumed, not a flight reboot
         self.tick = sim_state["tick"]
@@ -383,8 +386,6 @@ class Simulation:
         self._uplink_next = sim_state["uplink_next"]
         self.frames_uplinked = sim_state.get("frames_uplinked", self.frames_uplinked)
         if self.terminal is not None:
-            if sim_state.get("terminal") is None:
-                raise ValueError("the checkpoint was taken without a ground terminal; resume it without one")
             self.terminal.load_state_dict(sim_state["terminal"])
         if sim_state.get("device") is not None and self._device_endpoint() is not None:
             self.fsw.solver.transport.endpoint = sim_state["device"]

@@ -162,6 +162,9 @@ def test_resume_from_a_checkpoint_mid_pass_gives_the_same_bytes_and_log(cfg, ima
                        ground_terminal=PassTerminal(cfg, plan))
     with pytest.raises(ValueError, match="without a ground terminal"):
         other.restore(plain)
+    bare = Simulation(cfg, cfg.mission.seed, SECONDS, lambda c: None, image=image)
+    with pytest.raises(ValueError, match="with a ground terminal"):
+        bare.restore(blob)
 
 
 def test_an_idle_terminal_changes_no_telemetry_byte(cfg, image):
