@@ -177,7 +177,7 @@ class PassTerminal:
             "uplink_commands_planned": len(c),
             "uplink_commands_confirmed": sum(1 for r in c if r["status"] == "confirmed"),
             "uplink_commands_unconfirmed": sum(1 for r in c if r["status"] == "unconfirmed"),
-            "uplink_commands_not_sent": sum(1 for r in c if r["status"] in ("planned", "queued")),
+            "uplink_commands_not_sent": sum(1 for r in c if r["status"] in ("planned", "queued", "with_fop")),
             "uplink_commands_verified_accepted": sum(1 for r in c if r["acceptance"] == "ok"),
             "uplink_commands_verified_completed": sum(1 for r in c if r["completion"] == "ok"),
             "uplink_ad_frames": self.link.ad_frames,
@@ -199,7 +199,7 @@ class PassTerminal:
                     "sent_queue": len(fop.sent_queue), "clcws_seen": self.clcws_seen,
                     "clcws_ignored": self.clcws_ignored,
                     "last_clcw": self.clcw.hex() if self.clcw is not None else None},
-            "commands": [{k: v for k, v in r.items() if k != "_fdu"} for r in self.commands],
+            "commands": copy.deepcopy(self.commands),
             "passes": copy.deepcopy(self.passes),
             "events": copy.deepcopy(self.events),
         }
