@@ -23,6 +23,10 @@ The PUS service 1 verification reports in the downlinked packets are matched to 
 commands by request id (the TC's first four octets) and logged with them. `uplink_loss`
 drops radiated CLTUs and `clcw_loss` ignores CLCWs, each with a seeded generator, to show
 retransmission over a lossy link. Everything runs on the mission time it is handed.
+
+A command's status in the log: planned (its contact has not come), queued (waiting for
+FOP-1), with_fop (taken by FOP-1, not yet transmitted), sent (transmitted, not yet
+acknowledged), confirmed (a CLCW acknowledged it), unconfirmed (FOP-1 gave up on it).
 """
 
 from __future__ import annotations
