@@ -252,8 +252,13 @@ def _load_cfg(path: str):
 
 
 def cmd_uplink_plan(args) -> int:
-    """Build the authenticated frames a pass will carry (ping, config change, signed model)."""
-    from ground_tools.uplink_plan import build_default_plan
+    """Build what the next passes carry (ping, config change, signed model): the packets for
+    FOP-1 (default) or, with --expedited, authenticated Type-BD CLTUs."""
+    from ground_tools.uplink_plan import (
+        build_default_packet_plan,
+        build_default_plan,
+        write_packet_plan,
+    )
     from ground_tools.uplink_plan import write_plan as write_uplink
 
     cfg = _load_cfg(args.config)
@@ -265,12 +270,28 @@ def cmd_uplink_plan(args) -> int:
     out = Path(args.out)
     if _bad_output(out):
         return EXIT_BAD_INPUT
-    entries, pkg, notes = build_default_plan(cfg, cfg.mission.seed if args.seed is None else args.seed, args.seq)
+    seed = cfg.mission.seed if args.seed is None else args.seed
+    if not args.expedited:
+        try:
+            plan, _, notes = build_default_packet_plan(cfg, seed, args.seq, args.key_id)
+        except KeyError as exc:
+            _err(f"error: --key-id: {exc.args[0]}")
+            return EXIT_BAD_INPUT
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_packet_plan(out, plan)
+        for line in notes:
+            print(line)
+        print(f"uplink plan (FOP-1 packets): {out}")
+        return 0
+    if args.key_id is not None:
+        _err("error: --key-id applies to the FOP-1 packet plan; --expedited signs with the active command key")
+        return EXIT_BAD_INPUT
+    entries, pkg, notes = build_default_plan(cfg, seed, args.seq)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_uplink(out, entries)
     for line in notes:
         print(line)
-    print(f"uplink plan: {out} (keep the next sequence number: {args.seq + len(entries)})")
+    print(f"uplink plan (expedited CLTUs): {out} (keep the next sequence number: {args.seq + len(entries)})")
     return 0
 
 
@@ -440,10 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("uplink", help="telecommand uplink products")
     up_sub = p.add_subparsers(dest="uplink_command", required=True)
-    p = up_sub.add_parser("plan", help="the frames of the next passes: ping, a config change, a signed model upload")
+    p = up_sub.add_parser("plan", help="the commands of the next passes: ping, a config change, a signed model "
+                          "upload (PUS packets for FOP-1, or --expedited CLTUs)")
     p.add_argument("config", help="mission config YAML (its tmtc keys sign the frames)")
     p.add_argument("--out", required=True, help="plan file for `flightsim run --uplink`")
-    p.add_argument("--seq", type=int, default=1, help="first anti-replay sequence number (default 1)")
+    p.add_argument("--seq", type=int, default=1, help="first anti-replay sequence number (ARSN; default 1)")
+    p.add_argument("--key-id", type=int, help="command key slot (SPI) of the association (default: the active one)")
+    p.add_argument("--expedited", action="store_true",
+                   help="write the old plan: SDLS-protected expedited (Type-BD) CLTUs, radiated without feedback")
     p.add_argument("--seed", type=int, help="seed of the ground retraining (default: the mission seed)")
     p.set_defaults(func=cmd_uplink_plan)
 

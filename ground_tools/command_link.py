@@ -11,6 +11,9 @@ time they are sent.
 `CommandLink.send_packet` queues a PUS packet; `radiate()` hands out the CLTUs waiting to
 go up; `on_clcw(bytes, now_s)` feeds back what the telemetry said; `tick(now_s)` runs the
 FOP-1 timer. Time is whatever the caller says (mission time in the simulator).
+`ad_frames` / `ad_retransmissions` / `bc_frames` count what was handed out, and
+`state_dict()` / `load_state_dict()` carry the link (FOP-1, the protected-frame cache and the
+association's ARSN) across a simulator checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class CommandLink:
         self.outbox: list[bytes] = []
         self.notices: list[tuple[str, object]] = []
         self._protected: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
+        self.ad_frames = 0  # AD frames handed out, retransmissions included
+        self.ad_retransmissions = 0  # of which the same protected frame sent again
+        self.bc_frames = 0  # control frames (Unlock, Set V(R)), every transmission
         self.fop = Fop1(spacecraft_id=cfg.telemetry.spacecraft_id, virtual_channel_id=TC_VIRTUAL_CHANNEL,
                         send=self._send, notify=lambda kind, payload: self.notices.append((kind, payload)),
                         sliding_window=sliding_window, t1_initial_s=t1_initial_s,
@@ -45,7 +51,10 @@ class CommandLink:
         """FOP-1's frame, protected (once per AD frame) and coded."""
         if frame.frame_type is FrameType.AD:
             key = (frame.frame_sequence_number, frame.data)
-            if key not in self._protected:
+            self.ad_frames += 1
+            if key in self._protected:
+                self.ad_retransmissions += 1
+            else:
                 self._protected[key] = encode_cltu(self.up.protect(frame.data, bypass=False,
                                                                    n_s=frame.frame_sequence_number))
                 while len(self._protected) > CACHE_FRAMES:
@@ -53,6 +62,7 @@ class CommandLink:
             self.outbox.append(self._protected[key])
             return
         if frame.frame_type is FrameType.BC:  # Unlock / Set V(R): the COP flags are under the MAC too
+            self.bc_frames += 1
             self.outbox.append(encode_cltu(self._as_control(frame.data)))
         else:
             self.outbox.append(encode_cltu(self.up.protect(frame.data, bypass=True)))
@@ -86,3 +96,21 @@ class CommandLink:
 
     def alerts(self) -> list[object]:
         return [p for kind, p in self.notices if kind == "alert"]
+
+    # -- checkpoint ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The link's whole state: FOP-1, the frames waiting and cached, the notices so far, and
+        the association's next ARSN and PUS sequence count (the key itself is the config's)."""
+        return {"fop": self.fop.state_dict(), "outbox": list(self.outbox), "notices": list(self.notices),
+                "protected": list(self._protected.items()), "ad_frames": self.ad_frames,
+                "ad_retransmissions": self.ad_retransmissions, "bc_frames": self.bc_frames,
+                "arsn": self.up.seq, "pus_seq": self.up.pus_seq, "iv_salt": self.up.iv_salt}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fop.load_state_dict(state["fop"])
+        self.outbox = list(state["outbox"])
+        self.notices = list(state["notices"])
+        self._protected = OrderedDict(state["protected"])
+        self.ad_frames, self.ad_retransmissions = state["ad_frames"], state["ad_retransmissions"]
+        self.bc_frames = state["bc_frames"]
+        self.up.seq, self.up.pus_seq, self.up.iv_salt = state["arsn"], state["pus_seq"], state["iv_salt"]

@@ -22,6 +22,7 @@ alert code), "suspend" (payload: suspend state).
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections import deque
 from collections.abc import Callable
@@ -208,6 +209,23 @@ class Fop1:
         if timeout_type not in (0, 1):
             raise ValueError(f"timeout_type: {timeout_type}, expected 0 or 1")
         self.timeout_type = timeout_type
+
+    # --- checkpoint ---------------------------------------------------------------------
+
+    STATE_FIELDS = ("v_s", "nn_r", "wait_queue", "transmission_count", "suspend_state", "timer_deadline_s",
+                    "sliding_window", "t1_initial_s", "transmission_limit", "timeout_type", "last_event")
+
+    def state_dict(self) -> dict:
+        """Everything FOP-1 holds (queues included), to resume it exactly; `send` and `notify`
+        are the owner's and are not part of it."""
+        return {"state": int(self.state), "sent_queue": copy.deepcopy(list(self.sent_queue)),
+                **{name: getattr(self, name) for name in self.STATE_FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = FopState(state["state"])
+        self.sent_queue = deque(copy.deepcopy(state["sent_queue"]))
+        for name in self.STATE_FIELDS:
+            setattr(self, name, state[name])
 
     # --- CLCW and timer -----------------------------------------------------------------
 

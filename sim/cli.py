@@ -159,21 +159,35 @@ def cmd_run(args) -> int:
     if args.device is not None and cfg.device.backend != "analog":
         print("error: --device needs a config with device.backend: analog", file=sys.stderr)
         return EXIT_BAD_INPUT
-    uplink = None
+    uplink = terminal = None
+    if args.uplink_loss is not None and not (0.0 <= args.uplink_loss < 1.0):
+        print(f"error: --uplink-loss must be in [0, 1), got {args.uplink_loss}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.uplink:
-        from sim.uplink_file import read_uplink_file
+        from sim.uplink_file import is_packet_plan, read_uplink_file
 
         try:
-            uplink = read_uplink_file(Path(args.uplink))
-        except (OSError, ValueError) as exc:
+            if is_packet_plan(Path(args.uplink)):
+                terminal = _fop_terminal(cfg, args)
+            else:
+                if args.uplink_loss:
+                    print("error: --uplink-loss needs a FOP-1 packet plan (a CLTU plan has no "
+                          "retransmission)", file=sys.stderr)
+                    return EXIT_BAD_INPUT
+                uplink = read_uplink_file(Path(args.uplink))
+        except (OSError, ValueError, KeyError) as exc:
             print(f"error: --uplink {args.uplink}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    elif args.uplink_loss is not None:
+        print("error: --uplink-loss needs --uplink PLAN", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from sim.runner import RunFolderError
 
     try:
         result = run_mission(
             cfg, text, out, days=args.days, seed=args.seed, show_progress=not args.quiet,
             realtime_speedup=speedup, device_url=args.device, uplink=uplink, replace=args.force,
+            ground_terminal=terminal,
         )
     except RunFolderError as exc:
         print(f"error: --out {exc}", file=sys.stderr)
@@ -195,7 +209,29 @@ def cmd_run(args) -> int:
         f"{s['training_updates_committed']} training updates, min SoC {s['min_soc']:.2f}, "
         f"wall {s['wall_time_s']:.1f} s"
     )
+    if terminal is not None:
+        print(
+            f"uplink (FOP-1): {s['uplink_commands_confirmed']} of {s['uplink_commands_planned']} commands "
+            f"confirmed by CLCW, {s['uplink_commands_verified_completed']} completed (PUS 1 reports); "
+            f"{s['uplink_ad_frames']} AD frames, {s['uplink_retransmissions']} retransmissions, "
+            f"{s['uplink_bc_frames']} BC frames, {s['uplink_fop_alerts']} FOP-1 alerts; "
+            f"{s['telecommands_accepted']} frames accepted onboard, {s['telecommands_rejected']} rejected "
+            f"(log: uplink_log.json)"
+        )
+    elif uplink is not None:
+        print(f"uplink (expedited CLTUs): {s['telecommands_uplinked']} radiated, {s['telecommands_accepted']} "
+              f"accepted onboard, {s['telecommands_rejected']} rejected")
     return 0
+
+
+def _fop_terminal(cfg: MissionConfig, args):
+    """The FOP-1 ground terminal for a packet plan (the CLI may use ground_tools; sim's library may not)."""
+    from ground_tools.pass_terminal import PassTerminal
+    from ground_tools.uplink_plan import read_packet_plan
+
+    plan = read_packet_plan(Path(args.uplink))
+    return PassTerminal(cfg, plan, uplink_loss=args.uplink_loss or 0.0,
+                        seed=cfg.mission.seed if args.seed is None else args.seed)
 
 
 def cmd_bench(args) -> int:
@@ -253,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--realtime", action="store_true", help="pace ticks to wall time (HIL), with the task watchdog")
     p.add_argument("--speedup", type=float, help="with --realtime: run N times faster than real time")
-    p.add_argument("--uplink", help="telecommand plan (from `groundtools uplink plan`) radiated at contacts")
+    p.add_argument("--uplink", help="telecommand plan from `groundtools uplink plan`: a packet plan goes up "
+                   "through FOP-1 (the CLCW read back from the telemetry), a CLTU plan (--expedited) is "
+                   "radiated as it is at the contacts")
+    p.add_argument("--uplink-loss", type=float, help="with a packet plan: fraction of CLTUs lost on the way up "
+                   "(seeded by the run's seed; FOP-1 retransmits)")
     p.add_argument("--device", help="analog device URL for HIL: tcp://HOST:PORT or serial:///dev/pts/N "
                    "(default: device.url from the config; inproc:// is the emulator in this process)")
     p.set_defaults(func=cmd_run)

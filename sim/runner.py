@@ -9,6 +9,8 @@ The run folder holds everything needed to understand and reproduce the run:
     truth.npz        simulator truth sampled for the review (SoC, power, accuracy ...)
     summary.json     headline figures
     run.log          what happened, in words
+    uplink_log.json  (with a ground terminal, e.g. FOP-1) what went up, pass by pass, and
+                     which commands were confirmed and verified
 
 Same config and seed give byte-identical telemetry.bin (no wall clock reaches it).
 """
@@ -123,6 +125,7 @@ def run_mission(
     device_url: str | None = None,
     uplink: list[tuple[int, bytes]] | None = None,
     replace: bool = False,
+    ground_terminal=None,
 ) -> RunResult:
     """Simulate the mission and write the run folder; returns its path and summary.
 
@@ -147,13 +150,13 @@ def run_mission(
             shutil.rmtree(staging)  # a killed run's leftovers (we hold the lock)
         staging.mkdir()
         result = _run_into(staging, cfg, config_text, days, seed, show_progress, command, realtime_speedup,
-                           device_url, uplink)
+                           device_url, uplink, ground_terminal)
         _swap_into_place(staging, out_dir)
     return RunResult(out_dir, result.summary)
 
 
 def _run_into(staging: Path, cfg, config_text, days, seed, show_progress, command, realtime_speedup, device_url,
-              uplink) -> RunResult:
+              uplink, ground_terminal=None) -> RunResult:
     (staging / "config.yaml").write_text(redact_keys(config_text), encoding="utf-8")
     handler = logging.FileHandler(staging / "run.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -161,7 +164,8 @@ def _run_into(staging: Path, cfg, config_text, days, seed, show_progress, comman
     log.setLevel(logging.INFO)
     wall0 = time.perf_counter()
     try:
-        result = _run(cfg, staging, days, seed, show_progress, command, realtime_speedup, device_url, uplink)
+        result = _run(cfg, staging, days, seed, show_progress, command, realtime_speedup, device_url, uplink,
+                      ground_terminal)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -204,7 +208,9 @@ def _run(
     realtime_speedup: float | None,
     device_url: str | None = None,
     uplink: list[tuple[int, bytes]] | None = None,
+    ground_terminal=None,
 ) -> RunResult:
+    """`ground_terminal`: a `sim.ground_link.GroundTerminal` (its log goes to uplink_log.json)."""
     frame_s = cfg.executive.minor_frame_s
     n_ticks = int(round(days * 86400.0 / frame_s))
     duration_s = n_ticks * frame_s
@@ -242,7 +248,8 @@ def _run(
     device_warning = None
     try:
         sim = Simulation(
-            cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url, uplink=uplink
+            cfg, seed, duration_s, sink, executor_factory=executor_factory, device_url=device_url, uplink=uplink,
+            ground_terminal=ground_terminal,
         )
         world, fsw = sim.world, sim.fsw
         log.info(
@@ -314,6 +321,12 @@ def _run(
     tc = fsw.tc
     summary["telecommands_accepted"] = getattr(tc, "accepted", None)
     summary["telecommands_rejected"] = getattr(tc, "rejected", None)
+    files = ["config.yaml", "run.json", "telemetry.bin", "truth.npz", "summary.json", "run.log"]
+    if ground_terminal is not None:
+        summary.update(ground_terminal.summary())
+        (out_dir / "uplink_log.json").write_text(json.dumps(ground_terminal.report(), indent=1) + "\n",
+                                                 encoding="utf-8")
+        files.append("uplink_log.json")
     if st is not None:
         summary["solves_analog"] = st.analog_accepted
         summary["solves_fallback"] = st.fallbacks
@@ -340,7 +353,7 @@ def _run(
         "command": command or " ".join(sys.argv),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "memory_report_bytes": fsw.memory_report,
-        "files": ["config.yaml", "run.json", "telemetry.bin", "truth.npz", "summary.json", "run.log"],
+        "files": files,
     }
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
     for key, value in summary.items():

@@ -10,6 +10,7 @@ stepping every frame, which `skip_idle=False` does and the tests compare.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import pickle
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from flight_sw.ml.kernels import classify_into, count_equal
 from flight_sw.ml.labels import SOURCE_SELF
 from flight_sw.ml.model import FeatureExtractor, ModelImage
 from flight_sw.tmtc.nv_store import RedundantStore
+from sim.ground_link import GroundTerminal
 from sim.ground_loop import GroundLoopArm
 from sim.prelaunch import prelaunch_teacher, reference_data, train_prelaunch_model
 from sim.world import PayloadTruth, World
@@ -85,9 +87,23 @@ class Simulation:
         device_url: str | None = None,
         uplink: list[tuple[int, bytes]] | None = None,
         teacher=None,
+        ground_terminal: GroundTerminal | None = None,
     ):
         """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
-        `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped."""
+        `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped.
+
+        `uplink`: (contact group, CLTU) pairs radiated as they are at the start of each group's
+        contact. `ground_terminal` (sim.ground_link): a ground station running a command link;
+        it sees every downlinked CADU (the run's `downlink_sink` still gets them all) and
+        radiates what it wants during contacts, stepped frame by frame while it has work."""
+        self.terminal = ground_terminal
+        self._now_s = 0.0  # mission time of the frame being stepped or crossed (for the terminal)
+        if ground_terminal is not None:
+            sink = downlink_sink
+
+            def downlink_sink(cadu: bytes) -> None:
+                sink(cadu)
+                ground_terminal.on_cadu(cadu, self._now_s)
         self.cfg = cfg
         self.frame_s = cfg.executive.minor_frame_s
         self.n_ticks = int(round(duration_s / self.frame_s))
@@ -127,6 +143,7 @@ class Simulation:
         self._uplink = sorted(uplink or [], key=lambda e: e[0])
         self._uplink_next = 0
         self.frames_uplinked = 0
+        self._contact_starts = [p.start_s for p in self.world.contacts]
         self._sample_every = max(1, int(round(TRUTH_SAMPLE_S / self.frame_s)))
 
     @staticmethod
@@ -177,12 +194,25 @@ class Simulation:
         frame_s = self.frame_s
         base_w = self.cfg.power.bus_base_load_w
         soc_arr, load_arr = self._soc, self._load
+        terminal = self.terminal
         tick = t_from
         while tick < t_to:
             i = tick - block_start
             nxt = fsw.next_due_tick(tick) if self.skip_idle else tick
+            work = False
+            if terminal is not None and contact[i]:
+                t = tick * frame_s
+                k = bisect.bisect_right(self._contact_starts, t) - 1
+                work = terminal.pending(t, k)
+                if work:
+                    nxt = tick  # the link's timer and the CLCWs need every frame
             if nxt < 0 or nxt > tick:
                 gap_end = t_to if nxt < 0 else min(nxt, t_to)
+                if terminal is not None:  # stop at a contact start: the terminal may have a group for it
+                    e = i + 1
+                    while e < gap_end - block_start and not (contact[e] and not contact[e - 1]):
+                        e += 1
+                    gap_end = e + block_start
                 j = gap_end - block_start
                 battery.integrate(blk.solar_w[i:j], base_w, frame_s, tick * frame_s, soc_arr[i:j])
                 load_arr[i:j] = base_w
@@ -194,6 +224,7 @@ class Simulation:
                     while e < j and contact[e] == c:
                         e += 1
                     inputs.in_contact = c
+                    self._now_s = (block_start + seg) * frame_s
                     fsw.idle(block_start + seg, e - seg, c)
                     seg = e
                 tick = gap_end
@@ -201,6 +232,11 @@ class Simulation:
             t = tick * frame_s
             if self._uplink_next < len(self._uplink) and contact[i]:
                 self._radiate(t)
+            self._now_s = t
+            if work:
+                for cltu in terminal.radiate(t, k):
+                    fsw.telecommand(cltu)
+                    self.frames_uplinked += 1
             inputs.soc = battery.soc
             inputs.solar_power_w = solar[i]
             inputs.in_contact = contact[i]
@@ -320,6 +356,8 @@ class Simulation:
             "ground": copy.deepcopy(self.ground),
             "arms": copy.deepcopy((self.selftrain, self.bound, self._alarms_seen)),
             "uplink_next": self._uplink_next,
+            "frames_uplinked": self.frames_uplinked,
+            "terminal": self.terminal.state_dict() if self.terminal is not None else None,
             # the emulated device is part of the world: it keeps running across a flight reboot
             "device": self._device_endpoint(),
             "nv": bytes(self.nv_store.device.cells),
@@ -333,6 +371,9 @@ class Simulation:
 
     def restore(self, blob: bytes) -> None:
         fsw_blob, sim_state = pickle.loads(blob)  # noqa: S301 - our own snapshot format
+        if (self.terminal is None) != (sim_state.get("terminal") is None):  # before anything changes
+            raise ValueError("the checkpoint was taken " + ("with" if self.terminal is None else "without")
+                             + " a ground terminal; resume it the same way")
         self.nv_store.device.cells[:] = sim_state["nv"]
         self.fsw.restore(fsw_blob, reboot=False)  # a checkpoint resumed, not a flight reboot
         self.tick = sim_state["tick"]
@@ -343,6 +384,9 @@ class Simulation:
         self.ground = sim_state["ground"]
         self.selftrain, self.bound, self._alarms_seen = sim_state["arms"]
         self._uplink_next = sim_state["uplink_next"]
+        self.frames_uplinked = sim_state.get("frames_uplinked", self.frames_uplinked)
+        if self.terminal is not None:
+            self.terminal.load_state_dict(sim_state["terminal"])
         if sim_state.get("device") is not None and self._device_endpoint() is not None:
             self.fsw.solver.transport.endpoint = sim_state["device"]
             self.fsw.solver.transport.reopen()

@@ -1,7 +1,16 @@
 """Read an uplink plan file (written by `groundtools uplink plan`) for the simulated ground station.
 
-Format (big-endian): a repetition of [u16 contact group][u16 length][frame bytes]. The
-simulator only carries the frames; it neither builds nor can read their contents.
+Two formats, told apart by the first octets:
+
+- a FOP-1 packet plan (the default of `groundtools uplink plan`) starts with `FOP_PLAN_MAGIC`;
+  it holds bare PUS packets that a ground terminal sends through FOP-1. The simulator cannot
+  read it: `flightsim run` (its CLI) hands it to `ground_tools.uplink_plan.read_packet_plan`
+  and `ground_tools.pass_terminal`.
+- a CLTU plan (`groundtools uplink plan --expedited`, `groundtools config package`): a
+  repetition of [u16 contact group][u16 length][CLTU bytes], big-endian, read here. The
+  simulator only carries the CLTUs (expedited Type-BD frames); it neither builds nor reads
+  their contents. (A CLTU plan would start with the magic only with a first entry of contact
+  group 17999 and a length of 20529 octets, which no CLTU of a mission frame has.)
 """
 
 from __future__ import annotations
@@ -10,11 +19,22 @@ import struct
 from pathlib import Path
 
 _ENTRY = struct.Struct(">HH")
+#: First octets of a FOP-1 packet plan (format owned by ground_tools/uplink_plan.py).
+FOP_PLAN_MAGIC = b"FOP1PLAN"
+
+
+def is_packet_plan(path: Path) -> bool:
+    """Whether the file is a FOP-1 packet plan (by its magic)."""
+    with open(path, "rb") as f:
+        return f.read(len(FOP_PLAN_MAGIC)) == FOP_PLAN_MAGIC
 
 
 def read_uplink_file(path: Path) -> list[tuple[int, bytes]]:
-    """Parse a plan file; a truncated or malformed file raises ValueError naming the offset."""
+    """Parse a CLTU plan file; a truncated or malformed file raises ValueError naming the offset."""
     raw = Path(path).read_bytes()
+    if raw.startswith(FOP_PLAN_MAGIC):
+        raise ValueError("a FOP-1 packet plan, not a CLTU plan: it needs a ground terminal "
+                         "(`flightsim run --uplink` builds one)")
     out, pos = [], 0
     while pos < len(raw):
         if pos + _ENTRY.size > len(raw):

@@ -92,6 +92,13 @@ def test_groundtools_uplink_plan_and_config_commands(tmp_path):
     r = _cli("ground_tools.cli", "uplink", "plan", str(DEFAULT), "--out", str(tmp_path / "up.bin"))
     assert r.returncode == 0, r.stderr
     assert "model v1000" in r.stdout and (tmp_path / "up.bin").stat().st_size > 300
+    assert (tmp_path / "up.bin").read_bytes().startswith(b"FOP1PLAN")  # packets for FOP-1 by default
+    r = _cli("ground_tools.cli", "uplink", "plan", str(DEFAULT), "--out", str(tmp_path / "bd.bin"), "--expedited")
+    assert r.returncode == 0, r.stderr
+    assert "keep the next sequence number: 9" in r.stdout
+    assert not (tmp_path / "bd.bin").read_bytes().startswith(b"FOP1PLAN")
+    r = _cli("ground_tools.cli", "uplink", "plan", str(DEFAULT), "--out", str(tmp_path / "k.bin"), "--key-id", "9")
+    assert r.returncode == 2 and "no active command key with id 9" in r.stderr and "Traceback" not in r.stderr
     proposed = tmp_path / "p.yaml"
     proposed.write_text(DEFAULT.read_text().replace("margin_j: 1500", "margin_j: 2500"))
     r = _cli("ground_tools.cli", "config", "diff", str(proposed), "--active", str(DEFAULT))
