@@ -16,7 +16,6 @@ frames at once gives exactly the bytes of k single steps.
 from __future__ import annotations
 
 import json
-import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -31,25 +30,11 @@ from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL
 from flight_sw.fdir.supervisor import Fdir
 from flight_sw.memory import allocate_buffers, memory_report
-from flight_sw.ml.adaptation import InputAdaptation
-from flight_sw.ml.kernels import count_equal
 from flight_sw.ml.labels import (
-    ANC_DETECTOR,
-    NO_CLASS,
-    SOURCE_NAMES,
-    SOURCE_SELF,
-    SOURCE_SITE,
-    SOURCE_TEACHER,
     ReferenceData,
-    compact_labelled,
-    confident_into,
-    site_labels_into,
 )
-from flight_sw.ml.learner import OnboardLearner
 from flight_sw.ml.model import ModelImage
-from flight_sw.ml.radiometry import OUTCOMES as CAL_OUTCOMES
-from flight_sw.ml.radiometry import RadiometricCalibration
-from flight_sw.ml.teacher import Teacher
+from flight_sw.ml.pipeline import ACQ_DARK, ACQ_SCENE, ACQ_SITE, PayloadLearning  # noqa: F401 - re-exported
 from flight_sw.power.feasibility import check_essential_feasibility
 from flight_sw.power.manager import PowerManager
 from flight_sw.power.tle import tle_age_days
@@ -60,8 +45,6 @@ from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.packet_store import PacketStore
 from flight_sw.tmtc.packets import TmEncoder
 
-#: Payload acquisition status: night (no pixels), an ordinary scene, a calibration-site scene.
-ACQ_DARK, ACQ_SCENE, ACQ_SITE = 0, 1, 2
 #: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
 DEADLINE_EVENT_LIMIT = 10
 SNAPSHOT_MAGIC = b"FSWSNAP1"
@@ -184,33 +167,10 @@ class FlightSoftware:
         self.solver = optimizer or make_optimizer(
             cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
         )
-        self.learner = OnboardLearner(cfg, image, self.buffers, self.solver)
-        self.calibration = RadiometricCalibration(
-            cfg, self.buffers, None if reference is None else reference.diffuser_reflectance)
-        self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
-        self.adaptation = InputAdaptation(cfg, image, self.buffers)
-        self._adapting = any(s.kind == "adaptation" for s in self.specs)
+        self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
+        self.learning = PayloadLearning(cfg, image, self.buffers, self.solver, payload, self.tm, self.outputs,
+                                        reference, adapting=any(s.kind == "adaptation" for s in self.specs))
         self.fdir.supervise(self.solver)
-        self.reference = reference
-        if reference is not None:
-            self.learner.set_reliability(reference.site_map_accuracy, reference.teacher_reliability
-                                         if cfg.model.gate_on_teacher_labels else 0.5)
-        self.label_sources = frozenset(SOURCE_NAMES.index(s) for s in cfg.payload.label_sources)
-        self._site_maps = self.buffers["ml.site_maps"]
-        if reference is not None:
-            maps = np.asarray(reference.site_maps, dtype=np.uint8)
-            if maps.shape != self._site_maps.shape:
-                raise ValueError(f"reference.site_maps: shape {maps.shape}, expected {self._site_maps.shape} "
-                                 "(calibration sites x SITE_MAP_CELLS x SITE_MAP_CELLS)")
-            self._site_maps[...] = maps
-        else:
-            self._site_maps[...] = NO_CLASS
-        self.teacher = None
-        if reference is not None and reference.teacher is not None and SOURCE_TEACHER in self.label_sources:
-            self.teacher = Teacher(reference.teacher, self.buffers)
-        #: Host tap (simulator, bench): called with (source, t, pixels, labels) for every labelled batch
-        #: the learner receives. Output only: the flight software never reads anything back from it.
-        self.label_tap: Callable[[int, float, np.ndarray, np.ndarray], None] | None = None
         # Issue 7: authenticated telecommands; boots from the NV store (may install a confirmed upload).
         if entropy is None:
             nonce_rng = np.random.default_rng([cfg.mission.seed, 0x5EC])
@@ -218,20 +178,11 @@ class FlightSoftware:
         self.tc = TcHandler(self, tc_store if tc_store is not None
                             else RedundantStore.in_memory(cfg.tmtc.max_upload_bytes), entropy)
         self.downlink.clcw_source = self.tc.link.clcw  # FARM-1's report in every TM frame's OCF
+        # No onboard commit may overwrite an uploaded model's fallback slot while it is on trial.
+        self.learning.training_blocked = lambda: self.tc.upload.trial is not None
         self.tc.boot(cold=True, t=0.0)
 
         self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
-        self._pixels = self.buffers["ml.batch_pixels"]
-        self._anc = self.buffers["ml.batch_ancillary"]
-        # Calibration acquisitions have their own buffers so they never clobber the
-        # inference product that the host reads after the tick.
-        self._cal_pixels = self.buffers["ml.label_pixels"]
-        self._cal_labels = self.buffers["ml.label_labels"]
-        self._cal_anc = self.buffers["ml.label_ancillary"]
-        self._teacher_conf = self.buffers["ml.teacher_confidence"]
-        self._cal_pred = self.buffers["ml.label_pred"]
-        self._sample_fmt = struct.Struct(f">{cfg.payload.bands}f")
-        self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
         self._handlers = tuple(self._handler_for(s.kind) for s in self.specs)
         # Optional tasks of higher priority keep a first claim on the orbit budget.
         self._claim_w = tuple(
@@ -367,13 +318,13 @@ class FlightSoftware:
             "power_monitor": self._task_power_monitor,
             "budget_update": self._task_budget_update,
             "housekeeping": self._task_housekeeping,
-            "inference": self._task_inference,
-            "label_collect": self._task_label_collect,
-            "teacher_label": self._task_teacher_label,
-            "training": self._task_training,
+            "inference": self.learning.task_inference,
+            "label_collect": self.learning.task_label_collect,
+            "teacher_label": self.learning.task_teacher_label,
+            "training": self.learning.task_training,
             "tc_handler": self.tc.run,
-            "calibration": self._task_calibration,
-            "adaptation": self._task_adaptation,
+            "calibration": self.learning.task_calibration,
+            "adaptation": self.learning.task_adaptation,
             "device_health": self.fdir.device_health_task,
         }[kind]
 
@@ -526,241 +477,51 @@ class FlightSoftware:
             ), t)
         return 1e-3
 
-    def _task_inference(self, t: float) -> float:
-        if self.payload.acquire(self._pixels, self._anc) == ACQ_DARK:
-            return -1.0
-        n = self._pixels.shape[0]
-        self.calibration.apply_into(self._pixels, self._anc[:, ANC_DETECTOR], n)
-        self.learner.predict(self._pixels, self.outputs.predictions)
-        self.outputs.predictions_valid = True
-        sun_elevation_deg = getattr(self.payload, "sun_elevation_deg", 90.0)
-        self.learner.monitor(self._pixels, self.outputs.predictions, n, sun_elevation_deg)
-        self._report_drift(t)
-        aug = self.learner.feat.shape[1]
-        cost = 2.0 * n * aug * (self.cfg.payload.bands + len(self.cfg.payload.classes)) + 2.0 * n * self.cfg.payload.bands
-        if self._adapting:
-            cost += 3.0 * self.adaptation.observe(self._pixels, n, sun_elevation_deg) * self.cfg.payload.bands
-        if SOURCE_SELF in self.label_sources:
-            m = confident_into(self._pixels, self.outputs.predictions, self.learner.margins, n,
-                               self.cfg.payload.self_training_margin, self._cal_pixels, self._cal_labels,
-                               self._anc, self._cal_anc)
-            self._learn(SOURCE_SELF, m, t, monitor=False)
-            cost += 2.0 * m * aug * aug
-        return cost / self.cpu_flops_per_s
+    # -- the payload and learning component, as the host, the commands and the tests know it
+    @property
+    def learner(self):
+        return self.learning.learner
 
-    def _task_label_collect(self, t: float) -> float:
-        """Over a calibration site: the reference map's class at each pixel's onboard geolocation."""
-        if SOURCE_SITE not in self.label_sources:
-            return -1.0
-        if self.payload.acquire(self._cal_pixels, self._cal_anc) != ACQ_SITE:
-            return -1.0
-        ref = self.reference
-        n = self._cal_pixels.shape[0]
-        self.calibration.apply_into(self._cal_pixels, self._cal_anc[:, ANC_DETECTOR], n)
-        if ref is None:
-            m = 0
-        else:
-            blue, green, swir = ref.cloud_bands
-            m = site_labels_into(self._cal_pixels, self._cal_anc, n, self._site_maps, ref.cloud_class,
-                                 blue, green, swir, self._cal_labels)
-        self._learn(SOURCE_SITE, m, t, monitor=True)
-        if m:
-            self._report_samples(t, m)
-        aug = self.learner.feat.shape[1]
-        return 2.0 * n * aug * aug / self.cpu_flops_per_s
+    @property
+    def calibration(self):
+        return self.learning.calibration
 
-    def _task_teacher_label(self, t: float) -> float:
-        """Label a fresh frame with the onboard teacher model (optional, power permitting)."""
-        if self.teacher is None:
-            return -1.0
-        if self.payload.acquire(self._cal_pixels, self._cal_anc) == ACQ_DARK:
-            return -1.0
-        n = self._cal_pixels.shape[0]
-        self.calibration.apply_into(self._cal_pixels, self._cal_anc[:, ANC_DETECTOR], n)
-        self.teacher.label_into(self._cal_pixels, n, self._cal_labels, self._teacher_conf)
-        m = compact_labelled(self._cal_pixels, self._cal_labels, n, self._cal_anc)
-        self._learn(SOURCE_TEACHER, m, t, monitor=False)
-        aug = self.learner.feat.shape[1]
-        return (n * self.teacher.flops_per_sample + 2.0 * m * aug * aug) / self.cpu_flops_per_s
+    @property
+    def adaptation(self):
+        return self.learning.adaptation
 
-    def _learn(self, source: int, m: int, t: float, monitor: bool) -> None:
-        """Fold the first m labelled pixels of the label buffers into the learner."""
-        if m <= 0:
-            return
-        px, lab, anc = self._cal_pixels[:m], self._cal_labels[:m], self._cal_anc[:m]
-        if self.label_tap is not None:
-            self.label_tap(source, t, px, lab, anc)
-        if monitor and self.calibration.watch_remaining > 0:
-            self._watch_calibration(px, lab, anc, m, t)
-        if monitor and self.adaptation.watch_remaining > 0:
-            self._watch_adaptation(px, lab, m, t)
-        self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source,
-                                columns=anc[:, ANC_DETECTOR])
-        if self.learner.rollback_pending_report:
-            self.learner.rollback_pending_report = False
-            self._report_update("rolled_back", t)
-        self._report_drift(t)
+    @property
+    def teacher(self):
+        return self.learning.teacher
 
-    def _watch_calibration(self, px: np.ndarray, lab: np.ndarray, anc: np.ndarray, m: int, t: float) -> None:
-        """Site labels after a calibration commit: the active model under the new and the previous table."""
-        cal, learner = self.calibration, self.learner
-        pred = self._cal_pred[:m]
-        learner.predict(px, pred)
-        new_ok = count_equal(pred, lab, m)
-        old_px = cal.rows[:m]
-        cal.remap_into(px, anc[:, ANC_DETECTOR], m, cal.active, 1 - cal.active, old_px)
-        learner.predict(old_px, pred)
-        old_ok = count_equal(pred, lab, m)
-        if cal.watch(new_ok, old_ok, m):
-            learner.remap_replay(cal, 1 - cal.active, cal.active)
-            np.copyto(px, old_px)  # this batch too: the learner takes it in the restored table
-            learner.forget()
-            self.adaptation.restart_window()
-            cal.rollback_pending_report = False
-            self._report_calibration("rolled_back", t)
+    @property
+    def reference(self):
+        return self.learning.reference
 
-    def _watch_adaptation(self, px: np.ndarray, lab: np.ndarray, m: int, t: float) -> None:
-        """Site labels after an adaptation commit: the active head under the new and the previous normalisation."""
-        adapt, learner = self.adaptation, self.learner
-        pred = self._cal_pred[:m]
-        learner.predict(px, pred)
-        new_ok = count_equal(pred, lab, m)
-        learner.predict_with_inputs(px, pred, *adapt.previous())
-        old_ok = count_equal(pred, lab, m)
-        if adapt.watch(new_ok, old_ok, m):
-            adapt.rollback_pending_report = False
-            learner.forget()
-            self._report_adaptation("rolled_back", t)
+    @property
+    def label_sources(self):
+        return self.learning.label_sources
 
-    def _task_adaptation(self, t: float) -> float:
-        """One bounded step of the label-free input adaptation (flight_sw/ml/adaptation.py)."""
-        adapt = self.adaptation
-        outcome = adapt.step(self.learner.compare_inputs)
-        if outcome == "committed":
-            self.learner.forget()  # the features moved: the head's statistics describe the old ones
-        if outcome in ("committed", "refused"):
-            self._report_adaptation(outcome, t)
-        if adapt.last_step_flops <= 0.0:
-            return -1.0
-        return adapt.last_step_flops / self.cpu_flops_per_s
+    @property
+    def label_tap(self):
+        return self.learning.label_tap
 
-    def _report_adaptation(self, outcome: str, t: float) -> None:
-        a = self.adaptation
-        payload = d.ADAPTATION_UPDATE_STRUCT.pack(
-            d.ADAPTATION_OUTCOMES.index(outcome),
-            a.version if outcome != "refused" else a.next_version,
-            a.last_refusal if outcome == "refused" else 0,
-            a.last_change,
-            a.last_candidate_acc,
-            a.last_active_acc,
-            a.last_gate_z,
-            a.last_window_pixels,
-        )
-        self.tm.event(d.EVENT_ADAPTATION_UPDATE, "info" if outcome == "committed" else "low", payload, t)
+    @label_tap.setter
+    def label_tap(self, tap) -> None:
+        self.learning.label_tap = tap
+
+    @property
+    def _pixels(self) -> np.ndarray:
+        return self.learning._pixels
 
     def request_calibration(self) -> None:
-        """Ground command: a calibration at the next dark sweep and diffuser window."""
-        self.calibration.request(3, self.learner.held_by_source[SOURCE_SITE])
+        self.learning.request_calibration()
 
     def rollback_calibration(self, t: float) -> bool:
-        """Ground command: back to the other calibration slot; held-back samples and statistics follow.
-        False (nothing changes) when the other slot no longer holds a committed table."""
-        cal = self.calibration
-        before = cal.active
-        if not cal.rollback():
-            return False
-        self.learner.remap_replay(cal, before, cal.active)
-        self.learner.forget()
-        self.adaptation.restart_window()
-        self._report_calibration("rolled_back", t)
-        return True
-
-    def _task_calibration(self, t: float) -> float:
-        """One bounded step of the radiometric self-calibration (flight_sw/ml/radiometry.py)."""
-        if not hasattr(self.payload, "acquire_calibration"):
-            return -1.0
-        cal = self.calibration
-        before = cal.active
-        outcome = cal.step(t, self.payload, self._heldback, self.learner.held_by_source[SOURCE_SITE])
-        if outcome == "committed":  # held-back samples and statistics follow the new table
-            self.learner.remap_replay(cal, before, cal.active)
-            self.learner.forget()
-            self.adaptation.restart_window()  # its pixels were corrected by the old table
-        if outcome is not None:
-            self._report_calibration(outcome, t)
-        if cal.last_step_flops <= 0.0:
-            return -1.0
-        return cal.last_step_flops / self.cpu_flops_per_s
-
-    def _report_calibration(self, outcome: str, t: float) -> None:
-        cal = self.calibration
-        payload = d.CALIBRATION_UPDATE_STRUCT.pack(
-            CAL_OUTCOMES.index(outcome),
-            cal.version if outcome != "refused" else cal.next_version,
-            cal.request_reason,
-            cal.last_refusal if outcome == "refused" else 0,
-            cal.last_band_change,
-            cal.last_changed_share,
-            cal.last_candidate_acc,
-            cal.last_active_acc,
-            cal.hot_count,
-            cal.dark_jumps,
-            cal.diffuser_sweeps,
-        )
-        self.tm.event(d.EVENT_CALIBRATION_UPDATE, "info" if outcome == "committed" else "low", payload, t)
-
-    def _task_training(self, t: float) -> float:
-        learner = self.learner
-        if self.tc.upload.trial is not None:
-            return -1.0  # issue 7 hook: no onboard commit may overwrite an uploaded model's fallback slot
-        if not learner.wants_training():
-            return -1.0
-        outcome = learner.training_step()
-        cost_s = learner.last_step_flops / self.cpu_flops_per_s  # what the step really did
-        while learner.stats_reset_events:
-            reason = learner.stats_reset_events.pop(0)
-            self.tm.event(d.EVENT_STATISTICS_RESET, "high",
-                          d.STATISTICS_RESET_STRUCT.pack(reason, min(learner.stats_resets, 0xFFFF)), t)
-        if outcome is not None:
-            self._report_update(outcome, t)
-        return cost_s
-
-    def _report_samples(self, t: float, m: int) -> None:
-        """Send a few site-labelled samples down (HK SID 5) for the ground's replay and retraining."""
-        k = min(d.SAMPLES_PER_REPORT, m)
-        fmt = self._sample_fmt
-        parts = [d.SAMPLES_HEADER.pack(self.learner.version, k)]
-        for i in range(k):
-            parts.append(d.SAMPLE_RECORD_HEAD.pack(int(self._cal_labels[i]), int(self._cal_pred[i])))
-            parts.append(fmt.pack(*self._cal_pixels[i].tolist()))
-        self.tm.housekeeping(d.HK_SAMPLES_SID, b"".join(parts), t)
-
-    def _report_drift(self, t: float) -> None:
-        events = self.learner.drift_events
-        while events:
-            source, samples = events.pop(0)
-            self.calibration.request(1, self.learner.held_by_source[SOURCE_SITE])  # a drift alarm asks for one
-            self.tm.event(d.EVENT_DRIFT_DETECTED, "medium", struct.pack(">BI", source, samples), t)
+        return self.learning.rollback_calibration(t)
 
     def _report_update(self, outcome: str, t: float) -> None:
-        learner = self.learner
-        rep = learner.last_report
-        payload = d.TRAINING_UPDATE_STRUCT.pack(
-            d.TRAINING_OUTCOMES.index(outcome),
-            learner.version if outcome != "refused" else learner.next_version,
-            learner.last_candidate_acc,
-            learner.last_active_acc,
-            int(learner.effective_labels),
-            rep.path if rep else 0,
-            rep.energy_j if rep else 0.0,
-            rep.rel_residual if rep else math.nan,
-            learner.last_kappa,
-            learner.precond_refreshes,
-            learner.last_refusal if outcome == "refused" else 0,
-            learner.last_gate_z,
-        )
-        severity = "info" if outcome == "committed" else "low"
-        self.tm.event(d.EVENT_TRAINING_UPDATE, severity, payload, t)
+        self.learning.report_update(outcome, t)
 
     @property
     def mode(self) -> str:
@@ -789,9 +550,7 @@ class FlightSoftware:
             "tm": self.tm.state(),
             "tc": self.tc.state_dict(),
             "fdir": self.fdir.state_dict(),
-            "learner": self.learner.state_dict(),
-            "calibration": self.calibration.state_dict(),
-            "adaptation": self.adaptation.state_dict(),
+            "learning": self.learning.state_dict(),
             "solver": self.solver.state_dict(),
             "config_fingerprint": self._config_fingerprint(),
         }
@@ -846,9 +605,7 @@ class FlightSoftware:
         self.downlink.load_state_dict(state["downlink"])
         self.tm.load_state(state["tm"])
         self.fdir.load_state_dict(state["fdir"])
-        self.learner.load_state_dict(state["learner"])
-        self.calibration.load_state_dict(state["calibration"])
-        self.adaptation.load_state_dict(state["adaptation"])
+        self.learning.load_state_dict(state["learning"])
         self.solver.load_state_dict(state["solver"])
         if reboot:
             self.tc.boot(cold=False, t=self.t_s)  # NV state wins, the boot counts, trials revert

@@ -281,7 +281,7 @@ class Simulation:
 
         The ground loop gets the pixels as the payload delivered them: it stands for a
         satellite without onboard calibration (the flight software's are corrected)."""
-        buffer = self.fsw._pixels if source == SOURCE_SELF else self.fsw._cal_pixels
+        buffer = self.fsw.learning._pixels if source == SOURCE_SELF else self.fsw.learning._cal_pixels
         truth = self.payload.truth_of_rows(buffer, ancillary)
         log = self.log
         log.lab_t_s.append(t)

@@ -204,7 +204,7 @@ def test_statistics_reset_is_reported_as_an_event(make_fsw):
     learner.q[0, 0, 0] = np.inf
     learner.new_labels = 10**6
     for _ in range(4):
-        fsw._task_training(100.0)
+        fsw.learning.task_training(100.0)
     fsw.downlink.drain(10_000, True)  # a contact: everything queued goes down
     events = []
     for raw in fsw.test_packets:

@@ -289,7 +289,7 @@ def test_flight_software_calibrates_reports_and_snapshots_the_table(make_fsw, de
         fsw.step(tick)
         tick += 1
     np.testing.assert_allclose(fsw._pixels, payload.nominal[id(fsw._pixels)], atol=0.003)
-    assert np.max(np.abs(payload.sensor.pixels(payload.nominal[id(fsw._pixels)], fsw._anc[:, 3])
+    assert np.max(np.abs(payload.sensor.pixels(payload.nominal[id(fsw._pixels)], fsw.learning._anc[:, 3])
                          - payload.nominal[id(fsw._pixels)])) > 0.01  # there was something to correct
     # The table and the job's state survive a reboot bit for bit.
     other = make_fsw(payload=CalibratingPayload(default_cfg))
@@ -305,7 +305,7 @@ def test_drift_alarm_asks_for_a_calibration(make_fsw):
     cal = fsw.calibration
     cal.requested = False
     fsw.learner.drift_events.append((0, 32))
-    fsw._report_drift(0.0)
+    fsw.learning._report_drift(0.0)
     assert cal.requested and r.REQUEST_REASONS[cal.request_reason] == "drift_alarm"
 
 

@@ -157,7 +157,7 @@ def test_trial_that_fails_validation_is_reverted_and_rollback_command_reverts(de
     fsw.test_payload = fsw.payload
     fsw.payload.mode = ACQ_SITE
     for k in range(40):
-        fsw._task_label_collect(float(k))
+        fsw.learning.task_label_collect(float(k))
     assert fsw.learner.replay_count > 0
     up = uplinker(default_cfg)
     worse = package_model(default_cfg, -image.head, version=6, parent_version=1, security_counter=6, chunk_size=CHUNK)
@@ -175,7 +175,7 @@ def test_training_pauses_during_a_trial(default_cfg, image):
     b = Bench(default_cfg, image)
     up = uplinker(default_cfg)
     b.send(*up.upload_frames(_pkg(default_cfg, image)))
-    assert b.fsw._task_training(0.0) == -1.0
+    assert b.fsw.learning.task_training(0.0) == -1.0
 
 
 @pytest.mark.parametrize("field", ["shape", "scales"])
