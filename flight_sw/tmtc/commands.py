@@ -469,7 +469,7 @@ class TcHandler:
         if len(data) <= d.LPT_PART_STRUCT.size:
             raise UploadError("bad_arguments", "expected u16 transaction id, u16 part sequence number, part")
         tid, seq = d.LPT_PART_STRUCT.unpack_from(data)
-        was_open = self.upload.transaction()
+        sessions = self.nv.data["upload_sessions"]
         try:
             m = self.upload.receive_part(kind, tid, seq, data[d.LPT_PART_STRUCT.size :])
         except UploadError as e:
@@ -480,8 +480,8 @@ class TcHandler:
             self._report_aborts(t)
         if m is not None:
             self._model_event("verified", m["version"], m["security_counter"], t)
-        elif kind == PART_FIRST and self.upload.transaction() == tid and was_open != tid:
-            self._model_event("session_open", 0, 0, t)
+        elif self.nv.data["upload_sessions"] != sessions and self.upload.transaction() == tid:
+            self._model_event("session_open", 0, 0, t)  # a first part began a transaction
 
     def _report_aborts(self, t: float) -> None:
         """TM[13,16] for every service 13 transaction the uploader aborted."""

@@ -141,6 +141,7 @@ def test_a_new_first_part_aborts_the_open_transaction(default_cfg, image):
     changed = _pkg(default_cfg, image, version=7, sc=8)
     b.send(up.upload_part(changed, 1))
     assert _aborts(b) == [(7, "lpt_superseded")] and upl.next_part() == 2
+    assert _stages(b).count("session_open") == 2  # the restart is a new transaction
 
 
 def test_exceeding_max_upload_bytes_aborts(default_cfg, image):
