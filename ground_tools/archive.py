@@ -83,6 +83,9 @@ DEFAULT_NAME = "archive.sqlite"
 #: PUS service 1 (request verification, dictionary v4+: telecommands) and 17 (test).
 VERIFICATION_SERVICE = getattr(d, "PUS_SERVICE_VERIFICATION", None)
 TEST_SERVICE = getattr(d, "PUS_SERVICE_TEST", None)
+#: TM[13,16] large packet uplink abortion report (dictionary v10+).
+LPT_SERVICE = getattr(d, "PUS_SERVICE_LARGE_PACKET", None)
+LPT_ABORT = getattr(d, "LPT_UPLINK_ABORT", None)
 VERIFICATION_STAGES = {1: "acceptance", 2: "acceptance", 3: "start", 4: "start", 5: "progress", 6: "progress",
                        7: "completion", 8: "completion"}
 #: Optimizer-device housekeeping (SID 4, dictionary v3+): absent from older dictionaries.
@@ -305,6 +308,8 @@ class _Decoder:
                 pass  # connection test reply: kept in `packets`
             elif service == d.PUS_SERVICE_STORAGE and store_report(subtype, data) is not None:
                 pass  # TM store content summary / status (15,13 / 15,19): kept in `packets`
+            elif (service, subtype) == (LPT_SERVICE, LPT_ABORT) and len(data) == d.LPT_ABORT_STRUCT.size:
+                struct_id = d.LPT_ABORT_STRUCT.unpack(data)[0]  # 13,16: kept in `packets`, struct_id = transaction id
             else:
                 status = f"unexpected service {service}/{subtype}"
             if status != "ok":

@@ -346,7 +346,7 @@ class Telemetry:
     orbit_task_energy_j: np.ndarray | None = None  # (n_orbits, n_tasks)
     hk_device: dict[str, np.ndarray] = field(default_factory=dict)  # SID 4, when the dictionary has it
     hk_sa: dict[str, np.ndarray] = field(default_factory=dict)  # SID 6: (n_reports, n_associations) each
-    verifications: int = 0  # PUS service 1 / 17 reports (counted, decoded by the archive)
+    verifications: int = 0  # PUS service 1 / 17 reports and 13,16 aborts (counted, decoded by the archive)
     store_reports: int = 0  # PUS service 15 reports (`store_report` decodes one)
     events: list[dict] = field(default_factory=list)
     packets: int = 0
@@ -366,8 +366,8 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
     tm.bad_reasons.update(link_problems(stream))
     core_rows, task_rows, orbit_rows, orbit_energy, dev_rows, dev_t = [], [], [], [], [], []
     dev_sid, dev_struct = getattr(d, "HK_DEVICE_SID", None), getattr(d, "HK_DEVICE_STRUCT", None)
-    tc_services = {x for x in (getattr(d, "PUS_SERVICE_VERIFICATION", None), getattr(d, "PUS_SERVICE_TEST", None))
-                   if x is not None}
+    tc_services = {x for x in (getattr(d, "PUS_SERVICE_VERIFICATION", None), getattr(d, "PUS_SERVICE_TEST", None),
+                               getattr(d, "PUS_SERVICE_LARGE_PACKET", None)) if x is not None}
     core_t, task_t, orbit_t, sa_rows, sa_t = [], [], [], [], []
     sa_size = d.HK_SA_STRUCT.size
     off = epoch_offset_s(start_utc)

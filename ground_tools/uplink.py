@@ -27,13 +27,18 @@ from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc import sdls
 from flight_sw.tmtc.cltu import encode_cltu
-from flight_sw.tmtc.security import MAC_LEN
 from flight_sw.tmtc.tc_frames import FECF_LEN, PRIMARY_HEADER_LEN, TcFrame
 from flight_sw.tmtc.tc_link import TC_VIRTUAL_CHANNEL
-from flight_sw.tmtc.upload import FSW_VERSION, MANIFEST_FORMAT, input_schema_hash
+from flight_sw.tmtc.upload import (
+    FSW_VERSION,
+    MANIFEST_FORMAT,
+    MAX_MANIFEST_BYTES,
+    input_schema_hash,
+    pack_package,
+)
 
 INT8_MAX = 127
-#: PUS packet overhead (primary 6 + PUS-C TC secondary 5 + CRC 2) and the upload part index.
+#: PUS packet overhead (primary 6 + PUS-C TC secondary 5 + CRC 2).
 PUS_TC_OVERHEAD = 13
 
 
@@ -217,20 +222,26 @@ class Uplinker:
     def param_activate(self) -> bytes:
         return self.function(d.FN_PARAM_ACTIVATE)
 
-    def upload_open(self, pkg: ModelPackage) -> bytes:
-        return self.frame(d.PUS_SERVICE_FILE, 1, struct.pack(">H", pkg.key_id) + pkg.signature + pkg.manifest_bytes)
+    # -- model upload: service 13 large packet uplink (ECSS-E-ST-70-41C 6.13) --------------
+    def upload_part(self, pkg: ModelPackage, seq_number: int) -> bytes:
+        """Part `seq_number` (1 .. len(pkg.chunks)) of the package's service 13 transaction
+        `pkg.transaction_id`: 13,9 for the first, 13,11 for the last, 13,10 in between."""
+        n = len(pkg.chunks)
+        if not 1 <= seq_number <= n:
+            raise ValueError(f"part sequence number {seq_number} outside 1..{n}")
+        subtype = (d.LPT_UPLINK_FIRST if seq_number == 1 else d.LPT_UPLINK_LAST if seq_number == n
+                   else d.LPT_UPLINK_INTERMEDIATE)
+        return self.frame(d.PUS_SERVICE_LARGE_PACKET, subtype,
+                          d.LPT_PART_STRUCT.pack(pkg.transaction_id, seq_number) + pkg.chunks[seq_number - 1])
 
-    def upload_part(self, pkg: ModelPackage, index: int) -> bytes:
-        return self.frame(d.PUS_SERVICE_LARGE_PACKET, 9, struct.pack(">H", index) + pkg.chunks[index])
-
-    def upload_verify(self) -> bytes:
-        return self.frame(d.PUS_SERVICE_FILE, 2)
+    def upload_resume(self, pkg: ModelPackage, next_part: int) -> list[bytes]:
+        """The parts from `next_part` (what a failed completion report names as expected) to the last."""
+        return [self.upload_part(pkg, i) for i in range(next_part, len(pkg.chunks) + 1)]
 
     def upload_frames(self, pkg: ModelPackage, activate: bool = True) -> list[bytes]:
-        """The whole upload for a contact: open, every part, verify, then (optionally) activate."""
-        out = [self.upload_open(pkg)]
-        out += [self.upload_part(pkg, i) for i in range(len(pkg.chunks))]
-        out.append(self.upload_verify())
+        """The whole upload for a contact: every part in order (13,9, 13,10..., 13,11; the last
+        one completes staging onboard), then (optionally) FN_MODEL_ACTIVATE."""
+        out = self.upload_resume(pkg, 1)
         if activate:
             out.append(self.activate())
         return out
@@ -264,6 +275,11 @@ def head_accuracy(head: np.ndarray, features: np.ndarray, labels: np.ndarray) ->
 
 @dataclass
 class ModelPackage:
+    """A signed model package. `chunks` are the parts of its OLPK form (`package`, the large
+    message of service 13; CFDP sends `package` as one file), at least two (first and last).
+    `transaction_id` (u16) names its service 13 transaction: by default the low 16 bits of the
+    version (a new version is a new transaction); the caller may set another before sending."""
+
     manifest: dict
     manifest_bytes: bytes
     signature: bytes
@@ -271,11 +287,33 @@ class ModelPackage:
     payload: bytes
     chunks: list[bytes]
     report: dict = field(default_factory=dict)
+    transaction_id: int = 0
+
+    @property
+    def package(self) -> bytes:
+        """The OLPK package (flight_sw.tmtc.upload.pack_package) the parts are cut from."""
+        return pack_package(self.key_id, self.signature, self.manifest_bytes, self.payload)
+
+    def repack(self) -> ModelPackage:
+        """Cut the parts again from the current fields (after changing the signature, the
+        manifest or the payload, e.g. to test a refusal), with the manifest's part size."""
+        self.chunks = split_parts(self.package, self.manifest["chunk_size"])
+        return self
 
 
 def max_chunk_bytes(cfg: MissionConfig) -> int:
-    """Largest upload part that fits a frame: frame limit - security - PUS overhead - part index."""
-    return max_packet_bytes(cfg) - PUS_TC_OVERHEAD - 2
+    """Largest upload part that fits a frame: frame limit - security - PUS overhead - the 4
+    octets of transaction id and part sequence number (dictionary.LPT_PART_STRUCT)."""
+    return max_packet_bytes(cfg) - PUS_TC_OVERHEAD - d.LPT_PART_STRUCT.size
+
+
+def split_parts(package: bytes, part_bytes: int) -> list[bytes]:
+    """Cut a package into service 13 parts of `part_bytes`; a package that fits one part is cut
+    in two (a large message has a first and a last part, ECSS-E-ST-70-41C 6.13)."""
+    if len(package) <= part_bytes:
+        half = len(package) // 2
+        return [package[:half], package[half:]]
+    return [package[i : i + part_bytes] for i in range(0, len(package), part_bytes)]
 
 
 def package_model(
@@ -290,8 +328,12 @@ def package_model(
     provenance: dict | None = None,
     name: str | None = None,
     min_fsw_version: str = ".".join(map(str, FSW_VERSION)),
+    transaction_id: int | None = None,
 ) -> ModelPackage:
-    """Prune (optional), quantise per channel, sign the manifest, cut into parts.
+    """Prune (optional), quantise per channel, sign the manifest, cut the package into parts.
+
+    `chunk_size` is both the service 13 part size and the manifest's `chunk_size` (how the
+    payload is staged onboard); `transaction_id` defaults to `version & 0xFFFF`.
 
     `head` is (feature_dim + 1, classes) float; `heldout` = (features with bias column,
     labels) measures what pruning and quantisation cost (reported, and kept in provenance).
@@ -311,24 +353,29 @@ def package_model(
     chunk = chunk_size or max_chunk_bytes(cfg)
     if not 1 <= chunk <= max_chunk_bytes(cfg):
         raise ValueError(f"chunk_size must be in 1..{max_chunk_bytes(cfg)}")
-    chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    n_chunks = -(-len(payload) // chunk)
     prov = {"source": "ground", **(provenance or {})}
     prov.update({k: round(v, 4) for k, v in report.items() if k.startswith("acc_")})
     manifest = {
         "format": MANIFEST_FORMAT, "kind": "head", "name": name or f"head_v{version}.bin",
         "version": version, "parent_version": parent_version, "security_counter": security_counter,
         "dtype": "int8", "shape": list(q.shape), "scales": [float(s) for s in scales],
-        "size": len(payload), "chunk_size": chunk, "n_chunks": len(chunks),
+        "size": len(payload), "chunk_size": chunk, "n_chunks": n_chunks,
         "sha256": hashlib.sha256(payload).hexdigest(), "input_schema_hash": input_schema_hash(cfg),
         "min_fsw_version": min_fsw_version, "sparsity": report["sparsity"], "provenance": prov,
     }
     mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     key_id, key = mission_key(cfg, "upload")
     sig = hmac.new(key, mbytes, hashlib.sha256).digest()
-    limit = max_packet_bytes(cfg) - PUS_TC_OVERHEAD - 2 - MAC_LEN
-    if len(mbytes) > limit:
-        raise ValueError(f"manifest of {len(mbytes)} bytes does not fit one frame ({limit}); shorten provenance")
-    return ModelPackage(manifest, mbytes, sig, key_id, payload, chunks, report)
+    if len(mbytes) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"manifest of {len(mbytes)} bytes exceeds the onboard {MAX_MANIFEST_BYTES}; shorten provenance")
+    package = pack_package(key_id, sig, mbytes, payload)
+    if len(package) > cfg.tmtc.max_upload_bytes:
+        raise ValueError(f"package of {len(package)} bytes exceeds tmtc.max_upload_bytes {cfg.tmtc.max_upload_bytes}")
+    tid = version & 0xFFFF if transaction_id is None else transaction_id
+    if not 0 <= tid <= 0xFFFF:
+        raise ValueError(f"transaction_id {tid} is not a u16")
+    return ModelPackage(manifest, mbytes, sig, key_id, payload, split_parts(package, chunk), report, tid)
 
 
 # -- config validate / diff / package ----------------------------------------------------

@@ -1,10 +1,11 @@
 """An uplink plan: the telecommands of the next passes, grouped by the contact that carries them.
 
-The ground team prepares what goes up before a pass: a ping, a parameter change (load,
-then activate) and a signed model upload (manifest, parts, verify, activate as a trial) at
-the first contact, and the confirm command at the next one, once the trial has had a pass
-to validate itself. The plan file is what the simulator's ground station sends
-(`flightsim run --uplink FILE`), so `make sim` exercises the real packet path end to end.
+The ground team prepares what goes up before a pass: a ping, a parameter change
+(load, then activate) and a signed model upload (the service 13 parts of the signed
+package, then activate as a trial) at the first contact, and the confirm command at the next one, once the
+trial has had a pass to validate itself. The plan file is what the simulator's
+ground station sends (`flightsim run --uplink FILE`), so `make sim` exercises the
+real packet path end to end.
 
 Two file formats (big-endian):
 

@@ -12,7 +12,8 @@ Telemetry (`TelemetryMetaData`), one container tree by inheritance and restricti
     ccsds_packet (abstract) -> pus_tm (type TM, secondary header) -> by service/subtype:
       hk_report (3,25) -> by hk_sid: hk_core, hk_tasks, hk_orbit, hk_device, hk_samples, hk_sa
       event_report (5, subtype = severity) -> by event_id: ev_<name>
-      verification_<stage>_<ok|fail> (1, subtypes TM_*), test_pong (17,2)
+      verification_<stage>_<ok|fail> (1, subtypes TM_*), large_packet_uplink_abort (13,16),
+      test_pong (17,2)
 
 Structures with one record per task or per security association (SIDs 2, 3 and 6) carry no
 count in the packet; the count follows from the packet length. XTCE 1.2 arrays with a length
@@ -27,7 +28,8 @@ express, so the XML is patched after pymdb writes it). Every leaf ends with `pac
 Commands (`CommandMetaData`): an abstract PUS-C TC (`pus_tc`, primary header with the APID as
 an argument, secondary header with service/subtype assigned by each command), ping (17,1), the
 service 8 functions (`fn_<name>`, one per `FN_*` constant, function id fixed), parameter load
-(20,3), upload open/part/verify (23,1, 13,9, 23,2). The TC Transfer Frame, its SDLS security
+(20,3), the large packet uplink parts (13,9 / 13,10 / 13,11) that carry a model package, the
+service 15 requests on the TM store (`store_<request>_1`, one store). The TC Transfer Frame, its SDLS security
 header and trailer and the CLTU around each TC (`flight_sw.tmtc.tc_link`) are link-level and
 not XTCE's business.
 
@@ -477,6 +479,13 @@ class _Builder:
                 f"1,{subtype} ({const}).",
             )
         self.leaf(
+            "large_packet_uplink_abort",
+            self.tm,
+            self._svc(d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT),
+            self.struct_fields("large_packet_uplink_abort", d.LPT_ABORT_STRUCT, "LPT_ABORT_STRUCT"),
+            "13,16 large packet uplink abortion report: transaction id, failure reason (TC_FAILURES).",
+        )
+        self.leaf(
             "test_pong",
             self.tm,
             self._svc(d.PUS_SERVICE_TEST, 2),
@@ -616,24 +625,32 @@ class _Builder:
             entries=[count, y.ArgumentEntry(pid), y.ArgumentEntry(value)],
             short_description="20,3 stage one onboard parameter (activate: FN_PARAM_ACTIVATE).",
         )
-        svc(
-            "upload_open",
-            d.PUS_SERVICE_FILE,
-            1,
-            "23,1 open an upload session (u16 key id, MAC, manifest).",
-            [_binary_arg("session", "u16 key id, 32-octet signature, signed manifest.")],
-        )
-        svc(
-            "upload_part",
-            d.PUS_SERVICE_LARGE_PACKET,
-            9,
-            "13,9 upload part.",
-            [
-                y.IntegerArgument("part_index", signed=False, encoding=y.uint16_t),
-                _binary_arg("data", "Part data."),
-            ],
-        )
-        svc("upload_verify", d.PUS_SERVICE_FILE, 2, "23,2 verify the staged upload.")
+        # Service 13 large packet uplink (ECSS-E-ST-70-41C 6.13): the parts of a model package.
+        for sub, name, doc in (
+            (d.LPT_UPLINK_FIRST, "large_packet_first_part", "13,9 uplink the first part (number 1)."),
+            (d.LPT_UPLINK_INTERMEDIATE, "large_packet_intermediate_part", "13,10 uplink an intermediate part."),
+            (d.LPT_UPLINK_LAST, "large_packet_last_part", "13,11 uplink the last part (stages the package)."),
+        ):
+            tid_code, seq_code = (c for c, _ in _codes(d.LPT_PART_STRUCT))
+            svc(
+                name,
+                d.PUS_SERVICE_LARGE_PACKET,
+                sub,
+                doc,
+                [
+                    y.IntegerArgument(
+                        "transaction_id", signed=False, bits=_INT[tid_code][0],
+                        encoding=y.IntegerEncoding(bits=_INT[tid_code][0]),
+                        short_description="Large message transaction identifier (LPT_PART_STRUCT[0]).",
+                    ),
+                    y.IntegerArgument(
+                        "part_sequence_number", signed=False, bits=_INT[seq_code][0],
+                        encoding=y.IntegerEncoding(bits=_INT[seq_code][0]),
+                        short_description="Part sequence number, 1 for the first part (LPT_PART_STRUCT[1]).",
+                    ),
+                    _binary_arg("part", "The part's octets (a slice of the OLPK model package)."),
+                ],
+            )
         self.storage_commands(svc)
 
     def function_args(self, name: str, num: int) -> list:
@@ -987,6 +1004,9 @@ def _reference(
             expect["verification_failure_p0"] = row[7]
             expect["verification_failure_text"] = data[6:]
         return "verification", None
+    if (h.service, h.subtype) == (d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT) and len(data) == d.LPT_ABORT_STRUCT.size:
+        expect.update({f"large_packet_uplink_abort_p{i}": v for i, v in enumerate(d.LPT_ABORT_STRUCT.unpack(data))})
+        return "large_packet_abort", None
     if h.service == d.PUS_SERVICE_TEST:
         return "test", None
     if h.service == d.PUS_SERVICE_STORAGE and (rec := gd.store_report(h.subtype, data)) is not None:

@@ -12,8 +12,9 @@ sequence number. No exception escapes `process`: anything unexpected is a reject
 
 Services: 17,1 ping; 8,1 functions (mode, TLE, task enable/disable, model rollback,
 activate, confirm, security-association procedures, parameter activation, recovery);
-20,3 parameter load; 23,1 upload session (signed manifest); 13,9 upload part; 23,2 verify
-upload.
+20,3 parameter load; 13,9 / 13,10 / 13,11 large packet uplink (the parts of a signed model
+package, ECSS-E-ST-70-41C 6.13) with TM[13,16] when a transaction is aborted; 11, 12, 19
+onboard tables. Service 23 (file management) is not provided: files come by CFDP.
 
 The handler cannot be driven into a lockout or a fault by what arrives: one run handles
 at most the frames its compute budget pays for (the rest wait in the bounded queue), so a
@@ -46,9 +47,15 @@ from flight_sw.tmtc.cltu import START_SEQUENCE
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.onboard_tables import OnboardTables
 from flight_sw.tmtc.params import ParamTable
-from flight_sw.tmtc.security import MAC_LEN, SA_STATES, Authenticator, NvState, SaError
+from flight_sw.tmtc.security import SA_STATES, Authenticator, NvState, SaError
 from flight_sw.tmtc.tc_link import FARM_DISCARD, TcReceiver
-from flight_sw.tmtc.upload import ModelUploader, UploadError
+from flight_sw.tmtc.upload import (
+    PART_FIRST,
+    PART_INTERMEDIATE,
+    PART_LAST,
+    ModelUploader,
+    UploadError,
+)
 
 #: SA procedures: function id -> argument layout (u16 SPI first).
 SA_PROCEDURES = {
@@ -317,9 +324,9 @@ class TcHandler:
             (d.PUS_SERVICE_TEST, 1): self._ping,
             (d.PUS_SERVICE_FUNCTION, 1): self._function,
             (d.PUS_SERVICE_PARAMS, 3): self._param_load,
-            (d.PUS_SERVICE_FILE, 1): self._upload_open,
-            (d.PUS_SERVICE_LARGE_PACKET, 9): self._upload_part,
-            (d.PUS_SERVICE_FILE, 2): self._upload_verify,
+            (d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_FIRST): self._part_first,
+            (d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_INTERMEDIATE): self._part_intermediate,
+            (d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_LAST): self._part_last,
             **self._table_commands,
             **self._storage_commands,
         }.get((tc.service, tc.message_subtype))
@@ -515,33 +522,52 @@ class TcHandler:
     def _param_load(self, data: bytes, t: float) -> None:
         self.params.load(data)
 
-    def _upload_open(self, data: bytes, t: float) -> None:
-        if len(data) < 2 + MAC_LEN + 2:
-            raise UploadError("bad_arguments", "expected u16 key id, 32-byte signature, manifest")
-        kid = struct.unpack_from(">H", data)[0]
-        try:
-            m = self.upload.open_session(kid, data[2 : 2 + MAC_LEN], data[2 + MAC_LEN :])
-        except UploadError as e:
-            self._model_event("refused", 0, 0, t)
-            raise e
-        self._model_event("session_open", m["version"], m["security_counter"], t)
+    # -- service 13: large packet uplink (ECSS-E-ST-70-41C 6.13, 8.13) ------------------------
+    def _part_first(self, data: bytes, t: float) -> None:
+        self._lpt_part(PART_FIRST, data, t)
 
-    def _upload_part(self, data: bytes, t: float) -> None:
-        if len(data) < 3:
-            raise UploadError("bad_arguments", "expected u16 part index and data")
-        self.upload.put_chunk(struct.unpack_from(">H", data)[0], data[2:])
+    def _part_intermediate(self, data: bytes, t: float) -> None:
+        self._lpt_part(PART_INTERMEDIATE, data, t)
+
+    def _part_last(self, data: bytes, t: float) -> None:
+        self._lpt_part(PART_LAST, data, t)
+
+    def _lpt_part(self, kind: str, data: bytes, t: float) -> None:
+        """One part: u16 transaction id, u16 part sequence number, the part's octets. Aborted
+        transactions are reported by TM[13,16] (even when this TC's completion fails)."""
+        if len(data) <= d.LPT_PART_STRUCT.size:
+            raise UploadError("bad_arguments", "expected u16 transaction id, u16 part sequence number, part")
+        tid, seq = d.LPT_PART_STRUCT.unpack_from(data)
+        sessions = self.nv.data["upload_sessions"]
+        try:
+            m = self.upload.receive_part(kind, tid, seq, data[d.LPT_PART_STRUCT.size :])
+        except UploadError as e:
+            if getattr(e, "package_refused", False):
+                self._model_event("refused", 0, 0, t)
+            raise
+        finally:
+            self._report_aborts(t)
+        if m is not None:
+            self._model_event("verified", m["version"], m["security_counter"], t)
+        elif self.nv.data["upload_sessions"] != sessions and self.upload.transaction() == tid:
+            self._model_event("session_open", 0, 0, t)  # a first part began a transaction
+
+    def _report_aborts(self, t: float) -> None:
+        """TM[13,16] for every service 13 transaction the uploader aborted."""
+        for aborted, code in self.upload.take_aborts():
+            self.fsw.tm.emit(d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT,
+                             d.LPT_ABORT_STRUCT.pack(aborted, d.TC_FAILURES.index(code)), t)
 
     def _stage_file(self, name: str, blob: bytes, t: float) -> None:
-        """A file CFDP delivered: a model package goes through the signed-manifest checks."""
+        """A file CFDP delivered: a model package goes through the signed-manifest checks (an
+        open service 13 transaction it replaces is aborted: TM[13,16])."""
         try:
             m = self.upload.stage_package(blob)
         except UploadError:
             self._model_event("refused", 0, 0, t)
             return
-        self._model_event("verified", m["version"], m["security_counter"], t)
-
-    def _upload_verify(self, data: bytes, t: float) -> None:
-        m = self.upload.verify()
+        finally:
+            self._report_aborts(t)
         self._model_event("verified", m["version"], m["security_counter"], t)
 
     def _model_event(self, stage: str, version: int, sc: int, t: float) -> None:

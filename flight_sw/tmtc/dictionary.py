@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 10  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 15 TM store (core HK store fields, 15,13 / 15,19 reports)
+DICTIONARY_VERSION = 10  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -288,13 +288,26 @@ TC_FAILURES = (
     "param_none_staged", "unknown_key", "apid_mismatch", "calibration_no_previous",
     "last_command_sa", "sa_operational", "wrong_key_purpose", "recovery_refused", "table_full",
     "store_unknown", "store_busy",
+    # 10: large packet uplink (service 13) and the trial guard
+    "lpt_unexpected_part", "lpt_no_transaction", "lpt_part_differs", "lpt_superseded", "upload_trial_running",
 )
 
 PUS_SERVICE_FUNCTION = 8  # 8,1 perform function: u16 function id + arguments
 PUS_SERVICE_PARAMS = 20  # 20,3 load parameter values into the staging table
 PUS_SERVICE_TEST = 17  # 17,1 ping -> 17,2 pong
-PUS_SERVICE_LARGE_PACKET = 13  # 13,9 upload part: u16 part index + data
-PUS_SERVICE_FILE = 23  # 23,1 open upload session (signed manifest), 23,2 verify staged upload
+#: Service 13, large packet transfer (ECSS-E-ST-70-41C 6.13, 8.13): the uplink of one large
+#: message (here: a model package in the OLPK format of flight_sw.tmtc.upload) in parts.
+#: TC[13,9] first part, TC[13,10] intermediate part, TC[13,11] last part, each with
+#: LPT_PART_STRUCT (large message transaction identifier u16, part sequence number u16, as
+#: AcubeSAT ecss-services' LargeMessageTransactionId / PartSequenceNum) then the part (octets,
+#: to the end of the packet). The first part has sequence number 1, the next ones count up by 1.
+#: TM[13,16] large packet uplink abortion report: LPT_ABORT_STRUCT (transaction identifier
+#: u16, failure reason u16 = index in TC_FAILURES).
+PUS_SERVICE_LARGE_PACKET = 13
+LPT_UPLINK_FIRST, LPT_UPLINK_INTERMEDIATE, LPT_UPLINK_LAST = 9, 10, 11
+LPT_UPLINK_ABORT = 16
+LPT_PART_STRUCT = struct.Struct(">HH")
+LPT_ABORT_STRUCT = struct.Struct(">HH")
 PUS_SERVICE_SCHEDULE = 11  # time-based scheduling (onboard_tables.py): 11,1/2 enable/disable, 11,3 reset, 11,4 insert
 PUS_SERVICE_MONITORING = 12  # on-board monitoring: 12,1/2 enable/disable defs, 12,5 add, 12,6 delete, 12,15/16 function
 PUS_SERVICE_EVENT_ACTION = 19  # event-action: 19,1 add, 19,2 delete, 19,4/5 enable/disable defs, 19,8/9 function
@@ -346,6 +359,8 @@ TC_REJECT_REASONS = (
 )
 TC_REJECTED_STRUCT = struct.Struct(">BHQQ")
 EVENT_MODEL_UPLOAD = 9  # params: stage u8 (MODEL_UPLOAD_STAGES), version u32, security counter u32
+#: session_open: a service 13 transaction began (its first part; version and counter are 0, the
+#: manifest is read only when the last part arrives).
 MODEL_UPLOAD_STAGES = ("session_open", "verified", "trial_started", "confirmed", "trial_reverted", "refused",
                        "reverted_at_boot", "installed_at_boot")
 MODEL_UPLOAD_STRUCT = struct.Struct(">BII")

@@ -1,20 +1,37 @@
-"""Model upload: signed manifest, chunk reassembly into staging, trial activation, confirm/revert.
+"""Model upload: a signed package uplinked in parts (PUS service 13) or as a file (CFDP),
+staging, trial activation, confirm/revert.
 
 The uploadable unit is the trainable head (what also trains onboard) plus version
-metadata; the frozen int8 feature extractor is fixed at launch. State machine::
+metadata; the frozen int8 feature extractor is fixed at launch. Both uplink paths carry the
+same thing, a model package in the OLPK format (`pack_package`: signed manifest + payload),
+and both end in `stage_package`, the signed-manifest checks. State machine::
 
-    (none) --23,1 signed manifest ok--> OPEN --13,9 parts--> OPEN --23,2 all parts, hash ok--> VERIFIED
+    (none) --13,9 first part--> TRANSFER --13,10 next part--> TRANSFER
+    TRANSFER --13,11 last part, package passes stage_package--> VERIFIED
+    TRANSFER --13,11 package refused | size over max_upload_bytes | new 13,9--> (none), TM[13,16]
+    (none) --CFDP file delivered, package passes stage_package--> VERIFIED
     VERIFIED --8/ACTIVATE--> TRIAL (head in the inactive slot, switched to; training paused)
     TRIAL --8/CONFIRM and validates--> CONFIRMED (security counter raised, head kept for cold starts)
     TRIAL --no confirm in trial_confirm_runs, failed validation, rollback command or any reboot--> reverted
 
-Power-cut safety: the session, trial and boot records live in the NV record (A/B slots,
-nv_store.py); the parts are appended to the NV staging log, one entry each, so a part costs
-its own bytes and a torn part is simply missing. The trial record is saved *before* the
-slot switch, so a reboot at any point finds either the old model or an unconfirmed trial
-it reverts. Activation re-checks the staged bytes against the manifest's hash. The
-security counter and the confirmed record are written only after every check passed
-(a TUF client once stored a timestamp before its rollback check).
+Service 13 (ECSS-E-ST-70-41C 6.13 large packet uplink): parts carry a u16 transaction id and a
+u16 part sequence number, the first part numbered 1, then consecutive. A part received again
+(same transaction, number below the next expected, identical octets) is a no-op; a part
+beyond the next expected fails its completion report naming the expected number and the
+transaction is kept, so the ground resends from there (passes are hours apart: an abort
+would throw away what a whole pass delivered). No transfer starts while a trial runs.
+
+Power-cut safety: the transaction id and the staged session, trial and boot records live in
+the NV record (A/B slots, nv_store.py); the parts are appended to the NV staging log, one
+entry each, so a part costs its own bytes and a torn part is simply missing (the next
+expected part number and the bytes so far are what the log scan finds). The last part is
+never stored as a part: it completes the package in memory and goes straight to
+`stage_package`, so a cut before staging leaves the transaction waiting for its last part
+again. The trial record is saved *before* the slot switch, so a reboot at any point finds
+either the old model or an unconfirmed trial it reverts. Activation re-checks the staged
+bytes against the manifest's hash. The security counter and the confirmed record are
+written only after every check passed (a TUF client once stored a timestamp before its
+rollback check).
 """
 
 from __future__ import annotations
@@ -36,6 +53,11 @@ FSW_VERSION = (0, 1, 0)
 MANIFEST_FORMAT = 1
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MAX_TRIAL_ACC_LOSS = 0.05  # a trial head may not score more than 5 points below the previous one
+#: Longest manifest accepted: it is kept in the NV record (staged and confirmed), whose
+#: capacity leaves 16 KiB beside the payload (nv_store.record_capacity).
+MAX_MANIFEST_BYTES = 4096
+#: Service 13 part kinds (TC[13,9], TC[13,10], TC[13,11]).
+PART_FIRST, PART_INTERMEDIATE, PART_LAST = "first", "intermediate", "last"
 
 
 class UploadError(Exception):
@@ -64,9 +86,9 @@ def parse_version(v: object) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
 
-#: A model package delivered as one file (by CFDP): magic, u16 upload key id, 32-byte manifest
-#: HMAC, u32 manifest length, manifest JSON, payload. The same checks as the 23,1 / 13,9 / 23,2
-#: path apply: the file transfer only moves bytes, the manifest signature is what is trusted.
+#: A model package, the large message of service 13 and the file of CFDP: magic, u16 upload
+#: key id, 32-byte manifest HMAC, u32 manifest length, manifest JSON, payload. Either transfer
+#: only moves bytes: the manifest signature is what is trusted (`stage_package`).
 PACKAGE_MAGIC = b"OLPK"
 PACKAGE_HEAD = struct.Struct(">4sH32sI")
 
@@ -94,10 +116,15 @@ class ModelUploader:
         self.trial_runs_left = 0
         self.launch_version = learner.version
         self.launch_head = np.array(learner.slots[learner.active], copy=True)  # the golden image
+        self.aborts: list[tuple[int, str]] = []  # service 13 transactions aborted, for TM[13,16]
 
     # -- session -------------------------------------------------------------------------
     def open_session(self, key_id: int, signature: bytes, manifest_bytes: bytes) -> dict:
         """Check the signed manifest completely; only then replace the staging area."""
+        if self.trial is not None:
+            raise UploadError("upload_trial_running", "a trial is running: confirm or roll it back first")
+        if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+            raise UploadError("upload_incompatible", f"manifest of {len(manifest_bytes)} bytes > {MAX_MANIFEST_BYTES}")
         if len(signature) != MAC_LEN:
             raise UploadError("upload_bad_signature", "signature must be 32 bytes")
         reason = self.auth.verify_mac(key_id, "upload", manifest_bytes, signature)
@@ -110,6 +137,8 @@ class ModelUploader:
         if not isinstance(m, dict):
             raise UploadError("upload_incompatible", "manifest is not an object")
         self._check_manifest(m)
+        if (open_tid := self.transaction()) is not None:  # a CFDP package replaces a transfer
+            self.aborts.append((open_tid, "lpt_superseded"))
         session = self.nv.data["upload_sessions"] = self.nv.data["upload_sessions"] + 1
         self.nv.data["staging"] = {"manifest": manifest_bytes.decode(), "session": session, "verified": False}
         self.nv.commit()  # first the record: a cut before the erase leaves parts of another session
@@ -163,11 +192,11 @@ class ModelUploader:
 
     def manifest(self) -> dict:
         st = self.nv.data["staging"]
-        if st is None:
-            raise UploadError("upload_no_session", "no upload session open")
+        if st is None or st.get("manifest") is None:
+            raise UploadError("upload_no_session", "no staged model package")
         return json.loads(st["manifest"])
 
-    def put_chunk(self, index: int, data: bytes) -> None:
+    def _put_chunk(self, index: int, data: bytes) -> None:
         m = self.manifest()
         if not 0 <= index < m["n_chunks"]:
             raise UploadError("bad_arguments", f"part {index} outside 0..{m['n_chunks'] - 1}")
@@ -186,7 +215,7 @@ class ModelUploader:
     def _payload(self) -> bytes:
         return b"".join(self.staging.read(i) for i in range(self.manifest()["n_chunks"]))
 
-    def verify(self) -> dict:
+    def _verify(self) -> dict:
         m = self.manifest()
         missing = self.missing()
         if missing:
@@ -200,8 +229,9 @@ class ModelUploader:
         return m
 
     def stage_package(self, blob: bytes) -> dict:
-        """A whole package file (CFDP): open the session with its signed manifest, stage its
-        parts as if uplinked one by one, verify. Ends VERIFIED (activation stays a command)."""
+        """A whole package (a CFDP file, or the large message of a service 13 transaction):
+        check its signed manifest, stage the payload in the staging log in the manifest's
+        chunks, verify the hash. Ends VERIFIED (activation stays a command)."""
         if len(blob) < PACKAGE_HEAD.size or not blob.startswith(PACKAGE_MAGIC):
             raise UploadError("upload_incompatible", "file is not a model package (magic OLPK)")
         _, key_id, signature, n = PACKAGE_HEAD.unpack_from(blob)
@@ -210,8 +240,101 @@ class ModelUploader:
         m = self.open_session(key_id, signature, manifest)
         chunk = m["chunk_size"]
         for i in range(m["n_chunks"]):
-            self.put_chunk(i, payload[i * chunk : (i + 1) * chunk])
-        return self.verify()
+            self._put_chunk(i, payload[i * chunk : (i + 1) * chunk])
+        return self._verify()
+
+    # -- service 13: large packet uplink (ECSS-E-ST-70-41C 6.13) ---------------------------
+    def transaction(self) -> int | None:
+        """The open service 13 transaction's id (None: no transfer in progress)."""
+        st = self.nv.data["staging"]
+        return st.get("transaction") if st is not None else None
+
+    def next_part(self) -> int:
+        """The part sequence number the open transaction expects next (parts 1..n-1 are in the
+        staging log, appended in order, so after a reboot the log scan gives it)."""
+        return max(self.staging.parts, default=0) + 1
+
+    def received_bytes(self) -> int:
+        return sum(length for _, length in self.staging.parts.values())
+
+    def take_aborts(self) -> list[tuple[int, str]]:
+        """(transaction id, failure code) of the transactions aborted since the last call:
+        each becomes a TM[13,16] large packet uplink abortion report."""
+        out, self.aborts = self.aborts, []
+        return out
+
+    def _abort(self, tid: int, code: str) -> None:
+        self.aborts.append((tid, code))
+        self.nv.data["staging"] = None
+        self.nv.commit()
+
+    def receive_part(self, kind: str, tid: int, seq: int, data: bytes) -> dict | None:
+        """One TC[13,9] / [13,10] / [13,11] part. Returns the manifest when the last part
+        completed a package that `stage_package` accepted (VERIFIED), else None."""
+        if not data:
+            raise UploadError("bad_arguments", "empty part")
+        open_tid = self.transaction()
+        if kind == PART_FIRST:
+            if seq != 1:
+                raise UploadError("bad_arguments", f"a first part has sequence number 1, not {seq}")
+            if open_tid == tid:
+                if 1 not in self.staging.parts:  # its first part was torn by a power cut: continue
+                    self._append(tid, 1, data)
+                    return None
+                if self.staging.read(1) == data:
+                    return None  # received again: a no-op
+            if self.trial is not None:
+                raise UploadError("upload_trial_running", "a trial is running: confirm or roll it back first")
+            if open_tid is not None:
+                self.aborts.append((open_tid, "lpt_superseded"))  # the new record below replaces it
+            session = self.nv.data["upload_sessions"] = self.nv.data["upload_sessions"] + 1
+            self.nv.data["staging"] = {"transaction": tid, "session": session, "manifest": None, "verified": False}
+            self.nv.commit()  # first the record: a cut before the erase leaves parts of another session
+            self.staging.begin(session)
+            self._append(tid, 1, data)
+            return None
+        if open_tid is None or open_tid != tid:
+            raise UploadError("lpt_no_transaction", f"no open transaction {tid}"
+                              + (f" (open: {open_tid}, expected part {self.next_part()})" if open_tid is not None else ""))
+        if seq < 2:
+            raise UploadError("bad_arguments", f"intermediate and last parts are numbered from 2, not {seq}")
+        expected = self.next_part()
+        if kind == PART_INTERMEDIATE and seq < expected:
+            if self.staging.read(seq) == data:
+                return None  # received again (an expedited frame resent): a no-op
+            raise UploadError("lpt_part_differs", f"part {seq} differs from the one received; expected part {expected}")
+        if seq != expected:
+            raise UploadError("lpt_unexpected_part", f"part {seq}: expected part {expected}")
+        if kind == PART_INTERMEDIATE:
+            self._append(tid, seq, data)
+            return None
+        self._check_size(tid, len(data))
+        blob = b"".join(self.staging.read(i) for i in range(1, seq)) + data
+        self.nv.data["staging"] = None  # the transaction ends here (committed with what follows)
+        try:
+            return self.stage_package(blob)
+        except Exception as e:
+            if self.nv.data["staging"] is None:  # refused before staging replaced the record
+                self.nv.commit()
+            if isinstance(e, UploadError):
+                e.package_refused = True
+            self.aborts.append((tid, getattr(e, "code", "bad_arguments")))
+            raise
+
+    def _check_size(self, tid: int, more: int) -> None:
+        have = self.received_bytes()
+        if have + more > self.cfg.tmtc.max_upload_bytes:
+            self._abort(tid, "upload_too_large")
+            raise UploadError("upload_too_large", f"{have + more} bytes > max_upload_bytes "
+                              f"{self.cfg.tmtc.max_upload_bytes}")
+
+    def _append(self, tid: int, seq: int, data: bytes) -> None:
+        self._check_size(tid, len(data))
+        try:
+            self.staging.append(seq, data)
+        except OverflowError as e:
+            self._abort(tid, "upload_too_large")
+            raise UploadError("upload_too_large", str(e)) from None
 
     # -- activation ------------------------------------------------------------------------
     @property
@@ -220,7 +343,7 @@ class ModelUploader:
 
     def activate(self) -> dict:
         st = self.nv.data["staging"]
-        if st is None or not st["verified"]:
+        if st is None or not st["verified"] or st.get("manifest") is None:
             raise UploadError("upload_not_verified", "no verified staged model")
         if self.trial is not None:
             raise UploadError("upload_not_verified", "a trial is already running")
@@ -321,7 +444,7 @@ class ModelUploader:
     def boot(self, cold: bool) -> list[str]:
         """After a cold start or a restore: revert any unconfirmed trial; on a cold start
         install the last confirmed upload (the launch head stays in the other slot). The staged
-        parts of an open session are found again in the staging log."""
+        parts of an open session or transaction are found again in the staging log."""
         st = self.nv.data["staging"]
         self.staging.scan(st["session"] if st is not None else -1)
         out = []

@@ -2,7 +2,9 @@
 
 `record_session` runs a real flight software through a session that touches every kind of
 NV write (anti-replay commits, association procedures, parameter load and activation, a
-model upload with parts, verify, trial and confirm, boots) on a device that logs each write.
+model upload by service 13 with its parts appended to the staging log and a reboot in the
+middle, the package staged by the last part, trial and confirm, boots) on a device that logs
+each write.
 `cut_everywhere` then replays the log: before each write it applies the first k bytes of
 that write, for every k from 0 to its length - 1 (a power cut k bytes in), boots the NV
 store from that image and checks that what it finds is the state before the write or the
@@ -114,13 +116,15 @@ def record_session(cfg, image, entropy_seed: int = 0) -> tuple[list[tuple[int, b
     if spare is not None:
         send(fsw, up.sa_start(spare), up.sa_set_arsn(spare, 40), up.sa_stop(spare))
     head = np.asarray(image.head, dtype=np.float64) * 0.9
+    # parts of about 200 bytes: five or six parts, as many NV writes as the old 48-byte payload chunks
     pkg = package_model(cfg, head, version=image.version + 4, parent_version=image.version,
-                        security_counter=3, chunk_size=48)
+                        security_counter=3, chunk_size=200)
     n = len(pkg.chunks)
-    send(fsw, up.upload_open(pkg), *(up.upload_part(pkg, i) for i in range(n // 2)))
+    send(fsw, *(up.upload_part(pkg, i) for i in range(1, n // 2 + 1)))
     fsw = boot()  # a reboot mid-upload: the parts are found again in the staging log
     up.seq = fsw.tc.auth.last_seq(up.key_id) + 1
-    send(fsw, *(up.upload_part(pkg, i) for i in range(n // 2, n)), up.upload_verify(), up.activate(),
-         up.confirm())
+    assert fsw.tc.upload.next_part() == n // 2 + 1, "the transfer must resume after the reboot"
+    send(fsw, *up.upload_resume(pkg, n // 2 + 1), up.activate(), up.confirm())
+    assert fsw.tc.nv.data["sc"] == 3, "the session must end with the upload confirmed"
     boot()
     return device.log, layout

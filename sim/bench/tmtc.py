@@ -26,9 +26,11 @@
 - ``tmtc.uplink_contacts_1pct_loss`` / ``tmtc.uplink_contacts_10pct_loss``: contacts the
   default model (the uploadable head, int8, signed) needs over the default mission's
   contact schedule (skyfield truth) at `tmtc.uplink_rate_bps`, frames lost at random;
-  mean over 50 independent loss draws (``..._max``: the worst draw). Each round the
-  ground sends what the service 1 reports say is missing and waits one tc_handler
-  period (10 s) for the reports; an unconfirmed trial reverts between contacts.
+  mean over 50 independent loss draws (``..._max``: the worst draw). The upload is the
+  service 13 large packet uplink of the signed package: each round the ground resends from
+  the part the service 1 failure reports name as expected (a lost part stops the ones after
+  it) and waits one tc_handler period (10 s) for the reports; an unconfirmed trial reverts
+  between contacts.
 """
 
 from __future__ import annotations
@@ -152,9 +154,11 @@ def _uplink_contacts(fsw, cfg, pkg_for, contacts, loss: float, rng) -> int:
             st = tc.nv.data["staging"]
             if upl.trial is not None:
                 batch = [up.confirm()]
-            elif st is not None and st["manifest"] == pkg.manifest_bytes.decode():
-                batch = [] if st["verified"] else [up.upload_part(pkg, i) for i in upl.missing()] + [up.upload_verify()]
-                batch.append(up.activate())
+            elif st is not None and st["verified"] and st["manifest"] == pkg.manifest_bytes.decode():
+                batch = [up.activate()]
+            elif upl.transaction() == pkg.transaction_id:
+                # resume where the failure reports say (1,8 "expected part N"): read onboard here
+                batch = up.upload_resume(pkg, upl.next_part()) + [up.activate()]
             else:
                 batch = up.upload_frames(pkg)
             for f in batch:

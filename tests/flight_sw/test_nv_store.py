@@ -92,7 +92,8 @@ def test_file_device_keeps_the_record_across_a_reopen(tmp_path):
 
 def test_upload_parts_append_and_never_rewrite_the_record(default_cfg, image):
     """Before: every part rewrote the whole record (16 commits, 17 KB for a 198-byte head).
-    Now a part writes its own bytes plus a 16-byte entry frame, and the record not at all."""
+    Now a part writes its own bytes plus a 16-byte entry frame, and the record not at all
+    (the first part opens the transaction in the record; the last completes the package)."""
     from ground_tools.uplink import package_model
 
     layout = NvLayout(default_cfg.tmtc.max_upload_bytes)
@@ -101,15 +102,16 @@ def test_upload_parts_append_and_never_rewrite_the_record(default_cfg, image):
     up = uplinker(default_cfg)
     pkg = package_model(default_cfg, image.head * 0.9, version=5, parent_version=image.version,
                         security_counter=1, chunk_size=16)
-    b.send(up.upload_open(pkg))
+    n = len(pkg.chunks)
+    b.send(up.upload_part(pkg, 1))
     start = len(dev.log)
-    parts = [up.upload_part(pkg, i) for i in range(len(pkg.chunks))]
+    parts = [up.upload_part(pkg, i) for i in range(2, n)]
     for frame in parts:  # one frame per run
         b.send(frame)
     writes = dev.log[start:]
     staged = [d for off, d in writes if off >= layout.staging_offset]
     record = [d for off, d in writes if off < layout.staging_offset]
     assert len(record) == len(parts)  # only each frame's anti-replay commit
-    assert len(staged) == len(parts) and sum(map(len, staged)) == len(pkg.payload) + 16 * len(parts)
-    b.send(up.upload_verify())
-    assert b.verification()[-1][0] == 7
+    assert len(staged) == len(parts) and sum(map(len, staged)) == sum(map(len, pkg.chunks[1:-1])) + 16 * len(parts)
+    b.send(up.upload_part(pkg, n))
+    assert b.verification()[-1][0] == 7 and b.fsw.tc.nv.data["staging"]["verified"]

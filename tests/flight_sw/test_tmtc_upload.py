@@ -11,7 +11,7 @@ from flight_sw.tmtc.nv_store import RedundantStore
 from ground_tools.uplink import package_model
 from tests.flight_sw.test_tmtc_helpers import Bench, uplinker
 
-CHUNK = 64  # 198-byte head -> 4 parts
+CHUNK = 64  # the 198-byte head's package (header, manifest, payload) -> about 15 parts
 
 
 def _pkg(cfg, image, version=5, sc=5, **kw):
@@ -33,9 +33,8 @@ def _bootable(fsw, allowed):
 
 def _steps(up, pkg):
     """The upload sequence, one builder per step (frames are built when sent: fresh sequence numbers)."""
-    steps = [lambda: up.upload_open(pkg)]
-    steps += [lambda i=i: up.upload_part(pkg, i) for i in range(len(pkg.chunks))]
-    steps += [up.upload_verify, up.activate, up.confirm]
+    steps = [lambda i=i: up.upload_part(pkg, i) for i in range(1, len(pkg.chunks) + 1)]
+    steps += [up.activate, up.confirm]
     return steps
 
 
@@ -43,7 +42,7 @@ def test_upload_activate_confirm_happy_path(default_cfg, image):
     b = Bench(default_cfg, image)
     up = uplinker(default_cfg)
     pkg = _pkg(default_cfg, image)
-    assert len(pkg.chunks) == 4
+    assert len(pkg.chunks) > 4 and b"".join(pkg.chunks) == pkg.package
     b.send(*up.upload_frames(pkg))
     lrn = b.fsw.learner
     assert lrn.version == 5 and b.fsw.tc.upload.trial is not None
@@ -74,27 +73,49 @@ def test_power_cut_at_every_step_leaves_a_bootable_model(default_cfg, image):
             allowed = {5} if confirmed else {image.version}
             _bootable(b.fsw, allowed)
             assert b.fsw.tc.upload.trial is None  # an unconfirmed trial never survives a reboot
-            # The upload resumes: staged parts persisted; resend only what is missing, then finish.
+            # The upload resumes: staged parts persisted; resend from the next expected part, then finish.
             if not confirmed:
                 up.seq = b.fsw.tc.auth.last_seq(up.key_id) + 1
-                if b.fsw.tc.nv.data["staging"] is None:
-                    b.send(up.upload_open(pkg))
-                missing = b.fsw.tc.upload.missing()
-                b.send(*[up.upload_part(pkg, i) for i in missing], up.upload_verify(), up.activate(), up.confirm())
-                assert cut < 2 or len(missing) <= max(0, len(pkg.chunks) - (cut - 1)), (cut, missing)
+                upl = b.fsw.tc.upload
+                st = b.fsw.tc.nv.data["staging"]
+                n = len(pkg.chunks)
+                if upl.transaction() == pkg.transaction_id:
+                    nxt = upl.next_part()
+                    assert nxt == min(cut, n - 1) + 1, (cut, nxt)  # every part sent before the cut was kept
+                    resend = up.upload_resume(pkg, nxt)
+                elif st is not None and st["verified"]:
+                    assert cut >= n  # staged by the last part
+                    resend = []
+                else:
+                    assert cut == 0, (cut, st)
+                    resend = up.upload_frames(pkg, activate=False)
+                b.send(*resend, up.activate(), up.confirm())
             _bootable(b.fsw, {5})
             assert b.fsw.tc.nv.data["sc"] == 5, (cut, how, b.verification())
 
 
 def test_lost_parts_complete_by_retransmission(default_cfg, image):
+    """A lost part: every later part fails its completion naming the expected part, the
+    transaction is kept, and the ground resends from there (no abort, nothing else lost)."""
     b = Bench(default_cfg, image)
     up = uplinker(default_cfg)
     pkg = _pkg(default_cfg, image)
     frames = up.upload_frames(pkg, activate=False)
-    b.send(*[f for i, f in enumerate(frames) if i not in (2, 4)])  # parts 1 and 3 lost
-    assert b.verification()[-1] == (8, "upload_missing_chunks", "missing 2 of 4: 1,3")
-    b.send(up.upload_part(pkg, 1), up.upload_part(pkg, 3), up.upload_verify(), up.activate())
+    n = len(frames)
+    b.send(*[f for i, f in enumerate(frames) if i != 2])  # part 3 lost
+    fails = [v for v in b.verification() if v[0] == 8]
+    assert fails == [(8, "lpt_unexpected_part", f"part {k}: expected part 3") for k in range(4, n + 1)]
+    assert b.fsw.tc.upload.transaction() == pkg.transaction_id and b.fsw.tc.upload.next_part() == 3
+    assert not _aborts(b)
+    b.send(*up.upload_resume(pkg, 3), up.activate())
     assert b.fsw.learner.version == 5
+
+
+def _aborts(b):
+    """[(transaction id, failure code name)] of every TM[13,16] large packet uplink abortion report."""
+    return [(tid, d.TC_FAILURES[code]) for p in b.packets()
+            if (p.service, p.message_subtype) == (d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT)
+            for tid, code in [d.LPT_ABORT_STRUCT.unpack(bytes(p.source_data))]]
 
 
 def _refused(b, code):
@@ -109,31 +130,40 @@ def test_corrupt_unsigned_older_and_incompatible_models_are_refused(default_cfg,
     b.send(*up.upload_frames(good), up.confirm())
     active = b.fsw.learner.version
     assert active == 7
-    # corrupt part: same length, one byte changed
+    # corrupt part: same length, one payload byte changed (in the last part: the manifest is intact)
     bad = _pkg(default_cfg, image, version=8, sc=8)
-    bad.chunks[1] = bytes([bad.chunks[1][0] ^ 0x55]) + bad.chunks[1][1:]
+    bad.chunks[-1] = bytes([bad.chunks[-1][0] ^ 0x55]) + bad.chunks[-1][1:]
     b.send(*up.upload_frames(bad, activate=False))
     _refused(b, "upload_hash_mismatch")
+    assert _aborts(b)[-1] == (bad.transaction_id, "upload_hash_mismatch")
     b.send(up.activate())
     _refused(b, "upload_not_verified")
     # unsigned / wrongly signed manifest
     uns = _pkg(default_cfg, image, version=9, sc=9)
     uns.signature = bytes(32)
-    b.send(up.upload_open(uns))
+    b.send(*up.upload_frames(uns.repack(), activate=False))
     _refused(b, "upload_bad_signature")
     # signed with the command key instead of the upload key
     uns.key_id = up.key_id
-    b.send(up.upload_open(uns))
+    b.send(*up.upload_frames(uns.repack(), activate=False))
     _refused(b, "upload_bad_signature")
     # older security counter: downgrade
-    b.send(up.upload_open(_pkg(default_cfg, image, version=10, sc=3)))
+    b.send(*up.upload_frames(_pkg(default_cfg, image, version=10, sc=3), activate=False))
     _refused(b, "upload_downgrade")
     # incompatible flight software / input schema
-    b.send(up.upload_open(_pkg(default_cfg, image, version=11, sc=11, min_fsw_version="9.0")))
+    b.send(*up.upload_frames(_pkg(default_cfg, image, version=11, sc=11, min_fsw_version="9.0"), activate=False))
     _refused(b, "upload_incompatible")
     for name in ("../head.bin", "/etc/head.bin", "a/b.bin", "..", ".hidden/../x"):
-        b.send(up.upload_open(_pkg(default_cfg, image, version=12, sc=12, name=name)))
+        b.send(*up.upload_frames(_pkg(default_cfg, image, version=12, sc=12, name=name), activate=False))
         _refused(b, "upload_bad_name")
+    # every refusal was a package refusal: the model-upload event and TM[13,16] with its reason
+    codes = [c for _, c in _aborts(b)]
+    assert codes == ["upload_hash_mismatch", "upload_bad_signature", "upload_bad_signature", "upload_downgrade",
+                     "upload_incompatible"] + ["upload_bad_name"] * 5
+    stages = [d.MODEL_UPLOAD_STAGES[s] for s, *_ in b.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)]
+    assert stages.count("refused") >= 8  # (events of one id are rate-limited: 20 per 600 s)
+    b.send(up.activate())
+    _refused(b, "upload_not_verified")
     _bootable(b.fsw, {active})
     assert b.fsw.tc.nv.data["sc"] == 7
 
@@ -194,6 +224,6 @@ def test_manifest_shape_and_scale_checks(default_cfg, image, field):
     mb = json.dumps(m).encode()
     kid, key = mission_key(default_cfg, "upload")
     pkg.manifest_bytes, pkg.signature = mb, hmac.new(key, mb, hashlib.sha256).digest()
-    b.send(up.upload_open(pkg))
+    b.send(*up.upload_frames(pkg.repack(), activate=False))
     _refused(b, "upload_incompatible")
     assert d.TC_FAILURES  # dictionary shared with the ground

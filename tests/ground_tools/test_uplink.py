@@ -60,7 +60,7 @@ def test_manifest_is_signed_complete_and_fits_a_frame(cfg, image, heldout):
                 "input_schema_hash", "min_fsw_version", "provenance"):
         assert key in m
     assert m["input_schema_hash"] == input_schema_hash(cfg) and m["shape"] == list(image.head.shape)
-    assert hashlib.sha256(pkg.payload).hexdigest() == m["sha256"] and b"".join(pkg.chunks) == pkg.payload
+    assert hashlib.sha256(pkg.payload).hexdigest() == m["sha256"] and b"".join(pkg.chunks) == pkg.package
     _, key = mission_key(cfg, "upload")
     assert hmac.compare_digest(hmac.new(key, pkg.manifest_bytes, hashlib.sha256).digest(), pkg.signature)
     assert json.loads(pkg.manifest_bytes) == m
@@ -118,3 +118,46 @@ def test_packets_only_uplinker_returns_the_bare_pus_packets_and_spends_no_arsn(c
     assert PusTc.unpack(mode).app_data[:2] == bytes([0, 1])
     assert up.seq == 7  # nothing was protected, so no ARSN was used
     assert Uplinker(cfg, first_seq=7).ping() != ping  # the default is a CLTU
+
+
+def test_upload_frames_are_the_service_13_parts_of_the_package_then_activate(cfg, image):
+    """13,9 first (number 1), 13,10 intermediate, 13,11 last, each with the u16 transaction id and
+    u16 part number (ECSS-E-ST-70-41C 6.13), then FN_MODEL_ACTIVATE; bare packets with packets_only."""
+    from spacepackets.ecss import PusTc
+
+    from flight_sw.tmtc.upload import PACKAGE_HEAD, PACKAGE_MAGIC
+
+    pkg = package_model(cfg, image.head, version=0x12345, parent_version=1, security_counter=3, chunk_size=100)
+    assert pkg.transaction_id == 0x2345  # default: the low 16 bits of the version
+    assert pkg.package.startswith(PACKAGE_MAGIC) and len(pkg.package) == (
+        PACKAGE_HEAD.size + len(pkg.manifest_bytes) + len(pkg.payload))
+    n = len(pkg.chunks)
+    assert n == -(-len(pkg.package) // 100) and all(len(c) == 100 for c in pkg.chunks[:-1])
+    up = Uplinker(cfg, first_seq=4, packets_only=True)
+    tcs = [PusTc.unpack(p) for p in up.upload_frames(pkg)]
+    assert up.seq == 4  # bare packets: no ARSN spent
+    assert [(t.service, t.message_subtype) for t in tcs] == [(13, 9)] + [(13, 10)] * (n - 2) + [(13, 11), (8, 1)]
+    for k, t in enumerate(tcs[:-1], start=1):
+        data = bytes(t.app_data)
+        assert d.LPT_PART_STRUCT.unpack_from(data) == (0x2345, k) and data[4:] == pkg.chunks[k - 1]
+    assert d.FN_STRUCT.unpack_from(bytes(tcs[-1].app_data))[0] == d.FN_MODEL_ACTIVATE
+    assert len(Uplinker(cfg, packets_only=True).upload_frames(pkg, activate=False)) == n
+    assert [PusTc.unpack(p).message_subtype for p in up.upload_resume(pkg, n - 1)] == [10, 11]
+    with pytest.raises(ValueError):
+        up.upload_part(pkg, 0)
+    with pytest.raises(ValueError):
+        package_model(cfg, image.head, 2, 1, 2, transaction_id=1 << 16)
+
+
+def test_a_package_that_fits_one_part_is_cut_in_two_and_parts_fill_a_frame(cfg, image):
+    pkg = package_model(cfg, image.head, version=3, parent_version=1, security_counter=3)
+    assert len(pkg.package) <= max_chunk_bytes(cfg) and len(pkg.chunks) == 2 and all(pkg.chunks)
+    assert b"".join(pkg.chunks) == pkg.package
+    # a part of max_chunk_bytes fills the largest frame exactly: 4 octets of id and number counted
+    big = package_model(cfg, image.head, version=3, parent_version=1, security_counter=3,
+                        chunk_size=max_chunk_bytes(cfg), provenance={"note": "x" * 1500})
+    assert len(big.chunks) > 2 and len(big.chunks[0]) == max_chunk_bytes(cfg)
+    from ground_tools.uplink import max_packet_bytes
+
+    assert len(Uplinker(cfg, packets_only=True).upload_part(big, 1)) == max_packet_bytes(cfg)
+    Uplinker(cfg).upload_frames(big, activate=False)  # tc_frame refuses a packet over the frame limit

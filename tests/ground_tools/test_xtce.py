@@ -94,9 +94,16 @@ def test_export_holds_every_dictionary_structure(xml_text):
         cmd = commands[f"fn_{name.lower()}"]
         assign = cmd.find(".//x:ArgumentAssignment[@argumentName='function_id']", NS)
         assert assign is not None and int(assign.get("argumentValue")) == num, name
-    assert {"ping", "load_parameter", "upload_open", "upload_part", "upload_verify"} <= set(
-        commands
-    )
+    assert {"ping", "load_parameter", "large_packet_first_part", "large_packet_intermediate_part",
+            "large_packet_last_part"} <= set(commands)
+    assert not {"upload_open", "upload_part", "upload_verify"} & set(commands)  # service 23 is gone
+    for name, sub in (("large_packet_first_part", 9), ("large_packet_intermediate_part", 10),
+                      ("large_packet_last_part", 11)):
+        assign = commands[name].find(".//x:ArgumentAssignment[@argumentName='subtype']", NS)
+        assert int(assign.get("argumentValue")) == sub
+        args = [a.get("name") for a in commands[name].findall(".//x:ArgumentList/x:Argument", NS)]
+        assert args == ["transaction_id", "part_sequence_number", "part"], args
+    assert "large_packet_uplink_abort" in containers
     # Units come from the dictionary.
     soc_type = root.find(".//x:ParameterTypeSet/*[@name='hk_core_solar_power_w']", NS)
     assert soc_type.find(".//x:Unit", NS).text == "W"
@@ -203,3 +210,23 @@ def test_service_15_reports_decode_identically_and_the_requests_are_exported(run
     assert {f"store_{n}_1" for n in ("enable", "disable", "retrieve_range", "delete_up_to", "report_summary",
                                      "open_start", "resume_open", "suspend_open", "abort_range",
                                      "report_status")} <= commands
+
+
+def test_large_packet_uplink_abort_report_decodes_from_the_export(xml_text, tmp_path):
+    """TM[13,16] as the flight software packs it, decoded by space-packet-parser from the XML."""
+    import warnings
+    from datetime import UTC, datetime
+
+    from flight_sw.tmtc.packets import TmEncoder
+
+    raw: list[bytes] = []
+    enc = TmEncoder(101, datetime(2026, 3, 1, tzinfo=UTC), lambda p, high=False: raw.append(p))
+    code = d.TC_FAILURES.index("lpt_superseded")
+    enc.emit(d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT, d.LPT_ABORT_STRUCT.pack(0xBEEF, code), 0.0)
+    path = tmp_path / "d.xml"
+    path.write_text(xml_text, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pkt = spp.load_xtce(path).parse_bytes(raw[0], root_container_name="ccsds_packet")
+    values = {k: getattr(v, "raw_value", v) for k, v in pkt.items()}
+    assert values["large_packet_uplink_abort_p0"] == 0xBEEF and values["large_packet_uplink_abort_p1"] == code
