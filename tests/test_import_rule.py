@@ -33,3 +33,22 @@ def test_the_check_would_catch_a_violation():
     code = "import sim.scene, sys; print('sim' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+#: The flight software's components (issue 15): each reaches the others only through what
+#: app.py hands it, so none imports the wiring, the command handler or another component.
+COMPONENTS = {
+    "flight_sw.power.manager": "power manager",
+    "flight_sw.fdir.supervisor": "FDIR",
+    "flight_sw.ml.pipeline": "payload and learning",
+}
+WIRING = ("flight_sw.app", "flight_sw.tmtc.commands")
+
+
+def test_components_import_neither_the_wiring_nor_each_other():
+    for module in COMPONENTS:
+        code = f"import importlib, json, sys\nimportlib.import_module({module!r})\nprint(json.dumps(sorted(sys.modules)))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        loaded = set(json.loads(out.stdout))
+        others = [m for m in (*WIRING, *COMPONENTS) if m != module and m in loaded]
+        assert not others, f"{COMPONENTS[module]} ({module}) pulls in {others}"
