@@ -63,9 +63,9 @@ def test_no_label_changes_when_every_truth_record_is_scrambled():
 
 def test_the_scrambled_truth_check_catches_a_labeller_that_reads_truth(monkeypatch):
     """Negative control: a teacher task that copies the payload's truth makes the count non-zero."""
-    from flight_sw.app import FlightSoftware
+    from flight_sw.ml.pipeline import PayloadLearning
 
-    original = FlightSoftware._task_teacher_label
+    original = PayloadLearning.task_teacher_label
 
     def cheating(self, t):
         cost = original(self, t)
@@ -76,7 +76,7 @@ def test_the_scrambled_truth_check_catches_a_labeller_that_reads_truth(monkeypat
             self.label_tap(1, t, self._cal_pixels, self._cal_labels, self._cal_anc)
         return cost
 
-    monkeypatch.setattr(FlightSoftware, "_task_teacher_label", cheating)
+    monkeypatch.setattr(PayloadLearning, "task_teacher_label", cheating)
     assert truth_label_count(days=0.1, seed=2) > 0
 
 
