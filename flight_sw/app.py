@@ -26,6 +26,7 @@ import numpy as np
 
 from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.devices.factory import make_optimizer
+from flight_sw.exec.executive import Executive
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
 from flight_sw.fdir.modes import NOMINAL
 from flight_sw.fdir.supervisor import Fdir
@@ -45,8 +46,6 @@ from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.packet_store import PacketStore
 from flight_sw.tmtc.packets import TmEncoder
 
-#: Deadline-miss events per task before they are only counted (F Prime throttles cycle-slip events).
-DEADLINE_EVENT_LIMIT = 10
 SNAPSHOT_MAGIC = b"FSWSNAP1"
 
 
@@ -133,16 +132,6 @@ class FlightSoftware:
         self.buffers = allocate_buffers(cfg)
         self.memory_report = memory_report(cfg)
         n_tasks = len(self.specs)
-        self.task_runs = [0] * n_tasks
-        self.task_skipped = [0] * n_tasks
-        self.task_overruns = [0] * n_tasks
-        self.task_deadline_misses = [0] * n_tasks
-        self.task_disabled = [False] * n_tasks
-        self.task_energy_j = [0.0] * n_tasks
-        self.task_orbit_energy_j = [0.0] * n_tasks
-        self.overruns_total = 0
-        self.optional_skipped_total = 0
-        self.deadline_misses_total = 0
 
         self.downlink = DownlinkQueue(
             self.buffers["tmtc.downlink_queue"],
@@ -161,6 +150,17 @@ class FlightSoftware:
         self.modes = self.fdir.modes
 
         self.power = PowerManager(cfg, self.tm)
+        self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
+        self.executive = Executive(
+            self.specs, self.table, self.frame_s, self.tm, self.modes,
+            admit=lambda energy_j, claim_w, t: self.power.admit(energy_j, claim_w, t, self.inputs.soc),
+            spend_optional=lambda energy_j: self.power.budget.spend(energy_j),
+            on_overrun=self.fdir.overrun,
+        )
+        ex = self.executive  # its per-task lists, shared (the executive updates them in place)
+        self.task_runs, self.task_skipped, self.task_overruns = ex.task_runs, ex.task_skipped, ex.task_overruns
+        self.task_deadline_misses, self.task_disabled = ex.task_deadline_misses, ex.task_disabled
+        self.task_energy_j, self.task_orbit_energy_j = ex.task_energy_j, ex.task_orbit_energy_j
 
         self.cpu_flops_per_s = cfg.executive.cpu_flops_per_s
         aug = cfg.model.feature_dim + 1
@@ -182,47 +182,17 @@ class FlightSoftware:
         self.learning.training_blocked = lambda: self.tc.upload.trial is not None
         self.tc.boot(cold=True, t=0.0)
 
-        self.inputs = Inputs(soc=cfg.power.battery.initial_soc, solar_power_w=0.0, in_contact=False)
-        self._handlers = tuple(self._handler_for(s.kind) for s in self.specs)
-        # Optional tasks of higher priority keep a first claim on the orbit budget.
-        self._claim_w = tuple(
-            sum(
-                o.energy_j / (o.period_frames * self.frame_s)
-                for o in self.specs
-                if not o.essential and (o.priority, o.index) < (s.priority, s.index)
-            )
-            for s in self.specs
-        )
-        self._next_due = self._build_next_due()
+        self.executive.bind([self._handler_for(s.kind) for s in self.specs])
         self._was_in_contact = False
         self._hk_energy_j = 0.0
         self._hk_last_tick = 0
         self._tick = 0
         self.t_s = 0.0
-        self.generation = 0  # bumped by the real-time watchdog when a step hangs
-        self.current_task: int | None = None
         self.modes.announce_start(0.0)
-
-    # -- schedule helpers --------------------------------------------------------------
-    def _build_next_due(self) -> tuple[tuple[int, ...], ...]:
-        """Per mode and frame: frames until the next frame with a task due in that mode."""
-        out = []
-        for mode in range(len(MODES)):
-            bit = 1 << mode
-            due = [any(self.specs[i].mode_mask & bit for i in frame) for frame in self.table]
-            dist = []
-            for f in range(self.n_frames):
-                k = 0
-                while k < self.n_frames and not due[(f + k) % self.n_frames]:
-                    k += 1
-                dist.append(k if k < self.n_frames else -1)
-            out.append(tuple(dist))
-        return tuple(out)
 
     def next_due_tick(self, tick: int) -> int:
         """First tick >= `tick` at which some task is due in the current mode (-1: never)."""
-        k = self._next_due[self.modes.mode_index][tick % self.n_frames]
-        return -1 if k < 0 else tick + k
+        return self.executive.next_due_tick(tick)
 
     def idle(self, first_tick: int, n_frames: int, in_contact: bool) -> None:
         """Cross n frames from `first_tick` in which no task is due: only the downlink drains."""
@@ -245,53 +215,36 @@ class FlightSoftware:
         out = self.outputs
         out.energy_j = 0.0
         out.predictions_valid = False
-        mode_bit = 1 << self.modes.mode_index
-        frame_load_s = 0.0
-        for idx in self.table[tick % self.n_frames]:
-            spec = self.specs[idx]
-            if not spec.mode_mask & mode_bit or self.task_disabled[idx]:
-                continue  # not scheduled in this mode / disabled: neither run nor skip
-            if not spec.essential and not self.power.admit(spec.energy_j, self._claim_w[idx], t, self.inputs.soc):
-                self.task_skipped[idx] += 1
-                self.optional_skipped_total += 1
-                continue
-            if generation is not None and generation != self.generation:
-                return
-            self.current_task = idx
-            cost_s = self._handlers[idx](t)
-            if generation is not None and generation != self.generation:
-                return  # retired while its task ran (watchdog): a newer step owns the state now
-            self.current_task = None
-            if cost_s < 0.0:
-                continue  # woke up, nothing to do, negligible energy
-            self._account(idx, spec, cost_s, tick, t)
-            frame_load_s += cost_s
-            if frame_load_s > self.frame_s:
-                self._deadline_miss(idx, frame_load_s, t)
-            if mode_bit != 1 << self.modes.mode_index:
-                mode_bit = 1 << self.modes.mode_index  # a task changed the mode: re-mask the rest
+        self.executive.run_frame(tick, t, out, generation)
+        if generation is not None and generation != self.executive.generation:
+            return  # retired (watchdog): a newer step owns the state now
         self._hk_energy_j += out.energy_j
         self.downlink.drain(1, self.inputs.in_contact)
 
-    def _account(self, idx: int, spec, cost_s: float, tick: int, t: float) -> None:
-        self.task_runs[idx] += 1
-        energy = spec.energy_j
-        self.outputs.energy_j += energy
-        self.task_energy_j[idx] += energy
-        self.task_orbit_energy_j[idx] += energy
-        if not spec.essential:
-            self.budget.spend(energy)
-        if cost_s > spec.compute_budget_s:
-            self.task_overruns[idx] += 1
-            self.overruns_total += 1
-            self.tm.event(d.EVENT_TASK_OVERRUN, "low", struct.pack(">Bf", idx, cost_s), t)
-            self.fdir.overrun(idx, tick, t)
+    # -- the executive's state, as the host, the watchdog and the tests know it ------------
+    @property
+    def generation(self) -> int:
+        return self.executive.generation
 
-    def _deadline_miss(self, idx: int, frame_load_s: float, t: float) -> None:
-        self.task_deadline_misses[idx] += 1
-        self.deadline_misses_total += 1
-        if self.task_deadline_misses[idx] <= DEADLINE_EVENT_LIMIT:
-            self.tm.event(d.EVENT_DEADLINE_MISS, "low", struct.pack(">Bf", idx, frame_load_s), t)
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self.executive.generation = value
+
+    @property
+    def current_task(self) -> int | None:
+        return self.executive.current_task
+
+    @property
+    def overruns_total(self) -> int:
+        return self.executive.overruns_total
+
+    @property
+    def optional_skipped_total(self) -> int:
+        return self.executive.optional_skipped_total
+
+    @property
+    def deadline_misses_total(self) -> int:
+        return self.executive.deadline_misses_total
 
     # -- the power manager's state, as the host and the tests know it --------------------
     @property
@@ -334,15 +287,10 @@ class FlightSoftware:
         return self.modes.command(MODES.index(mode), self.t_s)
 
     def disable_task(self, name: str, reason: str) -> None:
-        idx = next(s.index for s in self.specs if s.name == name)
-        if not self.task_disabled[idx]:
-            self.task_disabled[idx] = True
-            self.tm.event(
-                d.EVENT_TASK_DISABLED, "medium", struct.pack(">BB", idx, d.TASK_DISABLE_REASONS.index(reason)), self.t_s
-            )
+        self.executive.disable_task(name, reason, self.t_s)
 
     def enable_task(self, name: str) -> None:
-        self.task_disabled[next(s.index for s in self.specs if s.name == name)] = False
+        self.executive.enable_task(name)
 
     def telecommand(self, frame: bytes) -> None:
         """Queue one uplinked frame (issue 7); the `tc_handler` task authenticates and runs it."""
@@ -533,16 +481,7 @@ class FlightSoftware:
             "tick": self._tick,
             "t_s": self.t_s,
             "power": self.power.state_dict(),
-            "task_runs": self.task_runs,
-            "task_skipped": self.task_skipped,
-            "task_overruns": self.task_overruns,
-            "task_deadline_misses": self.task_deadline_misses,
-            "task_disabled": self.task_disabled,
-            "task_energy_j": self.task_energy_j,
-            "task_orbit_energy_j": self.task_orbit_energy_j,
-            "overruns_total": self.overruns_total,
-            "optional_skipped_total": self.optional_skipped_total,
-            "deadline_misses_total": self.deadline_misses_total,
+            "executive": self.executive.state_dict(),
             "hk_energy_j": self._hk_energy_j,
             "hk_last_tick": self._hk_last_tick,
             "was_in_contact": self._was_in_contact,
@@ -593,12 +532,7 @@ class FlightSoftware:
         self.power.load_state_dict(state["power"])
         self._tick = state["tick"]
         self.t_s = state["t_s"]
-        for name in ("task_runs", "task_skipped", "task_overruns", "task_deadline_misses", "task_disabled",
-                     "task_energy_j", "task_orbit_energy_j"):
-            getattr(self, name)[:] = state[name]
-        self.overruns_total = state["overruns_total"]
-        self.optional_skipped_total = state["optional_skipped_total"]
-        self.deadline_misses_total = state["deadline_misses_total"]
+        self.executive.load_state_dict(state["executive"])
         self._hk_energy_j = state["hk_energy_j"]
         self._hk_last_tick = state["hk_last_tick"]
         self._was_in_contact = state["was_in_contact"]
