@@ -43,7 +43,6 @@ from flight_sw.power.tle import TleError
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc import packet_store as ps
 from flight_sw.tmtc.cfdp_link import CfdpReceiver
-from flight_sw.tmtc.cltu import START_SEQUENCE
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.onboard_tables import OnboardTables
 from flight_sw.tmtc.params import ParamTable
@@ -93,6 +92,8 @@ class TcHandler:
         fsw.tm.on_event = self._event_action
         self.entropy = entropy
         self.queue: deque[bytes] = deque()
+        self._queued_changes: deque[bool] = deque()  # per queued frame: may change the security state
+        self._state_changes_queued = 0
         self.queue_max = cfg.tmtc.tc_queue_frames
         budget_s = next(s.compute_budget_s for s in cfg.tasks if s.kind == "tc_handler")
         #: Frames one run may handle within its compute budget (at least one).
@@ -111,7 +112,7 @@ class TcHandler:
         """Cold start or restore: reload NV, count the boot (escalating to the safe latch),
         revert unconfirmed trials, re-apply parameters."""
         self.nv.reload()
-        self.queue.clear()
+        self._clear_queue()
         self.boot_t = t
         self.nonce = int.from_bytes(self.entropy(8), "big")
         if self.nv.lost:
@@ -136,7 +137,8 @@ class TcHandler:
         """What a checkpoint needs beyond the NV record (counters since boot, queued frames)."""
         return {"accepted": self.accepted, "rejected": self.rejected, "last_reject": self.last_reject,
                 "boot_t": self.boot_t, "nonce": self.nonce, "trial_runs_left": self.upload.trial_runs_left,
-                "queue": [f.hex() for f in self.queue], "farm": self.link.state_dict(),
+                "queue": [f.hex() for f in self.queue], "queue_changes": list(self._queued_changes),
+                "farm": self.link.state_dict(),
                 "farm_discards": self.farm_discards}
 
     def resume(self, state: dict) -> None:
@@ -147,8 +149,10 @@ class TcHandler:
         self.accepted, self.rejected, self.last_reject = state["accepted"], state["rejected"], state["last_reject"]
         self.boot_t, self.nonce = state["boot_t"], state["nonce"]
         self.upload.trial_runs_left = state["trial_runs_left"]
-        self.queue.clear()
+        self._clear_queue()
         self.queue.extend(bytes.fromhex(f) for f in state["queue"])
+        self._queued_changes.extend(state["queue_changes"])
+        self._state_changes_queued = sum(self._queued_changes)
         self.link.load_state_dict(state["farm"])
         self.farm_discards = state["farm_discards"]
 
@@ -171,17 +175,51 @@ class TcHandler:
 
     # -- queue and task ---------------------------------------------------------------------
     def enqueue(self, frame: bytes, t: float) -> None:
-        """Queue a CLTU for the next run. What a receiver would not take as a CLTU (no start
-        sequence) or cannot be one (too long) is refused here and takes no queue slot, so noise
-        cannot crowd out real commands."""
+        """Queue a CLTU for the next run. The receiver checks it first, as processing will
+        (`TcReceiver.prescreen`: CLTU, frame, MAC, anti-replay window; nothing committed), and
+        refuses what fails without giving it a queue slot, so no flood of noise, forgeries or
+        recorded frames can fill the queue ahead of a fresh command. While a queued frame may
+        change the security or FARM state before this one's turn (an association procedure, a
+        recovery, a COP control frame), only the CLTU and frame checks are made here: its
+        verdict could change by then."""
         if len(frame) > self.link.max_cltu:
             self._reject("too_long", 0, 0, t)
-        elif frame[:len(START_SEQUENCE)] != START_SEQUENCE:
-            self._reject("bad_cltu", 0, 0, t)
+            return
+        try:
+            reason, spi, arsn, carried = self.link.prescreen(frame)
+        except Exception:  # noqa: BLE001 - no input may crash the receiver
+            reason, spi, arsn, carried = "bad_packet", 0, 0, None
+        if reason and (reason in ("bad_cltu", "bad_frame") or not self._state_changes_queued):
+            if reason == FARM_DISCARD:
+                self.farm_discards += 1
+            else:
+                self._reject(reason, spi, arsn, t)
         elif len(self.queue) >= self.queue_max:
             self._reject("queue_full", 0, 0, t)
         else:
+            changes = carried is not None and self._changes_state(carried)
             self.queue.append(bytes(frame))
+            self._queued_changes.append(changes)
+            self._state_changes_queued += changes
+
+    def _clear_queue(self) -> None:
+        self.queue.clear()
+        self._queued_changes.clear()
+        self._state_changes_queued = 0
+
+    @staticmethod
+    def _changes_state(carried: bytes) -> bool:
+        """A control frame, or a packet that runs an association procedure or the recovery."""
+        if not carried:
+            return True
+        if len(carried) < 13 or carried[7] != d.PUS_SERVICE_FUNCTION or carried[8] != 1:
+            return False  # the PUS-C TC secondary header: service at octet 7, subtype at 8
+        fn = int.from_bytes(carried[11:13], "big")
+        return fn in SA_PROCEDURES and fn != d.FN_SA_STATUS or fn == d.FN_TC_RECOVER
+
+    def _dequeue(self) -> bytes:
+        self._state_changes_queued -= self._queued_changes.popleft()
+        return self.queue.popleft()
 
     def run(self, t: float) -> float:
         """The tc_handler task: due stored commands (services 11, 19), then queued CLTUs, as many
@@ -198,7 +236,7 @@ class TcHandler:
             budget -= 1
             cost += FRAME_COST_S
         for _ in range(min(len(self.queue), budget)):
-            self.process(self.queue.popleft(), t)
+            self.process(self._dequeue(), t)
             cost += FRAME_COST_S
         if self.upload.trial is not None:
             self.upload.trial_runs_left -= 1

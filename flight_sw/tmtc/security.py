@@ -260,8 +260,10 @@ class Authenticator:
         self.nv.commit()
 
     def rekey(self, spi: int, key_id: int) -> None:
-        """Give a stopped association another key slot of the same purpose; its ARSN restarts
-        at 0 (3.4.4 Rekey SA: frames under the old key can no longer authenticate)."""
+        """Give a stopped association another key slot of the same purpose (3.4.4 Rekey SA). Its
+        ARSN is kept, not restarted: key slots are fixed, so a slot can come back to an
+        association (or be given to it again), and a restarted count would let every frame ever
+        recorded under that key through again."""
         sa = self._known(spi)
         if sa["state"] == SA_OPERATIONAL:
             raise SaError("sa_operational", f"association {spi} is operational: stop it before rekeying")
@@ -272,15 +274,19 @@ class Authenticator:
         if old is not None and old.purpose != new.purpose:
             raise SaError("wrong_key_purpose", f"key {key_id} serves {new.purpose}, association "
                           f"{spi} serves {old.purpose}")
-        sa["key"], sa["arsn"] = key_id, 0
+        sa["key"] = key_id
         self.nv.commit()
 
     def set_arsn(self, spi: int, arsn: int) -> None:
-        """Set the anti-replay sequence number (3.4.10 Set ARSN), leaving room for a full window."""
+        """Raise the anti-replay sequence number (3.4.10 Set ARSN), leaving room for a full window.
+        Never lowered: a lower number would let recorded frames through again."""
         sa = self._known(spi)
         if not 0 <= arsn <= ARSN_SET_MAX:
             raise SaError("bad_arguments", f"ARSN {arsn} outside 0..{ARSN_SET_MAX} (a quarter of the "
                           "space: an association must never come within reach of its last number)")
+        if arsn < sa["arsn"]:
+            raise SaError("bad_arguments", f"ARSN {arsn} is below association {spi}'s {sa['arsn']}: "
+                          "lowering it would let recorded frames through again")
         sa["arsn"] = arsn
         self.nv.commit()
 

@@ -64,20 +64,39 @@ class TcReceiver:
         self.max_cltu = max_cltu_bytes(cfg.tmtc.max_frame_bytes)
         self.farm = Farm1(TC_VIRTUAL_CHANNEL, window_width=FARM_WINDOW, buffer_frames=FARM_BUFFER_FRAMES)
 
+    def _authenticate(self, cltu: bytes):
+        """CLTU, frame and security checks, nothing committed: (reason or None, SPI, ARSN, plain
+        data, frame). A FOP-1 retransmission of a frame FARM-1 already accepted is FARM_DISCARD."""
+        raw, _ = decode_cltu(cltu)
+        if raw is None:
+            return "bad_cltu", 0, 0, b"", None
+        frame, _ = decode_tc_frame(raw, spacecraft_id=self.spacecraft_id, virtual_channel_ids=self.vcids)
+        if frame is None:
+            return "bad_frame", 0, 0, b"", None
+        reason, spi, arsn, plain = self.auth.verify_frame(raw[:PRIMARY_HEADER_LEN], frame.data)
+        if reason == "replay" and frame.frame_type is FrameType.AD and self._already_accepted(frame):
+            return FARM_DISCARD, spi, arsn, b"", frame  # a FOP-1 retransmission whose CLCW was lost
+        return reason, spi, arsn, plain, frame
+
+    def prescreen(self, cltu: bytes) -> tuple[str | None, int, int, bytes | None]:
+        """(reason or None, SPI, ARSN, what the frame carries): the checks `receive` makes first
+        (CLTU, frame, SDLS MAC, anti-replay window), committing nothing, so the handler can refuse
+        a frame before it takes a queue slot. What it carries: the PUS packet of an authentic data
+        frame, b"" for a control frame (Unlock, Set V(R)), None when refused. With the NV state
+        lost, an authentic frame passes (only the recovery command will act)."""
+        reason, spi, arsn, plain, frame = self._authenticate(cltu)
+        if reason == "state_corrupt":
+            reason = None
+        if reason:
+            return reason, spi, arsn, None
+        return None, spi, arsn, b"" if frame.frame_type is FrameType.BC else plain
+
     def receive(self, cltu: bytes) -> tuple[str | None, int, int, bytes]:
         """(reason or None, SPI, ARSN, PUS packet) for one CLTU. A BC frame accepted by the FARM
         returns (None, SPI, ARSN, b""): it carried no packet."""
-        raw, why = decode_cltu(cltu)
-        if raw is None:
-            return "bad_cltu", 0, 0, b""
-        frame, why = decode_tc_frame(raw, spacecraft_id=self.spacecraft_id, virtual_channel_ids=self.vcids)
-        if frame is None:
-            return "bad_frame", 0, 0, b""
-        reason, spi, arsn, plain = self.auth.verify_frame(raw[:PRIMARY_HEADER_LEN], frame.data)
+        reason, spi, arsn, plain, frame = self._authenticate(cltu)
         if reason == "state_corrupt" and plain and frame.frame_type is not FrameType.BC:
             return reason, spi, arsn, plain  # only the nonce-bound recovery may act on it
-        if reason == "replay" and frame.frame_type is FrameType.AD and self._already_accepted(frame):
-            return FARM_DISCARD, spi, arsn, b""  # a FOP-1 retransmission whose CLCW was lost
         if reason:
             return reason, spi, arsn, b""
         _, accepted = self.farm.receive(dataclasses.replace(frame, data=plain))

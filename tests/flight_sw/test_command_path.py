@@ -54,8 +54,14 @@ def test_a_flood_of_valid_and_invalid_frames_never_changes_the_mode(default_cfg,
     assert fsw.tc.accepted >= 0.8 * 60 * fsw.tc.frames_per_run * 0.5  # the handler kept working
     assert fsw.tm.events_suppressed > 1000  # rejection events beyond the per-id limit
     assert fsw.downlink.event.overflow == 0  # (the pings' own verification reports may overflow)
-    # After the flood the ground is heard at once and a mode change is reported.
-    fsw.tc.queue.clear()
+    # The flood's own valid pings (more than a run takes) drain within a few runs once it stops;
+    # then the ground is heard at once and a mode change is reported. (An outsider's flood does
+    # not even take a queue slot: test_an_outsiders_flood_never_delays_a_fresh_command.)
+    runs = 0
+    while fsw.tc.queue:
+        fsw.tc.run(fsw.t_s)
+        runs += 1
+    assert runs <= -(-fsw.tc.queue_max // fsw.tc.frames_per_run)
     fsw.telecommand(up.mode("NOMINAL"))
     fsw.tc.run(fsw.t_s)
     assert fsw.mode == "NOMINAL"
@@ -81,3 +87,40 @@ def test_the_handler_takes_only_what_its_budget_pays_for(default_cfg, image):
     cost = b.fsw.tc.run(0.0)
     assert cost <= spec.compute_budget_s and len(b.fsw.tc.queue) == 5
     assert MODES[b.fsw.modes.mode_index] == default_cfg.executive.initial_mode
+
+
+def test_an_outsiders_flood_never_delays_a_fresh_command(default_cfg, image):
+    """Noise, forgeries (fresh ARSNs, wrong MACs) and recordings of accepted frames, many times
+    what one tc_handler run can take, pour in without pause. The receiver refuses all of them
+    before they take a queue slot, so the ground's mode command sent in the middle of the flood
+    runs at the very next run (before: the queue filled and the command was refused queue_full)."""
+    import numpy as np
+
+    from tests.flight_sw.test_tmtc_helpers import forge_mac
+
+    b = Bench(default_cfg, image)
+    up = uplinker(default_cfg)
+    recorded = [up.ping() for _ in range(5)]
+    b.send(*recorded)  # accepted once: from now on they are replays
+    forger = uplinker(default_cfg, first_seq=10_000)  # fresh ARSNs, but the MACs will be wrong
+    rng = np.random.default_rng(1)
+    per_run = 3 * default_cfg.tmtc.tc_queue_frames
+    for run in range(20):
+        for k in range(per_run):
+            kind = k % 3
+            if kind == 0:
+                frame = recorded[k % len(recorded)]
+            elif kind == 1:
+                frame = forge_mac(forger.ping())
+            else:
+                frame = b"\xeb\x90" + rng.bytes(int(rng.integers(10, 200)))
+            b.fsw.telecommand(frame)
+            if run == 10 and k == per_run // 2:
+                b.fsw.telecommand(up.mode("SAFE"))
+        assert len(b.fsw.tc.queue) <= 1  # nothing of the flood is queued
+        b.fsw.tc.run(float(run * 10))
+        if run == 10:
+            assert b.fsw.mode == "SAFE"
+    reasons = {r[0] for r in b.rejections()}
+    assert {"replay", "bad_mac", "bad_cltu"} <= reasons and "queue_full" not in reasons
+    assert b.fsw.tc.rejected >= 20 * per_run

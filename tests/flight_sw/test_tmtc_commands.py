@@ -170,7 +170,7 @@ def test_calibration_commands_roll_back_and_ask(bench, default_cfg):
 
 
 def test_noise_without_a_cltu_start_sequence_takes_no_queue_slot(bench, default_cfg):
-    """A receiver takes a CLTU only from its start sequence: noise is refused (bad_cltu) at once,
+    """The receiver checks a CLTU before it takes a queue slot: noise is refused (bad_cltu) at once,
     so a burst of it never fills the queue ahead of a real command."""
     import numpy as np
 

@@ -166,8 +166,27 @@ def test_rekey_and_set_arsn_keep_a_window_open(bench, default_cfg):
     assert bench.verification()[-1][:2] == (8, "bad_arguments")
     bench.send(up.sa_set_arsn(spare, 500), up.sa_status(spare))
     assert bench.events(d.EVENT_SA_STATUS, d.SA_STATUS_STRUCT)[-1] == (spare, spare, 0, 500)
-    bench.send(up.sa_rekey(spare, spare))  # same purpose: allowed, the ARSN restarts
-    assert bench.fsw.tc.auth.last_seq(spare) == 0
+    bench.send(up.sa_set_arsn(spare, 499))  # lower: a recording of frame 500 would pass again
+    assert bench.verification()[-1][:2] == (8, "bad_arguments") and bench.fsw.tc.auth.last_seq(spare) == 500
+    bench.send(up.sa_rekey(spare, spare))  # same purpose: allowed, and the ARSN is kept
+    assert bench.fsw.tc.auth.last_seq(spare) == 500
+
+
+def test_a_rekey_back_to_an_old_key_does_not_reopen_its_recordings(bench, default_cfg):
+    """Before: a rekey restarted the ARSN at 0, so giving an association back a key it had
+    used made every frame recorded under that key acceptable again."""
+    keys = {k.key_id: k for k in default_cfg.tmtc.keys}
+    spare = next(k for k in keys if keys[k].purpose == "command" and not keys[k].active)
+    up = uplinker(default_cfg)
+    up_spare = uplinker(default_cfg, key_id=spare)
+    bench.send(up.sa_start(spare))
+    recorded = [up_spare.ping() for _ in range(3)]
+    bench.send(*recorded)
+    assert bench.fsw.tc.auth.last_seq(spare) == 3
+    bench.send(up.sa_stop(spare), up.sa_rekey(spare, up.key_id), up.sa_rekey(spare, spare), up.sa_start(spare))
+    bench.clear()
+    bench.send(*recorded)  # the eavesdropper replays what it recorded under the spare key
+    assert [r[0] for r in bench.rejections()] == ["replay"] * 3
 
 
 def test_a_refusal_tells_the_ground_where_the_window_is(bench, default_cfg):
