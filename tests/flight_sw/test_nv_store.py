@@ -115,3 +115,56 @@ def test_upload_parts_append_and_never_rewrite_the_record(default_cfg, image):
     assert len(staged) == len(parts) and sum(map(len, staged)) == sum(map(len, pkg.chunks[1:-1])) + 16 * len(parts)
     b.send(up.upload_part(pkg, n))
     assert b.verification()[-1][0] == 7 and b.fsw.tc.nv.data["staging"]["verified"]
+
+
+_WRITER = """
+import sys
+from flight_sw.tmtc.nv_store import FileDevice, NvLayout, RedundantStore
+layout = NvLayout(4096)
+with open(sys.argv[1], "r+b") as f:
+    store = RedundantStore(FileDevice(f, layout.size), layout)
+    k = int(store.load()[:8] or b"0")
+    while True:
+        k += 1
+        store.save(b"%08d" % k * 200)  # 1.6 KB a record: the kill lands mid-write often
+        print(k, flush=True)
+"""
+
+
+def test_a_killed_process_leaves_the_file_store_at_its_last_or_next_record(tmp_path):
+    """The file-backed store under real process kills (SIGKILL at random moments, the OS does not
+    get to finish anything for the process): every reopen finds the last record the writer
+    reported committed, or the one it was writing; never a lost or mixed record."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    layout = NvLayout(4096)
+    path = tmp_path / "nv.bin"
+    with open(path, "w+b") as f:
+        RedundantStore(FileDevice(f, layout.size), layout).format(b"%08d" % 0 * 200)
+    rng = np.random.default_rng(11)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    last = 0
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                                env=env)
+        first = proc.stdout.readline()  # the writer is running and has committed once
+        assert first.strip(), "the writer did not start"
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        proc.send_signal(signal.SIGKILL)
+        out = first + proc.stdout.read()
+        proc.wait()
+        reported = [int(x) for x in out.split()]
+        with open(path, "r+b") as f:
+            store = RedundantStore(FileDevice(f, layout.size), layout)
+            blob = store.load()
+        k = int(blob[:8])
+        assert blob == b"%08d" % k * 200  # a whole record, not a mix
+        assert k in (reported[-1], reported[-1] + 1), (k, reported[-3:])
+        assert k > last
+        last = k
