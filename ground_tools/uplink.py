@@ -216,8 +216,14 @@ class Uplinker:
         return frame
 
     def param_load(self, values: dict[int, float]) -> bytes:
+        return self.frame(d.PUS_SERVICE_PARAMS, 3, self.param_table_file(values)[len(d.PARAM_TABLE_MAGIC):])
+
+    @staticmethod
+    def param_table_file(values: dict[int, float]) -> bytes:
+        """A parameter table as a file for CFDP (magic, then the 20,3 body): staged onboard on
+        delivery (event PARAMS_STAGED), activated by `param_activate`."""
         body = bytes([len(values)]) + b"".join(d.PARAM_ENTRY_STRUCT.pack(k, v) for k, v in sorted(values.items()))
-        return self.frame(d.PUS_SERVICE_PARAMS, 3, body)
+        return d.PARAM_TABLE_MAGIC + body
 
     def param_activate(self) -> bytes:
         return self.function(d.FN_PARAM_ACTIVATE)

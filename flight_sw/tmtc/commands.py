@@ -598,7 +598,19 @@ class TcHandler:
 
     def _stage_file(self, name: str, blob: bytes, t: float) -> None:
         """A file CFDP delivered: a model package goes through the signed-manifest checks (an
-        open service 13 transaction it replaces is aborted: TM[13,16])."""
+        open service 13 transaction it replaces is aborted: TM[13,16]); a parameter table
+        (magic PARAM_TABLE_MAGIC, then a 20,3 body) is checked and staged like a 20,3 load, and
+        activated by FN_PARAM_ACTIVATE. Its PDUs came in authenticated command frames, as a 20,3
+        would; a model package is also signed end to end because it replaces what flies."""
+        if blob.startswith(d.PARAM_TABLE_MAGIC):
+            try:
+                n = self.params.load(blob[len(d.PARAM_TABLE_MAGIC):])
+            except UploadError as e:
+                self.fsw.tm.event(d.EVENT_PARAMS_STAGED, "medium",
+                                  d.PARAMS_STAGED_STRUCT.pack(1, d.TC_FAILURES.index(e.code), 0), t)
+                return
+            self.fsw.tm.event(d.EVENT_PARAMS_STAGED, "info", d.PARAMS_STAGED_STRUCT.pack(0, 0, n), t)
+            return
         try:
             m = self.upload.stage_package(blob)
         except UploadError:

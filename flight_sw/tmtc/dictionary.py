@@ -381,6 +381,12 @@ TC_STATE_LOST_STRUCT = struct.Struct(">Q")
 #: params: boot count u32, consecutive unstable boots u8, safe latch u8 (1: held in SAFE)
 EVENT_BOOT = 16
 BOOT_STRUCT = struct.Struct(">IBB")
+#: A parameter table delivered as a file (CFDP, magic PARAM_TABLE_MAGIC, body as 20,3): params
+#: outcome u8 (0 staged: activate with FN_PARAM_ACTIVATE; 1 refused), failure code u16 (index in
+#: TC_FAILURES, 0 when staged), entries in the staged table u16.
+EVENT_PARAMS_STAGED = 17
+PARAMS_STAGED_STRUCT = struct.Struct(">BHH")
+PARAM_TABLE_MAGIC = b"OLPT"
 #: Events of one id beyond this many per EVENTS_PER_ID_WINDOW_S are counted, not sent, so a flood
 #: of one kind (rejected frames) cannot crowd out another (a mode change) in the downlink queue.
 EVENTS_PER_ID_LIMIT = 20

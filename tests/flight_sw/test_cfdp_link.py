@@ -358,3 +358,46 @@ def test_a_flight_reboot_mid_transfer_loses_nothing_the_ground_cannot_resend(def
     stages = [d.MODEL_UPLOAD_STAGES[s] for s, *_ in bench.events(d.EVENT_MODEL_UPLOAD, d.MODEL_UPLOAD_STRUCT)]
     assert stages.count("verified") == 1 and "refused" not in stages
     assert not ground.busy
+
+
+def test_a_parameter_table_over_cfdp_is_staged_then_activated_by_command(default_cfg, image, no_wall_clock):
+    """A config table as a file: CFDP class 2 carries it (10% of PDUs lost each way) through the
+    real flight software, the handler checks and stages it as a 20,3 load would (event
+    PARAMS_STAGED), and FN_PARAM_ACTIVATE makes it fly. A table with a value out of bounds
+    arrives as well and is refused, naming the failure; nothing changes."""
+    import numpy as np
+
+    from ground_tools.cfdp_uplink import CfdpUplink
+    from ground_tools.uplink import Uplinker
+    from tests.flight_sw.test_tmtc_helpers import Bench
+
+    bench = Bench(default_cfg, image)
+    up = Uplinker(default_cfg, iv_salt=bytes(4))
+    rng = np.random.default_rng(6)
+
+    def transfer(name, blob, seq):
+        ground = CfdpUplink(default_cfg, up, first_seq=seq)
+        ground.put(name, blob, 0.0)
+        t = 0.0
+        while ground.busy and t < 3000.0:
+            t += 1.0
+            while (packet := ground.next_packet(t)) is not None:
+                if rng.random() >= 0.1:
+                    bench.fsw.telecommand(ground.cltu(packet))
+            start = len(bench.tm)
+            bench.fsw.tc.run(t)
+            for raw in bench.tm[start:]:
+                if rng.random() >= 0.1:
+                    ground.on_packet(raw, t)
+        assert not ground.busy
+
+    margin = default_cfg.power.budget.margin_j
+    transfer("bad.params", Uplinker.param_table_file({1: -5.0}), 1)
+    assert bench.events(d.EVENT_PARAMS_STAGED, d.PARAMS_STAGED_STRUCT) == [
+        (1, d.TC_FAILURES.index("param_out_of_bounds"), 0)]
+    bench.clear()
+    transfer("margin.params", Uplinker.param_table_file({1: margin + 250.0, 3: 0.2}), 2)
+    assert bench.events(d.EVENT_PARAMS_STAGED, d.PARAMS_STAGED_STRUCT) == [(0, 0, 2)]
+    assert bench.fsw.budget._margin_j == margin  # staged, not active
+    bench.send(up.param_activate())
+    assert bench.fsw.budget._margin_j == margin + 250.0 and bench.fsw.power.eclipse_soc_margin == 0.2
