@@ -382,3 +382,18 @@ def test_fuzzed_frames_are_rejected_with_a_reason_and_never_move_the_window(fuzz
     if not genuine:
         assert json.dumps(auth.nv.data["sa"], sort_keys=True) == before, "an unauthenticated frame moved the window"
     b.clear()
+
+
+def test_the_sdls_mac_is_rfc_4231_hmac_sha_256_over_header_security_header_and_data():
+    """Known-answer test of our construction (CCSDS 355.0-B 3.3.2.3: MAC over the frame primary
+    header, the security header and the data; truncated to its 128 leftmost bits). RFC 4231
+    test case 2: key "Jefe", message "what do ya want for nothing?", HMAC-SHA-256
+    5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843. The message is cut into
+    a 5-octet primary header, the 10-octet security header (SPI "do", ARSN " ya want") and data."""
+    from flight_sw.tmtc import sdls
+
+    header, spi, arsn, data = b"what ", int.from_bytes(b"do", "big"), int.from_bytes(b" ya want", "big"), b" for nothing?"
+    field = sdls.protect(sdls.AUTH, b"Jefe", spi, arsn, header, data)
+    assert field[:10] + field[10:-16] == b"do ya want for nothing?"
+    assert field[-16:] == bytes.fromhex("5bdcc146bf60754e6a042426089575c7")
+    assert sdls.unprotect(sdls.AUTH, b"Jefe", header, field) == (None, arsn, data)
