@@ -5,7 +5,9 @@ command path: security-association procedures with random arguments (signed by a
 association, operational or not), pings, floods of garbage, mode commands, reboots, power
 cuts in the middle of an NV write, upsets that damage both NV copies, and onboard automation
 loaded by the ground: time-tagged commands (PUS 11), monitoring definitions (PUS 12) and
-event-actions (PUS 19) whose stored command is any of the above. After every step a
+event-actions (PUS 19) whose stored command is any of the above, model uploads by service 13
+(parts in order, with gaps, repeated, superseded) with activation, confirm and rollback, and
+sequence-controlled (Type-AD) frames through FOP-1 and FARM-1 with CLCWs lost. After every step a
 model ground, which knows only what a real ground knows (its keys, the ARSNs it used, and
 the telemetry: refusal events with the onboard ARSN, the lost-state nonce), must get a ping
 and a mode command through. A sequence after which it cannot is a lockout.
@@ -221,6 +223,60 @@ class CommandPathMachine(RuleBasedStateMachine):
             self.fsw.tc.run(self.fsw.t_s)
         except PowerCut:
             self._boot()
+
+    def _package(self, version: int):
+        if not hasattr(self, "_packages"):
+            self._packages = {}
+        if version not in self._packages:
+            from ground_tools.uplink import package_model
+
+            self._packages[version] = package_model(
+                self.cfg, self.image.head * (1.0 - 0.01 * version), version=version,
+                parent_version=self.image.version, security_counter=version, chunk_size=48)
+        return self._packages[version]
+
+    @rule(signer=st.integers(0, 3), version=st.integers(2, 4), parts=st.lists(st.integers(1, 12), max_size=8))
+    def upload_parts(self, signer, version, parts):
+        """Service 13 parts of a signed model package, in any order, repeated or missing."""
+        pkg = self._package(version)
+        up = self._signer(signer)
+        self._send(*(up.upload_part(pkg, n) for n in parts if n <= len(pkg.chunks)))
+
+    @rule(signer=st.integers(0, 3), fn=st.sampled_from([d.FN_MODEL_ACTIVATE, d.FN_MODEL_CONFIRM,
+                                                        d.FN_MODEL_ROLLBACK]))
+    def trial(self, signer, fn):
+        self._send(self._signer(signer).function(fn))
+
+    @rule(n=st.integers(1, 6), clcw_loss=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
+    def sequence_controlled(self, n, clcw_loss, seed):
+        """Pings as Type-AD frames through the ground's FOP-1 (sharing the first association's
+        ARSN counter), CLCWs lost at random, for a minute of link time."""
+        from flight_sw.tmtc.cop1 import Clcw
+        from ground_tools.command_link import CommandLink
+
+        up = self._signer(0)
+        link = getattr(self, "_link", None)
+        if link is None or link.up is not up:
+            link = self._link = CommandLink(up, t1_initial_s=5.0)
+        rng = np.random.default_rng(seed)
+        t0 = self.fsw.t_s
+        clcw = Clcw.unpack(self.fsw.tc.link.clcw())
+        link.fop.terminate_ad()
+        link.fop.set_vs(clcw.report_value)  # as a ground station does at the start of a pass
+        if clcw.lockout:
+            link.fop.initiate_ad_with_unlock(t0)
+        else:
+            link.fop.initiate_ad_without_clcw_check(t0)
+        for _ in range(n):
+            link.send_packet(up.packet(d.PUS_SERVICE_TEST, 1), t0)
+        for k in range(60):
+            now = t0 + k
+            self._send(*link.radiate())
+            if self.fsw is None:
+                return
+            if rng.random() >= clcw_loss:
+                link.on_clcw(self.fsw.tc.link.clcw(), now)
+            link.tick(now)
 
     @rule()
     def reboot(self):

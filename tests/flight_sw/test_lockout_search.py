@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
+from flight_sw.tmtc import dictionary as d
 from sim.bench.lockout_search import machine_for
 
 
@@ -52,3 +53,16 @@ def test_the_search_really_loads_automation(default_cfg, image):
     assert m.fsw.mode == "NOMINAL"
     m.time_passes(seconds=60)
     assert m.fsw.mode == "SAFE"
+
+
+def test_the_search_really_uploads_and_uses_cop1(default_cfg, image):
+    """Guard against a vacuous search: the upload rules stage and activate a model, and the
+    sequence-controlled rule gets pings through FARM-1 with half the CLCWs lost."""
+    m = machine_for(default_cfg, image)()
+    pkg = m._package(2)
+    m.upload_parts(signer=0, version=2, parts=list(range(1, len(pkg.chunks) + 1)))
+    m.trial(signer=0, fn=d.FN_MODEL_ACTIVATE)
+    assert m.fsw.tc.upload.trial is not None
+    before = m.fsw.tc.link.farm.v_r
+    m.sequence_controlled(n=4, clcw_loss=0.5, seed=2)
+    assert (m.fsw.tc.link.farm.v_r - before) % 256 == 4
