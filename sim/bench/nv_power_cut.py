@@ -114,7 +114,11 @@ def record_session(cfg, image, entropy_seed: int = 0) -> tuple[list[tuple[int, b
     up = Uplinker(cfg)
     send(fsw, up.ping(), up.ping(), up.param_load({1: 5.0}), up.param_activate())
     if spare is not None:
-        send(fsw, up.sa_start(spare), up.sa_set_arsn(spare, 40), up.sa_stop(spare))
+        send(fsw, up.sa_start(spare), up.sa_set_arsn(spare, 40), up.sa_stop(spare), up.sa_rekey(spare, spare))
+    # the onboard tables (services 11, 12, 19): every kind of table write
+    ping = up.packet(17, 1)
+    send(fsw, up.schedule([(3600, ping)]), up.monitor_add(1, "tc_rejected", -1.0, 1e6, 100),
+         up.event_action_add(100, ping), up.table_ids(12, 6, [1]))
     head = np.asarray(image.head, dtype=np.float64) * 0.9
     # parts of about 200 bytes: five or six parts, as many NV writes as the old 48-byte payload chunks
     pkg = package_model(cfg, head, version=image.version + 4, parent_version=image.version,
@@ -126,5 +130,11 @@ def record_session(cfg, image, entropy_seed: int = 0) -> tuple[list[tuple[int, b
     assert fsw.tc.upload.next_part() == n // 2 + 1, "the transfer must resume after the reboot"
     send(fsw, *up.upload_resume(pkg, n // 2 + 1), up.activate(), up.confirm())
     assert fsw.tc.nv.data["sc"] == 3, "the session must end with the upload confirmed"
+    for _ in range(cfg.fdir.boot_escalation_count):  # short boots in a row: the safe latch is written
+        fsw = boot()
+    assert fsw.tc.boot_record()[2] == 1, "the session must set the safe latch"
+    up.seq = fsw.tc.auth.last_seq(up.key_id) + 1
+    send(fsw, up.mode("NOMINAL"))  # and a ground mode command clears it
+    assert fsw.tc.boot_record()[2] == 0
     boot()
     return device.log, layout
