@@ -225,6 +225,17 @@ class Uplinker:
         body = bytes([len(values)]) + b"".join(d.PARAM_ENTRY_STRUCT.pack(k, v) for k, v in sorted(values.items()))
         return d.PARAM_TABLE_MAGIC + body
 
+    @staticmethod
+    def calibration_table_file(gain_q: np.ndarray, offset_q: np.ndarray) -> bytes:
+        """A radiometric calibration table (columns x bands, int16 in the onboard quantisation)
+        as a file for CFDP: the candidate of the onboard gate on delivery."""
+        gain_q, offset_q = np.asarray(gain_q), np.asarray(offset_q)
+        if gain_q.shape != offset_q.shape or gain_q.ndim != 2:
+            raise ValueError(f"gain {gain_q.shape} and offset {offset_q.shape}: expected two (columns, bands) arrays")
+        cols, bands = gain_q.shape
+        return (d.CAL_TABLE_HEAD.pack(d.CAL_TABLE_MAGIC, cols, bands) + gain_q.astype(">i2").tobytes()
+                + offset_q.astype(">i2").tobytes())
+
     def param_activate(self) -> bytes:
         return self.function(d.FN_PARAM_ACTIVATE)
 

@@ -241,6 +241,10 @@ class PayloadLearning:
         self._report_calibration("rolled_back", t)
         return True
 
+    def install_calibration(self, gain_q: np.ndarray, offset_q: np.ndarray) -> bool:
+        """A ground-uplinked calibration table becomes the candidate (judged at the next step)."""
+        return self.calibration.install_candidate(gain_q, offset_q, self.learner.held_by_source[SOURCE_SITE])
+
     def task_calibration(self, t: float) -> float:
         """One bounded step of the radiometric self-calibration (flight_sw/ml/radiometry.py)."""
         if not hasattr(self.payload, "acquire_calibration"):

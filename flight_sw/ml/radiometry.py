@@ -206,6 +206,23 @@ class RadiometricCalibration:
             self.phase = VALIDATE
         return None
 
+    def install_candidate(self, gain_q: np.ndarray, offset_q: np.ndarray, heldback_total: int) -> bool:
+        """A table the ground uplinked (quantised like the onboard ones) becomes the candidate:
+        the next step judges it by the same gate as a diffuser sweep's (bounds, significance,
+        the held-back labels that arrive after it) and commits it, then watches it and rolls it
+        back like any other. False (nothing changes) while a sweep or a judgement is under way."""
+        if self.phase != IDLE or gain_q.shape != self.gain_q[0].shape or offset_q.shape != self.offset_q[0].shape:
+            return False
+        cand = 1 - self.active
+        self.gain_q[cand] = gain_q
+        self.offset_q[cand] = offset_q
+        self.slot_versions[cand] = -1  # the previous table is overwritten: no rollback to it from now on
+        self.watch_remaining = 0
+        self.request_reason = REQUEST_REASONS.index("ground_command")
+        self.heldback_at_request = heldback_total
+        self.phase = VALIDATE
+        return True
+
     def _validate(self, heldback, heldback_total: int) -> str | None:
         cand, act = 1 - self.active, self.active
         self.phase = IDLE

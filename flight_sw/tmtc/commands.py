@@ -602,6 +602,9 @@ class TcHandler:
         (magic PARAM_TABLE_MAGIC, then a 20,3 body) is checked and staged like a 20,3 load, and
         activated by FN_PARAM_ACTIVATE. Its PDUs came in authenticated command frames, as a 20,3
         would; a model package is also signed end to end because it replaces what flies."""
+        if blob.startswith(d.CAL_TABLE_MAGIC):
+            self._stage_calibration(blob, t)
+            return
         if blob.startswith(d.PARAM_TABLE_MAGIC):
             try:
                 n = self.params.load(blob[len(d.PARAM_TABLE_MAGIC):])
@@ -619,6 +622,22 @@ class TcHandler:
         finally:
             self._report_aborts(t)
         self._model_event("verified", m["version"], m["security_counter"], t)
+
+    def _stage_calibration(self, blob: bytes, t: float) -> None:
+        """A calibration table file: shape checked, then the candidate of the onboard gate."""
+        import numpy as np
+
+        head = d.CAL_TABLE_HEAD
+        cols = bands = 0
+        ok = False
+        if len(blob) >= head.size:
+            _, cols, bands = head.unpack_from(blob)
+            n = cols * bands
+            if len(blob) == head.size + 4 * n:
+                q = np.frombuffer(blob, dtype=">i2", offset=head.size).astype(np.int16).reshape(2, cols, bands)
+                ok = self.fsw.learning.install_calibration(q[0], q[1])
+        self.fsw.tm.event(d.EVENT_CALIBRATION_FILE, "info" if ok else "medium",
+                          d.CALIBRATION_FILE_STRUCT.pack(int(ok), cols & 0xFFFF, bands & 0xFFFF), t)
 
     def _model_event(self, stage: str, version: int, sc: int, t: float) -> None:
         self.fsw.tm.event(

@@ -387,6 +387,15 @@ BOOT_STRUCT = struct.Struct(">IBB")
 EVENT_PARAMS_STAGED = 17
 PARAMS_STAGED_STRUCT = struct.Struct(">BHH")
 PARAM_TABLE_MAGIC = b"OLPT"
+#: A radiometric calibration table delivered as a file (CFDP): magic, u16 columns, u16 bands,
+#: then gain and offset as big-endian int16 (columns x bands each, the onboard quantisation:
+#: gain 1 + q / 16384, offset q x 4e-6). It becomes the candidate of the onboard gate; its
+#: outcome is the usual CALIBRATION_UPDATE event (reason ground_command). Event
+#: CALIBRATION_FILE: accepted as candidate u8 (0 no: busy or wrong shape, 1 yes), columns u16, bands u16.
+CAL_TABLE_MAGIC = b"OLCT"
+CAL_TABLE_HEAD = struct.Struct(">4sHH")
+EVENT_CALIBRATION_FILE = 18
+CALIBRATION_FILE_STRUCT = struct.Struct(">BHH")
 #: Events of one id beyond this many per EVENTS_PER_ID_WINDOW_S are counted, not sent, so a flood
 #: of one kind (rejected frames) cannot crowd out another (a mode change) in the downlink queue.
 EVENTS_PER_ID_LIMIT = 20

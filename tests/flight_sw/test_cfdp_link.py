@@ -401,3 +401,57 @@ def test_a_parameter_table_over_cfdp_is_staged_then_activated_by_command(default
     assert bench.fsw.budget._margin_j == margin  # staged, not active
     bench.send(up.param_activate())
     assert bench.fsw.budget._margin_j == margin + 250.0 and bench.fsw.power.eclipse_soc_margin == 0.2
+
+
+def test_a_calibration_table_over_cfdp_is_judged_by_the_onboard_gate(default_cfg, image, no_wall_clock):
+    """A radiometric calibration table as a file: delivered by CFDP, it becomes the candidate of
+    the onboard gate (bounds, significance, held-back labels), is committed with reason
+    ground_command, and can be rolled back to the table before, bit for bit. A table outside the
+    gain bounds is refused by the same gate."""
+    import numpy as np
+
+    from flight_sw.ml.radiometry import CAL_UNAVAILABLE
+    from ground_tools.cfdp_uplink import CfdpUplink
+    from ground_tools.uplink import Uplinker
+    from tests.flight_sw.test_tmtc_helpers import Bench
+
+    bench = Bench(default_cfg, image)
+    fsw = bench.fsw
+    fsw.learning.payload.acquire_calibration = lambda kind, first, out: CAL_UNAVAILABLE  # no diffuser now
+    up = Uplinker(default_cfg, iv_salt=bytes(4))
+    cal = fsw.calibration
+    before_gain = cal.gain_q[cal.active].copy()
+
+    def transfer(blob, seq):
+        ground = CfdpUplink(default_cfg, up, first_seq=seq)
+        ground.put("cal.table", blob, 0.0)
+        t = 0.0
+        while ground.busy and t < 600.0:
+            t += 1.0
+            while (packet := ground.next_packet(t)) is not None:
+                fsw.telecommand(ground.cltu(packet))
+            start = len(bench.tm)
+            fsw.tc.run(t)
+            for raw in bench.tm[start:]:
+                ground.on_packet(raw, t)
+        assert not ground.busy
+
+    def judge():
+        for k in range(3):
+            fsw.learning.task_calibration(1000.0 + k)
+        return bench.events(d.EVENT_CALIBRATION_UPDATE, d.CALIBRATION_UPDATE_STRUCT)
+
+    shape = cal.gain_q[0].shape
+    gain = np.full(shape, int(0.05 * 16384), np.int16)  # +5 % gain in every column and band
+    transfer(Uplinker.calibration_table_file(gain, np.zeros(shape, np.int16)), 1)
+    assert bench.events(d.EVENT_CALIBRATION_FILE, d.CALIBRATION_FILE_STRUCT) == [(1, *shape)]
+    outcome, version, reason, *_ = judge()[-1]
+    assert (d.CALIBRATION_OUTCOMES[outcome], d.CALIBRATION_REASONS[reason]) == ("committed", "ground_command")
+    assert cal.version == version and np.array_equal(cal.gain_q[cal.active], gain)
+    assert fsw.rollback_calibration(2000.0) and np.array_equal(cal.gain_q[cal.active], before_gain)
+    bench.clear()
+    wild = np.full(shape, int(1.5 * 16384), np.int16)  # gain 2.5: outside the gate's bounds
+    transfer(Uplinker.calibration_table_file(wild, np.zeros(shape, np.int16)), 2)
+    outcome, _, _, refusal, *_ = judge()[-1]
+    assert (d.CALIBRATION_OUTCOMES[outcome], d.CALIBRATION_REFUSALS[refusal]) == ("refused", "out_of_range")
+    assert np.array_equal(cal.gain_q[cal.active], before_gain)
