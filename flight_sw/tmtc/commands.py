@@ -231,9 +231,15 @@ class TcHandler:
             return -1.0
         cost = RUN_BASE_COST_S
         budget = self.frames_per_run
-        while self.internal and budget:  # stored commands first: they were due before this run
+        # Stored commands first (they were due before this run), but while frames wait they take
+        # at most half the run: an event-action whose command raises its own event again would
+        # otherwise take every run, and the ground could never get the frame through that
+        # deletes it (the lockout search found that loop).
+        stored = budget if not self.queue else max(1, budget // 2)
+        while self.internal and stored:
             self._run_stored(self.internal.popleft(), t)
             budget -= 1
+            stored -= 1
             cost += FRAME_COST_S
         for _ in range(min(len(self.queue), budget)):
             self.process(self._dequeue(), t)

@@ -94,3 +94,22 @@ def test_a_monitored_limit_raises_its_event_and_the_event_action_runs_the_stored
     assert len(bench.events(event, d.MONITOR_CHECK_STRUCT)) == 2 and fsw.mode == "TRAINING"
     bench.send(up.table_ids(d.PUS_SERVICE_MONITORING, 6, [99]))
     assert bench.verification()[-1][:2] == (8, "bad_arguments")
+
+
+def test_an_event_action_that_triggers_itself_cannot_starve_the_uplink(bench, default_cfg):
+    """Found by the lockout search: an event-action on SA_STATUS whose command raises SA_STATUS
+    again re-queued itself for ever and took every tc_handler run, so no uplinked frame (not
+    even the one deleting it) was processed again. Stored commands now take at most half a run
+    while frames wait."""
+    up = uplinker(default_cfg)
+    loop = up.packet(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(d.FN_SA_STATUS) + (up.key_id).to_bytes(2, "big"))
+    bench.send(up.event_action_add(d.EVENT_SA_STATUS, loop), up.sa_status(up.key_id))  # the loop starts
+    for _ in range(3):
+        bench.fsw.tc.run(0.0)
+    assert bench.fsw.tc.internal  # it keeps running itself
+    bench.clear()
+    bench.send(up.ping(), up.table_ids(d.PUS_SERVICE_EVENT_ACTION, 2, [d.EVENT_SA_STATUS]))
+    assert (17, 2) in [(p.service, p.message_subtype) for p in bench.packets()]  # the ping got through
+    for _ in range(3):
+        bench.fsw.tc.run(0.0)
+    assert not bench.fsw.tc.internal  # deleted: the loop has stopped
