@@ -24,6 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from flight_sw.config.schema import MODES
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.nv_store import MemoryDevice, NvLayout, RedundantStore
 from flight_sw.tmtc.security import ARSN_SET_MAX, SEQ_MAX
@@ -303,6 +304,14 @@ class CommandPathMachine(RuleBasedStateMachine):
         return any((p.service, p.message_subtype) == (service, subtype)
                    for p in (PusTm.unpack(raw, timestamp_len=d.CDS_SHORT_LEN) for raw in self.tm))
 
+    def _completed(self, request_id: bytes) -> bool:
+        """The telemetry holds a completion success report (1,7) for this request id."""
+        from spacepackets.ecss import PusTm
+
+        return any((p.service, p.message_subtype) == (d.PUS_SERVICE_VERIFICATION, d.TM_COMPLETE_OK)
+                   and bytes(p.source_data)[:4] == request_id
+                   for p in (PusTm.unpack(raw, timestamp_len=d.CDS_SHORT_LEN) for raw in self.tm))
+
     def _command_through(self, i: int, spi: int, make, done) -> bool:
         """Send a frame built by `make()`; on no success (`done()`), find the window from what the
         telemetry says (the refusal's onboard ARSN, else housekeeping SID 6) and send again."""
@@ -331,28 +340,36 @@ class CommandPathMachine(RuleBasedStateMachine):
     @invariant()
     def the_ground_can_command(self):
         """Recover if the record is lost, resynchronise ARSNs from refusals, then ping and command
-        a mode, with nothing but keys, own counters and telemetry."""
+        a mode, deciding with nothing but keys, own counters and telemetry (events, verification
+        reports, housekeeping). The flight state is read only to score the outcome."""
         if self.fsw is None:
             return
         g = self.ground
         lost = self._events(d.EVENT_TC_STATE_LOST, d.TC_STATE_LOST_STRUCT)
-        if lost and self.fsw.tc.nv.lost:
+        if lost:  # the satellite said its record is lost: the nonce-bound recovery, by any association
             floor = min(g.highest_arsn() + 1, ARSN_SET_MAX)
             g.reset_to_config()
             for spi in g.command_spis:
-                self._send(g.uplinkers[spi].recover(lost[-1][0], floor, 0))
-                if not self.fsw.tc.nv.lost:
+                up = g.uplinkers[spi]
+                packet = up.packet(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(d.FN_TC_RECOVER)
+                                   + d.TC_RECOVER_STRUCT.pack(lost[-1][0], floor, 0))
+                self.tm.clear()
+                self._send(up.protect_cltu(packet))
+                if self._completed(packet[:4]):
                     break
             for up in g.uplinkers.values():
                 up.seq = max(up.seq, floor + 1)
         for i, spi in enumerate(g.command_spis):
             up = self._signer(i)
             if self._command_through(i, spi, up.ping, lambda: self._heard(17, 2)):
+                mode = up.packet(d.PUS_SERVICE_FUNCTION, 1, d.FN_STRUCT.pack(d.FN_MODE) + bytes([MODES.index("NOMINAL")]))
                 for _ in range(3):  # a stored command may move the window between two frames
-                    if self._command_through(i, spi, lambda up=up: up.mode("NOMINAL"),
-                                             lambda: self.fsw.mode == "NOMINAL"):
+                    if self._command_through(i, spi, lambda up=up, mode=mode: up.protect_cltu(mode),
+                                             lambda mode=mode: self._completed(mode[:4])):
+                        # the ground heard the command completed; the truth must agree (scoring only)
+                        assert self.fsw.mode == "NOMINAL", "a mode command completed but the mode is held"
                         return
-                raise AssertionError("a mode command was accepted but the mode is held")
+                raise AssertionError("a mode command was accepted but never completed")
         raise AssertionError("lockout: no command association accepts a ping from the ground")
 
 
