@@ -38,6 +38,7 @@ def test_the_check_would_catch_a_violation():
 #: The flight software's components (issue 15): each reaches the others only through what
 #: app.py hands it, so none imports the wiring, the command handler or another component.
 COMPONENTS = {
+    "flight_sw.exec.executive": "executive",
     "flight_sw.power.manager": "power manager",
     "flight_sw.fdir.supervisor": "FDIR",
     "flight_sw.ml.pipeline": "payload and learning",
