@@ -270,6 +270,28 @@ def test_contacts_needed_figure(cfg):
     )
 
 
+def _transfer_through_flight(bench, up, name: str, blob: bytes, seq: int, rng=None, loss: float = 0.0,
+                             limit_s: float = 3000.0):
+    """CFDP class 2 from the ground (a new transaction number `seq`) into a Bench's real flight
+    software, in expedited SDLS frames, `loss` of the PDUs dropped each way; the ground source."""
+    from ground_tools.cfdp_uplink import CfdpUplink
+
+    ground = CfdpUplink(bench.cfg, up, first_seq=seq)
+    ground.put(name, blob, 0.0)
+    t = 0.0
+    while ground.busy and t < limit_s:
+        t += 1.0
+        while (packet := ground.next_packet(t)) is not None:
+            if not loss or rng.random() >= loss:
+                bench.fsw.telecommand(ground.cltu(packet))
+        start = len(bench.tm)
+        bench.fsw.tc.run(t)
+        for raw in bench.tm[start:]:
+            if not loss or rng.random() >= loss:
+                ground.on_packet(raw, t)
+    return ground
+
+
 def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(default_cfg, image, no_wall_clock):
     """The whole path: the ground packs the signed package into one file, CFDP class 2 carries it
     in expedited SDLS frames through the real flight software (10% of PDUs lost each way), the
@@ -278,7 +300,6 @@ def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(de
     import numpy as np
 
     from flight_sw.tmtc.upload import pack_package
-    from ground_tools.cfdp_uplink import CfdpUplink
     from ground_tools.uplink import Uplinker, package_model
     from tests.flight_sw.test_tmtc_helpers import Bench
 
@@ -287,20 +308,7 @@ def test_a_model_package_over_cfdp_is_staged_verified_activated_and_confirmed(de
     rng = np.random.default_rng(4)
 
     def transfer(name, blob, seq):
-        ground = CfdpUplink(default_cfg, up, first_seq=seq)  # a new transaction number each
-        ground.put(name, blob, 0.0)
-        t = 0.0
-        while ground.busy and t < 3000.0:
-            t += 1.0
-            while (packet := ground.next_packet(t)) is not None:
-                if rng.random() >= 0.1:
-                    bench.fsw.telecommand(ground.cltu(packet))
-            start = len(bench.tm)
-            bench.fsw.tc.run(t)
-            for raw in bench.tm[start:]:
-                if rng.random() >= 0.1:
-                    ground.on_packet(raw, t)
-        return ground
+        return _transfer_through_flight(bench, up, name, blob, seq, rng, loss=0.1)
 
     pkg = package_model(default_cfg, image.head * 0.98, version=7, parent_version=image.version,
                         security_counter=2, chunk_size=64)
@@ -367,7 +375,6 @@ def test_a_parameter_table_over_cfdp_is_staged_then_activated_by_command(default
     arrives as well and is refused, naming the failure; nothing changes."""
     import numpy as np
 
-    from ground_tools.cfdp_uplink import CfdpUplink
     from ground_tools.uplink import Uplinker
     from tests.flight_sw.test_tmtc_helpers import Bench
 
@@ -376,20 +383,7 @@ def test_a_parameter_table_over_cfdp_is_staged_then_activated_by_command(default
     rng = np.random.default_rng(6)
 
     def transfer(name, blob, seq):
-        ground = CfdpUplink(default_cfg, up, first_seq=seq)
-        ground.put(name, blob, 0.0)
-        t = 0.0
-        while ground.busy and t < 3000.0:
-            t += 1.0
-            while (packet := ground.next_packet(t)) is not None:
-                if rng.random() >= 0.1:
-                    bench.fsw.telecommand(ground.cltu(packet))
-            start = len(bench.tm)
-            bench.fsw.tc.run(t)
-            for raw in bench.tm[start:]:
-                if rng.random() >= 0.1:
-                    ground.on_packet(raw, t)
-        assert not ground.busy
+        assert not _transfer_through_flight(bench, up, name, blob, seq, rng, loss=0.1).busy
 
     margin = default_cfg.power.budget.margin_j
     transfer("bad.params", Uplinker.param_table_file({1: -5.0}), 1)
@@ -411,7 +405,6 @@ def test_a_calibration_table_over_cfdp_is_judged_by_the_onboard_gate(default_cfg
     import numpy as np
 
     from flight_sw.ml.radiometry import CAL_UNAVAILABLE
-    from ground_tools.cfdp_uplink import CfdpUplink
     from ground_tools.uplink import Uplinker
     from tests.flight_sw.test_tmtc_helpers import Bench
 
@@ -423,18 +416,7 @@ def test_a_calibration_table_over_cfdp_is_judged_by_the_onboard_gate(default_cfg
     before_gain = cal.gain_q[cal.active].copy()
 
     def transfer(blob, seq):
-        ground = CfdpUplink(default_cfg, up, first_seq=seq)
-        ground.put("cal.table", blob, 0.0)
-        t = 0.0
-        while ground.busy and t < 600.0:
-            t += 1.0
-            while (packet := ground.next_packet(t)) is not None:
-                fsw.telecommand(ground.cltu(packet))
-            start = len(bench.tm)
-            fsw.tc.run(t)
-            for raw in bench.tm[start:]:
-                ground.on_packet(raw, t)
-        assert not ground.busy
+        assert not _transfer_through_flight(bench, up, "cal.table", blob, seq, limit_s=600.0).busy
 
     def judge():
         for k in range(3):
