@@ -70,6 +70,13 @@ class PayloadDevice(Protocol):
         ...
 
 
+def config_fingerprint(cfg: MissionConfig, buffers: dict[str, np.ndarray]) -> str:
+    """CRC-32 of the configuration and the buffer shapes: a snapshot, and the two ends of the
+    world link, must come from the same configuration."""
+    shapes = {k: [list(v.shape), str(v.dtype)] for k, v in sorted(buffers.items())}
+    return f"{zlib.crc32(json.dumps([repr(cfg), shapes]).encode()):08x}"
+
+
 class SnapshotError(ValueError):
     """A snapshot that must not be restored (corrupt, or from another configuration)."""
 
@@ -105,6 +112,7 @@ class FlightSoftware:
         tc_store=None,
         reference: ReferenceData | None = None,
         entropy: Callable[[int], bytes] | None = None,
+        boot: bool = True,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
@@ -119,6 +127,8 @@ class FlightSoftware:
         generator seeded from the mission seed, which repeats across boots (simulation only).
         `reference` is what the ground uplinked for onboard labelling (site maps, teacher);
         without it the satellite has no site labels and no teacher.
+        `boot=False`: skip the cold boot from the NV store, for a host that restores a snapshot
+        next (`restore(reboot=True)` boots, so the boot counts once).
         """
         self.cfg = cfg
         self.payload = payload
@@ -180,7 +190,8 @@ class FlightSoftware:
         self.downlink.clcw_source = self.tc.link.clcw  # FARM-1's report in every TM frame's OCF
         # No onboard commit may overwrite an uploaded model's fallback slot while it is on trial.
         self.learning.training_blocked = lambda: self.tc.upload.trial is not None
-        self.tc.boot(cold=True, t=0.0)
+        if boot:
+            self.tc.boot(cold=True, t=0.0)
 
         self.executive.bind([self._handler_for(s.kind) for s in self.specs])
         self._was_in_contact = False
@@ -495,8 +506,7 @@ class FlightSoftware:
         }
 
     def _config_fingerprint(self) -> str:
-        shapes = {k: [list(v.shape), str(v.dtype)] for k, v in sorted(self.buffers.items())}
-        return f"{zlib.crc32(json.dumps([repr(self.cfg), shapes]).encode()):08x}"
+        return config_fingerprint(self.cfg, self.buffers)
 
     def snapshot(self) -> bytes:
         """Everything needed to continue byte-identically: scalars (JSON) + buffers + CRC-32.

@@ -88,6 +88,8 @@ class Simulation:
         uplink: list[tuple[int, bytes]] | None = None,
         teacher=None,
         ground_terminal: GroundTerminal | None = None,
+        remote=None,
+        world_arms_only: bool = False,
     ):
         """`executor_factory(fsw)` may return an object whose `run_tick(tick)` replaces
         `fsw.step(tick)` (the real-time executive for HIL); idle frames are then not skipped.
@@ -95,7 +97,15 @@ class Simulation:
         `uplink`: (contact group, CLTU) pairs radiated as they are at the start of each group's
         contact. `ground_terminal` (sim.ground_link): a ground station running a command link;
         it sees every downlinked CADU (the run's `downlink_sink` still gets them all) and
-        radiates what it wants during contacts, stepped frame by frame while it has work."""
+        radiates what it wants during contacts, stepped frame by frame while it has work.
+
+        `remote` (sim.remote_flight.RemoteFlight): the flight software runs in another process
+        and is driven over the world link. The world serves its payload from here; the arms
+        that need the flight software's insides (its labels, its calibration table, its drift
+        alarms: ground loop, calibration only, teacher) are not scored, and there is no
+        checkpoint (the flight process keeps its own state in its NV folder).
+        `world_arms_only`: score only those arms in an in-process run too (the like-for-like
+        baseline of the split deployment's speed)."""
         self.terminal = ground_terminal
         self._now_s = 0.0  # mission time of the frame being stepped or crossed (for the terminal)
         if ground_terminal is not None:
@@ -118,14 +128,21 @@ class Simulation:
         self.reference = reference_data(cfg, self.world.sites.reference_maps, self.teacher_image)
         # The flight computer's non-volatile memory: part of the world, kept in a checkpoint.
         self.nv_store = RedundantStore.in_memory(cfg.tmtc.max_upload_bytes)
-        self.fsw = FlightSoftware(
-            cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
-            check_energy_days=max(duration_s / 86400.0, self.frame_s / 86400.0),
-            device_transport=self._device_transport(cfg, seed, device_url),
-            reference=self.reference, tc_store=self.nv_store,
-        )
+        self.remote = remote is not None
+        self.world_arms_only = world_arms_only or self.remote
+        if remote is not None:
+            remote.payload = self.payload
+            remote.sink = downlink_sink
+            self.fsw = remote
+        else:
+            self.fsw = FlightSoftware(
+                cfg, self.image, self.payload, downlink_sink, optimizer=optimizer,
+                check_energy_days=self.check_energy_days(cfg, duration_s),
+                device_transport=self._device_transport(cfg, seed, device_url),
+                reference=self.reference, tc_store=self.nv_store,
+            )
+            self.fsw.label_tap = self._on_labels
         fsw = self.fsw
-        fsw.label_tap = self._on_labels
         self._build_arms(cfg, seed)
         self._frozen_ext = FeatureExtractor(self.image)  # the same int8 network, own buffers
         self._frozen_feat = np.zeros_like(fsw.buffers["ml.batch_features"])
@@ -147,17 +164,28 @@ class Simulation:
         self._sample_every = max(1, int(round(TRUTH_SAMPLE_S / self.frame_s)))
 
     @staticmethod
+    def check_energy_days(cfg: MissionConfig, duration_s: float) -> float:
+        """How far ahead the flight software checks its essential load: the run's length."""
+        return max(duration_s / 86400.0, cfg.executive.minor_frame_s / 86400.0)
+
+    @staticmethod
+    def device_endpoint(cfg: MissionConfig, seed: int):
+        """The emulated analog device of this mission and seed (its own generator)."""
+        from sim.analog.endpoint import DeviceEndpoint
+
+        child = np.random.SeedSequence(seed).spawn(4)[3]  # the device's own generator
+        return DeviceEndpoint.from_config(cfg.device, child)
+
+    @staticmethod
     def _device_transport(cfg: MissionConfig, seed: int, url: str | None):
         """For the analog backend: the emulated device in-process, or the HIL server at `url`."""
         if cfg.device.backend != "analog":
             return None
         from flight_sw.devices.transport import InProcessTransport, transport_from_url
-        from sim.analog.endpoint import DeviceEndpoint
 
         url = url or cfg.device.url
         if url.startswith("inproc://"):
-            child = np.random.SeedSequence(seed).spawn(4)[3]  # the device's own generator
-            return InProcessTransport(DeviceEndpoint.from_config(cfg.device, child))
+            return InProcessTransport(Simulation.device_endpoint(cfg, seed))
         return transport_from_url(url)
 
     @property
@@ -292,6 +320,9 @@ class Simulation:
 
     def _score(self, t: float) -> None:
         """Truth accuracy of every arm on this batch (the flight software's inference frame)."""
+        if self.world_arms_only:
+            self._score_world_arms(t)
+            return
         fsw = self.fsw
         truth = self.payload.truth_for(fsw._pixels)
         n = truth.shape[0]
@@ -327,6 +358,22 @@ class Simulation:
             log.acc_teacher.append(count_equal(self._t_labels, truth, n) / n)
             log.acc_teacher_t_s.append(t)
 
+    def _score_world_arms(self, t: float) -> None:
+        """The arms a world can score without the flight software's insides: onboard (from the
+        predictions it answered), frozen, self-training and the bound (from the pixels drawn)."""
+        pixels = self.fsw.buffers["ml.batch_pixels"]  # the world's copy of the frame it served
+        truth = self.payload.truth_for(pixels)
+        n = truth.shape[0]
+        log = self.log
+        log.acc_t_s.append(t)
+        log.acc_onboard.append(count_equal(self.fsw.outputs.predictions, truth, n) / n)
+        self._frozen_ext.features_into(self.payload.drawn_rows(pixels), self._frozen_feat)
+        feat = self._frozen_feat
+        classify_into(feat, self._frozen_head, self._frozen_scores, self._frozen_pred)
+        log.acc_frozen.append(count_equal(self._frozen_pred, truth, n) / n)
+        log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
+        log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
+
     def _sample_truth(self, blk, block_start: int, t_from: int, t_to: int) -> None:
         i0, i1 = t_from - block_start, t_to - block_start
         log = self.log
@@ -347,6 +394,8 @@ class Simulation:
     # -- snapshot / resume -------------------------------------------------------------
     def snapshot(self) -> bytes:
         """Flight snapshot plus the simulator's own state (battery, generators, tick, log)."""
+        if self.remote:
+            raise ValueError("no checkpoint of a split run: the flight process keeps its own state")
         sim_state = {
             "tick": self.tick,
             "battery": self.world.battery.state.copy(),
