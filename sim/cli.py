@@ -263,6 +263,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """`flightsim serve`: the world as a server for a flight process (issue 15)."""
+    from sim.serve import ServeOptions, serve_mission
+
+    cfg, _ = _load(args.config, args.days)
+    days = cfg.mission.duration_days if args.days is None else args.days
+    if args.speedup is not None and not args.speedup > 0:
+        print(f"error: --speedup must be > 0, got {args.speedup}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = Path(args.out or f"runs/{Path(args.config).stem}-serve")
+    problem = output_folder_problem(out)
+    if problem:
+        print(f"error: --out {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if out.exists() and any(out.iterdir()):
+        print(f"error: --out {out}: exists and is not empty (its flight_nv/ would be booted from); "
+              "give an empty or new folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    opts = ServeOptions(days=days, seed=cfg.mission.seed if args.seed is None else args.seed,
+                        flight_port=args.flight_port, radio_port=args.radio_port,
+                        spawn_flight=not args.no_spawn, speedup=args.speedup, show_progress=not args.quiet,
+                        checkpoint_every_s=args.checkpoint_every_s)
+    s = serve_mission(cfg, config_text(args.config), out, opts)
+    print(f"served {s['days']:g} days ({s['mode']}) in {s['loop_wall_time_s']:.1f} s, "
+          f"{s['speed_x_realtime']:g}x real time; flight connects {s['flight_connects']}, "
+          f"link losses {s['link_losses']}, flight starts {s['flight_starts']}; folder {out}")
+    return 0
+
+
 def cmd_config_doc(args) -> int:
     print("\n".join(describe()))
     return 0
@@ -302,6 +331,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes, well under a minute per group")
     p.add_argument("--out", default="bench-results.json")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("serve", help="serve the world to a flight process (`flightsw run`) over sockets, "
+                       "in lock-step or paced to the wall clock")
+    p.add_argument("config")
+    p.add_argument("--days", type=float, help="simulated days (default: mission.duration_days)")
+    p.add_argument("--seed", type=int, help="override mission.seed")
+    p.add_argument("--out", help="output folder, empty or new (default: runs/<config name>-serve)")
+    p.add_argument("--flight-port", type=int, default=0, help="world link port on 127.0.0.1 (default: any free)")
+    p.add_argument("--radio-port", type=int, help="open the ground radio port for `groundtools station` "
+                   "on this port of 127.0.0.1 (0: any free; default: no radio port)")
+    p.add_argument("--speedup", type=float, help="pace to the wall clock, N times real time "
+                   "(default: lock-step, as fast as the processes go)")
+    p.add_argument("--no-spawn", action="store_true", help="do not start the flight process: print its "
+                   "command line and wait for it (a bench board, another terminal)")
+    p.add_argument("--checkpoint-every-s", type=float, default=5400.0,
+                   help="mission seconds between the flight process's state checkpoints (default 5400)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("config-doc", help="print every config key with its unit, limits and meaning")
     p.set_defaults(func=cmd_config_doc)
     from sim.hil.cli import add_parser as add_hil_parser

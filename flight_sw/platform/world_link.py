@@ -73,7 +73,7 @@ NEXT_DUE = struct.Struct(">q")
 
 
 #: Non-blocking reads tried before a blocking one (about 0.5 us each; see StreamLink._recv).
-SPIN_POLLS = 200
+SPIN_POLLS = 2000
 
 
 class LinkDown(OSError):

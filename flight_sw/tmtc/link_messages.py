@@ -72,9 +72,12 @@ class MessageReader:
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
         """Add a chunk; return every message it completed, in order."""
-        self._buf += chunk
         out = []
-        buf = self._buf
+        if self._buf:
+            self._buf += chunk
+            buf = self._buf
+        else:  # nothing held back (the usual case): parse the chunk itself, keep only a tail
+            buf = chunk
         pos = 0
         while len(buf) - pos >= HEADER.size:
             kind, n = HEADER.unpack_from(buf, pos)
@@ -85,8 +88,11 @@ class MessageReader:
                 break
             out.append((kind, bytes(buf[pos + HEADER.size:end])))
             pos = end
-        if pos:
-            del buf[:pos]
+        if buf is self._buf:
+            if pos:
+                del buf[:pos]
+        elif pos < len(buf):
+            self._buf += buf[pos:]
         return out
 
     @property

@@ -13,6 +13,8 @@
   consumed by the ground).
 - ``exec.peak_rss_mib_30d``: peak resident memory of `flightsim run --days 30` in a
   child process (quick: 3 days, scaled nothing: the figure is then the 3-day peak).
+- ``exec.split_*``, ``exec.restart_recoveries``, ``exec.flight_process_rss_growth_mib_30d``:
+  the split deployment (flight software in its own process), defined in `sim.bench.split`.
 - ``exec.rt_jitter_p50_ms`` / ``exec.rt_jitter_p99_ms``: lateness of tick wake-ups in
   real-time mode at 1x over a 3-minute run, 180 ticks (quick: 20 s; 10 minutes until
   2026-12-04: shortened to keep `make bench` nearer its 40-minute target).
@@ -149,7 +151,12 @@ def run(quick: bool, log) -> dict[str, float]:
     log(f"real-time run at 1x for {rt_s:g} s ...")
     p50, p99 = _rt_jitter_ms(cfg, image, rt_s)
     log(f"tick jitter p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    from sim.bench import split
+
+    log("split deployment (flightsim serve + flightsw run) ...")
+    split_figures = split.run(quick, log)
     return {
+        **split_figures,
         "exec.speed_x_realtime": seconds / wall,
         "exec.speed_x_realtime_mission_backend": seconds / wall_analog,
         "exec.empty_loop_speed_x_realtime": seconds / wall_empty,
