@@ -113,6 +113,7 @@ class FlightSoftware:
         reference: ReferenceData | None = None,
         entropy: Callable[[int], bytes] | None = None,
         boot: bool = True,
+        cpu_clock: Callable[[], float] | None = None,
     ):
         """Build and check everything; refuse infeasible schedules and power systems.
 
@@ -128,7 +129,9 @@ class FlightSoftware:
         `reference` is what the ground uplinked for onboard labelling (site maps, teacher);
         without it the satellite has no site labels and no teacher.
         `boot=False`: skip the cold boot from the NV store, for a host that restores a snapshot
-        next (`restore(reboot=True)` boots, so the boot counts once).
+        next (`restore(reboot=True)` boots, so the boot counts once). `cpu_clock() -> s`: the
+        processor's monotonic clock, handed in by a flight process to measure each task's
+        execution (task housekeeping); default none: nothing is measured (the simulation).
         """
         self.cfg = cfg
         self.payload = payload
@@ -165,7 +168,7 @@ class FlightSoftware:
             self.specs, self.table, self.frame_s, self.tm, self.modes,
             admit=lambda energy_j, claim_w, t: self.power.admit(energy_j, claim_w, t, self.inputs.soc),
             spend_optional=lambda energy_j: self.power.budget.spend(energy_j),
-            on_overrun=self.fdir.overrun,
+            on_overrun=self.fdir.overrun, cpu_clock=cpu_clock,
         )
         ex = self.executive  # its per-task lists, shared (the executive updates them in place)
         self.task_runs, self.task_skipped, self.task_overruns = ex.task_runs, ex.task_skipped, ex.task_overruns
@@ -425,6 +428,8 @@ class FlightSoftware:
         )
         self.tm.housekeeping(d.HK_TASKS_SID, tasks, t)
         self.tm.housekeeping(d.HK_SA_SID, self.tc.sa_report(), t)
+        if self.executive.cpu_clock is not None:
+            self.tm.housekeeping(d.HK_EXEC_SID, self._exec_report(), t)
         st = getattr(self.solver, "stats", None)
         if st is not None:
             self.tm.housekeeping(d.HK_DEVICE_SID, d.HK_DEVICE_STRUCT.pack(
@@ -435,6 +440,15 @@ class FlightSoftware:
                 st.last_rel_residual, st.energy_analog_path_j, st.energy_fallback_path_j,
             ), t)
         return 1e-3
+
+    def _exec_report(self) -> bytes:
+        """SID 7: each task's execution as the CPU clock measured it (this boot)."""
+        ex = self.executive
+        return b"".join(
+            d.HK_EXEC_STRUCT.pack(i, ex.task_exec_count[i], min(int(ex.take_exec_max(i) * 1e6), 0xFFFFFFFF),
+                                  ex.exec_mean_s(i) * 1e6)
+            for i in range(len(self.specs))
+        )
 
     # -- the payload and learning component, as the host, the commands and the tests know it
     @property

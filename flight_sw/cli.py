@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     def build(boot: bool) -> FlightSoftware:
         fsw = FlightSoftware(cfg, image, payload, lambda cadu: holder["loop"].downlink(cadu),
                              check_energy_days=args.check_days, device_transport=transport, tc_store=store,
-                             reference=reference, entropy=entropy, boot=boot)
+                             reference=reference, entropy=entropy, boot=boot,
+                             cpu_clock=time.perf_counter if args.exec_timing else None)
         payload.bind(fsw.buffers)
         return fsw
 
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entropy", choices=("mission-seed", "os"), default="mission-seed",
                    help="random source for the recovery nonce: the mission seed (repeats across boots; "
                         "what the in-process simulation uses, for identical telemetry) or the OS generator")
+    p.add_argument("--no-exec-timing", dest="exec_timing", action="store_false",
+                   help="do not measure task execution times (they are the one thing a process's telemetry "
+                        "cannot share with the in-process run; the lock-step identity check turns them off)")
     p.add_argument("--connect-timeout-s", type=float, default=60.0,
                    help="how long to keep trying to reach the world (default 60)")
     args = parser.parse_args(argv)

@@ -158,6 +158,9 @@ def schema_statements() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS hk_sa (packet_id INTEGER REFERENCES packets (id), spi INTEGER, "
         f"t_s REAL NOT NULL, {_cols(d.HK_SA_RECORD[1:])}, PRIMARY KEY (packet_id, spi))",
         "CREATE INDEX IF NOT EXISTS hk_sa_time ON hk_sa (spi, t_s)",
+        f"CREATE TABLE IF NOT EXISTS hk_exec (packet_id INTEGER REFERENCES packets (id), task_index INTEGER, "
+        f"t_s REAL NOT NULL, {_cols(d.HK_EXEC_RECORD[1:])}, PRIMARY KEY (packet_id, task_index))",
+        "CREATE INDEX IF NOT EXISTS hk_exec_task ON hk_exec (task_index, t_s)",
         *(
             [f"CREATE TABLE IF NOT EXISTS hk_device (packet_id INTEGER PRIMARY KEY REFERENCES packets (id), "
              f"t_s REAL NOT NULL, {_cols(HK_DEVICE)})",
@@ -215,7 +218,8 @@ class _Decoder:
         self.names = event_names()
         self.rows: dict[str, list[tuple]] = {
             k: [] for k in ("packets", "rejects", "hk_core", "hk_tasks", "orbits", "orbit_task_energy", "events",
-                            "training_updates", "mode_changes", "hk_device", "verifications", "samples", "hk_sa")
+                            "training_updates", "mode_changes", "hk_device", "verifications", "samples", "hk_sa",
+                            "hk_exec")
         }
         self.frame_bytes = cfg.downlink.tm_frame_bytes
         self.spacecraft_id = cfg.telemetry.spacecraft_id
@@ -286,6 +290,11 @@ class _Decoder:
                     for i in range(len(body) // size):
                         spi, *rec = d.HK_SA_STRUCT.unpack_from(body, i * size)
                         rows["hk_sa"].append((pid, spi, t, *rec))
+                elif sid == d.HK_EXEC_SID and len(body) == d.HK_EXEC_STRUCT.size * self.n_tasks:
+                    size = d.HK_EXEC_STRUCT.size
+                    for i in range(self.n_tasks):
+                        idx, *rec = d.HK_EXEC_STRUCT.unpack_from(body, i * size)
+                        rows["hk_exec"].append((pid, idx, t, *rec))
                 elif sid == d.HK_SAMPLES_SID:
                     decoded = decode_samples(body)
                     if decoded is None:
@@ -295,7 +304,7 @@ class _Decoder:
                         rows["samples"].extend(
                             (t, np.asarray(px, dtype="<f4").tobytes(), lab, pred, version) for lab, pred, px in recs
                         )
-                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID, d.HK_SA_SID):
+                elif sid in (d.HK_CORE_SID, d.HK_TASKS_SID, d.HK_ORBIT_SID, HK_DEVICE_SID, d.HK_SA_SID, d.HK_EXEC_SID):
                     status = f"wrong length for HK SID {sid}"
                 else:
                     status = f"unknown HK structure {sid}"

@@ -410,6 +410,8 @@ def decode_file(path: Path, start_utc: datetime, n_tasks: int, apid: int | None 
                 sa_t.append(t)
             elif sid == getattr(d, "HK_SAMPLES_SID", None):
                 pass  # labelled samples: archived by `groundtools ingest` (samples table)
+            elif sid == getattr(d, "HK_EXEC_SID", None) and len(body) == d.HK_EXEC_STRUCT.size * n_tasks:
+                pass  # measured task execution of a flight process: archived by ingest (hk_exec table)
             else:
                 bad(f"unknown HK structure {sid} or wrong length")
         elif h.service == d.PUS_SERVICE_EVENT and len(data) >= 2:

@@ -337,6 +337,16 @@ class _Builder:
             "HK_SA_RECORD",
             "SID 6: one record per security association.",
         )
+        self.records(
+            "hk_exec",
+            hk,
+            y.eq(sid, d.HK_EXEC_SID),
+            [],
+            start,
+            d.HK_EXEC_RECORD,
+            "HK_EXEC_RECORD",
+            "SID 7: task execution measured by a flight process's CPU clock, one record per task.",
+        )
         # SID 3: HK_ORBIT then one f32 per task (the dictionary's comment; no Param for it).
         orbit = self.fields("hk_orbit", d.HK_ORBIT, "HK_ORBIT")
         energy = (d.Param("task_energy_j", "f", "J", "Previous orbit's energy of this task."),)

@@ -32,7 +32,7 @@ TASK_COUNTERS = ("task_runs", "task_skipped", "task_overruns", "task_deadline_mi
 class Executive:
     def __init__(self, specs: Sequence, table: Sequence[tuple[int, ...]], frame_s: float, tm, modes,
                  admit: Callable[[float, float, float], bool], spend_optional: Callable[[float], None],
-                 on_overrun: Callable[[int, int, float], None]):
+                 on_overrun: Callable[[int, int, float], None], cpu_clock: Callable[[], float] | None = None):
         self.specs = specs
         self.table = table
         self.n_frames = len(table)
@@ -56,6 +56,13 @@ class Executive:
         self.generation = 0  # bumped by the real-time watchdog when a step hangs
         self.current_task: int | None = None
         self.handlers: tuple[Callable[[float], float], ...] = ()
+        # Measured execution (issue 15): only with a CPU clock from the platform (a flight process);
+        # the in-process simulation hands none and the figures stay 0. Not in the snapshot: they
+        # describe this boot's processor, not the mission's state.
+        self.cpu_clock = cpu_clock
+        self.task_exec_max_s = [0.0] * n  # longest since the last task report (`take_exec_max`)
+        self.task_exec_total_s = [0.0] * n
+        self.task_exec_count = [0] * n
         # Optional tasks of higher priority keep a first claim on the orbit budget.
         self.claim_w = tuple(
             sum(o.energy_j / (o.period_frames * frame_s) for o in specs
@@ -111,7 +118,10 @@ class Executive:
             if generation is not None and generation != self.generation:
                 return
             self.current_task = idx
-            cost_s = self.handlers[idx](t)
+            if self.cpu_clock is None:
+                cost_s = self.handlers[idx](t)
+            else:
+                cost_s = self._measured(idx, t)
             if generation is not None and generation != self.generation:
                 return  # retired while its task ran (watchdog): a newer step owns the state now
             self.current_task = None
@@ -123,6 +133,29 @@ class Executive:
                 self._deadline_miss(idx, frame_load_s, t)
             if mode_bit != 1 << self.modes.mode_index:
                 mode_bit = 1 << self.modes.mode_index  # a task changed the mode: re-mask the rest
+
+    def _measured(self, idx: int, t: float) -> float:
+        """Run task `idx` timed by the platform's CPU clock."""
+        clock = self.cpu_clock
+        t0 = clock()
+        cost_s = self.handlers[idx](t)
+        dt = clock() - t0
+        if dt > self.task_exec_max_s[idx]:
+            self.task_exec_max_s[idx] = dt
+        self.task_exec_total_s[idx] += dt
+        self.task_exec_count[idx] += 1
+        return cost_s
+
+    def take_exec_max(self, idx: int) -> float:
+        """The longest measured execution of task `idx` since the last call [s]; restarts it."""
+        worst = self.task_exec_max_s[idx]
+        self.task_exec_max_s[idx] = 0.0
+        return worst
+
+    def exec_mean_s(self, idx: int) -> float:
+        """Mean measured execution of task `idx` since boot [s] (0: never measured)."""
+        n = self.task_exec_count[idx]
+        return self.task_exec_total_s[idx] / n if n else 0.0
 
     def _account(self, idx: int, spec, cost_s: float, tick: int, t: float, outputs) -> None:
         self.task_runs[idx] += 1

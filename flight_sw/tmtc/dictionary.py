@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 10  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports)
+DICTIONARY_VERSION = 11  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -108,6 +108,17 @@ HK_SA_RECORD: tuple[Param, ...] = (
     Param("key_slot", "H", "", "Key slot the association signs with."),
     Param("state", "B", "", "Index in SA_STATES (0 keyed, 1 operational)."),
     Param("arsn", "Q", "", "Anti-replay sequence number of the last accepted frame."),
+)
+
+#: SID 7: task execution measured by the flight computer's CPU clock, one record per task, every
+#: `housekeeping` run; only from a flight process handed a CPU clock (`flightsw run`), never from
+#: the in-process simulation, whose modelled costs are in SID 2 (issue 15).
+HK_EXEC_SID = 7
+HK_EXEC_RECORD: tuple[Param, ...] = (
+    Param("task_index", "B", "", "Index in the task table."),
+    Param("measured_runs", "I", "", "Runs measured since boot."),
+    Param("exec_max_us", "I", "us", "Longest measured execution since the previous SID 7 report."),
+    Param("exec_mean_us", "f", "us", "Mean measured execution since boot."),
 )
 
 #: SID 4: the optimizer device driver (analog backend only), every `housekeeping` run.
@@ -261,6 +272,7 @@ def struct_of(params: tuple[Param, ...]) -> struct.Struct:
 HK_CORE_STRUCT = struct_of(HK_CORE)
 HK_TASK_STRUCT = struct_of(HK_TASK_RECORD)
 HK_SA_STRUCT = struct_of(HK_SA_RECORD)
+HK_EXEC_STRUCT = struct_of(HK_EXEC_RECORD)
 HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)
