@@ -427,14 +427,16 @@ def verification_row(pid: int, t: float, subtype: int, data: bytes) -> tuple:
             code, failure, detail)
 
 
-def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
+def _connect(db: Path, readonly: bool, any_thread: bool = False) -> sqlite3.Connection:
+    """`any_thread`: the connection is used by a thread other than its creator's (the live
+    station opens its archive before its radio thread starts; one thread uses it at a time)."""
     if readonly:
         if not db.is_file():
             raise ArchiveError(f"{db}: no archive here (run `groundtools ingest RUN` first)")
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=not any_thread)
     else:
         db.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db)
+        conn = sqlite3.connect(db, check_same_thread=not any_thread)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
@@ -602,7 +604,7 @@ class LiveArchive:
         config in messages)."""
         self.db = Path(db)
         self.run = run
-        self.conn = _connect(self.db, readonly=False)
+        self.conn = _connect(self.db, readonly=False, any_thread=True)
         try:
             _check_meta(_read_meta(self.conn), self.db, run)
         except ArchiveError:
