@@ -120,6 +120,8 @@ class Station:
         self.cfg = run.cfg
         self.radio_url = radio_url
         self.hub = hub or EventHub()
+        #: Called in the radio thread after each commit with (batch, monotonic time of the commit).
+        self.commit_hooks: list[Callable[[LiveBatch, float], None]] = []
         self.archive = LiveArchive(db, run)
         self.limits = LiveLimits(limits)
         self.up = Uplinker(self.cfg, key_id=key_id, packets_only=True)
@@ -240,6 +242,10 @@ class Station:
                 batch = self.archive.add(packets, where=self.radio_url)
             except DecodeError as exc:  # another dictionary version: nothing of it can be trusted
                 self._log(f"telemetry refused: {exc}")
+            else:
+                committed = time.monotonic()
+                for hook in self.commit_hooks:
+                    hook(batch, committed)
         with self._lock:
             if frames:
                 self._count_frames(frames, batch)

@@ -54,14 +54,16 @@ class FakeRadioPort:
                 raise TimeoutError(f"no ground station connected to {self.url} within {timeout_s} s")
 
     def send(self, kind: int, body: bytes) -> float:
-        """Write one message; returns the monotonic time right after the write."""
+        """Write one message; returns the monotonic time just before the write (the start of
+        the latency figures: what the station does with it comes after)."""
         data = lm.encode(kind, body)
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise ConnectionError(f"no ground station connected to {self.url}")
+            t = time.monotonic()
             conn.sendall(data)
-        return time.monotonic()
+        return t
 
     def send_cadu(self, t_s: float, cadu: bytes) -> float:
         return self.send(lm.RADIO_CADU, lm.timed(t_s, bytes(cadu)))
