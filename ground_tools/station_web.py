@@ -85,7 +85,9 @@ class WebServer:
         self.sock = socket.create_server((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        config = uvicorn.Config(build_app(station), log_level="warning", lifespan="off")
+        # An event stream never ends by itself: shutdown waits at most this long for open ones.
+        config = uvicorn.Config(build_app(station), log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
@@ -99,6 +101,7 @@ class WebServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # do not wait for the page's event streams to end
         if self._thread is not None:
             self._thread.join(10)
         self.sock.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import tempfile
 import threading
 import time
@@ -143,6 +144,8 @@ class _SseClient:
             return
 
     def close(self) -> None:
+        if self.conn.sock is not None:  # wake the reader now, not at the next keep-alive
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
         self.conn.close()
 
 
