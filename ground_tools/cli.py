@@ -400,6 +400,8 @@ def cmd_station(args) -> int:
     from ground_tools.station import Station
     from ground_tools.station_web import WebServer
 
+    if not 0 <= args.port <= 65535:
+        raise OptionError(f"--port {args.port}: expected a TCP port 0..65535 (0: any free port)")
     cfg = _load_cfg(args.config)
     if cfg is None:
         return EXIT_BAD_INPUT
