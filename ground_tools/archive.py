@@ -208,9 +208,10 @@ class IngestReport:
 class _Decoder:
     """Turns frames into table rows (no database access): the heart of ingest."""
 
-    def __init__(self, run: RunFolder):
-        cfg = run.cfg
-        self.where = str(run.telemetry_path)
+    def __init__(self, cfg, where: str):
+        """`cfg`: the run's MissionConfig (epoch, APID, tasks, frame length); `where`: what the
+        packets come from, for error messages (a file, or a radio link)."""
+        self.where = where
         self.offset_s = epoch_offset_s(cfg.mission.start_utc)
         self.apid = cfg.telemetry.apid
         self.task_names = [t.name for t in cfg.tasks]
@@ -231,7 +232,15 @@ class _Decoder:
     def _task(self, i: int) -> str:
         return self.task_names[i] if 0 <= i < self.n_tasks else f"#{i}"
 
-    def run(self, raw: bytes, existing: set, next_id: int) -> None:
+    def run(self, raw: bytes, existing: set, next_id: int) -> int:
+        """Decode a whole telemetry file (CADU stream or bare packets); returns the next id."""
+        self.stream = stream = unframe(raw, self.frame_bytes, self.spacecraft_id)
+        return self.decode(packet_frames(stream.packets, self.apid), existing, next_id)
+
+    def decode(self, frames, existing: set, next_id: int) -> int:
+        """Rows of packets (`packet_frames` units) whose content key is not in `existing`
+        (which gains the new keys); the new packets get ids from `next_id`. Returns the
+        next free id. The live station feeds the packets of each received batch here."""
         rows = self.rows
         packets, hk_core, hk_tasks = rows["packets"], rows["hk_core"], rows["hk_tasks"]
         sha1 = hashlib.sha1
@@ -240,8 +249,7 @@ class _Decoder:
         core_size = d.HK_CORE_STRUCT.size
         core_unpack = d.HK_CORE_STRUCT.unpack
         task_unpack = d.HK_TASK_STRUCT.unpack_from
-        self.stream = stream = unframe(raw, self.frame_bytes, self.spacecraft_id)
-        for fr in packet_frames(stream.packets, self.apid):
+        for fr in frames:
             self.frames += 1
             pkt = fr.raw
             if not fr.is_packet:
@@ -326,6 +334,7 @@ class _Decoder:
             packets.append(
                 (pid, apid, seq, service, subtype, struct_id, t, len(pkt), int(fr.crc_ok), status, digest, pkt)
             )
+        return next_id
 
     def _event(self, pid: int, t: float, eid: int, subtype: int, params: bytes) -> str:
         name = self.names.get(eid, f"unknown_{eid}")
@@ -427,14 +436,16 @@ def verification_row(pid: int, t: float, subtype: int, data: bytes) -> tuple:
             code, failure, detail)
 
 
-def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
+def _connect(db: Path, readonly: bool, any_thread: bool = False) -> sqlite3.Connection:
+    """`any_thread`: the connection is used by a thread other than its creator's (the live
+    station opens its archive before its radio thread starts; one thread uses it at a time)."""
     if readonly:
         if not db.is_file():
             raise ArchiveError(f"{db}: no archive here (run `groundtools ingest RUN` first)")
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=not any_thread)
     else:
         db.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db)
+        conn = sqlite3.connect(db, check_same_thread=not any_thread)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
@@ -512,46 +523,15 @@ def _ingest_locked(run: RunFolder, db: Path, raw: bytes, file_sha1: str) -> Inge
         if meta:
             existing = set(conn.execute("SELECT apid, t_s, sha1 FROM packets"))
             next_id = (conn.execute("SELECT max(id) FROM packets").fetchone()[0] or 0) + 1
-        dec = _Decoder(run)
+        dec = _Decoder(run.cfg, str(run.telemetry_path))
         dec.run(raw, existing, next_id)  # raises DecodeError before anything is written
         report = IngestReport(db, file_sha1, dec.frames, len(dec.rows["packets"]), dec.duplicates,
                               sum(dec.reasons.values()), {**dec.reasons, **link_problems(dec.stream)},
                               new_rows={t: len(r) for t, r in dec.rows.items()}, link=link_summary(dec.stream))
         with conn:
             conn.execute("BEGIN")  # schema and rows in one transaction: one commit, all or nothing
-            for stmt in schema_statements():
-                conn.execute(stmt)
-            new_meta = {
-                "schema_version": str(SCHEMA_VERSION),
-                "dictionary_version": str(d.DICTIONARY_VERSION),
-                **run.identity,
-                "apid": str(run.cfg.telemetry.apid),
-                "n_tasks": str(len(run.cfg.tasks)),
-                "classes": json.dumps(list(run.cfg.payload.classes)),
-                "bands": str(run.cfg.payload.bands),
-                "config_yaml": run.config_text,
-            }
-            conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", new_meta.items())
-            conn.executemany(
-                "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?)",
-                [(i, t.name, t.kind, t.criticality) for i, t in enumerate(run.cfg.tasks)],
-            )
-            for table, rows in dec.rows.items():
-                if not rows:
-                    continue
-                marks = ", ".join("?" * len(rows[0]))
-                if table == "rejects":
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO rejects (file_offset, length, reason, sha1, raw) VALUES (?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                elif table == "samples":  # new packets only reach here, so re-ingesting adds none
-                    conn.executemany(
-                        "INSERT INTO samples (t_s, pixels, label, onboard_label, model_version) VALUES (?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                else:
-                    conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
+            _write_identity(conn, run)
+            _write_rows(conn, dec.rows)
             cur = conn.execute(
                 "INSERT OR IGNORE INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (file_sha1, str(run.telemetry_path.resolve()), len(raw), dec.frames, report.new_packets, report.bad,
@@ -561,6 +541,114 @@ def _ingest_locked(run: RunFolder, db: Path, raw: bytes, file_sha1: str) -> Inge
     finally:
         conn.close()
     return report
+
+
+def _write_identity(conn: sqlite3.Connection, run: RunFolder) -> None:
+    """The schema, the run's identity in `meta` and its task table (no-ops when present)."""
+    for stmt in schema_statements():
+        conn.execute(stmt)
+    new_meta = {
+        "schema_version": str(SCHEMA_VERSION),
+        "dictionary_version": str(d.DICTIONARY_VERSION),
+        **run.identity,
+        "apid": str(run.cfg.telemetry.apid),
+        "n_tasks": str(len(run.cfg.tasks)),
+        "classes": json.dumps(list(run.cfg.payload.classes)),
+        "bands": str(run.cfg.payload.bands),
+        "config_yaml": run.config_text,
+    }
+    conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", new_meta.items())
+    conn.executemany(
+        "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?)",
+        [(i, t.name, t.kind, t.criticality) for i, t in enumerate(run.cfg.tasks)],
+    )
+
+
+def _write_rows(conn: sqlite3.Connection, decoded: dict[str, list[tuple]]) -> None:
+    """Insert a decoder's rows (inside the caller's transaction)."""
+    for table, rows in decoded.items():
+        if not rows:
+            continue
+        marks = ", ".join("?" * len(rows[0]))
+        if table == "rejects":
+            conn.executemany(
+                "INSERT OR IGNORE INTO rejects (file_offset, length, reason, sha1, raw) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        elif table == "samples":  # new packets only reach here, so re-ingesting adds none
+            conn.executemany(
+                "INSERT INTO samples (t_s, pixels, label, onboard_label, model_version) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        else:
+            conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
+
+
+@dataclass
+class LiveBatch:
+    """What one live commit added: the decoded rows by table (packet ids are the archive's)."""
+
+    rows: dict[str, list[tuple]]
+    duplicates: int
+    bad: int
+
+    @property
+    def new_packets(self) -> int:
+        return len(self.rows["packets"])
+
+
+class LiveArchive:
+    """The incremental writer of a live ground station: packets are archived as they arrive.
+
+    It is `ingest` cut into commits: the same decoder (`_Decoder.decode`), schema, identity
+    check and content keys, so a packet received twice (a reconnect that replays frames,
+    a TM-store playback) is stored once, and `groundtools report RUN --db` reads the result
+    like any archive of that run. One `add` is one transaction under the archive's writer
+    lock, so a `groundtools ingest` of the same archive at the same time waits rather than
+    interleaving; the keys another writer committed meanwhile are reloaded before decoding.
+    """
+
+    def __init__(self, db: Path | str, run: RunFolder):
+        """`run`: the mission's config and identity (a RunFolder; its path only names the
+        config in messages)."""
+        self.db = Path(db)
+        self.run = run
+        self.conn = _connect(self.db, readonly=False, any_thread=True)
+        try:
+            _check_meta(_read_meta(self.conn), self.db, run)
+        except ArchiveError:
+            self.conn.close()
+            raise
+        with _writer_lock(self.db), self.conn:
+            self.conn.execute("BEGIN")
+            _write_identity(self.conn, run)
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        self.existing: set = set(self.conn.execute("SELECT apid, t_s, sha1 FROM packets"))
+        self.next_id = (self.conn.execute("SELECT max(id) FROM packets").fetchone()[0] or 0) + 1
+
+    def add(self, packets: list[bytes], where: str = "radio") -> LiveBatch:
+        """Decode and commit `packets` (whole space packets, in the order received)."""
+        with _writer_lock(self.db):
+            if (self.conn.execute("SELECT max(id) FROM packets").fetchone()[0] or 0) != self.next_id - 1:
+                self._load_keys()  # another writer (an ingest) committed since our last batch
+            dec = _Decoder(self.run.cfg, where)
+            existing = set(self.existing)
+            try:
+                next_id = dec.decode(packet_frames(b"".join(packets), self.run.cfg.telemetry.apid),
+                                     existing, self.next_id)
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    _write_rows(self.conn, dec.rows)
+            except BaseException:
+                self._load_keys()  # nothing of this batch was kept
+                raise
+            self.existing, self.next_id = existing, next_id
+        return LiveBatch(dec.rows, dec.duplicates, sum(dec.reasons.values()))
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def ensure_archive(run_dir: Path | str, db: Path | str | None = None, log=None) -> Path:
@@ -807,6 +895,6 @@ def log_stderr(msg: str) -> None:
 
 
 __all__ = [
-    "Archive", "ArchiveError", "DecodeError", "IngestReport", "RunFolderError", "add_samples", "default_db",
-    "ensure_archive", "ingest",
+    "Archive", "ArchiveError", "DecodeError", "IngestReport", "LiveArchive", "LiveBatch", "RunFolderError",
+    "add_samples", "default_db", "ensure_archive", "ingest",
 ]

@@ -390,6 +390,49 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_station(args) -> int:
+    """The live station: radio thread in the background, the page's server in this thread
+    (Ctrl-C stops both)."""
+    import threading
+
+    from ground_tools.limits import load_limits
+    from ground_tools.runfolder import RunFolder
+    from ground_tools.station import Station
+    from ground_tools.station_web import WebServer
+
+    if not 0 <= args.port <= 65535:
+        raise OptionError(f"--port {args.port}: expected a TCP port 0..65535 (0: any free port)")
+    cfg = _load_cfg(args.config)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    mission = RunFolder(Path(args.config), cfg, Path(args.config).read_text(encoding="utf-8"))
+    limit_set = load_limits(args.limits, cfg)
+    try:
+        station = Station(mission, args.db, limit_set, args.radio, key_id=args.key_id)
+    except (ValueError, KeyError) as exc:
+        if isinstance(exc, ArchiveError):
+            raise
+        raise OptionError(str(exc).strip("'\"")) from None
+    try:
+        web = WebServer(station, args.host, args.port)
+    except OSError as exc:
+        raise OptionError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") \
+            from None
+    stop = threading.Event()
+    radio = threading.Thread(target=station.run, args=(stop,), name="station-radio", daemon=True)
+    radio.start()
+    print(f"station: radio {args.radio}, archive {args.db}, page {web.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        web.serve()
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
+        pass
+    finally:
+        stop.set()
+        radio.join(10)
+    print("station: stopped", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundtools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -485,6 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", help=".npz with 'features' and 'labels' to report the accuracy cost")
     p.set_defaults(func=cmd_model_package)
 
+    p = sub.add_parser("station", help="live ground station on a world server's radio port: archive, alarms, "
+                                       "commands, web page")
+    p.add_argument("--radio", required=True, help="the world server's ground radio port, tcp://HOST:PORT")
+    p.add_argument("--config", required=True, help="mission config YAML (dictionary, limits' bounds, command keys)")
+    p.add_argument("--db", required=True, help="SQLite archive to write (created, or continued if it is this mission's)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port of the page (default 8080; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address the page listens on (default localhost only)")
+    p.add_argument("--limits", help="limits YAML (default: ground_tools/limits_default.yaml)")
+    p.add_argument("--key-id", type=int, help="command key slot (SPI) of the mission config to sign with "
+                                              "(default: its active command key)")
+    p.set_defaults(func=cmd_station)
     p = sub.add_parser("xtce", help="write the telemetry and command dictionary as XTCE 1.2 (Yamcs import)")
     p.add_argument("--out", required=True, help="XML file to write")
     p.add_argument("--config", help="mission config: restrict telemetry to its APID")

@@ -39,21 +39,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.tmtc import dictionary as d
-from flight_sw.tmtc.cop1 import Clcw
 from ground_tools.command_link import CommandLink
 from ground_tools.fop1 import FopState
 from ground_tools.tm_frames import TmFrameDecoder
 from ground_tools.uplink import Uplinker, max_packet_bytes
+from ground_tools.verification import initiate_ad, record_stage, request_id, verification_report
 
 #: Initiations of the AD service tried in one pass before the terminal waits for the next.
 MAX_INITIATIONS_PER_PASS = 3
-#: PUS-C TM: service type and subtype octets, and where the source data starts (6-octet primary
-#: header, then version/time reference, service, subtype, message count 2, destination 2, CUC 7).
-_TM_SERVICE_AT, _TM_SUBTYPE_AT, _TM_DATA_AT = 7, 8, 20
-_VERIF_STAGE = {d.TM_ACCEPT_OK: ("acceptance", True), d.TM_ACCEPT_FAIL: ("acceptance", False),
-                d.TM_START_OK: ("start", True), d.TM_START_FAIL: ("start", False),
-                d.TM_COMPLETE_OK: ("completion", True), d.TM_COMPLETE_FAIL: ("completion", False)}
 
 
 @dataclass(frozen=True)
@@ -99,7 +92,7 @@ class PassTerminal:
         order = sorted(range(len(plan.entries)), key=lambda i: plan.entries[i][0])  # stable: plan order kept
         self._order = order
         self._by_fdu = {plan.entries[i][1]: i for i in order}
-        self._by_request = {plan.entries[i][1][:4]: i for i in order}
+        self._by_request = {request_id(plan.entries[i][1]): i for i in order}
         self.commands = [_command_record(i, g, p) for i, (g, p) in enumerate(plan.entries)]
         self.queue: deque[int] = deque()  # command indices not yet taken by FOP-1, in order
         self._next = 0  # position in `_order` of the next entry to queue
@@ -160,8 +153,7 @@ class PassTerminal:
         dec.last_clcw = None
         for packets in dec.feed(cadu).values():
             for p in packets:
-                if len(p) > _TM_DATA_AT + 4 and p[_TM_SERVICE_AT] == d.PUS_SERVICE_VERIFICATION:
-                    self._verification(p, t)
+                self._verification(p, t)
         clcw = dec.last_clcw
         if clcw is None:
             dec.last_clcw = self.clcw
@@ -264,19 +256,10 @@ class PassTerminal:
         self._frames_seen = now
 
     def _initiate(self, t: float) -> None:
-        fop, clcw = self.link.fop, Clcw.unpack(self.clcw)
         self.initiations += 1
         if self.initiations > MAX_INITIATIONS_PER_PASS:
             return
-        fop.set_vs(clcw.report_value)
-        if clcw.lockout or clcw.retransmit or clcw.wait:  # only a BC Unlock clears these flags
-            fop.initiate_ad_with_unlock(t)
-            self._event(t, "initiate", f"Set V(S) = N(R) = {clcw.report_value}, Initiate AD with Unlock "
-                                       f"(CLCW lockout {clcw.lockout:d}, retransmit {clcw.retransmit:d}, "
-                                       f"wait {clcw.wait:d})")
-        else:
-            fop.initiate_ad_with_clcw_check(t)
-            self._event(t, "initiate", f"Set V(S) = N(R) = {clcw.report_value}, Initiate AD with CLCW check")
+        self._event(t, "initiate", initiate_ad(self.link.fop, self.clcw, t))
 
     def _take_notices(self, t: float) -> None:
         notices = self.link.notices
@@ -307,16 +290,10 @@ class PassTerminal:
                 self._event(t, kind, str(payload))
 
     def _verification(self, packet: bytes, t: float) -> None:
-        stage = _VERIF_STAGE.get(packet[_TM_SUBTYPE_AT])
-        i = self._by_request.get(bytes(packet[_TM_DATA_AT : _TM_DATA_AT + 4]))
-        if stage is None or i is None:
-            return
-        name, ok = stage
-        rec = self.commands[i]
-        rec["reports"][name] += 1
-        if rec[name] is None or rec[name] == "ok":
-            rec[name] = "ok" if ok else "failed"
-            rec[f"{name}_t_s"] = t
+        report = verification_report(packet)
+        i = self._by_request.get(report[0]) if report is not None else None
+        if i is not None:
+            record_stage(self.commands[i], report[1], report[2], t)
 
     def _event(self, t: float, kind: str, text: str) -> None:
         self.events.append({"t_s": t, "contact": self.contact, "kind": kind, "text": text})
