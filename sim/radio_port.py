@@ -9,6 +9,8 @@ and asks it, at contact ticks, for the CLTUs that reach the spacecraft. Messages
   as they would in the station's queue).
 - Acquisition and loss of signal are sent as RADIO_CONTACT at the contact edges, from the
   world's contact list, and the mission time every `time_every_s` as RADIO_TIME.
+- A station that connects during a contact is told so first (the pass's RADIO_CONTACT again,
+  unless its backlog holds it).
 - While no station is connected, what it would have received is kept (up to `backlog_max`
   messages; beyond that the oldest go and are counted in `backlog_dropped`) and sent when a
   station connects, so a station that reconnects misses nothing the port still holds.
@@ -28,6 +30,7 @@ class RadioPort:
                  backlog_max: int = 200_000):
         self._edges = sorted([(c.start_s, 1) for c in contacts] + [(c.end_s, 0) for c in contacts])
         self._edge_next = 0
+        self._aos_message: bytes | None = None  # the current pass's AOS while in contact
         self.time_every_s = time_every_s
         self._next_time_s = 0.0
         self._server = socket.create_server((host, port))
@@ -67,6 +70,9 @@ class RadioPort:
                 self._station = conn
                 self.connections += 1
                 backlog, self._backlog = list(self._backlog), deque()
+                aos = self._aos_message
+                if aos is not None and aos not in backlog:
+                    backlog.insert(0, aos)
             try:
                 conn.sendall(b"".join(backlog))
             except OSError:
@@ -98,6 +104,17 @@ class RadioPort:
             if self._station is conn:
                 self._close_station()
 
+    def drop_station(self) -> None:
+        """Close the station's connection (fault injection); it may connect again."""
+        with self._lock:
+            if self._station is not None:
+                self._station.shutdown(socket.SHUT_RDWR)
+                self._close_station()
+
+    @property
+    def station_connected(self) -> bool:
+        return self._station is not None
+
     def _close_station(self) -> None:
         try:
             self._station.close()
@@ -124,7 +141,9 @@ class RadioPort:
         edges = self._edges
         while self._edge_next < len(edges) and edges[self._edge_next][0] <= t:
             edge_t, aos = edges[self._edge_next]
-            self._send(lm.encode(lm.RADIO_CONTACT, lm.timed(edge_t, bytes([aos]))))
+            message = lm.encode(lm.RADIO_CONTACT, lm.timed(edge_t, bytes([aos])))
+            self._aos_message = message if aos else None
+            self._send(message)
             self._edge_next += 1
         if t >= self._next_time_s:
             self._send(lm.encode(lm.RADIO_TIME, lm.timed(t)))

@@ -6,12 +6,18 @@
   over the in-process loop, median of 3 each (quick: 1), 1 day of the default mission
   (quick: 0.25). Like for like: the in-process loop scores the same arms the world can score
   without the flight software's insides (`Simulation(world_arms_only=True)`), the mission's own
-  optimizer backend in both (the analog emulator in-process; over its TCP port when split).
+  optimizer backend in both, and the flight process measures no execution times (SID 7), as
+  the identity check needs (the analog emulator in-process; over its TCP port when split).
   Set-up (truth, pre-launch training, process start) is outside both times.
 - ``exec.split_speed_x_realtime``: the split loop's own speed (median).
 - ``exec.restart_recoveries``: SIGKILLs of the flight process survived in a 1-day lock-step run
-  (quick: 0.25 day), 4 kills (quick 2): the process started again, booted from its checkpoint
-  with the boot count up by one, and the run reached its end.
+  (quick: 0.25 day), 4 kills (quick 2), with a live ground station (`groundtools station`'s
+  `Station`) on the radio port whose connection is also cut twice: the process started again,
+  booted from its checkpoint with the boot count up by one, the run reached its end, and the
+  station's archive holds every packet of the run's CADU stream exactly once (else 0).
+  ``exec.restart_archive_lost`` / ``exec.restart_archive_duplicated``: the packets of the
+  stream missing from the station's archive, and archive rows beyond the stream's distinct
+  packets (content keys: apid, time, packet without sequence count and CRC).
 - ``exec.flight_process_rss_growth_mib_30d``: resident memory of the flight process at the end
   of a 30-day lock-step run (quick: 3 days) minus at the end of its first simulated day, MiB
   (Linux /proc; it includes the memory of its hourly checkpoints' writes).
@@ -53,6 +59,73 @@ def _serve(cfg, text: str, days: float, folder: Path, **kw) -> dict:
     return serve_mission(cfg, text, folder, ServeOptions(days=days, seed=cfg.mission.seed, **kw))
 
 
+def fault_run(cfg, text: str, days: float, folder: Path, kills: int, station_drops: int) -> dict:
+    """A lock-step split run with a live station on the radio port; the flight process is killed
+    `kills` times and the station's connection cut `station_drops` times, evenly spread. Returns
+    the serve summary with `kills_done`, `drops_done`, `archive_lost`, `archive_duplicated`."""
+    import socket
+    import sqlite3
+    import threading
+
+    from ground_tools.archive import LiveArchive
+    from ground_tools.decode import packet_stream, split_packets
+    from ground_tools.limits import load_limits
+    from ground_tools.runfolder import RunFolder
+    from ground_tools.station import Station
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:  # a free port for the radio (the station connects first)
+        probe.bind(("127.0.0.1", 0))
+        radio_port = probe.getsockname()[1]
+    mission = RunFolder(DEFAULT_CONFIG, cfg, text)
+    station = Station(mission, folder / "station.sqlite", load_limits(None, cfg), f"tcp://127.0.0.1:{radio_port}")
+    stop = threading.Event()
+    thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
+    thread.start()
+    n_ticks = int(round(days * 86400.0 / cfg.executive.minor_frame_s))
+    faults = kills + station_drops
+    every = n_ticks // (faults + 1)
+    plan = []  # alternate kills and cuts while both remain, then the rest
+    while len(plan) < faults:
+        if plan.count("kill") < kills:
+            plan.append("kill")
+        if plan.count("drop") < station_drops:
+            plan.append("drop")
+    done = {"kill": 0, "drop": 0}
+
+    def inject(sim, child):
+        i = done["kill"] + done["drop"]
+        if i < faults and not sim.done and sim.tick >= every * (i + 1):
+            if plan[i] == "kill":
+                os.kill(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+            else:
+                sim.terminal.drop_station()
+            done[plan[i]] += 1
+
+    try:
+        s = _serve(cfg, text, days, folder / "serve", radio_port=radio_port, chunk_ticks=max(every // 4, 1),
+                   on_tick=inject, checkpoint_every_s=1800.0)
+        deadline = time.monotonic() + 60.0
+        while station.snapshot()["link"]["frames"] < s["radio_cadus_sent"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    packets = split_packets(packet_stream((folder / "serve" / "telemetry.bin").read_bytes(), cfg))[0]
+    offline = LiveArchive(folder / "offline.sqlite", mission)
+    offline.add(packets)
+    offline.close()
+    query = "SELECT apid, t_s, sha1 FROM packets"
+    with sqlite3.connect(folder / "station.sqlite") as a, sqlite3.connect(folder / "offline.sqlite") as b:
+        live_rows = a.execute(query).fetchall()
+        expected = set(b.execute(query).fetchall())
+    s.update(kills_done=done["kill"], drops_done=done["drop"], archive_lost=len(expected - set(live_rows)),
+             archive_duplicated=len(live_rows) - len(set(live_rows)) + len(set(live_rows) - expected),
+             archive_packets=len(live_rows))
+    return s
+
+
 def run(quick: bool, log) -> dict[str, float]:
     from flight_sw.config import load_mission_config
     from sim.prelaunch import train_prelaunch_model
@@ -71,7 +144,7 @@ def run(quick: bool, log) -> dict[str, float]:
         for i in range(reps):  # alternate, so that drifts of a shared machine hit both alike
             wall, in_bytes = _in_process_loop(cfg, days, image)
             in_walls.append(wall)
-            s = _serve(cfg, text, days, tmp / f"split{i}")
+            s = _serve(cfg, text, days, tmp / f"split{i}", flight_args=["--no-exec-timing"])
             split_walls.append(s["loop_wall_time_s"])
             identical &= (tmp / f"split{i}" / "telemetry.bin").read_bytes() == in_bytes
             log(f"{days:g} d: in-process loop {wall:.2f} s, split lock-step loop {s['loop_wall_time_s']:.2f} s, "
@@ -81,23 +154,16 @@ def run(quick: bool, log) -> dict[str, float]:
         figures["exec.split_speed_ratio"] = statistics.median(in_walls) / statistics.median(split_walls)
         figures["exec.split_speed_x_realtime"] = seconds / statistics.median(split_walls)
 
-        n_kills = 2 if quick else 4
-        kills: list[float] = []
-        chunk = int(days * 86400.0 / cfg.executive.minor_frame_s / (2 * n_kills + 2))
-
-        def kill(sim, child):
-            if len(kills) < n_kills and not sim.done and sim.tick >= chunk * 2 * (len(kills) + 1):
-                kills.append(sim.tick)
-                os.kill(child.proc.pid, signal.SIGKILL)
-                child.proc.wait()
-
-        s = _serve(cfg, text, days, tmp / "kills", chunk_ticks=chunk, on_tick=kill, checkpoint_every_s=1800.0)
-        recovered = min(len(kills), s["flight_starts"] - 1, s["last_boot_count"] - 1)
-        if s["flight_exit_code"] != 0:
-            recovered = 0  # the run did not end cleanly
-        log(f"{len(kills)} kills, {s['flight_starts']} flight starts, last boot {s['last_boot_count']}, "
-            f"exit {s['flight_exit_code']}")
+        s = fault_run(cfg, text, days, tmp / "faults", kills=2 if quick else 4, station_drops=2)
+        recovered = min(s["kills_done"], s["flight_starts"] - 1, s["last_boot_count"] - 1)
+        if s["flight_exit_code"] != 0 or s["archive_lost"] or s["archive_duplicated"]:
+            recovered = 0  # the run did not end cleanly, or the ground lost or doubled something
+        log(f"{s['kills_done']} kills, {s['drops_done']} station cuts, {s['flight_starts']} flight starts, last "
+            f"boot {s['last_boot_count']}, exit {s['flight_exit_code']}; station archive {s['archive_packets']} "
+            f"packets, {s['archive_lost']} lost, {s['archive_duplicated']} duplicated")
         figures["exec.restart_recoveries"] = recovered
+        figures["exec.restart_archive_lost"] = s["archive_lost"]
+        figures["exec.restart_archive_duplicated"] = s["archive_duplicated"]
 
         rss_days = 3.0 if quick else 30.0
         samples: dict[str, float] = {}

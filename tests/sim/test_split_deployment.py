@@ -22,6 +22,9 @@ from sim.serve import ServeOptions, serve_mission
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "mission_configs" / "default_sso.yaml"
 DAYS = 0.1
+#: Measured execution times (HK SID 7) are the one thing a process's telemetry cannot share with
+#: the in-process run; the byte-for-byte comparisons run without them.
+SAME_BYTES = ["--no-exec-timing"]
 
 
 def core_rows(raw: bytes, cfg) -> list[dict]:
@@ -32,6 +35,19 @@ def core_rows(raw: bytes, cfg) -> list[dict]:
         if p.service == 3 and struct.unpack(">H", data[:2])[0] == d.HK_CORE_SID:
             rows.append(dict(zip((q.name for q in d.HK_CORE), d.HK_CORE_STRUCT.unpack(data[2:]), strict=True)))
     return rows
+
+
+def exec_records(raw: bytes, cfg) -> list[list[tuple]]:
+    """The HK SID 7 reports: per report, (task_index, measured_runs, exec_max_us, exec_mean_us)."""
+    out = []
+    size = d.HK_EXEC_STRUCT.size
+    for pkt in split_packets(packet_stream(raw, cfg))[0]:
+        p = PusTm.unpack(pkt, timestamp_len=7)
+        data = bytes(p.source_data)
+        if p.service == 3 and struct.unpack(">H", data[:2])[0] == d.HK_EXEC_SID:
+            body = data[2:]
+            out.append([d.HK_EXEC_STRUCT.unpack_from(body, i * size) for i in range(len(body) // size)])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +64,11 @@ def in_process(cfg, tmp_path_factory):
 
 def test_lockstep_split_run_downlinks_the_in_process_bytes(cfg, in_process, tmp_path):
     """The default mission (analog device over its TCP port) in two processes, byte for byte."""
-    s = serve_mission(cfg, DEFAULT.read_text(), tmp_path / "split", ServeOptions(days=DAYS, seed=cfg.mission.seed))
+    s = serve_mission(cfg, DEFAULT.read_text(), tmp_path / "split", ServeOptions(days=DAYS, seed=cfg.mission.seed,
+                                                                                flight_args=SAME_BYTES))
     split = (tmp_path / "split" / "telemetry.bin").read_bytes()
     assert len(in_process) > 50_000
+    assert exec_records(in_process, cfg) == []  # the simulation has no CPU clock: nothing measured
     assert split == in_process
     assert s["flight_exit_code"] == 0 and s["flight_starts"] == 1 and s["link_losses"] == 0
     assert (tmp_path / "split" / "flight_nv" / "state.snap").exists()  # written at the stop
@@ -67,7 +85,8 @@ def test_cut_world_link_is_taken_up_again_and_nothing_changes(cfg, in_process, t
             sim.fsw.drop_link()
 
     s = serve_mission(cfg, DEFAULT.read_text(), tmp_path / "split",
-                      ServeOptions(days=DAYS, seed=cfg.mission.seed, chunk_ticks=2500, on_tick=cut))
+                      ServeOptions(days=DAYS, seed=cfg.mission.seed, chunk_ticks=2500, on_tick=cut,
+                                   flight_args=SAME_BYTES))
     assert len(cuts) == 2
     assert s["link_losses"] == 2 and s["flight_connects"] == 3 and s["flight_starts"] == 1
     assert (tmp_path / "split" / "telemetry.bin").read_bytes() == in_process
@@ -96,3 +115,23 @@ def test_killed_flight_process_boots_from_its_nv_folder_and_the_run_goes_on(cfg,
     assert len(after) > 10 and {r["boot_count"] for r in after} == {3}
     log = (tmp_path / "split" / "flight.log").read_text()
     assert log.count("from the checkpoint") == 2, log
+    # the flight process measured its tasks (SID 7), and each boot counts again from zero
+    measured = exec_records((tmp_path / "split" / "telemetry.bin").read_bytes(), cfg)
+    assert measured and all(len(m) == len(cfg.tasks) for m in measured)
+    assert all([r[0] for r in m] == list(range(len(cfg.tasks))) for m in measured)
+    runs = [sum(r[1] for r in m) for m in measured]
+    assert max(runs) > 0 and any(b < a for a, b in zip(runs, runs[1:], strict=False))  # reboots restart them
+    assert any(r[2] > 0 and r[3] > 0 for m in measured for r in m)
+
+
+def test_kills_and_station_cuts_lose_and_double_nothing_in_the_live_archive(cfg, tmp_path):
+    """Item 6 end to end: the flight process killed twice, the live station's radio connection cut
+    twice; the station's archive holds every packet of the run's CADU stream exactly once."""
+    from sim.bench.split import fault_run
+
+    s = fault_run(cfg, DEFAULT.read_text(), DAYS, tmp_path, kills=2, station_drops=2)
+    assert s["kills_done"] == 2 and s["drops_done"] == 2
+    assert s["flight_starts"] == 3 and s["last_boot_count"] == 3 and s["flight_exit_code"] == 0
+    assert s["radio_station_connections"] >= 3  # connected, cut twice, connected again each time
+    assert s["archive_packets"] > 500
+    assert s["archive_lost"] == 0 and s["archive_duplicated"] == 0
