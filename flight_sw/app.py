@@ -28,7 +28,6 @@ from flight_sw.config.schema import MODES, MissionConfig
 from flight_sw.devices.factory import make_optimizer
 from flight_sw.exec.executive import Executive
 from flight_sw.exec.schedule import build_frame_table, build_task_specs
-from flight_sw.fdir.modes import NOMINAL
 from flight_sw.fdir.supervisor import Fdir
 from flight_sw.memory import allocate_buffers, memory_report
 from flight_sw.ml.labels import (
@@ -38,10 +37,10 @@ from flight_sw.ml.model import ModelImage
 from flight_sw.ml.pipeline import ACQ_DARK, ACQ_SCENE, ACQ_SITE, PayloadLearning  # noqa: F401 - re-exported
 from flight_sw.power.feasibility import check_essential_feasibility
 from flight_sw.power.manager import PowerManager
-from flight_sw.power.tle import tle_age_days
 from flight_sw.tmtc import dictionary as d
 from flight_sw.tmtc.commands import TcHandler
 from flight_sw.tmtc.downlink import DownlinkQueue
+from flight_sw.tmtc.housekeeping import Housekeeping
 from flight_sw.tmtc.nv_store import RedundantStore
 from flight_sw.tmtc.packet_store import PacketStore
 from flight_sw.tmtc.packets import TmEncoder
@@ -198,9 +197,10 @@ class FlightSoftware:
 
         self.executive.bind([self._handler_for(s.kind) for s in self.specs])
         self._was_in_contact = False
-        self._hk_energy_j = 0.0
-        self._hk_last_tick = 0
         self._tick = 0
+        self.housekeeping = Housekeeping(cfg, self.tm, self.inputs, self.executive, self.power, self.learning,
+                                         self.modes, self.downlink, self.solver, self.tc, lambda: self._tick,
+                                         self.frame_s)
         self.t_s = 0.0
         self.modes.announce_start(0.0)
 
@@ -232,7 +232,7 @@ class FlightSoftware:
         self.executive.run_frame(tick, t, out, generation)
         if generation is not None and generation != self.executive.generation:
             return  # retired (watchdog): a newer step owns the state now
-        self._hk_energy_j += out.energy_j
+        self.housekeeping.note_energy(out.energy_j)
         self.downlink.drain(1, self.inputs.in_contact)
 
     # -- the executive's state, as the host, the watchdog and the tests know it ------------
@@ -334,11 +334,6 @@ class FlightSoftware:
             self._open_orbit(t)
         return 1e-4
 
-    def _store_hk(self) -> tuple[int, float, int, int]:
-        """(packets held, fill, lost before playback, played back) of the TM store (zeros: none)."""
-        st = self.downlink.store
-        return (0, 0.0, 0, 0) if st is None else (st.count, st.fill, st.lost, st.played_back)
-
     @property
     def device_checks(self) -> int:
         return self.fdir.device_checks
@@ -354,101 +349,7 @@ class FlightSoftware:
         return 5e-3
 
     def _task_housekeeping(self, t: float) -> float:
-        inp = self.inputs
-        learner = self.learner
-        if not learner.head_is_valid():
-            learner.rollback()
-            if not learner.head_is_valid():
-                self.modes.cap(NOMINAL, "invalid_model", t)
-        s = self.budget.state
-        dt = max((self._tick - self._hk_last_tick) * self.frame_s, self.frame_s)
-        load_w = self.cfg.power.bus_base_load_w + self._hk_energy_j / dt
-        self._hk_energy_j = 0.0
-        self._hk_last_tick = self._tick
-        core_values = (
-            d.DICTIONARY_VERSION,
-            self._tick,
-            self.modes.mode_index,
-            inp.soc,
-            inp.solar_power_w,
-            load_w,
-            int(self.power.predicted_eclipse(t)),
-            max(self.orbit_index, 0),
-            s.budget_j,
-            s.remaining_j,
-            learner.version,
-            learner.active,
-            learner.accepted,
-            learner.refused,
-            learner.rollbacks,
-            learner.label_accuracy,
-            learner.drift_free.statistic,
-            learner.drift_labels.statistic,
-            learner.drift_free.alarms + learner.drift_labels.alarms,
-            learner.labels_total,
-            *learner.labels_by_source,
-            self.calibration.version,
-            self.calibration.accepted,
-            self.calibration.refused,
-            self.calibration.rollbacks,
-            self.calibration.hot_count,
-            self.adaptation.version,
-            self.adaptation.accepted,
-            self.adaptation.refused,
-            self.adaptation.rollbacks,
-            self.overruns_total,
-            self.optional_skipped_total,
-            self.solver.solves,
-            tle_age_days(self.tle, self.cfg.mission.start_utc) + t / 86400.0,
-            int(inp.in_contact),
-            self.downlink.count,
-            self.downlink.overflow,
-            self.tc.accepted,
-            self.tc.rejected,
-            len(self.tc.queue),
-            self.tm.events_suppressed,
-            *self.tc.boot_record(),
-            int(self.tc.nv.lost),
-            *self._store_hk(),
-        )
-        self.tm.housekeeping(d.HK_CORE_SID, d.HK_CORE_STRUCT.pack(*core_values), t)
-        if not self.tc.nv.lost:
-            self.tc.tables.check(core_values, t, self.tc.monitor_event)  # service 12
-        tasks = b"".join(
-            d.HK_TASK_STRUCT.pack(
-                i,
-                self.task_runs[i],
-                self.task_skipped[i],
-                self.task_overruns[i],
-                self.task_deadline_misses[i],
-                int(self.task_disabled[i]),
-                self.task_energy_j[i],
-            )
-            for i in range(len(self.specs))
-        )
-        self.tm.housekeeping(d.HK_TASKS_SID, tasks, t)
-        self.tm.housekeeping(d.HK_SA_SID, self.tc.sa_report(), t)
-        if self.executive.cpu_clock is not None:
-            self.tm.housekeeping(d.HK_EXEC_SID, self._exec_report(), t)
-        st = getattr(self.solver, "stats", None)
-        if st is not None:
-            self.tm.housekeeping(d.HK_DEVICE_SID, d.HK_DEVICE_STRUCT.pack(
-                st.health, st.solves, st.analog_accepted, st.analog_after_retry, st.fallbacks,
-                st.rejected_by_gate, st.rounds_total, st.retries_total, st.timeouts, st.frames_rejected,
-                st.crc_errors, st.settle_timeouts, st.saturations, st.device_resets, st.seu_detected,
-                st.verify_failures, st.selftest_failures, st.calibrations, st.last_gain,
-                st.last_rel_residual, st.energy_analog_path_j, st.energy_fallback_path_j,
-            ), t)
-        return 1e-3
-
-    def _exec_report(self) -> bytes:
-        """SID 7: each task's execution as the CPU clock measured it (this boot)."""
-        ex = self.executive
-        return b"".join(
-            d.HK_EXEC_STRUCT.pack(i, ex.task_exec_count[i], min(int(ex.take_exec_max(i) * 1e6), 0xFFFFFFFF),
-                                  ex.exec_mean_s(i) * 1e6)
-            for i in range(len(self.specs))
-        )
+        return self.housekeeping.task(t)
 
     # -- the payload and learning component, as the host, the commands and the tests know it
     @property
@@ -507,8 +408,7 @@ class FlightSoftware:
             "t_s": self.t_s,
             "power": self.power.state_dict(),
             "executive": self.executive.state_dict(),
-            "hk_energy_j": self._hk_energy_j,
-            "hk_last_tick": self._hk_last_tick,
+            "housekeeping": self.housekeeping.state_dict(),
             "was_in_contact": self._was_in_contact,
             "downlink": self.downlink.state_dict(),
             "tm": self.tm.state(),
@@ -557,8 +457,7 @@ class FlightSoftware:
         self._tick = state["tick"]
         self.t_s = state["t_s"]
         self.executive.load_state_dict(state["executive"])
-        self._hk_energy_j = state["hk_energy_j"]
-        self._hk_last_tick = state["hk_last_tick"]
+        self.housekeeping.load_state_dict(state["housekeeping"])
         self._was_in_contact = state["was_in_contact"]
         self.downlink.load_state_dict(state["downlink"])
         self.tm.load_state(state["tm"])

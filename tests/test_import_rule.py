@@ -42,6 +42,7 @@ COMPONENTS = {
     "flight_sw.power.manager": "power manager",
     "flight_sw.fdir.supervisor": "FDIR",
     "flight_sw.ml.pipeline": "payload and learning",
+    "flight_sw.tmtc.housekeeping": "housekeeping",
 }
 WIRING = ("flight_sw.app", "flight_sw.tmtc.commands")
 
