@@ -187,8 +187,9 @@ class FlightSoftware:
         if entropy is None:
             nonce_rng = np.random.default_rng([cfg.mission.seed, 0x5EC])
             entropy = nonce_rng.bytes
-        self.tc = TcHandler(self, tc_store if tc_store is not None
-                            else RedundantStore.in_memory(cfg.tmtc.max_upload_bytes), entropy)
+        if tc_store is None:
+            tc_store = RedundantStore.in_memory(cfg.tmtc.max_upload_bytes)
+        self.tc = TcHandler(cfg, self.tm, self, self.buffers["tmtc.cfdp_filestore"], tc_store, entropy)
         self.downlink.clcw_source = self.tc.link.clcw  # FARM-1's report in every TM frame's OCF
         # No onboard commit may overwrite an uploaded model's fallback slot while it is on trial.
         self.learning.training_blocked = lambda: self.tc.upload.trial is not None

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
 
 from spacepackets.ecss import PusTc
 from spacepackets.ecss.pus_1_verification import ErrorCode, FailureNotice, RequestId
@@ -72,24 +74,46 @@ FRAME_COST_S = 2e-4  # modelled compute per frame (HMAC + unpack + dispatch)
 RUN_BASE_COST_S = 1e-5  # modelled compute of a run (queue check, trial countdown)
 
 
+class CommandTargets(Protocol):
+    """What telecommands act on, and nothing more: the wiring (`flight_sw.app.FlightSoftware`)
+    provides it, so the handler reaches the components only through these."""
+
+    specs: Sequence  # the task table (names and kinds, for enable/disable)
+    learner: object  # the model slots (upload installs, rollback)
+    learning: object  # the payload and learning component (install_calibration)
+    modes: object  # the mode manager (cap at a boot escalation)
+    downlink: object  # the downlink queue and its PUS 15 packet store
+
+    def command_mode(self, mode: str) -> bool: ...
+    def load_tle(self, line1: str, line2: str) -> None: ...
+    def enable_task(self, name: str) -> None: ...
+    def disable_task(self, name: str, reason: str) -> None: ...
+    def request_calibration(self) -> None: ...
+    def rollback_calibration(self, t: float) -> bool: ...
+    def _apply_params(self, table: dict[int, float]) -> None: ...
+    def _report_update(self, outcome: str, t: float) -> None: ...
+
+
 class TcHandler:
-    def __init__(self, fsw, store: RedundantStore, entropy):
-        """`store`: the NV store (A/B record and staging log); `entropy(n) -> bytes`: the
-        platform's random source (a hardware RNG in flight), used only for the recovery nonce."""
-        cfg = fsw.cfg
-        self.fsw = fsw
+    def __init__(self, cfg, tm, targets: CommandTargets, filestore, store: RedundantStore, entropy):
+        """`tm`: the telemetry encoder (reports, events); `targets`: what commands act on;
+        `filestore`: the CFDP receiver's buffer; `store`: the NV store (A/B record and staging
+        log); `entropy(n) -> bytes`: the platform's random source (a hardware RNG in flight),
+        used only for the recovery nonce."""
+        self.tm = tm
+        self.targets = targets
         self.apid = cfg.telemetry.apid
         self.nv = NvState(store, cfg.tmtc)
         self.auth = Authenticator(cfg.tmtc, self.nv)
         self.link = TcReceiver(cfg, self.auth)
-        self.upload = ModelUploader(cfg, self.nv, self.auth, fsw.learner, store.staging)
-        self.params = ParamTable(self.nv, fsw._apply_params)
+        self.upload = ModelUploader(cfg, self.nv, self.auth, targets.learner, store.staging)
+        self.params = ParamTable(self.nv, targets._apply_params)
         self.tables = OnboardTables(cfg, self.nv)
-        #: CFDP class 2 destination (file uplink: model packages), its filestore in fsw.buffers.
-        self.cfdp = CfdpReceiver(cfg, CFDP_FILE_SLOTS, region=fsw.buffers["tmtc.cfdp_filestore"])
+        #: CFDP class 2 destination (file uplink: model packages, tables) in its filestore buffer.
+        self.cfdp = CfdpReceiver(cfg, CFDP_FILE_SLOTS, region=filestore)
         #: Stored commands due to run (released time-tagged ones, triggered event actions).
         self.internal: deque[bytes] = deque()
-        fsw.tm.on_event = self._event_action
+        tm.on_event = self._event_action
         self.entropy = entropy
         self.queue: deque[bytes] = deque()
         self._queued_changes: deque[bool] = deque()  # per queued frame: may change the security state
@@ -116,7 +140,7 @@ class TcHandler:
         self.boot_t = t
         self.nonce = int.from_bytes(self.entropy(8), "big")
         if self.nv.lost:
-            self.fsw.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
+            self.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
             return
         boot = self.nv.data["boot"]
         boot["count"] += 1
@@ -124,14 +148,14 @@ class TcHandler:
         if boot["unstable"] >= self.escalation_count:
             boot["safe_latch"] = True
         self.nv.commit()
-        self.fsw.tm.event(d.EVENT_BOOT, "high" if boot["safe_latch"] else "info",
+        self.tm.event(d.EVENT_BOOT, "high" if boot["safe_latch"] else "info",
                           d.BOOT_STRUCT.pack(boot["count"] & 0xFFFFFFFF, boot["unstable"], int(boot["safe_latch"])), t)
         if boot["safe_latch"]:
-            self.fsw.modes.cap(SAFE, "boot_escalation", t)
+            self.targets.modes.cap(SAFE, "boot_escalation", t)
         for stage in self.upload.boot(cold):
-            self._model_event(stage, self.fsw.learner.version, self.nv.data["sc"], t)
+            self._model_event(stage, self.targets.learner.version, self.nv.data["sc"], t)
         if self.nv.data["params"]["active"]:
-            self.fsw._apply_params(self.params.active())
+            self.targets._apply_params(self.params.active())
 
     def state_dict(self) -> dict:
         """What a checkpoint needs beyond the NV record (counters since boot, queued frames)."""
@@ -270,7 +294,7 @@ class TcHandler:
         if reason is None and (replies := self.cfdp.on_packet(packet, t)) is not None:
             self.accepted += 1  # a CFDP PDU (its own APID): replies go down at high priority
             for reply in replies:
-                self.fsw.tm.sink(reply, True)
+                self.tm.sink(reply, True)
             for name, blob in self.cfdp.completed():
                 self._stage_file(name, blob, t)
             return None
@@ -309,7 +333,7 @@ class TcHandler:
 
     def monitor_event(self, monitor_id: int, event_id: int, state: int, value: float, t: float) -> None:
         """Service 12 check transition: the definition's event (rate-limited like every event)."""
-        self.fsw.tm.event(event_id, "high", d.MONITOR_CHECK_STRUCT.pack(monitor_id, state, value), t)
+        self.tm.event(event_id, "high", d.MONITOR_CHECK_STRUCT.pack(monitor_id, state, value), t)
 
     def _is_recovery(self, tc: PusTc) -> bool:
         data = bytes(tc.app_data)
@@ -321,13 +345,13 @@ class TcHandler:
         self.rejected += 1
         self.last_reject = reason
         onboard = self.auth.last_seq(key_id) if not self.nv.lost else 0
-        self.fsw.tm.event(
+        self.tm.event(
             d.EVENT_TC_REJECTED, "medium",
             d.TC_REJECTED_STRUCT.pack(d.TC_REJECT_REASONS.index(reason), key_id & 0xFFFF, seq & (2**64 - 1),
                                       onboard), t,
         )
         if self.nv.lost:  # the ground needs the nonce to recover: repeat it (rate-limited)
-            self.fsw.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
+            self.tm.event(d.EVENT_TC_STATE_LOST, "high", d.TC_STATE_LOST_STRUCT.pack(self.nonce), t)
 
     # -- service 1 -----------------------------------------------------------------------------
     def _verif(self, subtype: int, req: bytes, t: float, code: str | None = None, text: str = "") -> None:
@@ -336,7 +360,7 @@ class TcHandler:
             data += FailureNotice(
                 ErrorCode(pfc=PFC_BITS, val=d.TC_FAILURES.index(code)), text.encode()[:MAX_FAIL_TEXT]
             ).pack()
-        self.fsw.tm.emit(d.PUS_SERVICE_VERIFICATION, subtype, data, t)  # the encoder's APID counter
+        self.tm.emit(d.PUS_SERVICE_VERIFICATION, subtype, data, t)  # the encoder's APID counter
 
     def _execute(self, tc: PusTc, t: float) -> None:
         req = RequestId.from_sp_header(tc.sp_header).pack()
@@ -430,7 +454,7 @@ class TcHandler:
 
     def _stores(self, data: bytes, offset: int) -> ps.PacketStore:
         """The store named by `N (u8), N x store id (u16)` at `offset` (N = 0: all stores)."""
-        store = self.fsw.downlink.store
+        store = self.targets.downlink.store
         if store is None:
             raise ps.StoreCommandError("store_unknown", "this configuration has no TM store (downlink.store_bytes 0)")
         if len(data) < offset + 1:
@@ -455,41 +479,41 @@ class TcHandler:
         """15,12 -> 15,13 content summary, 15,18 -> 15,19 status: N (u8) then the records."""
         store = self._stores(data, 0)
         record = store.content_summary() if subtype == ps.CONTENT_SUMMARY_REPORT else store.status()
-        self.fsw.tm.emit(d.PUS_SERVICE_STORAGE, subtype, bytes([1]) + record, t)
+        self.tm.emit(d.PUS_SERVICE_STORAGE, subtype, bytes([1]) + record, t)
 
     # -- actions ------------------------------------------------------------------------------
     def _ping(self, data: bytes, t: float) -> None:
-        self.fsw.tm.emit(d.PUS_SERVICE_TEST, 2, b"", t)
+        self.tm.emit(d.PUS_SERVICE_TEST, 2, b"", t)
 
     def _function(self, data: bytes, t: float) -> None:
         if len(data) < 2:
             raise UploadError("bad_arguments", "missing function id")
         fn = d.FN_STRUCT.unpack_from(data)[0]
         args = data[2:]
-        fsw = self.fsw
+        targets = self.targets
         if self.nv.lost and fn != d.FN_TC_RECOVER:
             raise UploadError("recovery_refused", "the TC state is lost: only FN_TC_RECOVER runs")
         if fn == d.FN_MODE:
             if len(args) != 1 or args[0] >= len(MODES):
                 raise UploadError("bad_arguments", f"mode index must be 0..{len(MODES) - 1}")
             self._clear_safe_latch()
-            if not fsw.command_mode(MODES[args[0]]):
+            if not targets.command_mode(MODES[args[0]]):
                 raise UploadError("mode_refused", f"a fault holds the satellite below {MODES[args[0]]}")
         elif fn == d.FN_LOAD_TLE:
             if len(args) != 138:
                 raise UploadError("bad_arguments", "TLE: two 69-character lines")
             try:
-                fsw.load_tle(args[:69].decode("ascii"), args[69:].decode("ascii"))
+                targets.load_tle(args[:69].decode("ascii"), args[69:].decode("ascii"))
             except (TleError, UnicodeDecodeError, ValueError) as e:
                 raise UploadError("bad_tle", str(e)[:MAX_FAIL_TEXT]) from None
         elif fn in (d.FN_TASK_ENABLE, d.FN_TASK_DISABLE):
-            if len(args) != 1 or args[0] >= len(fsw.specs) or fsw.specs[args[0]].kind == "tc_handler":
+            if len(args) != 1 or args[0] >= len(targets.specs) or targets.specs[args[0]].kind == "tc_handler":
                 raise UploadError("unknown_task", "task index out of range (tc_handler cannot be disabled)")
-            name = fsw.specs[args[0]].name
+            name = targets.specs[args[0]].name
             if fn == d.FN_TASK_ENABLE:
-                fsw.enable_task(name)
+                targets.enable_task(name)
             else:
-                fsw.disable_task(name, "ground_command")
+                targets.disable_task(name, "ground_command")
         elif fn == d.FN_MODEL_ROLLBACK:
             if args:
                 raise UploadError("bad_arguments", "rollback takes no arguments")
@@ -498,8 +522,8 @@ class TcHandler:
                 self.upload.revert()
                 self._model_event("trial_reverted", tr["version"], tr["sc"], t)
             else:
-                fsw.learner.rollback()
-                fsw._report_update("rolled_back", t)
+                targets.learner.rollback()
+                targets._report_update("rolled_back", t)
         elif fn == d.FN_MODEL_ACTIVATE:
             m = self.upload.activate()
             self._model_event("trial_started", m["version"], m["security_counter"], t)
@@ -514,14 +538,14 @@ class TcHandler:
             if args:
                 raise UploadError("bad_arguments", "calibration commands take no arguments")
             if fn == d.FN_CAL_ROLLBACK:
-                if not fsw.rollback_calibration(t):
+                if not targets.rollback_calibration(t):
                     raise UploadError("calibration_no_previous",
                                       "no previous calibration table (a diffuser sweep has overwritten it)")
             else:
-                fsw.request_calibration()
+                targets.request_calibration()
         elif fn == d.FN_PARAM_ACTIVATE:
             version = self.params.activate()
-            fsw.tm.event(d.EVENT_PARAMS_ACTIVATED, "info", struct.pack(">I", version), t)
+            self.tm.event(d.EVENT_PARAMS_ACTIVATED, "info", struct.pack(">I", version), t)
         else:
             raise UploadError("unknown_command", f"function {fn}")
 
@@ -541,7 +565,7 @@ class TcHandler:
         elif fn == d.FN_SA_SET_ARSN:
             auth.set_arsn(spi, rest[0])
         sa = auth._known(spi)
-        self.fsw.tm.event(d.EVENT_SA_STATUS, "info", d.SA_STATUS_STRUCT.pack(
+        self.tm.event(d.EVENT_SA_STATUS, "info", d.SA_STATUS_STRUCT.pack(
             spi, sa["key"], SA_STATES.index(sa["state"]), sa["arsn"]), t)
 
     def _recover(self, args: bytes, t: float) -> None:
@@ -599,7 +623,7 @@ class TcHandler:
     def _report_aborts(self, t: float) -> None:
         """TM[13,16] for every service 13 transaction the uploader aborted."""
         for aborted, code in self.upload.take_aborts():
-            self.fsw.tm.emit(d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT,
+            self.tm.emit(d.PUS_SERVICE_LARGE_PACKET, d.LPT_UPLINK_ABORT,
                              d.LPT_ABORT_STRUCT.pack(aborted, d.TC_FAILURES.index(code)), t)
 
     def _stage_file(self, name: str, blob: bytes, t: float) -> None:
@@ -615,10 +639,10 @@ class TcHandler:
             try:
                 n = self.params.load(blob[len(d.PARAM_TABLE_MAGIC):])
             except UploadError as e:
-                self.fsw.tm.event(d.EVENT_PARAMS_STAGED, "medium",
+                self.tm.event(d.EVENT_PARAMS_STAGED, "medium",
                                   d.PARAMS_STAGED_STRUCT.pack(1, d.TC_FAILURES.index(e.code), 0), t)
                 return
-            self.fsw.tm.event(d.EVENT_PARAMS_STAGED, "info", d.PARAMS_STAGED_STRUCT.pack(0, 0, n), t)
+            self.tm.event(d.EVENT_PARAMS_STAGED, "info", d.PARAMS_STAGED_STRUCT.pack(0, 0, n), t)
             return
         try:
             m = self.upload.stage_package(blob)
@@ -641,12 +665,12 @@ class TcHandler:
             n = cols * bands
             if len(blob) == head.size + 4 * n:
                 q = np.frombuffer(blob, dtype=">i2", offset=head.size).astype(np.int16).reshape(2, cols, bands)
-                ok = self.fsw.learning.install_calibration(q[0], q[1])
-        self.fsw.tm.event(d.EVENT_CALIBRATION_FILE, "info" if ok else "medium",
+                ok = self.targets.learning.install_calibration(q[0], q[1])
+        self.tm.event(d.EVENT_CALIBRATION_FILE, "info" if ok else "medium",
                           d.CALIBRATION_FILE_STRUCT.pack(int(ok), cols & 0xFFFF, bands & 0xFFFF), t)
 
     def _model_event(self, stage: str, version: int, sc: int, t: float) -> None:
-        self.fsw.tm.event(
+        self.tm.event(
             d.EVENT_MODEL_UPLOAD, "info" if stage != "refused" else "medium",
             d.MODEL_UPLOAD_STRUCT.pack(d.MODEL_UPLOAD_STAGES.index(stage), version & 0xFFFFFFFF, sc & 0xFFFFFFFF), t,
         )
