@@ -40,7 +40,7 @@ CHECKPOINT = "state.snap"
 
 
 def _fail(msg: str) -> int:
-    print(f"flightsw: {msg}", file=sys.stderr)
+    print(f"flightsw: error: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -99,11 +99,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     nv_dir = Path(args.nv_dir)
-    nv_dir.mkdir(parents=True, exist_ok=True)
+    if nv_dir.exists() and not nv_dir.is_dir():
+        return _fail(f"--nv-dir {nv_dir}: is a file, expected a folder (created if missing)")
     load = nv_dir / LAUNCH_LOAD
     if not load.exists():
         if args.load is None:
             return _fail(f"{load}: no launch load in the NV folder; give --load FILE at the first boot")
+        if not Path(args.load).is_file():
+            return _fail(f"--load {args.load}: no such file (a launch load written by `flightsim serve`)")
+        try:  # check it before it is installed in the NV folder
+            load_launch_load(args.load)
+        except LaunchLoadError as exc:
+            return _fail(str(exc))
+        nv_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.load, load)
     try:
         image, reference = load_launch_load(load)

@@ -39,8 +39,9 @@ def test_every_subcommand_is_covered():
     covered = {(c.tool, c.args[0]) for c in CASES}
     ground = build_parser()._subparsers._group_actions[0].choices
     assert {("groundtools", name) for name in ground} <= covered
-    flight = {"validate", "run", "bench", "config-doc", "hil"}
+    flight = {"validate", "run", "bench", "config-doc", "hil", "serve"}
     assert {("flightsim", name) for name in flight} <= covered
+    assert ("flightsw", "run") in covered
 
 
 def test_the_output_checks_refuse_system_folders_and_the_home_folder(tmp_path):

@@ -21,7 +21,7 @@ EXIT_BAD_INPUT = 2
 
 @dataclass(frozen=True)
 class Case:
-    tool: str  # "flightsim" or "groundtools"
+    tool: str  # "flightsim", "groundtools" or "flightsw"
     args: tuple[str, ...]
     closed_pipe: bool = False  # stdout is a pipe whose reader has already gone
 
@@ -34,7 +34,7 @@ def _c(tool: str, *args: str, closed_pipe: bool = False) -> Case:
     return Case(tool, args, closed_pipe)
 
 
-F, G = "flightsim", "groundtools"
+F, G, W = "flightsim", "groundtools", "flightsw"
 CASES: tuple[Case, ...] = (
     _c(F, "validate", "{missing}"),
     _c(F, "validate", "{tmp}"),
@@ -88,6 +88,17 @@ CASES: tuple[Case, ...] = (
        "70000"),
     _c(G, "station", "--radio", "tcp://127.0.0.1:1", "--config", "{cfg}", "--db", "{tmp}/s.sqlite", "--limits",
        "{missing}"),
+    _c(F, "serve", "{missing}"),
+    _c(F, "serve", "{cfg}", "--speedup", "0", "--out", "{tmp}/serve"),
+    _c(F, "serve", "{cfg}", "--out", "{file}"),
+    _c(F, "serve", "{cfg}", "--out", "{run}"),
+    _c(W, "run", "{missing}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{tmp}/nv1"),
+    _c(W, "run", "{cfg}", "--link", "localhost:1", "--nv-dir", "{tmp}/nv2"),
+    _c(W, "run", "{cfg}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{tmp}/nv3"),
+    _c(W, "run", "{cfg}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{tmp}/nv4", "--load", "{file}"),
+    _c(W, "run", "{cfg}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{file}"),
+    _c(W, "run", "{cfg}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{tmp}/nv5", "--load", "{missing}"),
+    _c(W, "run", "{cfg}", "--link", "tcp://127.0.0.1:1", "--nv-dir", "{tmp}/nv6", "--checkpoint-every-s", "-1"),
     _c(G, "xtce", "--out", "{tmp}"),
     _c(G, "xtce", "--out", "/proc/dictionary.xml"),
     _c(G, "xtce", "--out", "{tmp}/d.xml", "--config", "{missing}"),
@@ -96,7 +107,7 @@ CASES: tuple[Case, ...] = (
     _c(G, "config", "package", "{cfg}", "--active", "{cfg}", "--out", "/proc/frames.bin"),
 )
 
-MODULES = {F: "sim.cli", G: "ground_tools.cli"}
+MODULES = {F: "sim.cli", G: "ground_tools.cli", W: "flight_sw.cli"}
 
 
 def run_case(case: Case, places: dict[str, str], cwd: Path, timeout_s: float = 120.0) -> tuple[int, str]:
