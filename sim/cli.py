@@ -285,7 +285,13 @@ def cmd_serve(args) -> int:
                         flight_port=args.flight_port, radio_port=args.radio_port,
                         spawn_flight=not args.no_spawn, speedup=args.speedup, show_progress=not args.quiet,
                         checkpoint_every_s=args.checkpoint_every_s)
-    s = serve_mission(cfg, config_text(args.config), out, opts)
+    from sim.remote_flight import FlightLinkError
+
+    try:
+        s = serve_mission(cfg, config_text(args.config), out, opts)
+    except FlightLinkError as exc:
+        print(f"error: {exc} (log: {out / 'flight.log'})", file=sys.stderr)
+        return 1
     print(f"served {s['days']:g} days ({s['mode']}) in {s['loop_wall_time_s']:.1f} s, "
           f"{s['speed_x_realtime']:g}x real time; flight connects {s['flight_connects']}, "
           f"link losses {s['link_losses']}, flight starts {s['flight_starts']}; folder {out}")

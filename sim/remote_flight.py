@@ -58,17 +58,27 @@ class RemoteFlight:
         self.link_losses = 0
         self.done_lost = 0  # ticks the flight completed whose answer the link lost
         self.last_hello: tuple[int, int] | None = None  # (last tick, boots) of the latest F_HELLO
+        #: Why the flight process cannot connect any more (it exited), or None; polled while waiting.
+        self.flight_problem: Callable[[], str | None] = lambda: None
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> int:
         """Wait for the flight software to connect; return the last tick it completed."""
-        self.listener.settimeout(self.connect_timeout_s)
-        try:
-            sock, _ = self.listener.accept()
-        except TimeoutError as exc:
-            host, port = self.listener.getsockname()[:2]
-            raise FlightLinkError(f"no flight process connected to tcp://{host}:{port} within "
-                                  f"{self.connect_timeout_s:g} s") from exc
+        host, port = self.listener.getsockname()[:2]
+        self.listener.settimeout(0.25)
+        waited_s = 0.0
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+                break
+            except TimeoutError:
+                waited_s += 0.25
+                problem = self.flight_problem()
+                if problem:
+                    raise FlightLinkError(f"tcp://{host}:{port}: {problem}") from None
+                if waited_s >= self.connect_timeout_s:
+                    raise FlightLinkError(f"no flight process connected to tcp://{host}:{port} within "
+                                          f"{self.connect_timeout_s:g} s") from None
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = wl.StreamLink(sock)

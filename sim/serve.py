@@ -58,7 +58,9 @@ class ServeOptions:
 
 
 class FlightProcess:
-    """A `flightsw run` child process, restarted when it dies."""
+    """A `flightsw run` child process, restarted when it dies (at most `max_starts` times in all)."""
+
+    max_starts = 100
 
     def __init__(self, argv: list[str], log_path: Path):
         self.argv = argv
@@ -67,6 +69,10 @@ class FlightProcess:
         self.starts = 0
 
     def start(self) -> None:
+        if self.starts >= self.max_starts:
+            from sim.remote_flight import FlightLinkError
+
+            raise FlightLinkError(f"the flight process was started {self.starts} times; not again")
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=self.log)
         self.starts += 1
 
@@ -79,6 +85,14 @@ class FlightProcess:
             except subprocess.TimeoutExpired:
                 return  # alive: the link was cut, the flight software connects again itself
         self.start()
+
+    def problem(self) -> str | None:
+        """Why the process will not connect: it exited (with the end of its log), else None."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        self.log.flush()
+        tail = Path(self.log.name).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        return f"the flight process exited with status {self.proc.returncode}: " + " / ".join(tail)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         code = None
@@ -141,6 +155,7 @@ def serve_mission(cfg: MissionConfig, config_text: str, out_dir: Path, opts: Ser
         if opts.spawn_flight:
             child = FlightProcess(argv, out_dir / "flight.log")
             child.start()
+            remote.flight_problem = child.problem
         else:
             print(f"flightsim serve: waiting for the flight software on {link_url}:\n  flightsw "
                   + " ".join(argv[3:]), file=sys.stderr, flush=True)

@@ -170,3 +170,16 @@ def test_live_station_commands_the_flight_process_through_the_paced_world(cfg, t
     assert snap["passes"] and snap["passes"][0]["aos_t_s"] > 1000  # the first contact of the day
     rows = core_rows((tmp_path / "serve" / "telemetry.bin").read_bytes(), cfg)
     assert rows[-1]["mode"] == 0  # SAFE (MODES[0]) after the command, from the flight's own telemetry
+
+
+def test_a_flight_process_that_cannot_start_is_reported_at_once_with_its_log(cfg, tmp_path):
+    """No two-minute wait for a connection that cannot come: the exit and its message surface."""
+    import time
+
+    from sim.remote_flight import FlightLinkError
+
+    t0 = time.monotonic()
+    with pytest.raises(FlightLinkError, match=r"exited with status 2: .*checkpoint-every-s must be >= 0"):
+        serve_mission(cfg, DEFAULT.read_text(), tmp_path / "serve",
+                      ServeOptions(days=DAYS, seed=cfg.mission.seed, flight_args=["--checkpoint-every-s", "-1"]))
+    assert time.monotonic() - t0 < 60
