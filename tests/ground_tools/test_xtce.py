@@ -164,9 +164,7 @@ def test_verification_reports_of_the_flight_handler_decode_identically(run_copy)
     out: list[bytes] = []
     handler = TcHandler.__new__(TcHandler)  # only the encoder is needed: no NV store, no keys
     handler.tables = SimpleNamespace(data={})
-    handler.fsw = SimpleNamespace(
-        tm=TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, lambda pkt, high: out.append(pkt))
-    )
+    handler.tm = TmEncoder(cfg.telemetry.apid, cfg.mission.start_utc, lambda pkt, high: out.append(pkt))
     handler.apid = cfg.telemetry.apid
     for seq, (apid, service) in enumerate(
         ((cfg.telemetry.apid, 17), (cfg.telemetry.apid, 99), (cfg.telemetry.apid + 1, 17))
