@@ -393,11 +393,10 @@ def cmd_config(args) -> int:
 def cmd_station(args) -> int:
     """The live station: radio thread in the background, the page's server in this thread
     (Ctrl-C stops both)."""
-    import threading
 
     from ground_tools.limits import load_limits
     from ground_tools.runfolder import RunFolder
-    from ground_tools.station import Station
+    from ground_tools.station import RadioThread, Station
     from ground_tools.station_web import WebServer
 
     if not 0 <= args.port <= 65535:
@@ -418,17 +417,14 @@ def cmd_station(args) -> int:
     except OSError as exc:
         raise OptionError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") \
             from None
-    stop = threading.Event()
-    radio = threading.Thread(target=station.run, args=(stop,), name="station-radio", daemon=True)
-    radio.start()
+    radio = RadioThread(station).start()
     print(f"station: radio {args.radio}, archive {args.db}, page {web.url}  (Ctrl-C to stop)", flush=True)
     try:
         web.serve()
     except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then re-raises it
         pass
     finally:
-        stop.set()
-        radio.join(10)
+        radio.close()
     print("station: stopped", flush=True)
     return 0
 

@@ -454,6 +454,30 @@ class Station:
         return (self.cfg.mission.start_utc + timedelta(seconds=t_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-5] + "Z"
 
 
+class RadioThread:
+    """A station's radio thread (`Station.run`) in the background, stopped by `close` or at the
+    end of a `with` block."""
+
+    def __init__(self, station: Station):
+        self.station = station
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=station.run, args=(self.stop,), name="station-radio", daemon=True)
+
+    def start(self) -> RadioThread:
+        self.thread.start()
+        return self
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout_s)
+
+    def __enter__(self) -> RadioThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def command_status(rec: dict) -> str:
     """A command's one-word status: the furthest verification stage reached, a failure at any
     stage, or else where the link has got with it (queued / with_fop / sent / confirmed by

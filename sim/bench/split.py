@@ -65,13 +65,12 @@ def fault_run(cfg, text: str, days: float, folder: Path, kills: int, station_dro
     the serve summary with `kills_done`, `drops_done`, `archive_lost`, `archive_duplicated`."""
     import socket
     import sqlite3
-    import threading
 
     from ground_tools.archive import LiveArchive
     from ground_tools.decode import packet_stream, split_packets
     from ground_tools.limits import load_limits
     from ground_tools.runfolder import RunFolder
-    from ground_tools.station import Station
+    from ground_tools.station import RadioThread, Station
 
     folder.mkdir(parents=True, exist_ok=True)
     with socket.socket() as probe:  # a free port for the radio (the station connects first)
@@ -79,9 +78,7 @@ def fault_run(cfg, text: str, days: float, folder: Path, kills: int, station_dro
         radio_port = probe.getsockname()[1]
     mission = RunFolder(DEFAULT_CONFIG, cfg, text)
     station = Station(mission, folder / "station.sqlite", load_limits(None, cfg), f"tcp://127.0.0.1:{radio_port}")
-    stop = threading.Event()
-    thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
-    thread.start()
+    radio = RadioThread(station).start()
     n_ticks = int(round(days * 86400.0 / cfg.executive.minor_frame_s))
     faults = kills + station_drops
     every = n_ticks // (faults + 1)
@@ -110,8 +107,7 @@ def fault_run(cfg, text: str, days: float, folder: Path, kills: int, station_dro
         while station.snapshot()["link"]["frames"] < s["radio_cadus_sent"] and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        stop.set()
-        thread.join(10)
+        radio.close()
     packets = split_packets(packet_stream((folder / "serve" / "telemetry.bin").read_bytes(), cfg))[0]
     offline = LiveArchive(folder / "offline.sqlite", mission)
     offline.add(packets)

@@ -40,7 +40,7 @@ class _Rig:
         from flight_sw.config import load_mission_config
         from ground_tools.limits import load_limits
         from ground_tools.runfolder import RunFolder
-        from ground_tools.station import Station
+        from ground_tools.station import RadioThread, Station
         from ground_tools.station_web import WebServer
         from sim.bench.radio_port import FakeRadioPort, SyntheticSpacecraft
 
@@ -50,17 +50,14 @@ class _Rig:
         self.station = Station(RunFolder(DEFAULT_CONFIG, cfg, DEFAULT_CONFIG.read_text()), tmp / "station.sqlite",
                                load_limits(None, cfg), self.port.url)
         self.spacecraft = SyntheticSpacecraft(cfg)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.station.run, args=(self.stop,), daemon=True)
-        self.thread.start()
+        self.radio = RadioThread(self.station).start()
         self.web = WebServer(self.station).start() if web else None
         self.port.wait_client()
 
     def close(self) -> None:
         if self.web is not None:
             self.web.stop()
-        self.stop.set()
-        self.thread.join(10)
+        self.radio.close()
         self.port.close()
 
 

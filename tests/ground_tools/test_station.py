@@ -9,7 +9,6 @@ import dataclasses
 import json
 import shutil
 import sqlite3
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from ground_tools.decode import packet_stream, split_packets
 from ground_tools.limits import load_limits
 from ground_tools.radio_client import parse_radio_url
 from ground_tools.runfolder import RunFolder, open_run
-from ground_tools.station import Station
+from ground_tools.station import RadioThread, Station
 from ground_tools.station_web import WebServer
 from sim.bench.radio_port import FakeRadioPort, SyntheticSpacecraft
 
@@ -56,17 +55,14 @@ class _Live:
         self.station = Station(self.mission, db, load_limits(None, self.mission.cfg), self.port.url)
         self.events: list[tuple[str, dict]] = []
         self.station.hub.taps.append(lambda kind, data: self.events.append((kind, data)))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.station.run, args=(self.stop,), daemon=True)
-        self.thread.start()
+        self.radio = RadioThread(self.station).start()
         self.web = WebServer(self.station).start() if web else None
         self.port.wait_client()
 
     def close(self) -> None:
         if self.web is not None:
             self.web.stop()
-        self.stop.set()
-        self.thread.join(10)
+        self.radio.close()
         self.port.close()
 
     def alarms(self) -> list[dict]:

@@ -142,28 +142,21 @@ def test_live_station_commands_the_flight_process_through_the_paced_world(cfg, t
     station go up at the first contact of a world paced to the wall clock (200x), through the
     radio port, to the flight process, and come back completed (PUS 1) and confirmed (CLCW)."""
     import socket
-    import threading
 
     from ground_tools.limits import load_limits
     from ground_tools.runfolder import RunFolder
-    from ground_tools.station import Station
+    from ground_tools.station import RadioThread, Station
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     station = Station(RunFolder(DEFAULT, cfg, DEFAULT.read_text()), tmp_path / "station.sqlite",
                       load_limits(None, cfg), f"tcp://127.0.0.1:{port}")
-    stop = threading.Event()
-    thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with RadioThread(station):
         station.submit("ping")
         station.submit("mode", "SAFE")
         s = serve_mission(cfg, DEFAULT.read_text(), tmp_path / "serve",
                           ServeOptions(days=1700 / 86400, seed=cfg.mission.seed, radio_port=port, speedup=200.0))
-    finally:
-        stop.set()
-        thread.join(10)
     assert s["mode"] == "paced" and s["radio_cltus_radiated"] >= 2
     snap = station.snapshot()
     assert [(c["status"], c["link"]) for c in snap["commands"]] == [("completed", "confirmed")] * 2
