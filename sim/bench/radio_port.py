@@ -159,3 +159,31 @@ class SyntheticSpacecraft:
         if self.link.pending_bytes:
             raise ValueError("a report did not fit one frame: use a longer tm_frame_bytes")
         return out[0]
+
+
+class StationRig:
+    """A fake radio port and a live station on it, its radio thread running (and its page, if
+    asked), torn down by `close`; every event the station publishes is kept in `events`."""
+
+    def __init__(self, db, mission, web: bool = False):
+        from ground_tools.limits import load_limits
+        from ground_tools.station import RadioThread, Station
+        from ground_tools.station_web import WebServer
+
+        self.mission = mission
+        self.port = FakeRadioPort()
+        self.station = Station(mission, db, load_limits(None, mission.cfg), self.port.url)
+        self.events: list[tuple[str, dict]] = []
+        self.station.hub.taps.append(lambda kind, data: self.events.append((kind, data)))
+        self.radio = RadioThread(self.station).start()
+        self.web = WebServer(self.station).start() if web else None
+        self.port.wait_client()
+
+    def alarms(self) -> list[dict]:
+        return [data for kind, data in list(self.events) if kind == "alarm"]
+
+    def close(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+        self.radio.close()
+        self.port.close()

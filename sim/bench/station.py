@@ -34,31 +34,21 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "defa
 
 
 class _Rig:
-    """Fake radio port + station (+ page) in one process, torn down by `close`."""
+    """The station rig of the default mission, with a synthetic spacecraft to feed it."""
 
     def __init__(self, tmp: Path, web: bool):
         from flight_sw.config import load_mission_config
-        from ground_tools.limits import load_limits
         from ground_tools.runfolder import RunFolder
-        from ground_tools.station import RadioThread, Station
-        from ground_tools.station_web import WebServer
-        from sim.bench.radio_port import FakeRadioPort, SyntheticSpacecraft
+        from sim.bench.radio_port import StationRig, SyntheticSpacecraft
 
         cfg = load_mission_config(DEFAULT_CONFIG)
         self.cfg = cfg
-        self.port = FakeRadioPort()
-        self.station = Station(RunFolder(DEFAULT_CONFIG, cfg, DEFAULT_CONFIG.read_text()), tmp / "station.sqlite",
-                               load_limits(None, cfg), self.port.url)
+        self.rig = StationRig(tmp / "station.sqlite", RunFolder(DEFAULT_CONFIG, cfg, DEFAULT_CONFIG.read_text()), web)
+        self.port, self.station, self.web = self.rig.port, self.rig.station, self.rig.web
         self.spacecraft = SyntheticSpacecraft(cfg)
-        self.radio = RadioThread(self.station).start()
-        self.web = WebServer(self.station).start() if web else None
-        self.port.wait_client()
 
     def close(self) -> None:
-        if self.web is not None:
-            self.web.stop()
-        self.radio.close()
-        self.port.close()
+        self.rig.close()
 
 
 def _p99_ms(delays_s: list[float]) -> float:

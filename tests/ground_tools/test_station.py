@@ -19,12 +19,9 @@ import pytest
 from flight_sw.config import load_mission_config
 from ground_tools.archive import LiveArchive, ensure_archive, ingest
 from ground_tools.decode import packet_stream, split_packets
-from ground_tools.limits import load_limits
 from ground_tools.radio_client import parse_radio_url
 from ground_tools.runfolder import RunFolder, open_run
-from ground_tools.station import RadioThread, Station
-from ground_tools.station_web import WebServer
-from sim.bench.radio_port import FakeRadioPort, SyntheticSpacecraft
+from sim.bench.radio_port import FakeRadioPort, StationRig, SyntheticSpacecraft
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "mission_configs" / "default_sso.yaml"
@@ -46,35 +43,13 @@ def _wait(predicate, timeout_s: float = 10.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-class _Live:
-    """A fake radio port and a station on it, its radio thread running (and the page, if asked)."""
-
-    def __init__(self, db: Path, mission: RunFolder | None = None, web: bool = False):
-        self.mission = mission or _mission()
-        self.port = FakeRadioPort()
-        self.station = Station(self.mission, db, load_limits(None, self.mission.cfg), self.port.url)
-        self.events: list[tuple[str, dict]] = []
-        self.station.hub.taps.append(lambda kind, data: self.events.append((kind, data)))
-        self.radio = RadioThread(self.station).start()
-        self.web = WebServer(self.station).start() if web else None
-        self.port.wait_client()
-
-    def close(self) -> None:
-        if self.web is not None:
-            self.web.stop()
-        self.radio.close()
-        self.port.close()
-
-    def alarms(self) -> list[dict]:
-        return [data for kind, data in list(self.events) if kind == "alarm"]
-
-
 @pytest.fixture
 def live(tmp_path):
     made = []
 
     def make(**kw):
-        lv = _Live(tmp_path / "station.sqlite", **kw)
+        kw.setdefault("mission", _mission())
+        lv = StationRig(tmp_path / "station.sqlite", **kw)
         made.append(lv)
         return lv
 
