@@ -102,6 +102,15 @@ class InputAdaptation:
         self.window_pixels += taken
         return taken
 
+    def load_kernels(self) -> None:
+        """Load at start-up the kernels first needed when the first window is full (see
+        `OnboardLearner.load_kernels`); they write only into scratch copies here."""
+        reference = np.empty_like(self.reference)
+        out = np.empty_like(self.slots[0])
+        window_stats(self.window, 1, reference)
+        candidate_into(self.window, 1, reference, self.base_mean, self.base_std, self.base_step,
+                       self.slots[self.active], out, SCALE_MIN, SCALE_MAX)
+
     def restart_window(self) -> None:
         """Forget the current window (the calibration table changed under it)."""
         self.window[...] = 0.0

@@ -229,6 +229,17 @@ class OnboardLearner:
         self.drift_pending = True
 
     # -- the radiometric calibration's view of the held-back samples -----------------------
+    def load_kernels(self) -> None:
+        """Load at start-up the kernels otherwise first needed days into a mission (the held-back
+        checks of a calibration update): numba loads a kernel from its cache at its first call,
+        which would grow the process then. Calls on zero samples, which touch nothing."""
+        window, labels, cols = self.replay_remap, self.window_labels, self.window_cols
+        k.gather_recent(self.replay_x, self.replay_y, self.replay_cols, self.replay_src, self.replay_next, 0, 0, 0,
+                        window, labels, cols)
+        head = self.slots[self.active]
+        for x, y in ((window, labels), (self.replay_x, self.replay_y)):
+            k.replay_correct(x, y, 0, 0, *self._ext_args, head, self.feat_row, self.score_row)
+
     def heldback_accuracy(self, calibration, from_slot: int, to_slot: int, n: int,
                           source: int = 0) -> tuple[float, float, int]:
         """Active head's accuracy on the n most recent held-back samples of one label source (at

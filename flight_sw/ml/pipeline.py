@@ -91,6 +91,10 @@ class PayloadLearning:
         self._teacher_conf = buffers["ml.teacher_confidence"]
         self._cal_pred = buffers["ml.label_pred"]
         self._sample_fmt = struct.Struct(f">{cfg.payload.bands}f")
+        # Every kernel in memory from start-up: a steady-state tick must not grow the process.
+        self.learner.load_kernels()
+        if adapting:
+            self.adaptation.load_kernels()
 
     def task_inference(self, t: float) -> float:
         if self.payload.acquire(self._pixels, self._anc) == ACQ_DARK:

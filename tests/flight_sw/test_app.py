@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,42 @@ def default_feature_dim():
     from tests.flight_sw.conftest import DEFAULT
 
     return load_mission_config(DEFAULT).model.feature_dim
+
+
+def test_kernels_first_needed_late_are_in_memory_from_start_up():
+    """Numba loads a compiled kernel at its first call, and the held-back checks first run days
+    into a mission, which grew the flight process by about 1 MiB then (issue 15's memory figure).
+    In a fresh interpreter (so no other test has loaded them): building the flight software loads
+    them, with the very types of the real calls, which then compile or load nothing more."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from tests.flight_sw.conftest import DEFAULT, FakePayload, digital, fake_reference
+from flight_sw.app import FlightSoftware
+from flight_sw.config import load_mission_config
+from flight_sw.ml import kernels as k
+from flight_sw.ml.adaptation import SCALE_MAX, SCALE_MIN, candidate_into, window_stats
+from sim.prelaunch import train_prelaunch_model
+cfg = digital(load_mission_config(DEFAULT))
+watched = (k.gather_recent, k.replay_correct, window_stats, candidate_into)
+assert [len(f.signatures) for f in watched] == [0, 0, 0, 0]
+image = train_prelaunch_model(cfg, np.random.default_rng(1))
+fsw = FlightSoftware(cfg, image, FakePayload(cfg), lambda cadu: None, reference=fake_reference(cfg))
+learner, adaptation = fsw.learner, fsw.adaptation
+before = [len(f.signatures) for f in watched]
+assert all(before), before
+learner.replay_count = 8  # zero samples of source 0 in the ring: enough to make the real calls
+assert learner.heldback_accuracy(fsw.calibration, 0, 0, 4)[2] == 4
+assert learner.replay_accuracy(learner.slots[learner.active]) >= 0.0
+reference, out = adaptation.reference.copy(), adaptation.slots[1].copy()
+window_stats(adaptation.window, 3, reference)
+candidate_into(adaptation.window, 3, reference, adaptation.base_mean, adaptation.base_std, adaptation.base_step,
+               adaptation.slots[adaptation.active], out, SCALE_MIN, SCALE_MAX)
+assert [len(f.signatures) for f in watched] == before, ([len(f.signatures) for f in watched], before)
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
