@@ -58,6 +58,13 @@ class RemoteFlight:
         self.link_losses = 0
         self.done_lost = 0  # ticks the flight completed whose answer the link lost
         self.last_hello: tuple[int, int] | None = None  # (last tick, boots) of the latest F_HELLO
+        self._plan: tuple[int, bytes] | None = None  # (tick, buffers) to draw ahead: F_DONE's plan
+        self._ahead_marks: list = []  # the payload's mark before each frame drawn ahead for this tick
+        # The scene buffer's truth and drawn pixels before the frames drawn ahead and after each
+        # one (None for a label frame): the score must follow the frame the tick really took.
+        self._ahead_truth: list = []
+        self.prefetched = 0
+        self.prefetch_undone = 0
         #: Why the flight process cannot connect any more (it exited), or None; polled while waiting.
         self.flight_problem: Callable[[], str | None] = lambda: None
 
@@ -117,6 +124,7 @@ class RemoteFlight:
 
     def _relink(self) -> int:
         self.link_losses += 1
+        self._undo_ahead(0)  # the flight software drops the frames sent ahead on the old link
         if self.link is not None:
             self.link.close()
         self.link = None
@@ -175,6 +183,8 @@ class RemoteFlight:
                 link = self._live()
                 link.post(wl.W_EPS, wl.EPS.pack(inp.soc, inp.solar_power_w))
                 link.post(wl.W_CARRIER, bytes([int(inp.in_contact)]))
+                if self._plan is not None and self._plan[0] == tick and self.payload is not None:
+                    self._send_ahead(link, self._plan[1])
                 link.post(wl.W_STEP, wl.STEP.pack(tick))
                 link.flush()
                 self._take_done(self._until(wl.F_DONE), tick)
@@ -215,8 +225,48 @@ class RemoteFlight:
             else:
                 raise FlightLinkError(f"world link: unexpected message kind {got} while waiting for {kind}")
 
+    def _send_ahead(self, link: wl.StreamLink, plan: bytes) -> None:
+        """Draw the tick's planned frames now and send them with the step (world_link: prefetch)."""
+        self._undo_ahead(0)  # none may be left over (a relink in the middle of a tick undid them)
+        self._ahead_truth = [self._scene_truth()]
+        for tag in plan:
+            self._ahead_marks.append(self.payload.mark())
+            link.post(wl.W_PREFETCH, wl.PREFETCH_HEAD.pack(tag) + self._frame(tag))
+            self._ahead_truth.append(self._scene_truth() if tag == wl.BUFFER_SCENE else None)
+            self.prefetched += 1
+
+    def _scene_truth(self):
+        """Copies of the truth and the drawn pixels of the world's scene buffer (None before any)."""
+        pixels = self._buffer_pairs[wl.BUFFER_SCENE][0]
+        try:
+            return self.payload.truth_for(pixels).copy(), self.payload.drawn_rows(pixels).copy()
+        except KeyError:
+            return None
+
+    def _restore_scene_truth(self, taken: int) -> None:
+        """After frames drawn ahead were undone: the scene buffer's truth as of the last one taken."""
+        kept = [t for t in self._ahead_truth[1:taken + 1] if t is not None]
+        state = kept[-1] if kept else self._ahead_truth[0]
+        if state is not None:
+            pixels = self._buffer_pairs[wl.BUFFER_SCENE][0]
+            np.copyto(self.payload.truth_for(pixels), state[0])
+            np.copyto(self.payload.drawn_rows(pixels), state[1])
+
+    def _undo_ahead(self, first: int) -> None:
+        """Undo the draws of the frames drawn ahead from index `first` on (not taken)."""
+        marks = self._ahead_marks
+        if first < len(marks):
+            self.payload.rewind(marks[first])
+            self.prefetch_undone += len(marks) - first
+            self._restore_scene_truth(first)
+        marks.clear()
+        self._ahead_truth = []
+
     def _take_done(self, body: bytes, tick: int) -> None:
-        done_tick, energy_j, due, valid = wl.DONE_HEAD.unpack_from(body)
+        done_tick, energy_j, due, valid, undo_from, plan_len = wl.DONE_HEAD.unpack_from(body)
+        self._settle_ahead(undo_from)
+        plan = body[wl.DONE_HEAD.size:wl.DONE_HEAD.size + plan_len]
+        self._plan = (due, plan) if plan else None
         if done_tick != tick:
             raise FlightLinkError(f"world link: the flight answered tick {done_tick} for tick {tick}")
         out = self.outputs
@@ -224,22 +274,37 @@ class RemoteFlight:
         out.predictions_valid = bool(valid)
         if valid:
             pred = out.predictions
-            pred[:] = np.frombuffer(body, dtype=pred.dtype, count=pred.size, offset=wl.DONE_HEAD.size)
+            pred[:] = np.frombuffer(body, dtype=pred.dtype, count=pred.size, offset=wl.DONE_HEAD.size + plan_len)
         self._due_from, self._due = tick + 1, due
 
+    def _settle_ahead(self, undo_from: int) -> None:
+        """A request or F_DONE says which frames drawn ahead the tick did not take."""
+        if undo_from == wl.NOTHING_TO_UNDO:
+            self._ahead_marks.clear()
+            self._ahead_truth = []
+        else:
+            self._undo_ahead(undo_from)
+
     def _serve_frame(self, body: bytes) -> None:
-        tag, rows = wl.ACQUIRE.unpack(body)
+        tag, rows, undo_from = wl.ACQUIRE.unpack(body)
+        self._settle_ahead(undo_from)
+        if rows != self._buffer_pairs[tag][0].shape[0]:
+            raise FlightLinkError(f"world link: F_ACQUIRE of {rows} rows, the buffer holds "
+                                  f"{self._buffer_pairs[tag][0].shape[0]}")
+        self.link.post(wl.W_FRAME, self._frame(tag))
+        self.link.flush()
+
+    def _frame(self, tag: int) -> bytes:
+        """Acquire into the world's copy of buffer `tag`: a W_FRAME body."""
         pixels, ancillary = self._buffer_pairs[tag]
-        if rows != pixels.shape[0]:
-            raise FlightLinkError(f"world link: F_ACQUIRE of {rows} rows, the buffer holds {pixels.shape[0]}")
         status = self.payload.acquire(pixels, ancillary)
         elev = float(getattr(self.payload, "sun_elevation_deg", 90.0))
         data = b"" if status == ACQ_DARK else pixels.tobytes() + ancillary.tobytes()
-        self.link.post(wl.W_FRAME, wl.FRAME_HEAD.pack(status, elev) + data)
-        self.link.flush()
+        return wl.FRAME_HEAD.pack(status, elev) + data
 
     def _serve_calibration(self, body: bytes) -> None:
-        kind, first, columns = wl.CALIBRATE.unpack(body)
+        kind, first, columns, undo_from = wl.CALIBRATE.unpack(body)
+        self._settle_ahead(undo_from)
         if columns > self._cal.shape[0]:
             raise FlightLinkError(f"world link: F_CALIBRATE of {columns} columns, the buffer holds {self._cal.shape[0]}")
         out = self._cal[:columns]

@@ -297,6 +297,14 @@ class SceneTruth:
             self.diffuser_views += n / self.columns
         out[...] = signal + noise * self.rng.standard_normal(out.shape)
 
+    def stream_mark(self) -> tuple:
+        """Where the random stream stands, cheaply (no copy: a new block replaces the arrays,
+        it never writes into them): `rewind_stream(mark)` undoes every draw made since."""
+        return self.rng.bit_generator.state, self._u, self._z, self._ui, self._zi
+
+    def rewind_stream(self, mark: tuple) -> None:
+        self.rng.bit_generator.state, self._u, self._z, self._ui, self._zi = mark
+
     def stream_state(self) -> dict:
         """Generator state plus the unread part of the current block (for snapshots)."""
         return {"rng": self.rng.bit_generator.state, "u": self._u.copy(), "z": self._z.copy(),

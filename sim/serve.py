@@ -181,6 +181,7 @@ def serve_mission(cfg: MissionConfig, config_text: str, out_dir: Path, opts: Ser
         "speedup": opts.speedup, "wall_time_s": round(time.perf_counter() - wall0, 3),
         "loop_wall_time_s": round(wall_s, 3), "speed_x_realtime": round(duration_s / wall_s, 1) if wall_s else None,
         "flight_connects": remote.connects, "link_losses": remote.link_losses, "done_lost": remote.done_lost,
+        "frames_sent_ahead": remote.prefetched, "frames_ahead_undone": remote.prefetch_undone,
         "flight_starts": child.starts if child is not None else None,
         "last_boot_count": remote.last_hello[1] if remote.last_hello else None,
         "onboard_accuracy_mean": round(float(acc.mean()), 4) if len(acc) else None,

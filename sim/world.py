@@ -133,6 +133,15 @@ class PayloadTruth:
         """Ancillary data of the current frame: sun elevation at the ground track."""
         return self.sun_elev_deg
 
+    def mark(self) -> tuple:
+        """Where the payload's random draws stand (`rewind(mark)` undoes every acquisition since:
+        the split deployment draws a frame ahead of the flight software's request)."""
+        return self.rng.bit_generator.state, self.world.scene.stream_mark()
+
+    def rewind(self, mark: tuple) -> None:
+        self.rng.bit_generator.state = mark[0]
+        self.world.scene.rewind_stream(mark[1])
+
     def acquire(self, pixels: np.ndarray, ancillary: np.ndarray) -> int:
         """Fill pixels and ancillary rows; return the ACQ_* status."""
         if self.sun_elev_deg < MIN_SUN_ELEVATION_DEG:

@@ -98,6 +98,13 @@ class Executive:
         k = self._next_due[self.modes.mode_index][tick % self.n_frames]
         return -1 if k < 0 else tick + k
 
+    def due_kinds(self, tick: int) -> list[str]:
+        """Kinds of the tasks due at `tick` in the current mode, enabled, in the order they run
+        (optional ones may still be refused power then): a host may prepare their inputs."""
+        mode_bit = 1 << self.modes.mode_index
+        return [self.specs[i].kind for i in self.table[tick % self.n_frames]
+                if self.specs[i].mode_mask & mode_bit and not self.task_disabled[i]]
+
     # -- the loop ----------------------------------------------------------------------
     def run_frame(self, tick: int, t: float, outputs, generation: int | None = None) -> None:
         """Every due task of minor frame `tick` in priority order, power-admitted.

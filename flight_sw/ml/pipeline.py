@@ -96,6 +96,19 @@ class PayloadLearning:
         if adapting:
             self.adaptation.load_kernels()
 
+    def acquisition_of(self, kind: str) -> str | None:
+        """The buffer a task of `kind` acquires into when it runs ("" for a calibration reading,
+        None when it acquires nothing): the flight's plan for a host that draws frames ahead."""
+        if kind == "inference":
+            return "ml.batch_pixels"
+        if kind == "label_collect":
+            return "ml.label_pixels" if SOURCE_SITE in self.label_sources else None
+        if kind == "teacher_label":
+            return "ml.label_pixels" if self.teacher is not None else None
+        if kind == "calibration":
+            return ""
+        return None
+
     def task_inference(self, t: float) -> float:
         if self.payload.acquire(self._pixels, self._anc) == ACQ_DARK:
             return -1.0

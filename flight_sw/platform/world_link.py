@@ -21,6 +21,17 @@ it goes on) and answers `F_DONE`. Idle stretches (`W_IDLE`) out of contact produ
 the world does not wait for them (it asks for an answer only when frames may come down).
 Same messages in the same order give the same telemetry bytes as the in-process simulation.
 
+Prefetch: a round trip per payload frame costs as much as the frame. In `F_DONE` the flight
+software gives its plan for the next due tick: the buffers its payload tasks due there will
+acquire into, in their order (an optional task may still be refused power, a calibration
+reading ends the plan). The world draws those frames before `W_STEP` and sends them ahead
+(`W_PREFETCH`, in order). The tick takes them as its requests match them, in order, without
+asking; at the first request that does not match, the request carries the index of the first
+frame not taken and the world undoes that draw and the later ones (its generators back to
+where they were) before it serves the request; frames not asked for by the end of the tick
+are undone the same way from `F_DONE`. Either way the world draws exactly what it would have
+drawn without prefetching, in the same order.
+
 After a link loss the flight side connects again and says `F_HELLO` with the last tick it
 completed, so the world knows whether the tick it was waiting for ran (its `F_DONE` was lost)
 or must be sent again. A payload frame that cannot be fetched because the link is down is a
@@ -49,12 +60,15 @@ W_NEXT_DUE = 21  # tick u64 -> F_NEXT_DUE
 W_FRAME = 22  # status i8, sun elevation f64, pixels, ancillary (answer to F_ACQUIRE)
 W_CAL = 23  # status i8, readings (answer to F_CALIBRATE)
 W_STOP = 24  # end of the run
+W_PREFETCH = 25  # buffer u8, then as W_FRAME: a frame drawn ahead for the tick (in request order)
 # flight -> world
 F_HELLO = 32  # last completed tick i64, boots u32, config fingerprint (ASCII)
 F_CADU = 33  # one CADU
-F_ACQUIRE = 34  # buffer u8 (BUFFER_*), rows u32
-F_CALIBRATE = 35  # kind u8, first column u32, columns u32
-F_DONE = 36  # tick i64, energy_j f64, next due tick i64, predictions valid u8, predictions
+F_ACQUIRE = 34  # buffer u8 (BUFFER_*), rows u32, undo from u8 (see NOTHING_TO_UNDO)
+F_CALIBRATE = 35  # kind u8, first column u32, columns u32, undo from u8
+F_DONE = 36  # tick i64, energy_j f64, next due tick i64, predictions valid u8, undo from u8, plan
+#              length u8; then the plan (buffer u8 each: the next due tick's acquisitions, in
+#              order) and the predictions
 F_NEXT_DUE = 37  # next due tick i64
 
 BUFFER_SCENE = 0  # ml.batch_pixels / ml.batch_ancillary (inference)
@@ -66,9 +80,16 @@ IDLE = struct.Struct(">QIBB")
 FRAME_HEAD = struct.Struct(">bd")
 CAL_HEAD = struct.Struct(">b")
 HELLO_HEAD = struct.Struct(">qI")
-ACQUIRE = struct.Struct(">BI")
-CALIBRATE = struct.Struct(">BII")
-DONE_HEAD = struct.Struct(">qdqB")
+ACQUIRE = struct.Struct(">BIB")
+CALIBRATE = struct.Struct(">BIIB")
+DONE_HEAD = struct.Struct(">qdqBBB")
+PREFETCH_HEAD = struct.Struct(">B")
+#: "Undo from" when every frame drawn ahead was used (or none was sent); otherwise the field is
+#: the index of the first frame drawn ahead that the tick did not take, in order: the world
+#: undoes that draw and every later one.
+NOTHING_TO_UNDO = 255
+#: Frames drawn ahead for one tick, at most.
+MAX_AHEAD = 8
 NEXT_DUE = struct.Struct(">q")
 
 
@@ -150,6 +171,9 @@ class LinkPayload:
         self.sun_elevation_deg = 90.0  # ancillary of the last frame fetched
         self._tags: dict[int, int] = {}
         self.frames_missed = 0  # frames not fetched because the link was down
+        self.ahead: list[tuple[int, bytes]] = []  # (buffer, W_FRAME body) drawn ahead, in order
+        self.ahead_taken = 0  # frames drawn ahead that this tick has taken
+        self.ahead_used = 0  # in all (a figure for the bench)
 
     def bind(self, buffers: dict[str, np.ndarray]) -> None:
         """Learn which flight buffer is which (the world fills its copy of the same one)."""
@@ -159,11 +183,15 @@ class LinkPayload:
         tag = self._tags.get(id(pixels))
         if tag is None:
             raise ValueError("payload: acquire into a buffer that is not ml.batch_pixels or ml.label_pixels")
-        try:
-            kind, body = self._ask(F_ACQUIRE, ACQUIRE.pack(tag, pixels.shape[0]), W_FRAME)
-        except LinkDown:
-            self.frames_missed += 1
-            return ACQ_DARK  # no frame: the task skips
+        ahead = self._take_prefetch(tag)
+        if ahead is not None:
+            body = ahead
+        else:
+            try:
+                kind, body = self._ask(F_ACQUIRE, ACQUIRE.pack(tag, pixels.shape[0], self._undo_from()), W_FRAME)
+            except LinkDown:
+                self.frames_missed += 1
+                return ACQ_DARK  # no frame: the task skips
         status, elev = FRAME_HEAD.unpack_from(body)
         self.sun_elevation_deg = elev
         rest = memoryview(body)[FRAME_HEAD.size:]
@@ -177,7 +205,8 @@ class LinkPayload:
 
     def acquire_calibration(self, kind: int, first_column: int, out: np.ndarray) -> int:
         try:
-            _, body = self._ask(F_CALIBRATE, CALIBRATE.pack(kind, first_column, out.shape[0]), W_CAL)
+            _, body = self._ask(F_CALIBRATE, CALIBRATE.pack(kind, first_column, out.shape[0], self._undo_from()),
+                                W_CAL)
         except LinkDown:
             self.frames_missed += 1
             return CAL_UNAVAILABLE
@@ -188,6 +217,28 @@ class LinkPayload:
                 raise ValueError(f"payload: W_CAL of {len(rest)} octets, expected {out.nbytes}")
             out.reshape(-1)[:] = np.frombuffer(rest, dtype=out.dtype)
         return status
+
+    def _take_prefetch(self, tag: int) -> bytes | None:
+        """The next frame drawn ahead, if it is the one asked for."""
+        if not self.ahead or self.ahead[0][0] != tag:
+            return None
+        self.ahead_taken += 1
+        self.ahead_used += 1
+        return self.ahead.pop(0)[1]
+
+    def _undo_from(self) -> int:
+        """Index of the first frame drawn ahead and not taken (the world undoes it and the rest),
+        dropping them here; NOTHING_TO_UNDO when none is left."""
+        if not self.ahead:
+            return NOTHING_TO_UNDO
+        self.ahead.clear()
+        return self.ahead_taken
+
+    def end_tick(self) -> int:
+        """`_undo_from` at the end of a tick, ready for the next one."""
+        undo = self._undo_from()
+        self.ahead_taken = 0
+        return undo
 
     def _ask(self, kind: int, body: bytes, answer: int) -> tuple[int, bytes]:
         link = self.link
@@ -228,10 +279,26 @@ class FlightLoop:
         if self.link is not None:
             self.link.post(F_CADU, cadu)
 
+    def _plan(self, tick: int) -> bytes:
+        """The buffers the payload tasks due at `tick` will acquire into, in order (world_link:
+        prefetch); up to the first calibration reading, at most MAX_AHEAD."""
+        if tick < 0:
+            return b""
+        plan = bytearray()
+        for kind in self.fsw.executive.due_kinds(tick):
+            buffer = self.fsw.learning.acquisition_of(kind)
+            if buffer == "" or len(plan) >= MAX_AHEAD:
+                break  # a calibration reading: not drawn ahead, and nothing after it
+            if buffer is not None:
+                plan.append(BUFFER_SCENE if buffer == "ml.batch_pixels" else BUFFER_LABEL)
+        return bytes(plan)
+
     def attach(self, link: StreamLink, fingerprint: str) -> None:
         """Take a (new) connection and say where the flight software stands."""
         self.link = link
         self.payload.link = link
+        self.payload.ahead.clear()  # frames drawn ahead on the old link are the world's to undo
+        self.payload.ahead_taken = 0
         link.post(F_HELLO, HELLO_HEAD.pack(self.last_tick, self.boots) + fingerprint.encode("ascii"))
         link.flush()
 
@@ -248,6 +315,8 @@ class FlightLoop:
                     fsw.step(tick)
                     self.steps += 1
                     self._done(tick)
+                elif kind == W_PREFETCH:
+                    self.payload.ahead.append((body[0], body[PREFETCH_HEAD.size:]))
                 elif kind == W_EPS:
                     inputs.soc, inputs.solar_power_w = EPS.unpack(body)
                 elif kind == W_CARRIER:
@@ -261,7 +330,7 @@ class FlightLoop:
                     self.idles += 1
                     self.last_tick = first + n - 1
                     if answer:
-                        self._post_done(self.last_tick, 0.0)
+                        self._post_done(self.last_tick, 0.0, NOTHING_TO_UNDO)
                     link.flush()
                 elif kind == W_NEXT_DUE:
                     (tick,) = STEP.unpack(body)
@@ -281,19 +350,20 @@ class FlightLoop:
     def _done(self, tick: int) -> None:
         fsw = self.fsw
         self.last_tick = tick
-        out = fsw.outputs
-        self._post_done(tick, out.energy_j)
+        self._post_done(tick, fsw.outputs.energy_j, self.payload.end_tick())
         self.link.flush()
         if self.checkpoint is not None and self.checkpoint_every_s and fsw.t_s >= self._next_checkpoint_s:
             self.checkpoint(fsw)
             every = self.checkpoint_every_s
             self._next_checkpoint_s = (fsw.t_s // every + 1) * every
 
-    def _post_done(self, tick: int, energy_j: float) -> None:
+    def _post_done(self, tick: int, energy_j: float, undo_from: int) -> None:
         fsw = self.fsw
         out = fsw.outputs
         valid = bool(out.predictions_valid)
-        body = DONE_HEAD.pack(tick, energy_j, fsw.next_due_tick(tick + 1), int(valid))
+        due = fsw.next_due_tick(tick + 1)
+        plan = self._plan(due)
+        body = DONE_HEAD.pack(tick, energy_j, due, int(valid), undo_from, len(plan)) + plan
         if valid:
             body += out.predictions.tobytes()
         self.link.post(F_DONE, body)

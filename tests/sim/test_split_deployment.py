@@ -21,7 +21,7 @@ from sim.serve import ServeOptions, serve_mission
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "mission_configs" / "default_sso.yaml"
-DAYS = 0.1
+DAYS = 0.3  # long enough for frames drawn ahead to be undone (an optional task refused power)
 #: Measured execution times (HK SID 7) are the one thing a process's telemetry cannot share with
 #: the in-process run; the byte-for-byte comparisons run without them.
 SAME_BYTES = ["--no-exec-timing"]
@@ -56,14 +56,23 @@ def cfg():
 
 
 @pytest.fixture(scope="module")
-def in_process(cfg, tmp_path_factory):
+def in_process_run(cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("inproc") / "run"
     run_mission(cfg, DEFAULT.read_text(), out, days=DAYS, show_progress=False)
-    return (out / "telemetry.bin").read_bytes()
+    return out
 
 
-def test_lockstep_split_run_downlinks_the_in_process_bytes(cfg, in_process, tmp_path):
-    """The default mission (analog device over its TCP port) in two processes, byte for byte."""
+@pytest.fixture(scope="module")
+def in_process(in_process_run):
+    return (in_process_run / "telemetry.bin").read_bytes()
+
+
+def test_lockstep_split_run_downlinks_the_in_process_bytes(cfg, in_process, in_process_run, tmp_path):
+    """The default mission (analog device over its TCP port) in two processes, byte for byte; and
+    the world scores the frames the flight software really took (some are drawn ahead of its
+    requests and undone when it does not ask for them: world_link's prefetch)."""
+    import numpy as np
+
     s = serve_mission(cfg, DEFAULT.read_text(), tmp_path / "split", ServeOptions(days=DAYS, seed=cfg.mission.seed,
                                                                                 flight_args=SAME_BYTES))
     split = (tmp_path / "split" / "telemetry.bin").read_bytes()
@@ -72,6 +81,10 @@ def test_lockstep_split_run_downlinks_the_in_process_bytes(cfg, in_process, tmp_
     assert split == in_process
     assert s["flight_exit_code"] == 0 and s["flight_starts"] == 1 and s["link_losses"] == 0
     assert (tmp_path / "split" / "flight_nv" / "state.snap").exists()  # written at the stop
+    assert s["frames_sent_ahead"] > 1000 and s["frames_ahead_undone"] > 0  # both paths of the prefetch ran
+    truth = np.load(in_process_run / "truth.npz")
+    assert s["onboard_accuracy_mean"] == round(float(truth["acc_onboard"].mean()), 4)
+    assert s["frozen_accuracy_mean"] == round(float(truth["acc_frozen"].mean()), 4)
 
 
 def test_cut_world_link_is_taken_up_again_and_nothing_changes(cfg, in_process, tmp_path):
