@@ -59,10 +59,8 @@ class RemoteFlight:
         self.done_lost = 0  # ticks the flight completed whose answer the link lost
         self.last_hello: tuple[int, int] | None = None  # (last tick, boots) of the latest F_HELLO
         self._plan: tuple[int, bytes] | None = None  # (tick, buffers) to draw ahead: F_DONE's plan
-        self._ahead_marks: list = []  # the payload's mark before each frame drawn ahead for this tick
-        # The scene buffer's truth and drawn pixels before the frames drawn ahead and after each
-        # one (None for a label frame): the score must follow the frame the tick really took.
-        self._ahead_truth: list = []
+        self._ahead_mark = None  # the payload's mark before the frames drawn ahead for this tick
+        self._ahead_plan = b""  # their buffers, in order
         self.prefetched = 0
         self.prefetch_undone = 0
         #: Why the flight process cannot connect any more (it exited), or None; polled while waiting.
@@ -227,40 +225,24 @@ class RemoteFlight:
 
     def _send_ahead(self, link: wl.StreamLink, plan: bytes) -> None:
         """Draw the tick's planned frames now and send them with the step (world_link: prefetch)."""
-        self._undo_ahead(0)  # none may be left over (a relink in the middle of a tick undid them)
-        self._ahead_truth = [self._scene_truth()]
+        self._ahead_mark = self.payload.mark()
+        self._ahead_plan = plan
         for tag in plan:
-            self._ahead_marks.append(self.payload.mark())
             link.post(wl.W_PREFETCH, wl.PREFETCH_HEAD.pack(tag) + self._frame(tag))
-            self._ahead_truth.append(self._scene_truth() if tag == wl.BUFFER_SCENE else None)
-            self.prefetched += 1
-
-    def _scene_truth(self):
-        """Copies of the truth and the drawn pixels of the world's scene buffer (None before any)."""
-        pixels = self._buffer_pairs[wl.BUFFER_SCENE][0]
-        try:
-            return self.payload.truth_for(pixels).copy(), self.payload.drawn_rows(pixels).copy()
-        except KeyError:
-            return None
-
-    def _restore_scene_truth(self, taken: int) -> None:
-        """After frames drawn ahead were undone: the scene buffer's truth as of the last one taken."""
-        kept = [t for t in self._ahead_truth[1:taken + 1] if t is not None]
-        state = kept[-1] if kept else self._ahead_truth[0]
-        if state is not None:
-            pixels = self._buffer_pairs[wl.BUFFER_SCENE][0]
-            np.copyto(self.payload.truth_for(pixels), state[0])
-            np.copyto(self.payload.drawn_rows(pixels), state[1])
+        self.prefetched += len(plan)
 
     def _undo_ahead(self, first: int) -> None:
-        """Undo the draws of the frames drawn ahead from index `first` on (not taken)."""
-        marks = self._ahead_marks
-        if first < len(marks):
-            self.payload.rewind(marks[first])
-            self.prefetch_undone += len(marks) - first
-            self._restore_scene_truth(first)
-        marks.clear()
-        self._ahead_truth = []
+        """Undo the frames drawn ahead from index `first` on (the tick did not take them): back to
+        the mark, then the taken ones drawn again, which leaves the generators, the buffers and
+        their truth exactly as if only those had been asked for."""
+        plan = self._ahead_plan
+        if first < len(plan):
+            self.payload.rewind(self._ahead_mark)
+            for tag in plan[:first]:
+                pixels, ancillary = self._buffer_pairs[tag]
+                self.payload.acquire(pixels, ancillary)
+            self.prefetch_undone += len(plan) - first
+        self._ahead_mark, self._ahead_plan = None, b""
 
     def _take_done(self, body: bytes, tick: int) -> None:
         done_tick, energy_j, due, valid, undo_from, plan_len = wl.DONE_HEAD.unpack_from(body)
@@ -280,8 +262,7 @@ class RemoteFlight:
     def _settle_ahead(self, undo_from: int) -> None:
         """A request or F_DONE says which frames drawn ahead the tick did not take."""
         if undo_from == wl.NOTHING_TO_UNDO:
-            self._ahead_marks.clear()
-            self._ahead_truth = []
+            self._ahead_mark, self._ahead_plan = None, b""
         else:
             self._undo_ahead(undo_from)
 

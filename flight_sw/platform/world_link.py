@@ -28,7 +28,8 @@ reading ends the plan). The world draws those frames before `W_STEP` and sends t
 (`W_PREFETCH`, in order). The tick takes them as its requests match them, in order, without
 asking; at the first request that does not match, the request carries the index of the first
 frame not taken and the world undoes that draw and the later ones (its generators back to
-where they were) before it serves the request; frames not asked for by the end of the tick
+where they were before the tick's frames, the taken ones drawn again) before it serves the
+request; frames not asked for by the end of the tick
 are undone the same way from `F_DONE`. Either way the world draws exactly what it would have
 drawn without prefetching, in the same order.
 
