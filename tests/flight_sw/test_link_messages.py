@@ -35,3 +35,19 @@ def test_a_length_over_the_limit_is_refused_before_anything_is_allocated():
         reader.feed(bytes([1, 0, 0, 1, 0]))
     with pytest.raises(LinkMessageError):
         split_timed(b"\x00" * 3)
+
+
+def test_the_flight_process_retries_the_world_by_count_without_reading_a_clock():
+    """`flightsw run` waits for a world that may start later; its retries are counted, and the
+    only waiting is the sleep it is handed (flight_sw reads no clock)."""
+    import socket
+
+    from flight_sw.cli import RETRY_INTERVAL_S, connect
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    slept = []
+    with pytest.raises(ConnectionError, match=f"tcp://127.0.0.1:{port}: no world"):
+        connect("127.0.0.1", port, 4 * RETRY_INTERVAL_S, sleep=slept.append)
+    assert slept == [RETRY_INTERVAL_S] * 3
