@@ -194,7 +194,8 @@ def serve_mission(cfg: MissionConfig, config_text: str, out_dir: Path, opts: Ser
 
 
 def _attach_terminal(sim: Simulation, terminal, sink) -> None:
-    """Give a simulation built without a terminal the radio port as its ground terminal."""
+    """Give a simulation built without a terminal the radio port as its ground terminal (the
+    port needs the world's contact list, which exists only once the simulation is built)."""
     remote = sim.fsw
 
     def downlink(cadu: bytes) -> None:
@@ -203,7 +204,6 @@ def _attach_terminal(sim: Simulation, terminal, sink) -> None:
 
     remote.sink = downlink
     sim.terminal = terminal
-    sim._contact_starts = [p.start_s for p in sim.world.contacts]
 
 
 def _advance(sim: Simulation, radio, opts: ServeOptions, frame_s: float, child) -> None:
