@@ -176,8 +176,10 @@ class FlightSoftware:
 
         self.cpu_flops_per_s = cfg.executive.cpu_flops_per_s
         aug = cfg.model.feature_dim + 1
+        # Sized for the largest system: the head's (aug x classes) or the last layer's (one column).
+        n_opt = max(aug, cfg.model.layer_units * cfg.model.layer_basis)
         self.solver = optimizer or make_optimizer(
-            cfg.device, aug, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
+            cfg.device, n_opt, len(cfg.payload.classes), device_transport, clock=lambda: self.t_s
         )
         self.outputs = Outputs(predictions=self.buffers["ml.batch_pred"])
         self.learning = PayloadLearning(cfg, image, self.buffers, self.solver, payload, self.tm, self.outputs,

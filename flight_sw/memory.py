@@ -65,6 +65,55 @@ def adaptation_buffer_specs(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ..
     }
 
 
+#: One byte arena for the learning jobs' step-local scratch (DESIGN.md, "Memory"): buffers that
+#: live only inside one call (a head solve's system and factor, a layer solve's system, the
+#: whitened rows of one labelled batch, the calibration gate's window) share it, because those
+#: calls never overlap. Each group below is laid out from offset 0; the arena is the largest.
+SOLVE_ARENA = "ml.solve_arena"
+
+
+def arena_groups(cfg: MissionConfig) -> list[dict[str, tuple[tuple[int, ...], str]]]:
+    """The step-local buffers, grouped by the call that uses them (one group at a time)."""
+    from flight_sw.ml.layer_update import layer_buffer_specs
+
+    bands = cfg.payload.bands
+    aug = cfg.model.feature_dim + 1
+    window = min(cfg.model.replay_buffer_size, VALIDATION_WINDOW)
+    head_solve = {  # OnboardLearner training step: the system, and a basis refresh's factor and scratch
+        "ml.solver_work": ((aug, aug), "float64"),
+        "ml.precond_factor": ((aug, aug), "float64"),
+        "ml.precond_scratch": ((aug, aug), "float64"),
+    }
+    labelled_batch = {"ml.batch_features_white": ((cfg.payload.samples_per_acquisition, aug), "float64")}
+    calibration_gate = {"ml.replay_remap": ((window, bands), "float32")}
+    groups = [head_solve, labelled_batch, calibration_gate]
+    return groups + layer_buffer_specs(cfg)[1]
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // 8) * 8
+
+
+def _arena_bytes(group: dict[str, tuple[tuple[int, ...], str]]) -> int:
+    import numpy as np
+
+    return sum(_aligned(int(np.prod(shape)) * np.dtype(dtype).itemsize) for shape, dtype in group.values())
+
+
+def arena_views(arena, cfg: MissionConfig) -> dict:
+    """Typed views of the step-local buffers into the arena (each group from offset 0)."""
+    import numpy as np
+
+    views = {}
+    for group in arena_groups(cfg):
+        offset = 0
+        for name, (shape, dtype) in group.items():
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            views[name] = arena[offset:offset + nbytes].view(dtype).reshape(shape)
+            offset += _aligned(nbytes)
+    return views
+
+
 def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, numpy dtype) of every fixed buffer, grouped by component prefix."""
     bands = cfg.payload.bands
@@ -102,22 +151,17 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "ml.class_present": ((n_cls,), "int64"),
         "ml.prior_system": ((aug, aug), "float64"),
         "ml.precond": ((aug, aug), "float64"),
-        "ml.precond_factor": ((aug, aug), "float64"),
-        "ml.precond_scratch": ((aug, aug), "float64"),
         "ml.lanczos_vectors": ((3, aug), "float64"),
         "ml.lanczos_tridiag": ((2, LANCZOS_STEPS), "float64"),
-        "ml.batch_features_white": ((batch, aug), "float64"),
         "ml.prior_b": ((aug, n_cls), "float64"),
         "ml.solver_rhs": ((aug, n_cls), "float64"),
         "ml.stats_b": ((aug, n_cls), "float64"),
-        "ml.solver_work": ((aug, aug), "float64"),
         "ml.replay_samples": ((replay, bands), "float32"),
         "ml.replay_labels": ((replay,), "int16"),
         "ml.replay_columns": ((replay,), "int16"),
         "ml.replay_sources": ((replay,), "int8"),
         "ml.source_weights": ((3,), "float64"),
         "ml.paired": ((6,), "float64"),
-        "ml.replay_remap": ((min(replay, VALIDATION_WINDOW), bands), "float32"),
         "ml.replay_window_labels": ((min(replay, VALIDATION_WINDOW),), "int16"),
         "ml.replay_window_columns": ((min(replay, VALIDATION_WINDOW),), "int16"),
         "ml.batch_pixels": ((batch, bands), "float32"),
@@ -138,6 +182,10 @@ def buffer_shapes(cfg: MissionConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     }
     plan.update(radiometry_buffer_specs(cfg))
     plan.update(adaptation_buffer_specs(cfg))
+    from flight_sw.ml.layer_update import layer_buffer_specs
+
+    plan.update(layer_buffer_specs(cfg)[0])
+    plan[SOLVE_ARENA] = ((max(_arena_bytes(g) for g in arena_groups(cfg)),), "uint8")
     from flight_sw.tmtc.downlink import link_buffer_specs  # TM frames: VC rings, frame, idle data
 
     plan.update(link_buffer_specs(cfg.downlink.tm_frame_bytes, tm_packet_bytes(cfg)))
@@ -175,7 +223,10 @@ def memory_report(cfg: MissionConfig) -> dict[str, int]:
 
 
 def allocate_buffers(cfg: MissionConfig) -> dict[str, np.ndarray]:  # noqa: F821
-    """Allocate every planned buffer once, at start-up (zeros, exact planned shapes)."""
+    """Allocate every planned buffer once, at start-up (zeros, exact planned shapes), plus the
+    step-local views into the solve arena (which own no memory: `ndarray.base` is the arena)."""
     import numpy as np
 
-    return {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in buffer_shapes(cfg).items()}
+    buffers = {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in buffer_shapes(cfg).items()}
+    buffers.update(arena_views(buffers[SOLVE_ARENA], cfg))
+    return buffers

@@ -377,6 +377,15 @@ class _Decoder:
             if r["outcome"] == 1:
                 text += f"; refused: {d.CALIBRATION_REFUSALS[r['refusal']]}"
             return text
+        if eid == getattr(d, "EVENT_LAYER_UPDATE", None):
+            r = dict(zip([f.name for f in d.LAYER_UPDATE], d.LAYER_UPDATE_STRUCT.unpack(p), strict=True))
+            units = [j for j in range(32) if r["units"] >> j & 1]
+            text = (f"last layer v{r['version']} {d.LAYER_OUTCOMES[r['outcome']]}: units {units}, candidate "
+                    f"{r['candidate_accuracy']:.3f} vs active {r['active_accuracy']:.3f} (gate z {r['gate_z']:.2f}), "
+                    f"{'analog' if r['solve_path'] else 'digital'} solve {r['solve_energy_j']:.3g} J")
+            if r["outcome"] == 1:
+                text += f"; refused: {d.LAYER_REFUSALS[r['refusal']]}"
+            return text
         if eid == d.EVENT_CONTACT:
             (aos,) = struct.unpack(">B", p)
             return "AOS (carrier lock)" if aos else "LOS"

@@ -345,9 +345,10 @@ class Simulation:
         log.acc_selftrain.append(count_equal(self.selftrain.step(feat), truth, n) / n)
         log.acc_bound.append(count_equal(self.bound.step(feat, truth), truth, n) / n)
         # Calibration only: the frozen model behind the flight software's calibration table. While
-        # the flight extractor normalises its inputs as the image does (no input adaptation active),
+        # the flight extractor is the image's (no input adaptation, no last-layer update active),
         # its features of this corrected batch are the frozen ones and are reused.
-        reuse = fsw.learner.feat_source is fsw._pixels and fsw.adaptation.version == 0
+        reuse = (fsw.learner.feat_source is fsw._pixels and fsw.adaptation.version == 0
+                 and fsw.learning.layer.version == 0)
         cal_feat = fsw.learner.feat if reuse else self._cal_feat
         if cal_feat is self._cal_feat:
             self._frozen_ext.features_into(fsw._pixels, cal_feat)

@@ -126,6 +126,18 @@ def _device_consistency(cfg: MissionConfig) -> list[str]:
             f"device.analog_n_max: got {dev.analog_n_max}, expected at least model.feature_dim + 1 ({n}): "
             "the head's system must fit the array"
         )
+    m = cfg.model
+    n_layer = m.layer_units * m.layer_basis
+    if dev.backend == "analog" and dev.analog_n_max < n_layer:
+        errs.append(
+            f"device.analog_n_max: got {dev.analog_n_max}, expected at least model.layer_units x layer_basis "
+            f"({n_layer}): the last layer's system must fit the array"
+        )
+    if m.layer_units > m.feature_dim:
+        errs.append(f"model.layer_units: got {m.layer_units}, expected at most model.feature_dim ({m.feature_dim})")
+    if m.layer_basis > m.hidden_units + 1:
+        errs.append(f"model.layer_basis: got {m.layer_basis}, expected at most model.hidden_units + 1 "
+                    f"({m.hidden_units + 1}): the hidden activations and the bias span no more")
     rates = {k: getattr(dev, k) for k in dir(dev) if k.startswith("fault_") and k.endswith("_rate")}
     if sum(rates.values()) > 1.0:
         errs.append(f"device.fault_*_rate: rates sum to {sum(rates.values()):g}, expected at most 1 per command")

@@ -366,6 +366,31 @@ class ModelConfig:
         ge=1.5,
         le=1e12,
     )
+    layer_units: int = param(
+        4, doc="Training beyond the head (flight_sw/ml/layer_update.py): units of the extractor's last "
+        "layer each update may change, chosen by the data (largest Gauss-Newton gradient). 0: head only. "
+        "The layer system has layer_units x layer_basis unknowns and one right-hand side.", ge=0, le=64,
+    )
+    layer_basis: int = param(
+        12, doc="Principal directions of the hidden activations a unit's weight change may use (10 bands "
+        "through 32 ReLU units span about 10; the rest is noise and conditioning).", ge=1, le=256,
+    )
+    layer_ring_size: int = param(
+        96, doc="Recent training samples (not the held-back ones) a layer update is fitted on.", ge=8, le=65_536,
+    )
+    layer_interval_labels: int = param(
+        2048, doc="New training samples between two layer updates (about 10 a day on the default orbit): "
+        "each candidate is another chance for the gate to pass a change by luck, and each costs a "
+        "training task run.", ge=1,
+    )
+    layer_ridge: float = param(
+        0.05, doc="Ridge of the layer system in the whitened basis: a penalty on how far a changed unit's "
+        "output moves, per unit of its variance (the anchor against forgetting).", gt=0,
+    )
+    layer_gate_z: float = param(
+        2.0, doc="A candidate layer must win the reliability-weighted paired comparison on the held-back "
+        "labels by this many standard deviations (as model.validation_z for a head).", ge=0, le=10,
+    )
     teacher_hidden: tuple[int, ...] = param(
         (64, 64), doc="Hidden layers of the onboard teacher model (a larger float32 MLP trained on the "
         "ground with augmentation; flight_sw/ml/teacher.py); sizes its weights in the memory plan."

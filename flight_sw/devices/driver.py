@@ -302,9 +302,9 @@ class AnalogDriver:
         self._first_range = np.full(m, self.cfg.initial_out_range)  # learned for first rounds
         self.force_digital = False  # set by the host (power manager / FDIR) to keep the device off
         self.x = np.zeros((n, m))
-        self._r = np.zeros((n, m))
+        self._r = np.zeros(n * m)  # flat, like _qd: the residual is written by np.dot
         self._d = np.zeros((n, m))
-        self._qd = np.zeros((n, m))
+        self._qd = np.zeros(n * m)  # flat: np.dot writes only into a C-contiguous (n', m') view of it
         self._pp = np.zeros((n, m))
         self._qpp = np.zeros((n, m))
         self._alpha = np.zeros(m)
@@ -475,7 +475,7 @@ class AnalogDriver:
             self._maybe_calibrate()
         except DeviceFault:
             self._hard_faults += 1  # counted; calibration is retried next solve
-        r = self._r[:n, :m]
+        r = self._r[: n * m].reshape(n, m)
         r[...] = b
         self._reranges = 0
         res = 1.0
@@ -602,7 +602,7 @@ class AnalogDriver:
         gain = self._matrix_gain()
         if gain != 1.0:
             d *= gain
-        qd = self._qd[:n, :m]
+        qd = self._qd[: n * m].reshape(n, m)
         np.dot(q, d, out=qd)
         self._solve_flops += 2.0 * n * n * m
         if first:

@@ -205,13 +205,14 @@ def _argmax_row(feat_row, head, score_row):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def replay_paired(
     replay_x, replay_y, replay_src, start, n, mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, head_a, head_b,
-    inputs_differ, mean_b, cx_b, weights, veto_source, feat_row, score_row, out,
+    features_differ, mean_b, cx_b, w2t_b, c2_b, b2_b, weights, veto_source, feat_row, score_row, out,
 ):  # pragma: no cover - compiled
     """Two models on the same n replay samples (ring from `start`): a paired comparison.
 
     Model a is the extractor with inputs normalised by (mean, cx) and head_a; model b the
-    same extractor with head_b and, when `inputs_differ`, inputs normalised by (mean_b,
-    cx_b) (a label-free input adaptation, flight_sw/ml/adaptation.py); otherwise the
+    same extractor with head_b and, when `features_differ`, inputs normalised by (mean_b,
+    cx_b) (a label-free input adaptation, flight_sw/ml/adaptation.py) and the last layer
+    (w2t_b, c2_b, b2_b) (a layer update, flight_sw/ml/layer_update.py); otherwise the
     features are computed once for both heads.
 
     Only samples whose source has a positive weight (w = weights[source]) take part.
@@ -234,8 +235,8 @@ def replay_paired(
         _mlp_row(replay_x[i], mean, cx, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, feat_row)
         y = replay_y[i]
         ok_a = _argmax_row(feat_row, head_a, score_row) == y
-        if inputs_differ:
-            _mlp_row(replay_x[i], mean_b, cx_b, w1t, c1, b1, ih, w2t, c2, b2, xq, hid, feat_row)
+        if features_differ:
+            _mlp_row(replay_x[i], mean_b, cx_b, w1t, c1, b1, ih, w2t_b, c2_b, b2_b, xq, hid, feat_row)
         ok_b = _argmax_row(feat_row, head_b, score_row) == y
         if ok_a:
             out[0] += 1.0

@@ -177,9 +177,20 @@ class OnboardLearner:
                             scale: np.ndarray) -> None:
         """Classify with the active head but inputs normalised by (mean, scale) (an input
         adaptation's previous or candidate normalisation). Leaves `feat` describing no batch."""
+        e = self._ext_args
+        self._predict_with(pixels, out_labels, (mean, scale, *e[2:]))
+
+    def predict_with_layer(self, pixels: np.ndarray, out_labels: np.ndarray, w2: np.ndarray, c2: np.ndarray,
+                           b2: np.ndarray) -> None:
+        """Classify with the active head but the extractor's last layer (w2, c2, b2) (a layer
+        update's previous or candidate layer). Leaves `feat` describing no batch."""
+        e = self._ext_args
+        self._predict_with(pixels, out_labels, (*e[:6], w2, c2, b2, *e[9:]))
+
+    def _predict_with(self, pixels: np.ndarray, out_labels: np.ndarray, ext_args: tuple) -> None:
         n = pixels.shape[0]
         feat = self.feat[:n]
-        k.mlp_features_into(pixels, mean, scale, *self._ext_args[2:], feat)
+        k.mlp_features_into(pixels, *ext_args, feat)
         self.feat_source = None
         k.classify_into(feat, self.slots[self.active], self.scores[:n], out_labels)
 
@@ -412,15 +423,27 @@ class OnboardLearner:
         inputs normalised by (mean, scale), on the whole held-back ring (the label-free
         adaptation's gate, flight_sw/ml/adaptation.py): (active accuracy, candidate accuracy,
         weighted paired z, site-label vote, samples judged)."""
-        return self._paired_on_replay(self.slots[self.active], True, mean, scale)
+        e = self._ext_args
+        return self._paired_on_replay(self.slots[self.active], True, mean, scale, e[6], e[7], e[8])
 
-    def _paired_on_replay(self, head_b: np.ndarray, inputs_differ: bool, mean_b: np.ndarray,
-                          scale_b: np.ndarray) -> tuple[float, float, float, int, int]:
+    def compare_layer(self, w2: np.ndarray, c2: np.ndarray, b2: np.ndarray) -> tuple[float, float, float, int, int]:
+        """The active head with the active last layer against the same head with the layer
+        (w2, c2, b2), on the whole held-back ring (the layer update's gate,
+        flight_sw/ml/layer_update.py): as `compare_inputs`."""
+        e = self._ext_args
+        return self._paired_on_replay(self.slots[self.active], True, e[0], e[1], w2, c2, b2)
+
+    def _paired_on_replay(self, head_b: np.ndarray, features_differ: bool, mean_b: np.ndarray,
+                          scale_b: np.ndarray, w2_b: np.ndarray | None = None, c2_b: np.ndarray | None = None,
+                          b2_b: np.ndarray | None = None) -> tuple[float, float, float, int, int]:
         n = self.replay_count  # the whole ring: noisy labels need every held-back sample to see a real gain
         start = (self.replay_next - n) % self.replay_x.shape[0]
         out = self._paired
-        k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *self._ext_args,
-                        self.slots[self.active], head_b, inputs_differ, mean_b, scale_b, self.source_weights,
+        e = self._ext_args
+        k.replay_paired(self.replay_x, self.replay_y, self.replay_src, start, n, *e,
+                        self.slots[self.active], head_b, features_differ, mean_b, scale_b,
+                        e[6] if w2_b is None else w2_b, e[7] if c2_b is None else c2_b, e[8] if b2_b is None else b2_b,
+                        self.source_weights,
                         0,  # 0: site labels veto
                         self.feat_row, self.score_row, out)
         judged = out[4]

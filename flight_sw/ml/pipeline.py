@@ -34,7 +34,8 @@ from flight_sw.ml.labels import (
     confident_into,
     site_labels_into,
 )
-from flight_sw.ml.learner import OnboardLearner
+from flight_sw.ml.layer_update import IDLE, LayerUpdate
+from flight_sw.ml.learner import HOLDOUT_EVERY, OnboardLearner
 from flight_sw.ml.model import ModelImage
 from flight_sw.ml.radiometry import OUTCOMES as CAL_OUTCOMES
 from flight_sw.ml.radiometry import RadiometricCalibration
@@ -60,6 +61,7 @@ class PayloadLearning:
             cfg, buffers, None if reference is None else reference.diffuser_reflectance)
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.adaptation = InputAdaptation(cfg, image, buffers)
+        self.layer = LayerUpdate(cfg, buffers, solver)
         self._adapting = adapting
         self.reference = reference
         if reference is not None:
@@ -95,6 +97,8 @@ class PayloadLearning:
         self.learner.load_kernels()
         if adapting:
             self.adaptation.load_kernels()
+        self.layer.load_kernels(self.learner._ext_args, self.learner.slots[self.learner.active],
+                                self._cal_pixels[:0], self._cal_labels[:0], self._cal_anc[:0, ANC_DETECTOR])
 
     def acquisition_of(self, kind: str) -> str | None:
         """The buffer a task of `kind` acquires into when it runs ("" for a calibration reading,
@@ -177,8 +181,12 @@ class PayloadLearning:
             self._watch_calibration(px, lab, anc, m, t)
         if monitor and self.adaptation.watch_remaining > 0:
             self._watch_adaptation(px, lab, m, t)
+        if monitor and self.layer.watch_remaining > 0:
+            self._watch_layer(px, lab, m, t)
+        seen = self.learner.labelled_seen
         self.learner.accumulate(px, lab, self._cal_pred[:m], monitor=monitor, source=source,
                                 columns=anc[:, ANC_DETECTOR])
+        self.layer.take(px, lab, anc[:, ANC_DETECTOR], m, seen, HOLDOUT_EVERY)
         if self.learner.rollback_pending_report:
             self.learner.rollback_pending_report = False
             self.report_update("rolled_back", t)
@@ -196,6 +204,7 @@ class PayloadLearning:
         old_ok = count_equal(pred, lab, m)
         if cal.watch(new_ok, old_ok, m):
             learner.remap_replay(cal, 1 - cal.active, cal.active)
+            self.layer.remap_ring(cal, 1 - cal.active, cal.active)
             np.copyto(px, old_px)  # this batch too: the learner takes it in the restored table
             learner.forget()
             self.adaptation.restart_window()
@@ -214,6 +223,19 @@ class PayloadLearning:
             adapt.rollback_pending_report = False
             learner.forget()
             self._report_adaptation("rolled_back", t)
+
+    def _watch_layer(self, px: np.ndarray, lab: np.ndarray, m: int, t: float) -> None:
+        """Site labels after a layer commit: the active head with the new and the previous last layer."""
+        layer, learner = self.layer, self.learner
+        pred = self._cal_pred[:m]
+        learner.predict(px, pred)
+        new_ok = count_equal(pred, lab, m)
+        learner.predict_with_layer(px, pred, *layer.previous())
+        old_ok = count_equal(pred, lab, m)
+        if layer.watch(new_ok, old_ok, m):
+            layer.rollback_pending_report = False
+            learner.forget()
+            self._report_layer("rolled_back", t)
 
     def task_adaptation(self, t: float) -> float:
         """One bounded step of the label-free input adaptation (flight_sw/ml/adaptation.py)."""
@@ -253,6 +275,7 @@ class PayloadLearning:
         if not cal.rollback():
             return False
         self.learner.remap_replay(cal, before, cal.active)
+        self.layer.remap_ring(cal, before, cal.active)
         self.learner.forget()
         self.adaptation.restart_window()
         self._report_calibration("rolled_back", t)
@@ -271,6 +294,7 @@ class PayloadLearning:
         outcome = cal.step(t, self.payload, self._heldback, self.learner.held_by_source[SOURCE_SITE])
         if outcome == "committed":  # held-back samples and statistics follow the new table
             self.learner.remap_replay(cal, before, cal.active)
+            self.layer.remap_ring(cal, before, cal.active)
             self.learner.forget()
             self.adaptation.restart_window()  # its pixels were corrected by the old table
         if outcome is not None:
@@ -300,6 +324,9 @@ class PayloadLearning:
         learner = self.learner
         if self.training_blocked():
             return -1.0  # issue 7 hook: no onboard commit may overwrite an uploaded model's fallback slot
+        layer = self.layer
+        if layer.phase != IDLE or (not learner.wants_training() and layer.wants_step()):
+            return self._layer_step(t)  # a layer update, once started, finishes before the next head update
         if not learner.wants_training():
             return -1.0
         outcome = learner.training_step()
@@ -311,6 +338,32 @@ class PayloadLearning:
         if outcome is not None:
             self.report_update(outcome, t)
         return cost_s
+
+    def _layer_step(self, t: float) -> float:
+        """One step of the last-layer update (flight_sw/ml/layer_update.py) in a `training` task run."""
+        learner, layer = self.learner, self.layer
+        outcome = layer.step(learner._ext_args, learner.slots[learner.active], learner.compare_layer)
+        if outcome == "committed":
+            learner.forget()  # the features moved: the head's statistics describe the old ones
+        if outcome in ("committed", "refused"):
+            self._report_layer(outcome, t)
+        return layer.last_step_flops / self.cpu_flops_per_s
+
+    def _report_layer(self, outcome: str, t: float) -> None:
+        a = self.layer
+        payload = d.LAYER_UPDATE_STRUCT.pack(
+            d.LAYER_OUTCOMES.index(outcome),
+            a.version if outcome != "refused" else a.next_version,
+            a.last_refusal if outcome == "refused" else 0,
+            a.last_units,
+            a.last_candidate_acc,
+            a.last_active_acc,
+            a.last_gate_z,
+            a.last_path,
+            a.last_energy_j,
+            a.last_residual,
+        )
+        self.tm.event(d.EVENT_LAYER_UPDATE, "info" if outcome == "committed" else "low", payload, t)
 
     def _report_samples(self, t: float, m: int) -> None:
         """Send a few site-labelled samples down (HK SID 5) for the ground's replay and retraining."""
@@ -352,9 +405,10 @@ class PayloadLearning:
     # -- snapshot ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"learner": self.learner.state_dict(), "calibration": self.calibration.state_dict(),
-                "adaptation": self.adaptation.state_dict()}
+                "adaptation": self.adaptation.state_dict(), "layer": self.layer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
         self.calibration.load_state_dict(state["calibration"])
         self.adaptation.load_state_dict(state["adaptation"])
+        self.layer.load_state_dict(state["layer"])

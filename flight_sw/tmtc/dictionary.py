@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 11  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15)
+DICTIONARY_VERSION = 12  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE (training beyond the head, issue 13)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -245,6 +245,24 @@ ADAPTATION_UPDATE: tuple[Param, ...] = (
     Param("window_pixels", "I", "", "Pixels in the window the candidate was estimated from."),
 )
 
+EVENT_LAYER_UPDATE = 19  # params: see LAYER_UPDATE
+LAYER_OUTCOMES = ("committed", "refused", "rolled_back")
+LAYER_REFUSALS = ("none", "degenerate", "solve_failed", "no_heldback", "worse", "site_veto")
+LAYER_UPDATE: tuple[Param, ...] = (
+    Param("outcome", "B", "", "0 committed, 1 refused, 2 rolled back (flight_sw.ml.layer_update.OUTCOMES)."),
+    Param("version", "I", "", "Candidate (or restored) version of the extractor's last layer (0: the ground's)."),
+    Param("refusal", "B", "", "0 none, 1 too few units the labels reach or a degenerate hidden layer, 2 the solve "
+          "failed, 3 too few held-back labels, 4 not better on the held-back labels, 5 the site labels alone "
+          "prefer the active layer (LAYER_REFUSALS)."),
+    Param("units", "I", "", "Bit mask of the last-layer units the candidate changed (chosen by the data)."),
+    Param("candidate_accuracy", "f", "", "Active head on the held-back labels with the candidate layer (NaN: not judged)."),
+    Param("active_accuracy", "f", "", "... with the active layer."),
+    Param("gate_z", "f", "", "Reliability-weighted paired statistic, candidate against active (accept >= model.layer_gate_z)."),
+    Param("solve_path", "B", "", "Optimizer path of the layer system: 0 digital, 1 analog."),
+    Param("solve_energy_j", "f", "J", "Modelled energy of the layer system's solve on that path."),
+    Param("solve_residual", "f", "", "Relative residual of the accepted solution (recomputed digitally)."),
+)
+
 
 #: Service 15 reports (flight_sw.tmtc.packet_store): source data is N (u8, the number of packet
 #: stores: 1) then one record per store. TM[15,13] packet store content summary (70-41C 8.15.2.9):
@@ -277,6 +295,7 @@ HK_ORBIT_STRUCT = struct_of(HK_ORBIT)
 TRAINING_UPDATE_STRUCT = struct_of(TRAINING_UPDATE)
 CALIBRATION_UPDATE_STRUCT = struct_of(CALIBRATION_UPDATE)
 ADAPTATION_UPDATE_STRUCT = struct_of(ADAPTATION_UPDATE)
+LAYER_UPDATE_STRUCT = struct_of(LAYER_UPDATE)
 HK_DEVICE_STRUCT = struct_of(HK_DEVICE)
 STORE_CONTENT_SUMMARY_STRUCT = struct_of(STORE_CONTENT_SUMMARY)
 STORE_STATUS_STRUCT = struct_of(STORE_STATUS)

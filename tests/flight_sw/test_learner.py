@@ -298,6 +298,7 @@ def test_paired_statistic_matches_a_plain_count(default_cfg, image):
     out = np.zeros(6)
     k.replay_paired(learner.replay_x, learner.replay_y, learner.replay_src, start, n, *learner._ext_args,
                     learner.slots[learner.active], head_b, False, learner.extractor.mean, learner.extractor.cx,
+                    learner.extractor.w2, learner.extractor.c2, learner.extractor.b2,
                     weights, 0, learner.feat_row, learner.score_row, out)
     idx = (start + np.arange(n)) % learner.replay_x.shape[0]
     feat = np.zeros((n, learner.feat.shape[1]))
