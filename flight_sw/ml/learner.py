@@ -60,7 +60,7 @@ STATE_FIELDS = (
     "labelled_seen", "watch_remaining", "watch_new_correct", "watch_old_correct",
     "rollback_pending_report", "last_candidate_acc", "last_active_acc", "slot_versions", "drift_pending",
     "precond_refreshes", "last_kappa", "stats_resets", "labels_by_source", "held_by_source",
-    "last_refusal", "last_gate_z", "last_site_vote",
+    "last_refusal", "last_gate_z", "last_site_vote", "basis_stale",
 )
 #: Reasons for re-seeding the statistics (flight_sw.tmtc.dictionary.STATISTICS_RESET_REASONS).
 RESET_NOT_FINITE, RESET_NOT_PD = 0, 1
@@ -96,6 +96,7 @@ class OnboardLearner:
         self._lanczos_tridiag = buffers["ml.lanczos_tridiag"]
         self.feat_white = buffers["ml.batch_features_white"]
         self.precond_refreshes = 0
+        self.basis_stale = False  # the features changed under the basis: refresh at the next solve
         self.last_kappa = math.nan  # estimate for the last system handed to the optimizer
         self.last_step_flops = 0.0
         self.b_solve = buffers["ml.solver_rhs"]
@@ -229,6 +230,14 @@ class OnboardLearner:
         """Gate weights from each source's published reliability (site maps' accuracy, the
         teacher's pre-launch validation precision); self-labels never judge."""
         self.source_weights[...] = (max(2.0 * site - 1.0, 0.0), max(2.0 * teacher - 1.0, 0.0), 0.0)
+
+    def features_changed(self) -> None:
+        """The extractor's last layer changed (a layer commit or rollback): forget as after a
+        calibration, and re-whiten at the next solve. New features can change the head system's
+        spectrum at once, which the 8-step Lanczos estimate can miss (it saw kappa 4 where the
+        system had 11 after layer commits)."""
+        self.forget()
+        self.basis_stale = True
 
     def forget(self) -> None:
         """Scale the statistics by `model.drift_forget` and start an update at the next labels
@@ -470,7 +479,8 @@ class OnboardLearner:
         self._form_system()
         if not (k.all_finite(self.q_solve) and k.all_finite(self.b_solve)):
             self._reset_statistics(RESET_NOT_FINITE)
-        if self.last_kappa > self.cfg.precondition_kappa_max:
+        if self.last_kappa > self.cfg.precondition_kappa_max or self.basis_stale:
+            self.basis_stale = False
             if pc.refresh_basis(self.q_solve, self.q, self.b, self.prior_system, self.prior_b, self.precond,
                                 self._precond_factor, self._precond_scratch):
                 self.precond_refreshes += 1

@@ -234,7 +234,7 @@ class PayloadLearning:
         old_ok = count_equal(pred, lab, m)
         if layer.watch(new_ok, old_ok, m):
             layer.rollback_pending_report = False
-            learner.forget()
+            learner.features_changed()
             self._report_layer("rolled_back", t)
 
     def task_adaptation(self, t: float) -> float:
@@ -344,7 +344,7 @@ class PayloadLearning:
         learner, layer = self.learner, self.layer
         outcome = layer.step(learner._ext_args, learner.slots[learner.active], learner.compare_layer)
         if outcome == "committed":
-            learner.forget()  # the features moved: the head's statistics describe the old ones
+            learner.features_changed()  # the head's statistics and basis describe the old features
         if outcome in ("committed", "refused"):
             self._report_layer(outcome, t)
         return layer.last_step_flops / self.cpu_flops_per_s

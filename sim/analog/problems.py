@@ -40,6 +40,9 @@ class ProblemSet:
     energy_j: list[float] = field(default_factory=list)
     rel_residual: list[float] = field(default_factory=list)  # reported
     checked_residual: list[float] = field(default_factory=list)  # recomputed here in float64
+    #: The last layer's systems (one right-hand side, flight_sw/ml/layer_update.py), kept apart:
+    #: (q, b, path, rounds, fallback reason, energy_j, checked residual) per solve.
+    layer: list[tuple] = field(default_factory=list)
     refreshes: int = 0  # whitening-basis refreshes during the mission
     stats: dict = field(default_factory=dict)  # driver counters at the end (analog backend)
 
@@ -83,7 +86,7 @@ def mission_problems(
     progress: Callable[[float], None] | None = None,
 ) -> ProblemSet:
     """Fly `cfg` for `days` with the optimizer `backend` (analog: the emulator in-process) and
-    record every head-training system and its solve."""
+    record every head-training system and its solve (the last layer's apart, in `layer`)."""
     from sim.simulation import Simulation
 
     run_cfg = mission_config(cfg, days, shift_day, backend)
@@ -96,6 +99,10 @@ def mission_problems(
 
     def recording_solve(q, b):
         x, rep = solve(q, b)
+        if solve_from_layer[0]:  # the last layer's system (flight_sw/ml/layer_update.py)
+            out.layer.append((q.copy(), b.copy(), rep.path, rep.rounds, rep.fallback_reason if rep.fallback else 0,
+                              rep.energy_j, float(np.linalg.norm(q @ x - b) / np.linalg.norm(b))))
+            return x, rep
         out.q.append(q.copy())
         out.b.append(b.copy())
         out.precond.append(learner.precond.copy())
@@ -110,7 +117,19 @@ def mission_problems(
         out.checked_residual.append(float(np.linalg.norm(q @ x - b) / np.linalg.norm(b)))
         return x, rep
 
-    solver.solve = recording_solve  # the learner calls self.solver.solve: same object
+    solver.solve = recording_solve  # the learner and the layer job call self.solver.solve: same object
+    layer = fsw.learning.layer
+    layer_step = layer.step
+    solve_from_layer = [False]
+
+    def layer_step_marked(*args):
+        solve_from_layer[0] = True
+        try:
+            return layer_step(*args)
+        finally:
+            solve_from_layer[0] = False
+
+    layer.step = layer_step_marked
     day_ticks = int(round(86400.0 / run_cfg.executive.minor_frame_s))
     while not sim.done:
         sim.advance(day_ticks)

@@ -17,7 +17,12 @@ Figures (numbers; `flightsim bench analog [--quick]`):
   the same problems, no refinement, 8-bit DAC, input DAC and ADC.
 - ``analog.energy_ratio_digital_to_analog``: mean modelled energy per solve of the
   digital solver (Cholesky, 1 nJ/flop CPU model) over that of the analog path (device
-  energy + the driver's digital refinement and checks), same problems.
+  energy + the driver's digital refinement and checks), same problems (the head's systems).
+- ``analog.layer_energy_ratio_digital_to_analog``, ``analog.layer_rounds_p95``,
+  ``analog.layer_fallback_share``, ``analog.layer_solves``, ``analog.layer_wrong_accepted``:
+  the same for the last layer's systems of the same mission (one right-hand side,
+  n = model.layer_units x layer_basis; flight_sw/ml/layer_update.py), and
+  ``analog.mission_energy_ratio_all_systems``: head and layer systems together.
 - ``analog.campaign_solves``, ``analog.campaign_wrong_accepted``,
   ``analog.campaign_crashes``: fault campaign on the same problems, every fault kind
   injected at random (10,000 solves; 300 with --quick).
@@ -151,6 +156,44 @@ def mission_energy(ps, cfg, log) -> float:
         f"-> ratio {ratio:.2f}; the learner's basis refreshes add {refresh_j * 1e6:.2f} uJ per solve on average "
         "(both paths see the same whitened systems)")
     return ratio
+
+
+def layer_energy(ps, cfg, log) -> dict[str, float]:
+    """The last layer's systems (one right-hand side, n = layer_units x layer_basis): the analog
+    path against a digital Cholesky of the same system, and both kinds of solve together."""
+    from flight_sw.devices.optimizer import PATH_ANALOG, DigitalSolver
+
+    if not ps.layer:
+        log("last-layer systems: none solved in this mission")
+        return {"analog.layer_solves": 0.0}
+    n = ps.layer[0][0].shape[0]
+    dig = DigitalSolver(n, 1, cfg.device.digital_energy_per_flop_j)
+    e_an, e_dig, rounds = [], [], []
+    for q, b, path, r, _, e, _ in ps.layer:
+        if path == PATH_ANALOG:
+            e_an.append(e)
+            e_dig.append(dig.solve(q, b)[1].energy_j)
+            rounds.append(r)
+    out = {
+        "analog.layer_solves": float(len(ps.layer)),
+        "analog.layer_fallback_share": float(np.mean([f != 0 for *_, f, _, _ in ps.layer])),
+        "analog.layer_wrong_accepted": float(sum(res > 1e-6 for *_, res in ps.layer)),
+    }
+    if e_an:
+        out["analog.layer_energy_ratio_digital_to_analog"] = float(np.mean(e_dig) / np.mean(e_an))
+        out["analog.layer_rounds_p95"] = float(np.percentile(rounds, 95))
+        head_dig = DigitalSolver(N, M, cfg.device.digital_energy_per_flop_j)
+        head = [(e, head_dig.solve(q, b)[1].energy_j) for q, b, path, e in zip(ps.q, ps.b, ps.path, ps.energy_j,
+                                                                               strict=True) if path == PATH_ANALOG]
+        total_an = sum(e for e, _ in head) + sum(e_an)
+        total_dig = sum(d for _, d in head) + sum(e_dig)
+        out["analog.mission_energy_ratio_all_systems"] = float(total_dig / total_an)
+        log(f"last-layer systems (n = {n}, one right-hand side): {len(ps.layer)} solves, analog path "
+            f"{np.mean(e_an) * 1e6:.1f} uJ vs Cholesky {np.mean(e_dig) * 1e6:.1f} uJ -> ratio "
+            f"{out['analog.layer_energy_ratio_digital_to_analog']:.2f}, rounds p95 {out['analog.layer_rounds_p95']:g}, "
+            f"fallback {out['analog.layer_fallback_share']:.1%}; head and layer systems together: ratio "
+            f"{out['analog.mission_energy_ratio_all_systems']:.2f}")
+    return out
 
 
 def raw_accuracy(problems, params, log) -> float:
@@ -433,6 +476,7 @@ def run(quick: bool, log) -> dict[str, float]:
     figures: dict[str, float] = {}
     figures.update(mission_figures(ps, log))
     figures["analog.energy_ratio_digital_to_analog"] = mission_energy(ps, cfg, log)
+    figures.update(layer_energy(ps, cfg, log))
     spread = problems[:: max(1, len(problems) // (100 if quick else 500))]
     figures["analog.raw_rel_residual_median"] = raw_accuracy(spread, params, log)
     figures.update(flight_basis_figures(ps, params, 30 if quick else 200, log))

@@ -12,7 +12,7 @@ from flight_sw.devices.optimizer import DigitalSolver
 from flight_sw.devices.transport import InProcessTransport
 from flight_sw.memory import SOLVE_ARENA, allocate_buffers, arena_groups, buffer_sizes_bytes
 from flight_sw.ml import layer_update as lu
-from flight_sw.ml.learner import HOLDOUT_EVERY, OnboardLearner
+from flight_sw.ml.learner import HOLDOUT_EVERY, VALIDATE, OnboardLearner
 
 from .conftest import DEFAULT, digital
 
@@ -258,3 +258,16 @@ def test_inconsistent_layer_settings_are_refused_naming_the_key(units, basis, me
 
 def test_digital_default_config_still_plans(default_cfg):
     assert digital(default_cfg).model.layer_units > 0
+
+
+def test_a_layer_commit_re_whitens_the_head_basis_at_the_next_solve(default_cfg, image):
+    """New features can change the head system's spectrum at once: the next head solve refreshes
+    the whitening basis (one digital Cholesky) instead of trusting the 8-step Lanczos estimate."""
+    learner, layer, outcome = _commit_one(default_cfg, image)
+    assert outcome == "committed"
+    learner.features_changed()
+    before = learner.precond_refreshes
+    learner.new_labels = learner.cfg.min_new_labels
+    assert learner.training_step() is None and learner.state == VALIDATE  # solved
+    assert learner.precond_refreshes == before + 1 and not learner.basis_stale
+    assert np.linalg.cond(learner.q_solve) < 1.5  # whitened again for the current features
