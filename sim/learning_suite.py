@@ -181,6 +181,9 @@ def run_one(name: str, seed: int, quick: bool, products: tuple) -> dict:
     adapt = sim.fsw.adaptation
     figures["adaptations_committed"] = float(adapt.accepted)
     figures["adaptations_refused"] = float(adapt.refused)
+    layer = sim.fsw.learning.layer
+    figures["layer_commits"] = float(layer.accepted)
+    figures["layer_refused"] = float(layer.refused)
     src = np.asarray(log.lab_source, dtype=np.int64)
     labels, agree = {}, {}
     for code, source in enumerate(("site", "teacher", "self")):
@@ -256,7 +259,7 @@ def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels
             flat[f"learning.{name}.{arm}_drop_pts"] = mean
         flat[f"learning.{name}.onboard_ci95_pts"] = figs["onboard_drop_pts"]["ci95"]
         for key in ("onboard_recovery_orbits", "ground_recovery_orbits", "forgetting_pts", "adaptations_committed",
-                    "adaptations_refused"):
+                    "adaptations_refused", "layer_commits", "layer_refused"):
             figs[key] = ci95([r["figures"][key] for r in rows])[0]
             flat[f"learning.{name}.{key}"] = figs[key]
         best = min(figs[f"{a}_drop_pts"]["mean"] for a in BASELINES)

@@ -24,13 +24,15 @@ Kept from before (on the stress scenario's configuration):
   buffers are ``learning.teacher_bytes``).
 - ``learning.energy_per_update_j``: energy of the training task runs plus the solves,
   per judged update (committed or refused: the gate rarely commits; stress scenario, 10
-  days; quick: 3).
+  days; quick: 3). The training task steps both the head's and the last layer's update,
+  so both count.
 - ``learning.energy_per_calibration_j``: energy of the calibration task runs (dark and
   diffuser readings, validation) per judged calibration table, same run.
 - ``learning.energy_per_adaptation_j``: energy of the input adaptation task runs (candidate,
   gate, commit) per candidate it finished (committed or refused), same run.
 - Per scenario, ``learning.S.adaptations_committed`` / ``_refused``: label-free input
-  adaptations per run, mean over seeds.
+  adaptations per run, mean over seeds; ``learning.S.layer_commits`` / ``_refused``: the same
+  for the last-layer update (flight_sw/ml/layer_update.py).
 - ``learning.int8_speedup_vs_numpy``: the numba int8 MLP kernel against a numpy float32
   MLP on the same flight batch, median times.
 Retired with the single-run evaluation: learning.onboard_mean_drop_pts,
@@ -164,8 +166,11 @@ def run(quick: bool, log) -> dict[str, float]:
     fsw = sim.fsw
     learner = fsw.learner
     energy = _task_energy_j(fsw, "training") + fsw.solver.energy_total_j
-    updates = max(learner.accepted + learner.refused, 1)
-    log(f"  {learner.accepted} updates committed, {learner.refused} refused, {learner.rollbacks} rolled back; "
+    layer = fsw.learning.layer
+    # The training task runs both jobs (head and last layer), one step per run: energy per judged update of either.
+    updates = max(learner.accepted + learner.refused + layer.accepted + layer.refused, 1)
+    log(f"  head: {learner.accepted} updates committed, {learner.refused} refused, {learner.rollbacks} rolled back; "
+        f"last layer: {layer.accepted} committed, {layer.refused} refused, {layer.rollbacks} rolled back; "
         f"training energy {energy / 1000:.1f} kJ; labels by source {learner.labels_by_source}")
     cal = fsw.calibration
     cal_energy = _task_energy_j(fsw, "calibration")
@@ -177,7 +182,8 @@ def run(quick: bool, log) -> dict[str, float]:
     adapt_judged = max(adapt.accepted + adapt.refused, 1)
     log(f"  input adaptation: {adapt.windows} windows, {adapt.accepted} committed, {adapt.refused} refused, "
         f"{adapt.rollbacks} rolled back; task energy {adapt_energy:.0f} J")
-    working = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith(("ml.", "cal.", "adapt.")))
+    working = sum(v.nbytes for k, v in fsw.buffers.items()
+                  if k.startswith(("ml.", "cal.", "adapt.", "layer.")) and v.base is None)  # arena views once
     teacher_bytes = sum(v.nbytes for k, v in fsw.buffers.items() if k.startswith("teacher."))
 
     calm = dataclasses.replace(

@@ -210,7 +210,8 @@ def _fake_result(name, seed, drops):
             "agreement": {s: np.ones(n) for s in ("site", "teacher", "self")}, "teacher_accuracy": np.ones(n),
             "figures": {**{f"{a}_drop_pts": drops[a] for a in ARMS}, "onboard_recovery_orbits": 1.0,
                         "ground_recovery_orbits": 5.0, "forgetting_pts": 0.5, "teacher_post_accuracy": 0.8,
-                        "adaptations_committed": 1.0, "adaptations_refused": 3.0},
+                        "adaptations_committed": 1.0, "adaptations_refused": 3.0, "layer_commits": 2.0,
+                        "layer_refused": 5.0},
             "labels_total": {"site": 1.0, "teacher": 2.0, "self": 0.0}, "wall_s": 1.0}
 
 
