@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.commit_watch import previous_wins
+from flight_sw.ml.commit_watch import VersionedSlots
 from flight_sw.ml.model import INT8_MAX, ModelImage
 from flight_sw.tmtc import dictionary as d
 
@@ -57,9 +57,10 @@ STATE_FIELDS = (
 )
 
 
-class InputAdaptation:
+class InputAdaptation(VersionedSlots):
     def __init__(self, cfg: MissionConfig, image: ModelImage, buffers: dict[str, np.ndarray]):
         self.cfg = cfg.adaptation
+        self.watch_window, self.watch_margin = WATCH_WINDOW, cfg.adaptation.watch_drop
         self.slots = buffers["adapt.norm_slots"]  # (2 slots, mean / scale, bands)
         self.reference = buffers["adapt.reference"]  # (mean / std, bands) of the reference window
         self.window = buffers["adapt.window"]  # (sum / sum of squares, bands) of the current window
@@ -172,23 +173,6 @@ class InputAdaptation:
         self.phase = COMMIT
         return None
 
-    def _refuse(self, reason: int) -> str:
-        self.refused += 1
-        self.last_refusal = reason
-        return "refused"
-
-    def _commit(self) -> None:
-        new = 1 - self.active
-        self.slot_versions[new] = self.next_version
-        self._activate(new)
-        self.version = self.next_version
-        self.next_version += 1
-        self.accepted += 1
-        self.phase = IDLE
-        self.last_refusal = 0
-        self.watch_remaining = WATCH_WINDOW
-        self.watch_new_correct = self.watch_old_correct = 0
-
     def _activate(self, slot: int) -> None:
         self.active = slot  # the atomic switch: the extractor's buffers follow at once
         np.copyto(self.live_mean, self.slots[slot, 0])
@@ -198,26 +182,6 @@ class InputAdaptation:
     def previous(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, scale) of the other slot (the previous normalisation while it can come back)."""
         return self.slots[1 - self.active, 0], self.slots[1 - self.active, 1]
-
-    def watch(self, correct_new: int, correct_old: int, n: int) -> bool:
-        """Site labels after a commit: True when they favour the previous normalisation and it is restored."""
-        if previous_wins(self, correct_new, correct_old, n, WATCH_WINDOW, self.cfg.watch_drop) and self.rollback():
-            self.rollback_pending_report = True
-            return True
-        return False
-
-    def can_roll_back(self) -> bool:
-        return self.slot_versions[1 - self.active] >= 0 and self.phase == IDLE
-
-    def rollback(self) -> bool:
-        """Back to the other slot (the previous normalisation, bit-identical); False when there is none."""
-        if not self.can_roll_back():
-            return False
-        self._activate(1 - self.active)
-        self.version = self.slot_versions[self.active]
-        self.rollbacks += 1
-        self.watch_remaining = 0
-        return True
 
     # -- snapshot ------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -22,3 +22,59 @@ def previous_wins(owner, correct_new: int, correct_old: int, n: int, window: int
         return False
     seen = window - owner.watch_remaining
     return (owner.watch_old_correct - owner.watch_new_correct) / max(seen, 1) > margin
+
+
+class VersionedSlots:
+    """A versioned artefact in two slots (the calibration table, the input normalisation, the
+    extractor's last layer): the candidate is built in the inactive slot, committed by the atomic
+    switch, watched on the next labels, and rolled back bit-identically.
+
+    The owner keeps as attributes `active`, `version`, `next_version`, `slot_versions` (-1 for a
+    slot being overwritten), `phase` (0 idle), `accepted`, `refused`, `rollbacks`, `last_refusal`,
+    the watch counters and `rollback_pending_report`; it sets `watch_window` and `watch_margin`
+    and implements `_activate(slot)` (what the switch does besides setting `active`).
+    """
+
+    watch_window = 64
+    watch_margin = 0.05
+
+    def _activate(self, slot: int) -> None:
+        self.active = slot
+
+    def _refuse(self, reason: int) -> str:
+        self.refused += 1
+        self.last_refusal = reason
+        return "refused"
+
+    def _commit(self) -> None:
+        new = 1 - self.active
+        self.slot_versions[new] = self.next_version
+        self._activate(new)  # the atomic switch
+        self.version = self.next_version
+        self.next_version += 1
+        self.accepted += 1
+        self.phase = 0
+        self.last_refusal = 0
+        self.watch_remaining = self.watch_window
+        self.watch_new_correct = self.watch_old_correct = 0
+
+    def watch(self, correct_new: int, correct_old: int, n: int) -> bool:
+        """Labels after a commit: True when they favour the previous version and it is restored."""
+        if previous_wins(self, correct_new, correct_old, n, self.watch_window, self.watch_margin) and self.rollback():
+            self.rollback_pending_report = True
+            return True
+        return False
+
+    def can_roll_back(self) -> bool:
+        """The other slot holds a committed version (not a candidate being built or refused)."""
+        return self.slot_versions[1 - self.active] >= 0 and self.phase == 0
+
+    def rollback(self) -> bool:
+        """Back to the other slot (the previous version, bit-identical); False when there is none."""
+        if not self.can_roll_back():
+            return False
+        self._activate(1 - self.active)
+        self.version = self.slot_versions[self.active]
+        self.rollbacks += 1
+        self.watch_remaining = 0
+        return True

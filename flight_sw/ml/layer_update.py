@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.commit_watch import previous_wins
+from flight_sw.ml.commit_watch import VersionedSlots
 from flight_sw.ml.kernels import _mlp_row
 from flight_sw.tmtc import dictionary as d
 
@@ -110,10 +110,11 @@ def layer_buffer_specs(cfg: MissionConfig) -> tuple[dict, list[dict]]:
     return persistent, scratch
 
 
-class LayerUpdate:
+class LayerUpdate(VersionedSlots):
     def __init__(self, cfg: MissionConfig, buffers: dict[str, np.ndarray], solver):
         self.cfg = cfg.model
         self.enabled = cfg.model.layer_units > 0
+        self.watch_window, self.watch_margin = WATCH_WINDOW, WATCH_MARGIN
         self.solver = solver
         self.ring_count = self.ring_next = self.ring_new = 0
         self.active = 0
@@ -269,23 +270,6 @@ class LayerUpdate:
         self.phase = COMMIT
         return None
 
-    def _refuse(self, reason: int) -> str:
-        self.refused += 1
-        self.last_refusal = reason
-        return "refused"
-
-    def _commit(self) -> None:
-        new = 1 - self.active
-        self.slot_versions[new] = self.next_version
-        self._activate(new)
-        self.version = self.next_version
-        self.next_version += 1
-        self.accepted += 1
-        self.phase = IDLE
-        self.last_refusal = 0
-        self.watch_remaining = WATCH_WINDOW
-        self.watch_new_correct = self.watch_old_correct = 0
-
     def _activate(self, slot: int) -> None:
         self.active = slot  # the atomic switch: the extractor's buffers follow at once
         np.copyto(self.live_w2, self.slots_w2[slot])
@@ -298,25 +282,8 @@ class LayerUpdate:
         o = 1 - self.active
         return self.slots_w2[o], self.slots_c2[o], self.slots_b2[o]
 
-    def watch(self, correct_new: int, correct_old: int, n: int) -> bool:
-        """Site labels after a commit: True when they favour the previous layer and it is restored."""
-        if previous_wins(self, correct_new, correct_old, n, WATCH_WINDOW, WATCH_MARGIN) and self.rollback():
-            self.rollback_pending_report = True
-            return True
-        return False
-
     def can_roll_back(self) -> bool:
-        return self.enabled and self.slot_versions[1 - self.active] >= 0 and self.phase == IDLE
-
-    def rollback(self) -> bool:
-        """Back to the other slot (the previous layer, bit-identical); False when there is none."""
-        if not self.can_roll_back():
-            return False
-        self._activate(1 - self.active)
-        self.version = self.slot_versions[self.active]
-        self.rollbacks += 1
-        self.watch_remaining = 0
-        return True
+        return self.enabled and super().can_roll_back()
 
     # -- snapshot -------------------------------------------------------------------------------
     def state_dict(self) -> dict:

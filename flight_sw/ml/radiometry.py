@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from flight_sw.config.schema import MissionConfig
-from flight_sw.ml.commit_watch import previous_wins
+from flight_sw.ml.commit_watch import VersionedSlots
 from flight_sw.tmtc import dictionary as d
 
 #: Calibration acquisition kinds and the payload's answers (PayloadDevice.acquire_calibration).
@@ -72,9 +72,10 @@ STATE_FIELDS = (
 )
 
 
-class RadiometricCalibration:
+class RadiometricCalibration(VersionedSlots):
     def __init__(self, cfg: MissionConfig, buffers: dict[str, np.ndarray], diffuser_reflectance=None):
         self.cfg = cfg.radiometry
+        self.watch_window, self.watch_margin = WATCH_WINDOW, cfg.radiometry.max_heldback_drop
         self.gain_q = buffers["cal.gain_q"]
         self.offset_q = buffers["cal.offset_q"]
         self.dark_q = buffers["cal.dark_q"]
@@ -247,43 +248,10 @@ class RadiometricCalibration:
         self.phase = COMMIT
         return None
 
-    def _refuse(self, reason: int) -> str:
-        self.refused += 1
-        self.last_refusal = reason
-        return "refused"
-
-    def _commit(self) -> None:
-        new = 1 - self.active
-        self.slot_versions[new] = self.next_version
-        self.active = new  # the atomic switch
-        self.version = self.next_version
-        self.next_version += 1
-        self.accepted += 1
-        self.phase = IDLE
-        self.last_refusal = 0
-        self.watch_remaining = WATCH_WINDOW
-        self.watch_new_correct = self.watch_old_correct = 0
-
-    def watch(self, correct_new: int, correct_old: int, n: int) -> bool:
-        """Site labels after a commit: True when they favour the previous table and it is restored."""
-        if previous_wins(self, correct_new, correct_old, n, WATCH_WINDOW, self.cfg.max_heldback_drop) and self.rollback():
-            self.rollback_pending_report = True
-            return True
-        return False
-
     def can_roll_back(self) -> bool:
-        """The other slot holds a committed table (not a candidate being built or refused)."""
+        """The other slot holds a committed table (a diffuser sweep writing into it marks it -1),
+        whatever the phase: the ground's rollback command must work during a sweep too."""
         return self.slot_versions[1 - self.active] >= 0
-
-    def rollback(self) -> bool:
-        """Back to the other slot (the previous table, bit-identical); False when there is none."""
-        if not self.can_roll_back():
-            return False
-        self.active = 1 - self.active
-        self.version = self.slot_versions[self.active]
-        self.rollbacks += 1
-        self.watch_remaining = 0
-        return True
 
     # -- snapshot -------------------------------------------------------------------------
     def state_dict(self) -> dict:
