@@ -271,3 +271,4 @@ def test_a_layer_commit_re_whitens_the_head_basis_at_the_next_solve(default_cfg,
     assert learner.training_step() is None and learner.state == VALIDATE  # solved
     assert learner.precond_refreshes == before + 1 and not learner.basis_stale
     assert np.linalg.cond(learner.q_solve) < 1.5  # whitened again for the current features
+
