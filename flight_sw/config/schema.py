@@ -379,7 +379,7 @@ class ModelConfig:
         96, doc="Recent training samples (not the held-back ones) a layer update is fitted on.", ge=8, le=65_536,
     )
     layer_interval_labels: int = param(
-        2048, doc="New training samples between two layer updates (about 10 a day on the default orbit): "
+        2048, doc="New training samples between two layer updates (about 20 a day on the default orbit): "
         "each candidate is another chance for the gate to pass a change by luck, and each costs a "
         "training task run.", ge=1,
     )
