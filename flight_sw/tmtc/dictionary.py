@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 12  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE (training beyond the head, issue 13)
+DICTIONARY_VERSION = 12  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE and the last layer's counters at the end of core HK (training beyond the head, issue 13)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -85,6 +85,11 @@ HK_CORE: tuple[Param, ...] = (
     Param("store_fill", "f", "", "Share of the TM store's octets in use."),
     Param("store_lost", "I", "packet", "Stored packets overwritten before open retrieval played them back."),
     Param("store_played_back", "I", "packet", "Stored packets played back on VC2 (both retrievals) since start."),
+    Param("layer_version", "I", "", "Version of the extractor's active last layer (0: the ground's; "
+          "flight_sw/ml/layer_update.py)."),
+    Param("layer_accepted", "H", "", "Last-layer updates committed since start."),
+    Param("layer_refused", "I", "", "Candidate last layers refused (degenerate, solve failed, or the gate)."),
+    Param("layer_rollbacks", "H", "", "Last-layer updates rolled back."),
 )
 
 #: SID 2: one record per task, every `housekeeping` run: the per-task counters.

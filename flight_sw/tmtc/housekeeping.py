@@ -65,6 +65,7 @@ class Housekeeping:
         load_w = self.cfg.power.bus_base_load_w + self._energy_j / dt
         self._energy_j = 0.0
         self._last_tick = self.tick()
+        layer = self.learning.layer
         core_values = (
             d.DICTIONARY_VERSION,
             self.tick(),
@@ -110,6 +111,10 @@ class Housekeeping:
             *self.tc.boot_record(),
             int(self.tc.nv.lost),
             *self._store_values(),
+            layer.version,
+            min(layer.accepted, 0xFFFF),  # u16 counters saturate rather than fail the report
+            layer.refused,
+            min(layer.rollbacks, 0xFFFF),
         )
         self.tm.housekeeping(d.HK_CORE_SID, d.HK_CORE_STRUCT.pack(*core_values), t)
         if not self.tc.nv.lost:

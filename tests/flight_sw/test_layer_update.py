@@ -272,3 +272,20 @@ def test_a_layer_commit_re_whitens_the_head_basis_at_the_next_solve(default_cfg,
     assert learner.precond_refreshes == before + 1 and not learner.basis_stale
     assert np.linalg.cond(learner.q_solve) < 1.5  # whitened again for the current features
 
+
+
+def test_core_housekeeping_carries_the_layer_counters(make_fsw):
+    """The last layer's version and counters close core HK (SID 1, dictionary v12), so the ground
+    sees them without the events (which the per-id rate limit may drop)."""
+    from flight_sw.tmtc import dictionary as d
+
+    fsw = make_fsw()
+    sent = []
+    fsw.tm.housekeeping = lambda sid, body, t: sent.append((sid, body))
+    layer = fsw.learning.layer
+    layer.version, layer.accepted, layer.refused, layer.rollbacks = 3, 2, 70_000, 1
+    fsw.housekeeping.task(100.0)
+    body = next(b for sid, b in sent if sid == d.HK_CORE_SID)
+    row = dict(zip((p.name for p in d.HK_CORE), d.HK_CORE_STRUCT.unpack(body), strict=True))
+    assert (row["layer_version"], row["layer_accepted"], row["layer_refused"], row["layer_rollbacks"]) == (
+        3, 2, 70_000, 1)
