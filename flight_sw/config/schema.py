@@ -618,6 +618,15 @@ class DeviceConfig:
         unit="s",
         gt=0,
     )
+    driver_energy_aware: bool = param(
+        False, doc="Energy rule: a problem shape (n, m) goes to the digital solver while the analog path's "
+        "measured energy on it exceeds a Cholesky's (the head's n = 33, m = 6 systems today; the last "
+        "layer's one-column systems stay on the device). Off: every problem tries the device first.",
+    )
+    driver_energy_probe_solves: int = param(
+        50, doc="With the energy rule: one solve in this many of a shape sent digital goes to the device "
+        "anyway, so its measured energy stays current (a warmer device, a smaller problem).", ge=1, le=100000,
+    )
     # -- the physical device (emulated in sim/analog) ----------------------------------------
     analog_n_max: int = param(64, doc="Array size: largest n the device can program.", ge=1, le=4096)
     analog_dac_bits: int = param(

@@ -78,7 +78,12 @@ FB_DEVICE = 2  # analog attempt ended on device faults after retries
 FB_NONCONVERGED = 3  # analog rounds did not reach the tolerance
 FB_BUDGET = 4  # budget rule: forced digital, time budget, skip after non-convergence
 FB_INVALID = 5  # problem not representable on the device (size, non-finite, zero matrix)
-FALLBACK_REASONS = ("none", "failed", "device", "nonconverged", "budget", "invalid")
+FB_ENERGY = 6  # energy rule: the analog path measured dearer than a Cholesky for this problem shape
+FALLBACK_REASONS = ("none", "failed", "device", "nonconverged", "budget", "invalid", "energy")
+#: Problem shapes (n, m) whose analog-path energy the energy rule remembers (fixed table).
+ENERGY_SHAPES = 4
+#: Weight of a new analog solve in a shape's energy average.
+ENERGY_EMA = 0.2
 
 # Outcome of one device round (internal).
 _R_OK, _R_FAULT, _R_REPROGRAM, _R_RANGE = 0, 1, 2, 3
@@ -110,6 +115,11 @@ class DriverConfig:
     skip_solves: int = 20
     solve_time_budget_s: float = 1.0
     energy_per_flop_j: float = 1e-9
+    #: Energy rule: send a problem shape to the digital solver while the analog path's measured
+    #: energy on it exceeds a Cholesky's; one analog probe every `energy_probe_solves` keeps the
+    #: measurement current. Off: every problem tries the device.
+    energy_aware: bool = False
+    energy_probe_solves: int = 50
 
 
 @dataclass
@@ -126,6 +136,7 @@ class DriverStats:
     fallback_nonconverged: int = 0
     fallback_budget: int = 0
     fallback_invalid: int = 0
+    fallback_energy: int = 0  # sent to the digital solver by the energy rule (no fault)
     rejected_by_gate: int = 0  # solves whose final X failed the residual gate (reported not ok)
     rounds_total: int = 0
     retries_total: int = 0
@@ -321,6 +332,10 @@ class AnalogDriver:
         self._verified_res = -1.0  # true residual already computed for the current X
         self._prog_suspect = False
         self._reranges = 0  # ADC re-rangings in the current round
+        # Energy rule: per problem shape, n, m, the analog path's average energy [J] (nan: not
+        # measured yet) and the solves sent digital since its last analog probe.
+        self._energy_table = np.zeros((ENERGY_SHAPES, 4))
+        self._energy_table[:, 2] = np.nan
 
     # -- public -------------------------------------------------------------------
     @property
@@ -359,6 +374,7 @@ class AnalogDriver:
             "programmed": {"valid": pr.valid, "n": pr.n, "scale": pr.scale, "crc": pr.crc, "t_prog_s": pr.t_prog_s,
                            "is_canary": pr.is_canary, "q": pr.q[: pr.n, : pr.n].tolist()},
             "fallback": self.fallback.state_dict(),
+            "energy_table": self._energy_table.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -375,6 +391,8 @@ class AnalogDriver:
         if pr.n:
             pr.q[: pr.n, : pr.n] = np.asarray(prog["q"], dtype=np.float64)
         self.fallback.load_state_dict(state["fallback"])
+        if "energy_table" in state:
+            self._energy_table[...] = np.asarray(state["energy_table"], dtype=np.float64)
         self.decoder = p.FrameDecoder()  # bytes in flight at the reboot are gone
 
     def solve(self, q: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, SolveReport]:
@@ -420,6 +438,7 @@ class AnalogDriver:
                     st.analog_first_try += 1
                 self._after_analog_success()
                 st.energy_analog_path_j += rep.energy_j
+                self._note_analog_energy(n, m, rep.energy_j)
                 return x, rep
             st.rejected_by_gate += 1  # cannot happen unless memory is corrupted; fall back
             reason = FB_DEVICE
@@ -456,7 +475,42 @@ class AnalogDriver:
         if st.skips_remaining > 0:
             st.skips_remaining -= 1
             return FB_BUDGET
+        if self.cfg.energy_aware and self._digital_is_cheaper(n, m):
+            return FB_ENERGY
         return FB_NONE
+
+    def digital_energy_j(self, n: int, m: int) -> float:
+        """Modelled energy of the digital solver on an (n, m) problem: factor, substitutions, check."""
+        return (n**3 / 3.0 + 4.0 * n * n * m) * self.cfg.energy_per_flop_j
+
+    def _energy_row(self, n: int, m: int) -> int:
+        """The energy table's row for shape (n, m): found, else a free one, else the last (reused)."""
+        t = self._energy_table
+        for i in range(ENERGY_SHAPES):
+            if t[i, 0] == n and t[i, 1] == m:
+                return i
+        for i in range(ENERGY_SHAPES):
+            if t[i, 0] == 0:
+                t[i, :] = (n, m, np.nan, 0)
+                return i
+        t[-1, :] = (n, m, np.nan, 0)
+        return ENERGY_SHAPES - 1
+
+    def _digital_is_cheaper(self, n: int, m: int) -> bool:
+        """The energy rule: True (solve digitally) while this shape's measured analog energy exceeds
+        a Cholesky's, except every `energy_probe_solves`-th time (a probe keeps the measurement)."""
+        row = self._energy_table[self._energy_row(n, m)]
+        if not row[2] > self.digital_energy_j(n, m):
+            return False  # not measured yet (nan), or the device is the cheaper path
+        if row[3] + 1 >= self.cfg.energy_probe_solves:
+            row[3] = 0
+            return False  # the probe
+        row[3] += 1
+        return True
+
+    def _note_analog_energy(self, n: int, m: int, energy_j: float) -> None:
+        row = self._energy_table[self._energy_row(n, m)]
+        row[2] = energy_j if not row[2] == row[2] else (1 - ENERGY_EMA) * row[2] + ENERGY_EMA * energy_j
 
     # -- the analog path -----------------------------------------------------------
     def _analog_solve(self, q: np.ndarray, b: np.ndarray) -> int:
@@ -980,12 +1034,10 @@ class AnalogDriver:
         rep.fallback = True
         rep.fallback_reason = reason
         fits = n <= self.n and m <= self.m
+        # The fallback's buffers are sized for (self.n, self.m) and hold any smaller problem.
         solver = self.fallback if fits else DigitalSolver(n, m, self.cfg.energy_per_flop_j, self.cfg.residual_tolerance)
         x = self.x[:n, :m] if fits else np.zeros((n, m))
         try:
-            if fits and (n, m) != (self.n, self.m):
-                # the fallback's buffers are sized for (self.n, self.m): solve a sub-problem copy
-                solver = DigitalSolver(n, m, self.cfg.energy_per_flop_j, self.cfg.residual_tolerance)
             xf, frep = solver.solve(q, b)
             x[...] = xf
             self._verified_res = frep.rel_residual if np.isfinite(frep.rel_residual) else -1.0

@@ -42,6 +42,8 @@ def driver_config(dev: DeviceConfig) -> DriverConfig:
         skip_solves=dev.driver_skip_solves,
         solve_time_budget_s=dev.driver_solve_time_budget_s,
         energy_per_flop_j=dev.digital_energy_per_flop_j,
+        energy_aware=dev.driver_energy_aware,
+        energy_probe_solves=dev.driver_energy_probe_solves,
     )
 
 

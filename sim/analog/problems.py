@@ -41,7 +41,7 @@ class ProblemSet:
     rel_residual: list[float] = field(default_factory=list)  # reported
     checked_residual: list[float] = field(default_factory=list)  # recomputed here in float64
     #: The last layer's systems (one right-hand side, flight_sw/ml/layer_update.py), kept apart:
-    #: (q, b, path, rounds, fallback reason, energy_j, checked residual) per solve.
+    #: (q, b, path, rounds, fallback reason, energy_j, checked residual, t_s) per solve.
     layer: list[tuple] = field(default_factory=list)
     refreshes: int = 0  # whitening-basis refreshes during the mission
     stats: dict = field(default_factory=dict)  # driver counters at the end (analog backend)
@@ -101,7 +101,7 @@ def mission_problems(
         x, rep = solve(q, b)
         if solve_from_layer[0]:  # the last layer's system (flight_sw/ml/layer_update.py)
             out.layer.append((q.copy(), b.copy(), rep.path, rep.rounds, rep.fallback_reason if rep.fallback else 0,
-                              rep.energy_j, float(np.linalg.norm(q @ x - b) / np.linalg.norm(b))))
+                              rep.energy_j, float(np.linalg.norm(q @ x - b) / np.linalg.norm(b)), fsw.t_s))
             return x, rep
         out.q.append(q.copy())
         out.b.append(b.copy())

@@ -23,6 +23,10 @@ Figures (numbers; `flightsim bench analog [--quick]`):
   the same for the last layer's systems of the same mission (one right-hand side,
   n = model.layer_units x layer_basis; flight_sw/ml/layer_update.py), and
   ``analog.mission_energy_ratio_all_systems``: head and layer systems together.
+- ``analog.mission_energy_ratio_energy_rule``, ``analog.energy_rule_device_share``,
+  ``analog.energy_rule_wrong_accepted``: the same systems in mission order through a driver
+  with the energy rule on (`device.driver_energy_aware`): all-digital energy over the energy
+  spent, the share the device served, answers above 1e-6.
 - ``analog.campaign_solves``, ``analog.campaign_wrong_accepted``,
   ``analog.campaign_crashes``: fault campaign on the same problems, every fault kind
   injected at random (10,000 solves; 300 with --quick).
@@ -169,15 +173,15 @@ def layer_energy(ps, cfg, log) -> dict[str, float]:
     n = ps.layer[0][0].shape[0]
     dig = DigitalSolver(n, 1, cfg.device.digital_energy_per_flop_j)
     e_an, e_dig, rounds = [], [], []
-    for q, b, path, r, _, e, _ in ps.layer:
+    for q, b, path, r, _, e, _, _ in ps.layer:
         if path == PATH_ANALOG:
             e_an.append(e)
             e_dig.append(dig.solve(q, b)[1].energy_j)
             rounds.append(r)
     out = {
         "analog.layer_solves": float(len(ps.layer)),
-        "analog.layer_fallback_share": float(np.mean([f != 0 for *_, f, _, _ in ps.layer])),
-        "analog.layer_wrong_accepted": float(sum(res > 1e-6 for *_, res in ps.layer)),
+        "analog.layer_fallback_share": float(np.mean([f != 0 for *_, f, _, _, _ in ps.layer])),
+        "analog.layer_wrong_accepted": float(sum(res > 1e-6 for *_, res, _ in ps.layer)),
     }
     if e_an:
         out["analog.layer_energy_ratio_digital_to_analog"] = float(np.mean(e_dig) / np.mean(e_an))
@@ -193,7 +197,40 @@ def layer_energy(ps, cfg, log) -> dict[str, float]:
             f"{out['analog.layer_energy_ratio_digital_to_analog']:.2f}, rounds p95 {out['analog.layer_rounds_p95']:g}, "
             f"fallback {out['analog.layer_fallback_share']:.1%}; head and layer systems together: ratio "
             f"{out['analog.mission_energy_ratio_all_systems']:.2f}")
+    out.update(energy_rule_replay(ps, cfg, log))
     return out
+
+
+def energy_rule_replay(ps, cfg, log) -> dict[str, float]:
+    """The mission's head and layer systems again, in mission order, through a driver with the
+    energy rule on (`device.driver_energy_aware`): the problem shapes where the device measured
+    dearer go digital, with a probe every `driver_energy_probe_solves`. Against all-digital."""
+    from flight_sw.devices.driver import AnalogDriver
+    from flight_sw.devices.factory import driver_config
+    from flight_sw.devices.optimizer import DigitalSolver
+    from flight_sw.devices.transport import InProcessTransport
+    from sim.analog import DeviceEndpoint
+
+    seq = sorted([(t, q, b) for t, q, b in zip(ps.t_s, ps.q, ps.b, strict=True)]
+                 + [(t, q, b) for q, b, *_, t in ps.layer], key=lambda item: item[0])
+    n_max = max(q.shape[0] for _, q, _ in seq)
+    dcfg = dataclasses.replace(driver_config(cfg.device), energy_aware=True)
+    drv = AnalogDriver(n_max, M, InProcessTransport(DeviceEndpoint.from_config(cfg.device, 17)), dcfg)
+    rule_j = dig_j = 0.0
+    wrong = 0
+    for _, q, b in seq:
+        x, rep = drv.solve(q, b)
+        wrong += not (rep.ok and np.linalg.norm(q @ x - b) <= 1e-6 * np.linalg.norm(b))
+        rule_j += rep.energy_j
+        dig_j += DigitalSolver(q.shape[0], b.shape[1], cfg.device.digital_energy_per_flop_j).solve(q, b)[1].energy_j
+    st = drv.stats
+    ratio = dig_j / rule_j
+    log(f"energy rule on the mission's {len(seq)} systems in order: {st.analog_accepted} on the device, "
+        f"{st.fallback_energy} sent digital by the rule, {st.fallbacks - st.fallback_energy} other fallbacks, "
+        f"{wrong} above 1e-6; all-digital {dig_j * 1e3:.2f} mJ vs {rule_j * 1e3:.2f} mJ -> ratio {ratio:.2f}")
+    return {"analog.mission_energy_ratio_energy_rule": float(ratio),
+            "analog.energy_rule_device_share": float(st.analog_accepted / max(len(seq), 1)),
+            "analog.energy_rule_wrong_accepted": float(wrong)}
 
 
 def raw_accuracy(problems, params, log) -> float:
