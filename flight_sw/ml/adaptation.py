@@ -164,14 +164,10 @@ class InputAdaptation(VersionedSlots):
         acc_a, acc_c, z, site_vote, judged = judge(cand[0], cand[1])
         self.last_active_acc, self.last_candidate_acc, self.last_gate_z = acc_a, acc_c, z
         self.last_step_flops = 4.0 * judged * 1.5e3
-        if judged < MIN_HELDBACK:
-            return self._refuse(3)
-        if not z >= self.cfg.min_gate_z:
-            return self._refuse(4)
-        if site_vote < 0:
-            return self._refuse(5)
-        self.phase = COMMIT
-        return None
+        refused = self._gate_verdict(judged, MIN_HELDBACK, z >= self.cfg.min_gate_z, site_vote)
+        if refused is None:
+            self.phase = COMMIT
+        return refused
 
     def _activate(self, slot: int) -> None:
         self.active = slot  # the atomic switch: the extractor's buffers follow at once

@@ -41,6 +41,18 @@ class VersionedSlots:
     def _activate(self, slot: int) -> None:
         self.active = slot
 
+    def _gate_verdict(self, judged: int, min_judged: int, passes: bool, site_vote: int) -> str | None:
+        """The held-back gate's verdict on a candidate judged by the learner's paired test:
+        refusal 3 too few judged samples, 4 not better, 5 the site labels alone prefer the active
+        version; None when it may be committed."""
+        if judged < min_judged:
+            return self._refuse(3)
+        if not passes:
+            return self._refuse(4)
+        if site_vote < 0:
+            return self._refuse(5)
+        return None
+
     def _refuse(self, reason: int) -> str:
         self.refused += 1
         self.last_refusal = reason

@@ -261,14 +261,10 @@ class LayerUpdate(VersionedSlots):
         acc_a, acc_c, z, site_vote, judged = judge(self.slots_w2[cand], self.slots_c2[cand], self.slots_b2[cand])
         self.last_active_acc, self.last_candidate_acc, self.last_gate_z = acc_a, acc_c, z
         self.last_step_flops = 4.0 * judged * 1.5e3
-        if judged < MIN_HELDBACK:
-            return self._refuse(3)
-        if not acc_c >= acc_a or not z >= self.cfg.layer_gate_z:
-            return self._refuse(4)
-        if site_vote < 0:
-            return self._refuse(5)
-        self.phase = COMMIT
-        return None
+        refused = self._gate_verdict(judged, MIN_HELDBACK, acc_c >= acc_a and z >= self.cfg.layer_gate_z, site_vote)
+        if refused is None:
+            self.phase = COMMIT
+        return refused
 
     def _activate(self, slot: int) -> None:
         self.active = slot  # the atomic switch: the extractor's buffers follow at once

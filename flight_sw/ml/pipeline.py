@@ -213,29 +213,28 @@ class PayloadLearning:
 
     def _watch_adaptation(self, px: np.ndarray, lab: np.ndarray, m: int, t: float) -> None:
         """Site labels after an adaptation commit: the active head under the new and the previous normalisation."""
-        adapt, learner = self.adaptation, self.learner
-        pred = self._cal_pred[:m]
-        learner.predict(px, pred)
-        new_ok = count_equal(pred, lab, m)
-        learner.predict_with_inputs(px, pred, *adapt.previous())
-        old_ok = count_equal(pred, lab, m)
-        if adapt.watch(new_ok, old_ok, m):
-            adapt.rollback_pending_report = False
-            learner.forget()
+        if self._watch_features(self.adaptation, self.learner.predict_with_inputs, px, lab, m):
+            self.learner.forget()
             self._report_adaptation("rolled_back", t)
 
     def _watch_layer(self, px: np.ndarray, lab: np.ndarray, m: int, t: float) -> None:
         """Site labels after a layer commit: the active head with the new and the previous last layer."""
-        layer, learner = self.layer, self.learner
-        pred = self._cal_pred[:m]
-        learner.predict(px, pred)
-        new_ok = count_equal(pred, lab, m)
-        learner.predict_with_layer(px, pred, *layer.previous())
-        old_ok = count_equal(pred, lab, m)
-        if layer.watch(new_ok, old_ok, m):
-            layer.rollback_pending_report = False
-            learner.features_changed()
+        if self._watch_features(self.layer, self.learner.predict_with_layer, px, lab, m):
+            self.learner.features_changed()
             self._report_layer("rolled_back", t)
+
+    def _watch_features(self, owner, predict_previous, px: np.ndarray, lab: np.ndarray, m: int) -> bool:
+        """Score the batch with the active features and with `owner`'s previous version
+        (`predict_previous(px, pred, *owner.previous())`); True when the owner rolled back."""
+        pred = self._cal_pred[:m]
+        self.learner.predict(px, pred)
+        new_ok = count_equal(pred, lab, m)
+        predict_previous(px, pred, *owner.previous())
+        old_ok = count_equal(pred, lab, m)
+        if owner.watch(new_ok, old_ok, m):
+            owner.rollback_pending_report = False
+            return True
+        return False
 
     def task_adaptation(self, t: float) -> float:
         """One bounded step of the label-free input adaptation (flight_sw/ml/adaptation.py)."""

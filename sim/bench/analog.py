@@ -218,11 +218,12 @@ def energy_rule_replay(ps, cfg, log) -> dict[str, float]:
     drv = AnalogDriver(n_max, M, InProcessTransport(DeviceEndpoint.from_config(cfg.device, 17)), dcfg)
     rule_j = dig_j = 0.0
     wrong = 0
+    digital = DigitalSolver(n_max, M, cfg.device.digital_energy_per_flop_j)  # holds every smaller shape
     for _, q, b in seq:
         x, rep = drv.solve(q, b)
         wrong += not (rep.ok and np.linalg.norm(q @ x - b) <= 1e-6 * np.linalg.norm(b))
         rule_j += rep.energy_j
-        dig_j += DigitalSolver(q.shape[0], b.shape[1], cfg.device.digital_energy_per_flop_j).solve(q, b)[1].energy_j
+        dig_j += digital.solve(q, b)[1].energy_j
     st = drv.stats
     ratio = dig_j / rule_j
     log(f"energy rule on the mission's {len(seq)} systems in order: {st.analog_accepted} on the device, "
