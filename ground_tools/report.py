@@ -532,12 +532,14 @@ def plot_solve_paths(updates: list[dict], dev: dict) -> str | None:
     """Share of solves per path: from device housekeeping when present, else from the training updates."""
     if dev:
         last = {k: float(v[-1]) for k, v in dev.items()}
-        names = ["analog (first try)", "analog after retry", "digital fallback", "no usable answer"]
-        counts = [last["analog_accepted"] - last["analog_after_retry"], last["analog_after_retry"],
-                  last["fallbacks"], last["rejected_by_gate"]]
-        energy = {"analog path": last["energy_analog_j"], "digital fallback": last["energy_fallback_j"]}
+        by_rule = last.get("digital_by_energy_rule", 0.0)  # dictionary v13+
+        names = ["analog (first try)", "analog after retry", "digital (energy rule)", "digital fallback",
+                 "no usable answer"]
+        counts = [last["analog_accepted"] - last["analog_after_retry"], last["analog_after_retry"], by_rule,
+                  last["fallbacks"] - by_rule, last["rejected_by_gate"]]
+        energy = {"analog path": last["energy_analog_j"], "digital (rule + fallback)": last["energy_fallback_j"]}
         total, source = max(last["solves"], 1.0), "device housekeeping (HK SID 4), whole run"
-        colors = ["tab:orange", "#f5b56a", "tab:blue", "tab:red"]
+        colors = ["tab:orange", "#f5b56a", "#9ecae1", "tab:blue", "tab:red"]
     elif updates:
         paths = Counter("analog" if u["solve_path"] else "digital" for u in updates)
         names, counts = ["digital", "analog"], [paths["digital"], paths["analog"]]
@@ -585,9 +587,13 @@ def plot_device(tm: Telemetry) -> str | None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3, frameon=False)
     ax.set_title("Device health state (driver state machine)", fontsize=9)
     ax = axes[1]
-    for f, label, color in (("analog_accepted", "analog path", "tab:orange"), ("fallbacks", "digital fallback", "tab:blue"),
-                            ("rejected_by_gate", "no usable answer", "tab:red")):
-        ax.step(t, dev[f], where="post", color=color, label=f"{label}: {int(dev[f][-1])}")
+    paths = {"analog path": dev["analog_accepted"], "digital fallback (device not used or failed)": dev["fallbacks"],
+             "no usable answer": dev["rejected_by_gate"]}
+    if "digital_by_energy_rule" in dev:  # dictionary v13+: the energy rule's share is not a fault
+        paths["digital fallback (device not used or failed)"] = dev["fallbacks"] - dev["digital_by_energy_rule"]
+        paths["digital by the energy rule (cheaper there)"] = dev["digital_by_energy_rule"]
+    for (label, series_), color in zip(paths.items(), ("tab:orange", "tab:blue", "tab:red", "#9ecae1"), strict=False):
+        ax.step(t, series_, where="post", color=color, label=f"{label}: {int(series_[-1])}")
     ax.set_ylabel("solves (cumulative)", fontsize=8)
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Solves per path", fontsize=9)

@@ -330,6 +330,7 @@ def _run(
     if st is not None:
         summary["solves_analog"] = st.analog_accepted
         summary["solves_fallback"] = st.fallbacks
+        summary["solves_digital_by_energy_rule"] = st.fallback_energy  # of solves_fallback; not a fault
         summary["device_health"] = ("OK", "DEGRADED", "FAILED")[st.health]
         summary["device_checks"] = fsw.device_checks
         summary["device_recoveries"] = fsw.device_recoveries

@@ -619,9 +619,11 @@ class DeviceConfig:
         gt=0,
     )
     driver_energy_aware: bool = param(
-        False, doc="Energy rule: a problem shape (n, m) goes to the digital solver while the analog path's "
+        True, doc="Energy rule: a problem shape (n, m) goes to the digital solver while the analog path's "
         "measured energy on it exceeds a Cholesky's (the head's n = 33, m = 6 systems today; the last "
-        "layer's one-column systems stay on the device). Off: every problem tries the device first.",
+        "layer's one-column systems stay on the device). On by default: with it the mission's solves cost "
+        "less than all-digital (docs/analog_device.md §5). Off: every problem tries the device first "
+        "(HIL benches that exercise the device on every solve).",
     )
     driver_energy_probe_solves: int = param(
         50, doc="With the energy rule: one solve in this many of a shape sent digital goes to the device "

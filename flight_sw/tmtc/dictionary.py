@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 12  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE and the last layer's counters at the end of core HK (training beyond the head, issue 13)
+DICTIONARY_VERSION = 13  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE and the last layer's counters at the end of core HK (training beyond the head, issue 13); 13: digital_by_energy_rule at the end of HK SID 4 (the driver's energy rule, on by default)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -151,6 +151,8 @@ HK_DEVICE: tuple[Param, ...] = (
     Param("last_rel_residual", "f", "", "||QX - B|| / ||B|| of the last solve."),
     Param("energy_analog_j", "f", "J", "Energy of solves served by the analog path."),
     Param("energy_fallback_j", "f", "J", "Energy of solves served by the fallback."),
+    Param("digital_by_energy_rule", "I", "", "... of the fallbacks, problems sent to the digital solver by the "
+          "energy rule (cheaper there; not a fault)."),
 )
 
 #: SID 5: labelled calibration samples sent down for the ground (replay of candidate

@@ -135,7 +135,7 @@ class Housekeeping:
                 st.rejected_by_gate, st.rounds_total, st.retries_total, st.timeouts, st.frames_rejected,
                 st.crc_errors, st.settle_timeouts, st.saturations, st.device_resets, st.seu_detected,
                 st.verify_failures, st.selftest_failures, st.calibrations, st.last_gain,
-                st.last_rel_residual, st.energy_analog_path_j, st.energy_fallback_path_j,
+                st.last_rel_residual, st.energy_analog_path_j, st.energy_fallback_path_j, st.fallback_energy,
             ), t)
         return 1e-3
 

@@ -59,9 +59,11 @@ class RestartResult:
 
 def restart_config(cfg, url: str):
     """`cfg` flying the analog device at `url`, failing fast (2 failed solves), training at every
-    batch of labels, health checks after 60 s backing off to 240 s."""
+    batch of labels, health checks after 60 s backing off to 240 s. The energy rule is off: this
+    measures how a device that gets every solve returns to service (with the rule on, the head's
+    solves go digital and a dead device is found at its next layer solve or probe instead)."""
     dev = dataclasses.replace(cfg.device, backend="analog", url=url, driver_degrade_after=1, driver_fail_after=2,
-                              driver_reply_timeout_s=0.2)
+                              driver_reply_timeout_s=0.2, driver_energy_aware=False)
     model = dataclasses.replace(cfg.model, min_new_labels=16)
     fdir = dataclasses.replace(cfg.fdir, device_check_initial_s=60.0, device_check_max_s=240.0)
     return dataclasses.replace(cfg, device=dev, model=model, fdir=fdir)

@@ -102,6 +102,8 @@ def test_device_housekeeping_is_archived_plotted_and_limit_checked(tmp_path):
     np.testing.assert_array_equal(tm.hk_device["solves"], plain.hk_device["solves"])
     dev = tm.hk_device
     assert dev["solves"][-1] == dev["analog_accepted"][-1] + dev["fallbacks"][-1] + dev["rejected_by_gate"][-1]
+    # the default energy rule's digital solves reach the ground apart from the fault fallbacks
+    assert cfg.device.driver_energy_aware and 0 < dev["digital_by_energy_rule"][-1] <= dev["fallbacks"][-1]
     for png in (plot_device(tm), plot_solve_paths(updates, dev)):
         assert png and len(png) > 10_000
     limits = load_limits(None, cfg)
