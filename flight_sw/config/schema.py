@@ -336,7 +336,9 @@ class ModelConfig:
         2.0, doc="A candidate must also win the paired comparison on the held-back samples where the "
         "two heads disagree, weighted by each label source's reliability (2 r - 1 for a source right "
         "with probability r), by this many standard deviations (McNemar-style; 2 ~ 98 % one-sided). "
-        "Noisy labels cannot tell a 1-point difference on 96 samples: below this, keep the active head.",
+        "Noisy labels cannot tell a 1-point difference on 96 samples: below this, keep the active head. "
+        "About 150 candidates a day meet the same ring, so some pass by chance; 3 was measured and lost "
+        "0.1-0.3 points in every scenario (docs/learning.md, 'Gate thresholds').",
         ge=0, le=10,
     )
     gate_on_teacher_labels: bool = param(
@@ -492,9 +494,11 @@ class AdaptationConfig:
         "scatter of the scene mix is 0.01-0.03 in the default mission).", gt=0, lt=1,
     )
     min_gate_z: float = param(
-        1.0, doc="Least reliability-weighted paired statistic of the candidate against the active "
-        "normalisation on the held-back labels: some evidence that it does better (at 0, ties commit and "
-        "every commit makes the head forget; 3-day runs showed no gain from that).", ge=-10, le=10,
+        2.0, doc="Least reliability-weighted paired statistic of the candidate against the active "
+        "normalisation on the held-back labels. About 4 candidates a day: at 2 (one-sided 2.3 %) a "
+        "normalisation that is no better passes about 0.1 times a day, at 1 (16 %) about 0.6 times; one "
+        "such commit, following a new surface, cost 2 points for the rest of a 10-day run (at 0, ties "
+        "commit and every commit makes the head forget).", ge=-10, le=10,
     )
     watch_drop: float = param(
         0.05, doc="After a commit, roll back when the next site labels favour the previous normalisation "

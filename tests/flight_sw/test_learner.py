@@ -106,7 +106,7 @@ def test_rollback_restores_bit_identical_weights(default_cfg, image):
     learner = _learner(default_cfg, image)
     before = learner.slots[learner.active].copy()
     version_before = learner.version
-    _feed(learner, scene, 30, rng, t_s=20 * 86400.0)  # >= min_new_labels training rows
+    _feed(learner, scene, 30, rng, t_s=100 * 86400.0)  # >= min_new_labels rows, a drift worth a commit
     assert _finish_update(learner) == "committed"
     assert not np.array_equal(learner.slots[learner.active], before)
     learner.rollback()
@@ -217,7 +217,8 @@ def test_statistics_reset_is_reported_as_an_event(make_fsw):
 
 def _gate_learner(default_cfg, image, source):
     """A learner whose held-back samples come from one label source, after a gain shift that a
-    head update really repairs (true labels), with an update waiting to be judged."""
+    head update really repairs (true labels: +8 points on the held-back ring, z 3.4), with an
+    update waiting to be judged."""
     from sim.scene import SceneTruth
 
     rng = np.random.default_rng(6)
@@ -228,7 +229,7 @@ def _gate_learner(default_cfg, image, source):
     px = np.zeros((batch, default_cfg.payload.bands), np.float32)
     lab = np.zeros(batch, np.int64)
     pred = np.zeros(batch, np.int64)
-    for _ in range(40):
+    for _ in range(64):  # a full held-back ring (model.replay_buffer_size, 256), as in flight
         scene.sample(100 * 86400.0, batch, scene.base_mix, 45.0, px, lab)
         learner.accumulate(px, lab, pred, source=source)
     return learner
