@@ -43,6 +43,7 @@ import numpy as np
 from flight_sw.config.schema import MissionConfig
 from flight_sw.ml.commit_watch import VersionedSlots
 from flight_sw.ml.kernels import _mlp_row
+from flight_sw.ml.model import ground_last_layer
 from flight_sw.tmtc import dictionary as d
 
 IDLE, VALIDATE, COMMIT = 0, 1, 2
@@ -62,7 +63,7 @@ STATE_FIELDS = (
     "active", "version", "next_version", "slot_versions", "phase", "ring_count", "ring_next", "ring_new",
     "accepted", "refused", "rollbacks", "last_refusal", "last_candidate_acc", "last_active_acc", "last_gate_z",
     "last_units", "last_residual", "last_energy_j", "last_path", "last_rounds", "watch_remaining",
-    "watch_new_correct", "watch_old_correct", "rollback_pending_report", "solves",
+    "watch_new_correct", "watch_old_correct", "rollback_pending_report", "solves", "trial_replaced",
 )
 
 
@@ -111,8 +112,11 @@ def layer_buffer_specs(cfg: MissionConfig) -> tuple[dict, list[dict]]:
 
 
 class LayerUpdate(VersionedSlots):
-    def __init__(self, cfg: MissionConfig, buffers: dict[str, np.ndarray], solver):
+    def __init__(self, cfg: MissionConfig, buffers: dict[str, np.ndarray], solver, image=None):
+        """`image`: the boot image (flight_sw.ml.model.ModelImage), read again only when a
+        ground-built head needs the ground's layer back (`install_ground_layer`); no copy is kept."""
         self.cfg = cfg.model
+        self.image = image
         self.enabled = cfg.model.layer_units > 0
         self.watch_window, self.watch_margin = WATCH_WINDOW, WATCH_MARGIN
         self.solver = solver
@@ -133,6 +137,7 @@ class LayerUpdate(VersionedSlots):
         self.watch_new_correct = self.watch_old_correct = 0
         self.rollback_pending_report = False
         self.last_step_flops = 0.0
+        self.trial_replaced = 0  # the onboard version an uploaded head's trial set aside (0: none)
         if not self.enabled:
             return
         b = buffers
@@ -280,6 +285,36 @@ class LayerUpdate(VersionedSlots):
 
     def can_roll_back(self) -> bool:
         return self.enabled and super().can_roll_back()
+
+    # -- a ground-built head ----------------------------------------------------------------------
+    def install_ground_layer(self) -> int:
+        """Put the ground's layer (the boot image's) in front of a head the ground built for it
+        (an uploaded model's trial). The onboard layer stays in the other slot, bit-identical, until
+        `end_trial`; a candidate being built is dropped. Returns the onboard version set aside
+        (0: the ground's layer was active already, or there is no image: nothing changed)."""
+        if not self.enabled or self.version == 0 or self.image is None:
+            return 0
+        replaced = self.version
+        slot = 1 - self.active
+        self.slots_w2[slot], self.slots_c2[slot], self.slots_b2[slot] = ground_last_layer(self.image)
+        self.slot_versions[slot] = 0
+        self.phase = IDLE
+        self._activate(slot)
+        self.version = 0
+        self.watch_remaining = 0
+        self.trial_replaced = replaced  # in the snapshot: a restart in the trial finds it here
+        return replaced
+
+    def end_trial(self, confirmed: bool) -> bool:
+        """The uploaded head's trial ended: confirmed, the ground's layer stays; otherwise the
+        onboard layer set aside comes back (bit-identical). True when the layer changed."""
+        replaced, self.trial_replaced = self.trial_replaced, 0
+        other = 1 - self.active
+        if confirmed or not replaced or self.version != 0 or self.slot_versions[other] != replaced:
+            return False
+        self._activate(other)
+        self.version = replaced
+        return True
 
     # -- snapshot -------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -512,15 +512,17 @@ class OnboardLearner:
         self.rollbacks += 1
         self.watch_remaining = 0
 
-    def replay_accuracy(self, head: np.ndarray) -> float:
-        """A head's accuracy on the most recent held-back samples, every source (uploaded-model trials)."""
+    def replay_accuracy(self, head: np.ndarray, layer: tuple | None = None) -> float:
+        """A head's accuracy on the most recent held-back samples, every source (uploaded-model
+        trials), with the extractor's last layer or the given (w2, c2, b2)."""
         n = self.replay_count
         if n == 0:
             return math.nan
         n = min(n, VALIDATION_WINDOW)
         start = (self.replay_next - n) % self.replay_x.shape[0]
+        e = self._ext_args if layer is None else (*self._ext_args[:6], *layer, *self._ext_args[9:])
         return k.replay_correct(
-            self.replay_x, self.replay_y, start, n, *self._ext_args, head, self.feat_row, self.score_row
+            self.replay_x, self.replay_y, start, n, *e, head, self.feat_row, self.score_row
         ) / n
 
     # -- snapshot -----------------------------------------------------------------

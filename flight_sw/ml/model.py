@@ -57,6 +57,15 @@ def quantise_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
+def ground_last_layer(image: ModelImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image's last layer as the extractor holds it: int8 weights output-channel major
+    (feature_dim, hidden), their per-channel scales times the hidden quantisation step, the
+    bias. The layer the ground built its heads for (an onboard layer update changes it)."""
+    sh = image.hidden_clip / INT8_MAX  # hidden quantisation step (per tensor)
+    q2, s2 = quantise_per_channel(image.w2)
+    return q2.T, sh * s2.astype(np.float64), np.asarray(image.b2, np.float64)
+
+
 class FeatureExtractor:
     """The frozen int8 MLP, its weights and scales held in buffers allocated at start-up."""
 
@@ -80,14 +89,12 @@ class FeatureExtractor:
         self.xq_row = buf("ml.input_q_row", (bands,), np.int32)
         self.hid_row = buf("ml.hidden_row", (hidden,), np.int32)
         sx = image.input_clip / INT8_MAX  # input quantisation step (per tensor)
-        sh = image.hidden_clip / INT8_MAX  # hidden quantisation step (per tensor)
         q1, s1 = quantise_per_channel(image.w1)
-        q2, s2 = quantise_per_channel(image.w2)
         self.mean[...] = image.input_mean
         self.cx[...] = 1.0 / (image.input_std * sx)
         self.w1[...], self.c1[...], self.b1[...] = q1.T, sx * s1.astype(np.float64), image.b1
-        self.w2[...], self.c2[...], self.b2[...] = q2.T, sh * s2.astype(np.float64), image.b2
-        self.ih = 1.0 / sh
+        self.w2[...], self.c2[...], self.b2[...] = ground_last_layer(image)
+        self.ih = 1.0 / (image.hidden_clip / INT8_MAX)  # 1 / the hidden quantisation step
 
     def features_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Fill out[:, :F] with the features and out[:, F] with the head's bias input 1."""

@@ -61,7 +61,7 @@ class PayloadLearning:
             cfg, buffers, None if reference is None else reference.diffuser_reflectance)
         self._heldback = lambda a, b, n: self.learner.heldback_accuracy(self.calibration, a, b, n)
         self.adaptation = InputAdaptation(cfg, image, buffers)
-        self.layer = LayerUpdate(cfg, buffers, solver)
+        self.layer = LayerUpdate(cfg, buffers, solver, image)
         self._adapting = adapting
         self.reference = reference
         if reference is not None:

@@ -105,12 +105,17 @@ def dequantise_head(payload: bytes, shape: tuple[int, int], scales: list[float])
 class ModelUploader:
     """Upload sessions and the boot record, for one FlightSoftware's learner."""
 
-    def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner, staging: StagingLog):
+    def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner, staging: StagingLog,
+                 layer=None):
+        """`layer`: the last-layer update (flight_sw.ml.layer_update.LayerUpdate), when there is one:
+        an uploaded head was built by the ground for the ground's layer, so its trial runs with
+        that layer and an unconfirmed trial gives the onboard layer back."""
         self.cfg = cfg
         self.nv = nv
         self.staging = staging
         self.auth = auth
         self.learner = learner
+        self.layer = layer
         self.head_shape = tuple(learner.slots[0].shape)
         self.schema_hash = input_schema_hash(cfg)
         self.trial_runs_left = 0
@@ -356,9 +361,12 @@ class ModelUploader:
             raise UploadError("trial_validation_failed", "head not finite")
         lrn = self.learner
         slot = 1 - lrn.active
-        # The trial record goes to NV before the switch: a reboot after it always reverts.
+        onboard_layer = self.layer.version if self.layer is not None and self.layer.enabled else 0
+        # The trial record goes to NV before the switch: a reboot after it always reverts. The
+        # onboard layer's version is there for the record; the layer keeps what it set aside itself.
         self.nv.data["trial"] = {"version": m["version"], "sc": m["security_counter"], "slot": slot,
-                                 "prev_slot": lrn.active, "prev_version": lrn.version}
+                                 "prev_slot": lrn.active, "prev_version": lrn.version,
+                                 "prev_layer_version": onboard_layer}
         # Untrusted until confirmed: a restored snapshot that still runs it is sanitised at boot.
         self.nv.data["untrusted"] = ([v for v in self.nv.data.get("untrusted", []) if v != m["version"]]
                                      + [m["version"]])[-16:]
@@ -369,6 +377,8 @@ class ModelUploader:
         lrn.version = m["version"]
         lrn.next_version = max(lrn.next_version, m["version"] + 1)
         lrn.watch_remaining = 0  # the learner's own post-commit watch does not judge uploads
+        if onboard_layer and self.layer.install_ground_layer():
+            lrn.features_changed()  # the statistics describe the onboard layer's features
         self.trial_runs_left = self.cfg.tmtc.trial_confirm_runs
         return m
 
@@ -383,7 +393,8 @@ class ModelUploader:
         ok = lrn.head_is_valid()
         if ok and lrn.replay_count:
             new = lrn.replay_accuracy(lrn.slots[tr["slot"]])
-            old = lrn.replay_accuracy(lrn.slots[tr["prev_slot"]])
+            # the previous head with the layer it ran with (the onboard one, while the trial has the ground's)
+            old = lrn.replay_accuracy(lrn.slots[tr["prev_slot"]], self._previous_layer())
             ok = new >= old - MAX_TRIAL_ACC_LOSS
         if not ok:
             self.revert()
@@ -397,6 +408,7 @@ class ModelUploader:
         self.nv.data["trial"] = None
         self.nv.data["staging"] = None
         self.nv.commit()
+        self._end_layer_trial(confirmed=True)
         self.trial_runs_left = 0
         return m
 
@@ -410,11 +422,24 @@ class ModelUploader:
             lrn.active = tr["prev_slot"]
             lrn.version = lrn.slot_versions[lrn.active]
             lrn.rollbacks += 1
+        self._end_layer_trial(confirmed=False)
         self.nv.data["trial"] = None
         self.nv.commit()
         self.trial_runs_left = 0
         self._sanitise()
         return True
+
+    def _previous_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(w2, c2, b2) the previous head ran with, when the trial set the onboard layer aside."""
+        if self.layer is None or not self.layer.trial_replaced:
+            return None
+        return self.layer.previous()
+
+    def _end_layer_trial(self, confirmed: bool) -> None:
+        """After a trial (or at boot, when a restored snapshot was taken in one): the onboard layer
+        comes back unless the upload was confirmed; the head's statistics follow the features."""
+        if self.layer is not None and self.layer.end_trial(confirmed):
+            self.learner.features_changed()
 
     def _sanitise(self) -> bool:
         """No slot may hold an unconfirmed upload outside a trial (e.g. after restoring a snapshot
@@ -450,6 +475,7 @@ class ModelUploader:
         out = []
         if self.revert() or self._sanitise():
             out.append("reverted_at_boot")
+        self._end_layer_trial(confirmed=False)  # a snapshot taken in a trial holds the ground's layer
         conf = self.nv.data["confirmed"]
         if cold and conf is not None:
             m = json.loads(conf["manifest"])

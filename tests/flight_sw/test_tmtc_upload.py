@@ -227,3 +227,94 @@ def test_manifest_shape_and_scale_checks(default_cfg, image, field):
     b.send(*up.upload_frames(pkg.repack(), activate=False))
     _refused(b, "upload_incompatible")
     assert d.TC_FAILURES  # dictionary shared with the ground
+
+
+def _onboard_layer_commit(fsw) -> tuple[bytes, int]:
+    """An onboard last-layer commit (a changed unit, committed like the layer job does); returns
+    the live layer's bytes and its version."""
+    layer = fsw.learning.layer
+    cand = 1 - layer.active
+    layer.slots_w2[cand], layer.slots_c2[cand], layer.slots_b2[cand] = layer.live_w2, layer.live_c2, layer.live_b2
+    layer.slots_w2[cand, 3] = np.clip(layer.slots_w2[cand, 3].astype(np.int16) + 5, -127, 127).astype(np.int8)
+    layer._commit()
+    fsw.learner.features_changed()
+    assert layer.version >= 1
+    return _live_layer(fsw), layer.version
+
+
+def _live_layer(fsw) -> bytes:
+    layer = fsw.learning.layer
+    return layer.live_w2.tobytes() + layer.live_c2.tobytes() + layer.live_b2.tobytes()
+
+
+def _ground_layer(image) -> bytes:
+    from flight_sw.ml.model import ground_last_layer
+
+    w2, c2, b2 = ground_last_layer(image)
+    return np.ascontiguousarray(w2).tobytes() + c2.tobytes() + b2.tobytes()
+
+
+def test_an_uploaded_head_is_tried_with_the_grounds_layer_and_a_revert_restores_the_onboard_one(default_cfg, image):
+    """The ground builds a head for the ground's last layer: its trial runs with that layer, and
+    the rollback command gives the onboard layer back bit-identically, with the previous head."""
+    b = Bench(default_cfg, image)
+    fsw = b.fsw
+    assert _live_layer(fsw) == _ground_layer(image)  # at launch the extractor holds the ground's layer
+    onboard, version = _onboard_layer_commit(fsw)
+    assert onboard != _ground_layer(image)
+    up = uplinker(default_cfg)
+    b.send(*up.upload_frames(_pkg(default_cfg, image)))
+    layer = fsw.learning.layer
+    assert fsw.learner.version == 5 and fsw.tc.upload.trial["prev_layer_version"] == version
+    assert layer.version == 0 and _live_layer(fsw) == _ground_layer(image)
+    b.send(up.rollback())
+    assert fsw.tc.upload.trial is None and fsw.learner.version == image.version
+    assert layer.version == version and _live_layer(fsw) == onboard
+
+
+def test_a_confirmed_upload_keeps_the_grounds_layer_and_is_judged_against_the_onboard_pair(default_cfg, image,
+                                                                                          monkeypatch):
+    b = Bench(default_cfg, image)
+    fsw = b.fsw
+    fsw.test_payload = fsw.payload
+    fsw.payload.mode = ACQ_SITE
+    for k in range(40):
+        fsw.learning.task_label_collect(float(k))
+    assert fsw.learner.replay_count > 0
+    onboard, version = _onboard_layer_commit(fsw)
+    judged = []
+    real = fsw.learner.replay_accuracy
+
+    def spy(head, layer=None):
+        judged.append(None if layer is None else layer[0].tobytes() + layer[1].tobytes() + layer[2].tobytes())
+        return real(head, layer)
+
+    monkeypatch.setattr(fsw.learner, "replay_accuracy", spy)
+    up = uplinker(default_cfg)
+    b.send(*up.upload_frames(_pkg(default_cfg, image)), up.confirm())
+    assert fsw.tc.upload.trial is None and fsw.tc.nv.data["sc"] == 5 and fsw.learner.version == 5
+    # the uploaded head with the ground's layer, the previous head with the onboard layer it ran with
+    assert judged == [None, onboard]
+    assert fsw.learning.layer.version == 0 and _live_layer(fsw) == _ground_layer(image)
+
+
+def test_a_reboot_during_the_trial_restores_the_onboard_layer(default_cfg, image):
+    b = Bench(default_cfg, image)
+    onboard, version = _onboard_layer_commit(b.fsw)
+    up = uplinker(default_cfg)
+    b.send(*up.upload_frames(_pkg(default_cfg, image)))
+    assert b.fsw.learning.layer.version == 0
+    snap = b.fsw.snapshot()
+    b.boot(snapshot=snap)  # power cut in the trial: the flight computer restarts from its snapshot
+    assert b.fsw.tc.upload.trial is None and b.fsw.learner.version == image.version
+    assert b.fsw.learning.layer.version == version and _live_layer(b.fsw) == onboard
+
+
+def test_an_upload_over_the_grounds_layer_leaves_the_layer_alone(default_cfg, image):
+    b = Bench(default_cfg, image)
+    up = uplinker(default_cfg)
+    b.send(*up.upload_frames(_pkg(default_cfg, image)))
+    layer = b.fsw.learning.layer
+    assert b.fsw.tc.upload.trial["prev_layer_version"] == 0 and layer.version == 0 and layer.rollbacks == 0
+    b.send(up.rollback())
+    assert layer.version == 0 and _live_layer(b.fsw) == _ground_layer(image)
