@@ -181,14 +181,20 @@ def test_trial_reverts_by_itself_unless_confirmed(default_cfg, image):
     assert b.fsw.tc.nv.data["sc"] == 0
 
 
-def test_trial_that_fails_validation_is_reverted_and_rollback_command_reverts(default_cfg, image):
-    b = Bench(default_cfg, image)
-    fsw = b.fsw
-    fsw.test_payload = fsw.payload
-    fsw.payload.mode = ACQ_SITE
+def _bench_with_site_labels(cfg, image) -> Bench:
+    """A bench whose learner holds held-back site labels (a trial's confirm can judge)."""
+    b = Bench(cfg, image)
+    b.fsw.test_payload = b.fsw.payload
+    b.fsw.payload.mode = ACQ_SITE
     for k in range(40):
-        fsw.learning.task_label_collect(float(k))
-    assert fsw.learner.replay_count > 0
+        b.fsw.learning.task_label_collect(float(k))
+    assert b.fsw.learner.replay_count > 0
+    return b
+
+
+def test_trial_that_fails_validation_is_reverted_and_rollback_command_reverts(default_cfg, image):
+    b = _bench_with_site_labels(default_cfg, image)
+    fsw = b.fsw
     up = uplinker(default_cfg)
     worse = package_model(default_cfg, -image.head, version=6, parent_version=1, security_counter=6, chunk_size=CHUNK)
     b.send(*up.upload_frames(worse), up.confirm())
@@ -274,13 +280,8 @@ def test_an_uploaded_head_is_tried_with_the_grounds_layer_and_a_revert_restores_
 
 def test_a_confirmed_upload_keeps_the_grounds_layer_and_is_judged_against_the_onboard_pair(default_cfg, image,
                                                                                           monkeypatch):
-    b = Bench(default_cfg, image)
+    b = _bench_with_site_labels(default_cfg, image)
     fsw = b.fsw
-    fsw.test_payload = fsw.payload
-    fsw.payload.mode = ACQ_SITE
-    for k in range(40):
-        fsw.learning.task_label_collect(float(k))
-    assert fsw.learner.replay_count > 0
     onboard, version = _onboard_layer_commit(fsw)
     judged = []
     real = fsw.learner.replay_accuracy
