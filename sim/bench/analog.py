@@ -52,6 +52,7 @@ log-uniform in [2, 20]: how the device does beyond the learner's kappa <= 4), an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ from sim.bench import median_time_s
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "mission_configs" / "default_sso.yaml"
 N, M = 33, 6
+CHOLESKY_N_MAX = 64  # the default device's array (analog_n_max): the largest mission system
 KAPPA_RANGE = (2.0, 20.0)
 
 # Driver counters that make each injected fault kind visible (any of them increasing).
@@ -144,11 +146,18 @@ def _flown_solves(ps) -> list[tuple]:
     return head + layer
 
 
-def _cholesky_j(q, b, energy_per_flop_j: float) -> float:
+@functools.lru_cache(maxsize=4)
+def _cholesky_solver(energy_per_flop_j: float):
+    """One digital solver for the bench's Cholesky energies: it solves every problem up to the
+    device's size in its leading block."""
     from flight_sw.devices.optimizer import DigitalSolver
 
-    n, m = b.shape
-    return DigitalSolver(n, m, energy_per_flop_j).solve(q, b)[1].energy_j
+    return DigitalSolver(CHOLESKY_N_MAX, M, energy_per_flop_j)
+
+
+def _cholesky_j(q, b, energy_per_flop_j: float) -> float:
+    """A digital Cholesky's modelled energy on Q X = B (factor, substitutions, residual check)."""
+    return _cholesky_solver(energy_per_flop_j).solve(q, b)[1].energy_j
 
 
 def flown_energy(ps, cfg, log) -> dict[str, float]:
