@@ -379,6 +379,8 @@ class _Decoder:
             return text
         if eid == getattr(d, "EVENT_LAYER_UPDATE", None):
             r = dict(zip([f.name for f in d.LAYER_UPDATE], d.LAYER_UPDATE_STRUCT.unpack(p), strict=True))
+            if r["outcome"] >= 3:  # an uploaded head's trial switched the layer: no candidate to describe
+                return f"last layer v{r['version']} active: {d.LAYER_OUTCOMES[r['outcome']].replace('_', ' ')}"
             units = [j for j in range(32) if r["units"] >> j & 1]
             text = (f"last layer v{r['version']} {d.LAYER_OUTCOMES[r['outcome']]}: units {units}, candidate "
                     f"{r['candidate_accuracy']:.3f} vs active {r['active_accuracy']:.3f} (gate z {r['gate_z']:.2f}), "

@@ -64,6 +64,7 @@ STATE_FIELDS = (
     "accepted", "refused", "rollbacks", "last_refusal", "last_candidate_acc", "last_active_acc", "last_gate_z",
     "last_units", "last_residual", "last_energy_j", "last_path", "last_rounds", "watch_remaining",
     "watch_new_correct", "watch_old_correct", "rollback_pending_report", "solves", "trial_replaced",
+    "trial_report",
 )
 
 
@@ -138,6 +139,7 @@ class LayerUpdate(VersionedSlots):
         self.rollback_pending_report = False
         self.last_step_flops = 0.0
         self.trial_replaced = 0  # the onboard version an uploaded head's trial set aside (0: none)
+        self.trial_report = ""  # a trial's layer switch not yet reported (an OUTCOMES name)
         if not self.enabled:
             return
         b = buffers
@@ -303,6 +305,7 @@ class LayerUpdate(VersionedSlots):
         self.version = 0
         self.watch_remaining = 0
         self.trial_replaced = replaced  # in the snapshot: a restart in the trial finds it here
+        self.trial_report = "ground_layer_for_upload_trial"
         return replaced
 
     def end_trial(self, confirmed: bool) -> bool:
@@ -314,6 +317,7 @@ class LayerUpdate(VersionedSlots):
             return False
         self._activate(other)
         self.version = replaced
+        self.trial_report = "onboard_layer_restored"
         return True
 
     # -- snapshot -------------------------------------------------------------------------------

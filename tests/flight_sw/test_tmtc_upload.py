@@ -273,9 +273,13 @@ def test_an_uploaded_head_is_tried_with_the_grounds_layer_and_a_revert_restores_
     layer = fsw.learning.layer
     assert fsw.learner.version == 5 and fsw.tc.upload.trial["prev_layer_version"] == version
     assert layer.version == 0 and _live_layer(fsw) == _ground_layer(image)
+    fsw.learning.task_training(fsw.t_s)  # the training task reports the switch (training itself is paused)
     b.send(up.rollback())
     assert fsw.tc.upload.trial is None and fsw.learner.version == image.version
     assert layer.version == version and _live_layer(fsw) == onboard
+    fsw.learning.task_training(fsw.t_s)
+    switches = [(d.LAYER_OUTCOMES[e[0]], e[1]) for e in b.events(d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT)]
+    assert switches == [("ground_layer_for_upload_trial", 0), ("onboard_layer_restored", version)]
 
 
 def test_a_confirmed_upload_keeps_the_grounds_layer_and_is_judged_against_the_onboard_pair(default_cfg, image,

@@ -26,3 +26,13 @@ def test_a_committed_layer_update_names_no_refusal():
     text = _Decoder(load_mission_config(DEFAULT), "test")._detail(1, 10.0, d.EVENT_LAYER_UPDATE, payload)
     assert text.startswith("last layer v4 committed: units [31]") and "digital solve" in text
     assert "refused" not in text
+
+
+def test_the_layer_switches_of_an_upload_trial_read_plainly():
+    nan = float("nan")
+    decoder = _Decoder(load_mission_config(DEFAULT), "test")
+    texts = [decoder._detail(1, 10.0, d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT.pack(o, v, 0, 0, nan, nan, nan, 0,
+                                                                                      0.0, nan))
+             for o, v in ((3, 0), (4, 2))]
+    assert texts == ["last layer v0 active: ground layer for upload trial",
+                     "last layer v2 active: onboard layer restored"]
