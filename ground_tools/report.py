@@ -587,10 +587,10 @@ def plot_device(tm: Telemetry) -> str | None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3, frameon=False)
     ax.set_title("Device health state (driver state machine)", fontsize=9)
     ax = axes[1]
-    paths = {"analog path": dev["analog_accepted"], "digital fallback (device not used or failed)": dev["fallbacks"],
+    paths = {"analog path": dev["analog_accepted"], "digital fallback (fault, failed device or budget)": dev["fallbacks"],
              "no usable answer": dev["rejected_by_gate"]}
     if "digital_by_energy_rule" in dev:  # dictionary v13+: the energy rule's share is not a fault
-        paths["digital fallback (device not used or failed)"] = dev["fallbacks"] - dev["digital_by_energy_rule"]
+        paths["digital fallback (fault, failed device or budget)"] = dev["fallbacks"] - dev["digital_by_energy_rule"]
         paths["digital by the energy rule (cheaper there)"] = dev["digital_by_energy_rule"]
     for (label, series_), color in zip(paths.items(), ("tab:orange", "tab:blue", "tab:red", "#9ecae1"), strict=False):
         ax.step(t, series_, where="post", color=color, label=f"{label}: {int(series_[-1])}")
