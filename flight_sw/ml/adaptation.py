@@ -53,7 +53,7 @@ STATE_FIELDS = (
     "active", "version", "next_version", "slot_versions", "phase", "window_pixels", "has_reference",
     "accepted", "refused", "rollbacks", "last_refusal", "last_change", "last_candidate_acc", "last_active_acc",
     "last_gate_z", "last_window_pixels", "watch_remaining", "watch_new_correct", "watch_old_correct",
-    "rollback_pending_report", "windows",
+    "rollback_pending_report", "windows", "trial_replaced", "trial_report",
 )
 
 
@@ -93,6 +93,14 @@ class InputAdaptation(VersionedSlots):
         self.watch_new_correct = self.watch_old_correct = 0
         self.rollback_pending_report = False
         self.last_step_flops = 0.0
+        self.trial_replaced = 0  # the onboard version an uploaded head's trial set aside (0: none)
+        self.trial_report = ""  # a trial's switch not yet reported (an OUTCOMES name)
+
+    def _write_ground(self, slot: int) -> bool:
+        """The image's own normalisation into `slot`, as the extractor computes it at start-up."""
+        self.slots[slot, 0] = self.base_mean
+        self.slots[slot, 1] = 1.0 / (self.base_std * self.base_step)
+        return True
 
     # -- the window, fed by inference -------------------------------------------------------
     def observe(self, pixels: np.ndarray, n: int, sun_elevation_deg: float) -> int:

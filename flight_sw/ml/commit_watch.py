@@ -37,9 +37,48 @@ class VersionedSlots:
 
     watch_window = 64
     watch_margin = 0.05
+    #: The onboard version an uploaded head's trial set aside (0: none), and that switch or its
+    #: undoing while not yet reported (an outcome name; owners keep both in their snapshot).
+    trial_replaced = 0
+    trial_report = ""
 
     def _activate(self, slot: int) -> None:
         self.active = slot
+
+    def _write_ground(self, slot: int) -> bool:
+        """Write the boot image's version (the one the ground builds heads for) into `slot`;
+        False when the owner cannot (then nothing is switched)."""
+        return False
+
+    def install_ground(self) -> int:
+        """Put the boot image's version in front of a head the ground built for it (an uploaded
+        model's trial). The onboard version stays in the other slot, bit-identical, until
+        `end_trial`; a candidate being built is dropped. Returns the onboard version set aside
+        (0: the image's version was active already, or the owner cannot: nothing changed)."""
+        slot = 1 - self.active
+        if self.version == 0 or not self._write_ground(slot):
+            return 0
+        replaced = self.version
+        self.slot_versions[slot] = 0
+        self.phase = 0
+        self._activate(slot)
+        self.version = 0
+        self.watch_remaining = 0
+        self.trial_replaced = replaced  # in the snapshot: a restart in the trial finds it here
+        self.trial_report = "ground_version_for_upload_trial"
+        return replaced
+
+    def end_trial(self, confirmed: bool) -> bool:
+        """The uploaded head's trial ended: confirmed, the image's version stays; otherwise the
+        onboard version set aside comes back (bit-identical). True when the active version changed."""
+        replaced, self.trial_replaced = self.trial_replaced, 0
+        other = 1 - self.active
+        if confirmed or not replaced or self.version != 0 or self.slot_versions[other] != replaced:
+            return False
+        self._activate(other)
+        self.version = replaced
+        self.trial_report = "onboard_version_restored"
+        return True
 
     def _gate_verdict(self, judged: int, min_judged: int, passes: bool, site_vote: int) -> str | None:
         """The held-back gate's verdict on a candidate judged by the learner's paired test:

@@ -115,7 +115,7 @@ def layer_buffer_specs(cfg: MissionConfig) -> tuple[dict, list[dict]]:
 class LayerUpdate(VersionedSlots):
     def __init__(self, cfg: MissionConfig, buffers: dict[str, np.ndarray], solver, image=None):
         """`image`: the boot image (flight_sw.ml.model.ModelImage), read again only when a
-        ground-built head needs the ground's layer back (`install_ground_layer`); no copy is kept."""
+        ground-built head needs the ground's layer back (`install_ground`); no copy is kept."""
         self.cfg = cfg.model
         self.image = image
         self.enabled = cfg.model.layer_units > 0
@@ -289,35 +289,11 @@ class LayerUpdate(VersionedSlots):
         return self.enabled and super().can_roll_back()
 
     # -- a ground-built head ----------------------------------------------------------------------
-    def install_ground_layer(self) -> int:
-        """Put the ground's layer (the boot image's) in front of a head the ground built for it
-        (an uploaded model's trial). The onboard layer stays in the other slot, bit-identical, until
-        `end_trial`; a candidate being built is dropped. Returns the onboard version set aside
-        (0: the ground's layer was active already, or there is no image: nothing changed)."""
-        if not self.enabled or self.version == 0 or self.image is None:
-            return 0
-        replaced = self.version
-        slot = 1 - self.active
-        self.slots_w2[slot], self.slots_c2[slot], self.slots_b2[slot] = ground_last_layer(self.image)
-        self.slot_versions[slot] = 0
-        self.phase = IDLE
-        self._activate(slot)
-        self.version = 0
-        self.watch_remaining = 0
-        self.trial_replaced = replaced  # in the snapshot: a restart in the trial finds it here
-        self.trial_report = "ground_layer_for_upload_trial"
-        return replaced
-
-    def end_trial(self, confirmed: bool) -> bool:
-        """The uploaded head's trial ended: confirmed, the ground's layer stays; otherwise the
-        onboard layer set aside comes back (bit-identical). True when the layer changed."""
-        replaced, self.trial_replaced = self.trial_replaced, 0
-        other = 1 - self.active
-        if confirmed or not replaced or self.version != 0 or self.slot_versions[other] != replaced:
+    def _write_ground(self, slot: int) -> bool:
+        """The boot image's last layer into `slot` (recomputed from the image: no copy is kept)."""
+        if not self.enabled or self.image is None:
             return False
-        self._activate(other)
-        self.version = replaced
-        self.trial_report = "onboard_layer_restored"
+        self.slots_w2[slot], self.slots_c2[slot], self.slots_b2[slot] = ground_last_layer(self.image)
         return True
 
     # -- snapshot -------------------------------------------------------------------------------

@@ -512,15 +512,16 @@ class OnboardLearner:
         self.rollbacks += 1
         self.watch_remaining = 0
 
-    def replay_accuracy(self, head: np.ndarray, layer: tuple | None = None) -> float:
+    def replay_accuracy(self, head: np.ndarray, ext_args: tuple | None = None) -> float:
         """A head's accuracy on the most recent held-back samples, every source (uploaded-model
-        trials), with the extractor's last layer or the given (w2, c2, b2)."""
+        trials), with the extractor as it is or with the given kernel arguments (`_ext_args`'s
+        layout: another normalisation or last layer)."""
         n = self.replay_count
         if n == 0:
             return math.nan
         n = min(n, VALIDATION_WINDOW)
         start = (self.replay_next - n) % self.replay_x.shape[0]
-        e = self._ext_args if layer is None else (*self._ext_args[:6], *layer, *self._ext_args[9:])
+        e = self._ext_args if ext_args is None else ext_args
         return k.replay_correct(
             self.replay_x, self.replay_y, start, n, *e, head, self.feat_row, self.score_row
         ) / n

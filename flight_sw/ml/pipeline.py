@@ -321,7 +321,7 @@ class PayloadLearning:
 
     def task_training(self, t: float) -> float:
         learner = self.learner
-        self._report_layer_trial(t)  # before the block: the switch happens when a trial starts
+        self._report_trial_switches(t)  # before the block: the switch happens when a trial starts
         if self.training_blocked():
             return -1.0  # issue 7 hook: no onboard commit may overwrite an uploaded model's fallback slot
         layer = self.layer
@@ -349,8 +349,14 @@ class PayloadLearning:
             self._report_layer(outcome, t)
         return layer.last_step_flops / self.cpu_flops_per_s
 
-    def _report_layer_trial(self, t: float) -> None:
-        """A layer switch an uploaded head's trial made (flight_sw/tmtc/upload.py), as LAYER_UPDATE."""
+    def _report_trial_switches(self, t: float) -> None:
+        """Switches an uploaded head's trial made (flight_sw/tmtc/upload.py), as the owners' events."""
+        a = self.adaptation
+        if a.trial_report:
+            outcome, a.trial_report = a.trial_report, ""
+            payload = d.ADAPTATION_UPDATE_STRUCT.pack(d.ADAPTATION_OUTCOMES.index(outcome), a.version, 0, 0.0,
+                                                      math.nan, math.nan, math.nan, 0)
+            self.tm.event(d.EVENT_ADAPTATION_UPDATE, "info", payload, t)
         a = self.layer
         if a.trial_report:
             outcome, a.trial_report = a.trial_report, ""

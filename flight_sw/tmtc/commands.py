@@ -106,8 +106,9 @@ class TcHandler:
         self.nv = NvState(store, cfg.tmtc)
         self.auth = Authenticator(cfg.tmtc, self.nv)
         self.link = TcReceiver(cfg, self.auth)
+        learning = getattr(targets, "learning", None)
         self.upload = ModelUploader(cfg, self.nv, self.auth, targets.learner, store.staging,
-                                    getattr(targets.learning, "layer", None))
+                                    getattr(learning, "adaptation", None), getattr(learning, "layer", None))
         self.params = ParamTable(self.nv, targets._apply_params)
         self.tables = OnboardTables(cfg, self.nv)
         #: CFDP class 2 destination (file uplink: model packages, tables) in its filestore buffer.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-DICTIONARY_VERSION = 13  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE and the last layer's counters at the end of core HK (training beyond the head, issue 13); 13: digital_by_energy_rule at the end of HK SID 4 (the driver's energy rule, on by default); LAYER_UPDATE outcomes 3 and 4 (an uploaded head's trial and the last layer)
+DICTIONARY_VERSION = 13  # 4: telecommands, service 1/17/8/13/20/23 (issue 7); 5: head-system conditioning in TRAINING_UPDATE; 6: labels per source in core HK; 7: radiometric calibration (core HK, CALIBRATION_UPDATE), gate refusal and z in TRAINING_UPDATE; 8: label-free input adaptation (core HK, ADAPTATION_UPDATE); 9: security associations (SA procedures, HK SID 6, SA_STATUS, TC_STATE_LOST, BOOT, onboard ARSN in TC_REJECTED, TC and boot fields in core HK), services 11, 12, 19 and MONITOR_CHECK events; 10: service 13 large packet uplink (ECSS meanings: 13,9/10/11 parts of the OLPK model package, TM 13,16 abort report, LPT_* failure codes), service 23 removed; service 15 TM store (core HK store fields, 15,13 / 15,19 reports); 11: HK SID 7, task execution measured by a flight process (issue 15); 12: LAYER_UPDATE and the last layer's counters at the end of core HK (training beyond the head, issue 13); 13: digital_by_energy_rule at the end of HK SID 4 (the driver's energy rule, on by default); LAYER_UPDATE and ADAPTATION_UPDATE outcomes 3 and 4 (an uploaded head's trial runs with the boot image's last layer and input normalisation)
 
 PUS_SERVICE_HK = 3
 PUS_SUBTYPE_HK_REPORT = 25
@@ -237,10 +237,15 @@ CALIBRATION_UPDATE: tuple[Param, ...] = (
 )
 
 EVENT_ADAPTATION_UPDATE = 13  # params: see ADAPTATION_UPDATE
-ADAPTATION_OUTCOMES = ("committed", "refused", "rolled_back")
+#: Outcomes 3, 4 of ADAPTATION_UPDATE and LAYER_UPDATE: an uploaded head's trial put the boot image's
+#: version in front of it / the trial ended unconfirmed and the onboard version came back
+#: (flight_sw/tmtc/upload.py; no candidate described).
+TRIAL_OUTCOMES = ("ground_version_for_upload_trial", "onboard_version_restored")
+ADAPTATION_OUTCOMES = ("committed", "refused", "rolled_back", *TRIAL_OUTCOMES)
 ADAPTATION_REFUSALS = ("none", "out_of_range", "no_change", "no_heldback", "worse", "site_veto")
 ADAPTATION_UPDATE: tuple[Param, ...] = (
-    Param("outcome", "B", "", "0 committed, 1 refused, 2 rolled back (flight_sw.ml.adaptation.OUTCOMES)."),
+    Param("outcome", "B", "", "0 committed, 1 refused, 2 rolled back, 3 the image's normalisation put back "
+          "for an uploaded head's trial, 4 the onboard one back after an unconfirmed trial (ADAPTATION_OUTCOMES)."),
     Param("version", "I", "", "Candidate (or restored) input normalisation version."),
     Param("refusal", "B", "", "0 none, 1 out of range, 2 no significant change, 3 too few held-back labels, "
           "4 worse on the held-back labels, 5 the site labels alone prefer the active one (ADAPTATION_REFUSALS)."),
@@ -253,9 +258,7 @@ ADAPTATION_UPDATE: tuple[Param, ...] = (
 )
 
 EVENT_LAYER_UPDATE = 19  # params: see LAYER_UPDATE
-#: 3, 4: an uploaded head's trial put the ground's layer in front of it / the trial ended unconfirmed
-#: and the onboard layer came back (flight_sw/tmtc/upload.py; no candidate: units 0, accuracies NaN).
-LAYER_OUTCOMES = ("committed", "refused", "rolled_back", "ground_layer_for_upload_trial", "onboard_layer_restored")
+LAYER_OUTCOMES = ("committed", "refused", "rolled_back", *TRIAL_OUTCOMES)
 LAYER_REFUSALS = ("none", "degenerate", "solve_failed", "no_heldback", "worse", "site_veto")
 LAYER_UPDATE: tuple[Param, ...] = (
     Param("outcome", "B", "", "0 committed, 1 refused, 2 rolled back, 3 the ground's layer put back for an "

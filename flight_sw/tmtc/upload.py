@@ -106,16 +106,19 @@ class ModelUploader:
     """Upload sessions and the boot record, for one FlightSoftware's learner."""
 
     def __init__(self, cfg: MissionConfig, nv: NvState, auth: Authenticator, learner, staging: StagingLog,
-                 layer=None):
-        """`layer`: the last-layer update (flight_sw.ml.layer_update.LayerUpdate), when there is one:
-        an uploaded head was built by the ground for the ground's layer, so its trial runs with
-        that layer and an unconfirmed trial gives the onboard layer back."""
+                 adaptation=None, layer=None):
+        """`adaptation`, `layer`: the input adaptation and the last-layer update
+        (flight_sw.ml.commit_watch.VersionedSlots), when there are: an uploaded head was built by
+        the ground for the boot image's normalisation and last layer, so its trial runs with them
+        and an unconfirmed trial gives the onboard versions back."""
         self.cfg = cfg
         self.nv = nv
         self.staging = staging
         self.auth = auth
         self.learner = learner
+        self.adaptation = adaptation
         self.layer = layer
+        self.features = tuple(f for f in (adaptation, layer) if f is not None)
         self.head_shape = tuple(learner.slots[0].shape)
         self.schema_hash = input_schema_hash(cfg)
         self.trial_runs_left = 0
@@ -361,12 +364,12 @@ class ModelUploader:
             raise UploadError("trial_validation_failed", "head not finite")
         lrn = self.learner
         slot = 1 - lrn.active
-        onboard_layer = self.layer.version if self.layer is not None and self.layer.enabled else 0
-        # The trial record goes to NV before the switch: a reboot after it always reverts. The
-        # onboard layer's version is there for the record; the layer keeps what it set aside itself.
+        # The trial record goes to NV before the switch: a reboot after it always reverts. The onboard
+        # normalisation's and layer's versions are there for the record; each keeps what it set aside.
         self.nv.data["trial"] = {"version": m["version"], "sc": m["security_counter"], "slot": slot,
                                  "prev_slot": lrn.active, "prev_version": lrn.version,
-                                 "prev_layer_version": onboard_layer}
+                                 "prev_input_version": self.adaptation.version if self.adaptation else 0,
+                                 "prev_layer_version": self.layer.version if self.layer else 0}
         # Untrusted until confirmed: a restored snapshot that still runs it is sanitised at boot.
         self.nv.data["untrusted"] = ([v for v in self.nv.data.get("untrusted", []) if v != m["version"]]
                                      + [m["version"]])[-16:]
@@ -377,8 +380,8 @@ class ModelUploader:
         lrn.version = m["version"]
         lrn.next_version = max(lrn.next_version, m["version"] + 1)
         lrn.watch_remaining = 0  # the learner's own post-commit watch does not judge uploads
-        if onboard_layer and self.layer.install_ground_layer():
-            lrn.features_changed()  # the statistics describe the onboard layer's features
+        if sum(bool(f.install_ground()) for f in self.features):
+            lrn.features_changed()  # the statistics describe the onboard features
         self.trial_runs_left = self.cfg.tmtc.trial_confirm_runs
         return m
 
@@ -393,8 +396,8 @@ class ModelUploader:
         ok = lrn.head_is_valid()
         if ok and lrn.replay_count:
             new = lrn.replay_accuracy(lrn.slots[tr["slot"]])
-            # the previous head with the layer it ran with (the onboard one, while the trial has the ground's)
-            old = lrn.replay_accuracy(lrn.slots[tr["prev_slot"]], self._previous_layer())
+            # the previous head with the features it ran with (the onboard ones, set aside for the trial)
+            old = lrn.replay_accuracy(lrn.slots[tr["prev_slot"]], self._previous_features())
             ok = new >= old - MAX_TRIAL_ACC_LOSS
         if not ok:
             self.revert()
@@ -408,7 +411,7 @@ class ModelUploader:
         self.nv.data["trial"] = None
         self.nv.data["staging"] = None
         self.nv.commit()
-        self._end_layer_trial(confirmed=True)
+        self._end_feature_trial(confirmed=True)
         self.trial_runs_left = 0
         return m
 
@@ -422,23 +425,28 @@ class ModelUploader:
             lrn.active = tr["prev_slot"]
             lrn.version = lrn.slot_versions[lrn.active]
             lrn.rollbacks += 1
-        self._end_layer_trial(confirmed=False)
+        self._end_feature_trial(confirmed=False)
         self.nv.data["trial"] = None
         self.nv.commit()
         self.trial_runs_left = 0
         self._sanitise()
         return True
 
-    def _previous_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(w2, c2, b2) the previous head ran with, when the trial set the onboard layer aside."""
-        if self.layer is None or not self.layer.trial_replaced:
-            return None
-        return self.layer.previous()
+    def _previous_features(self) -> tuple | None:
+        """The extractor's kernel arguments with the onboard normalisation and last layer the trial
+        set aside (None: it set nothing aside)."""
+        e = list(self.learner._ext_args)
+        if self.adaptation is not None and self.adaptation.trial_replaced:
+            e[0], e[1] = self.adaptation.previous()
+        if self.layer is not None and self.layer.trial_replaced:
+            e[6], e[7], e[8] = self.layer.previous()
+        return tuple(e) if any(f.trial_replaced for f in self.features) else None
 
-    def _end_layer_trial(self, confirmed: bool) -> None:
-        """After a trial (or at boot, when a restored snapshot was taken in one): the onboard layer
-        comes back unless the upload was confirmed; the head's statistics follow the features."""
-        if self.layer is not None and self.layer.end_trial(confirmed):
+    def _end_feature_trial(self, confirmed: bool) -> None:
+        """After a trial (or at boot, when a restored snapshot was taken in one): the onboard
+        normalisation and layer come back unless the upload was confirmed; the head's statistics
+        follow the features."""
+        if sum(bool(f.end_trial(confirmed)) for f in self.features):
             self.learner.features_changed()
 
     def _sanitise(self) -> bool:
@@ -475,7 +483,7 @@ class ModelUploader:
         out = []
         if self.revert() or self._sanitise():
             out.append("reverted_at_boot")
-        self._end_layer_trial(confirmed=False)  # a snapshot taken in a trial holds the ground's layer
+        self._end_feature_trial(confirmed=False)  # a snapshot taken in a trial holds the image's versions
         conf = self.nv.data["confirmed"]
         if cold and conf is not None:
             m = json.loads(conf["manifest"])

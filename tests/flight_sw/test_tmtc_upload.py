@@ -235,91 +235,113 @@ def test_manifest_shape_and_scale_checks(default_cfg, image, field):
     assert d.TC_FAILURES  # dictionary shared with the ground
 
 
-def _onboard_layer_commit(fsw) -> tuple[bytes, int]:
-    """An onboard last-layer commit (a changed unit, committed like the layer job does); returns
-    the live layer's bytes and its version."""
-    layer = fsw.learning.layer
+def _onboard_feature_commits(fsw) -> tuple[bytes, int, int]:
+    """An onboard input-adaptation commit and a last-layer commit (each a changed candidate,
+    committed as their jobs do); returns the live features' bytes and both versions."""
+    adapt, layer = fsw.learning.adaptation, fsw.learning.layer
+    cand = 1 - adapt.active
+    adapt.slots[cand] = adapt.slots[adapt.active]
+    adapt.slots[cand, 1, 2] *= 1.03  # one band's scale
+    adapt._commit()
     cand = 1 - layer.active
     layer.slots_w2[cand], layer.slots_c2[cand], layer.slots_b2[cand] = layer.live_w2, layer.live_c2, layer.live_b2
     layer.slots_w2[cand, 3] = np.clip(layer.slots_w2[cand, 3].astype(np.int16) + 5, -127, 127).astype(np.int8)
     layer._commit()
     fsw.learner.features_changed()
-    assert layer.version >= 1
-    return _live_layer(fsw), layer.version
+    assert adapt.version >= 1 and layer.version >= 1
+    return _live_features(fsw), adapt.version, layer.version
 
 
-def _live_layer(fsw) -> bytes:
-    layer = fsw.learning.layer
-    return layer.live_w2.tobytes() + layer.live_c2.tobytes() + layer.live_b2.tobytes()
+def _live_features(fsw) -> bytes:
+    """The extractor's normalisation and last layer, as its kernels read them."""
+    e = fsw.learner._ext_args
+    return b"".join(np.ascontiguousarray(e[i]).tobytes() for i in (0, 1, 6, 7, 8))
 
 
-def _ground_layer(image) -> bytes:
-    from flight_sw.ml.model import ground_last_layer
+def _ground_features(image) -> bytes:
+    from flight_sw.ml.model import FeatureExtractor
 
-    w2, c2, b2 = ground_last_layer(image)
-    return np.ascontiguousarray(w2).tobytes() + c2.tobytes() + b2.tobytes()
+    e = FeatureExtractor(image).args()  # the boot image's extractor, built afresh
+    return b"".join(np.ascontiguousarray(e[i]).tobytes() for i in (0, 1, 6, 7, 8))
 
 
-def test_an_uploaded_head_is_tried_with_the_grounds_layer_and_a_revert_restores_the_onboard_one(default_cfg, image):
-    """The ground builds a head for the ground's last layer: its trial runs with that layer, and
-    the rollback command gives the onboard layer back bit-identically, with the previous head."""
+def _switches(b, event_id, layout, names):
+    return [(names[e[0]], e[1]) for e in b.events(event_id, layout) if e[0] >= 3]
+
+
+def test_an_uploaded_head_is_tried_with_the_images_features_and_a_revert_restores_the_onboard_ones(default_cfg,
+                                                                                                   image):
+    """The ground builds a head for the boot image's input normalisation and last layer: its
+    trial runs with them, and the rollback command gives the onboard ones back bit-identically,
+    with the previous head; both owners report both switches."""
     b = Bench(default_cfg, image)
     fsw = b.fsw
-    assert _live_layer(fsw) == _ground_layer(image)  # at launch the extractor holds the ground's layer
-    onboard, version = _onboard_layer_commit(fsw)
-    assert onboard != _ground_layer(image)
+    assert _live_features(fsw) == _ground_features(image)  # at launch the extractor is the image's
+    onboard, v_input, v_layer = _onboard_feature_commits(fsw)
+    assert onboard != _ground_features(image)
     up = uplinker(default_cfg)
     b.send(*up.upload_frames(_pkg(default_cfg, image)))
-    layer = fsw.learning.layer
-    assert fsw.learner.version == 5 and fsw.tc.upload.trial["prev_layer_version"] == version
-    assert layer.version == 0 and _live_layer(fsw) == _ground_layer(image)
+    trial = fsw.tc.upload.trial
+    assert fsw.learner.version == 5 and (trial["prev_input_version"], trial["prev_layer_version"]) == (v_input, v_layer)
+    assert fsw.learning.adaptation.version == fsw.learning.layer.version == 0
+    assert _live_features(fsw) == _ground_features(image)
     fsw.learning.task_training(fsw.t_s)  # the training task reports the switch (training itself is paused)
     b.send(up.rollback())
     assert fsw.tc.upload.trial is None and fsw.learner.version == image.version
-    assert layer.version == version and _live_layer(fsw) == onboard
+    assert (fsw.learning.adaptation.version, fsw.learning.layer.version) == (v_input, v_layer)
+    assert _live_features(fsw) == onboard
     fsw.learning.task_training(fsw.t_s)
-    switches = [(d.LAYER_OUTCOMES[e[0]], e[1]) for e in b.events(d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT)]
-    assert switches == [("ground_layer_for_upload_trial", 0), ("onboard_layer_restored", version)]
+    expected = [("ground_version_for_upload_trial", 0), ("onboard_version_restored", None)]
+    assert _switches(b, d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT, d.LAYER_OUTCOMES) == [
+        expected[0], (expected[1][0], v_layer)]
+    assert _switches(b, d.EVENT_ADAPTATION_UPDATE, d.ADAPTATION_UPDATE_STRUCT, d.ADAPTATION_OUTCOMES) == [
+        expected[0], (expected[1][0], v_input)]
 
 
-def test_a_confirmed_upload_keeps_the_grounds_layer_and_is_judged_against_the_onboard_pair(default_cfg, image,
-                                                                                          monkeypatch):
+def test_a_confirmed_upload_keeps_the_images_features_and_is_judged_against_the_onboard_pair(default_cfg, image,
+                                                                                            monkeypatch):
     b = _bench_with_site_labels(default_cfg, image)
     fsw = b.fsw
-    onboard, version = _onboard_layer_commit(fsw)
+    onboard, _, _ = _onboard_feature_commits(fsw)
     judged = []
     real = fsw.learner.replay_accuracy
 
-    def spy(head, layer=None):
-        judged.append(None if layer is None else layer[0].tobytes() + layer[1].tobytes() + layer[2].tobytes())
-        return real(head, layer)
+    def spy(head, ext_args=None):
+        judged.append(None if ext_args is None else b"".join(
+            np.ascontiguousarray(ext_args[i]).tobytes() for i in (0, 1, 6, 7, 8)))
+        return real(head, ext_args)
 
     monkeypatch.setattr(fsw.learner, "replay_accuracy", spy)
     up = uplinker(default_cfg)
     b.send(*up.upload_frames(_pkg(default_cfg, image)), up.confirm())
     assert fsw.tc.upload.trial is None and fsw.tc.nv.data["sc"] == 5 and fsw.learner.version == 5
-    # the uploaded head with the ground's layer, the previous head with the onboard layer it ran with
+    # the uploaded head with the image's features, the previous head with the onboard ones it ran with
     assert judged == [None, onboard]
-    assert fsw.learning.layer.version == 0 and _live_layer(fsw) == _ground_layer(image)
+    assert fsw.learning.adaptation.version == fsw.learning.layer.version == 0
+    assert _live_features(fsw) == _ground_features(image)
 
 
-def test_a_reboot_during_the_trial_restores_the_onboard_layer(default_cfg, image):
+def test_a_reboot_during_the_trial_restores_the_onboard_features(default_cfg, image):
     b = Bench(default_cfg, image)
-    onboard, version = _onboard_layer_commit(b.fsw)
+    onboard, v_input, v_layer = _onboard_feature_commits(b.fsw)
     up = uplinker(default_cfg)
     b.send(*up.upload_frames(_pkg(default_cfg, image)))
     assert b.fsw.learning.layer.version == 0
     snap = b.fsw.snapshot()
     b.boot(snapshot=snap)  # power cut in the trial: the flight computer restarts from its snapshot
     assert b.fsw.tc.upload.trial is None and b.fsw.learner.version == image.version
-    assert b.fsw.learning.layer.version == version and _live_layer(b.fsw) == onboard
+    assert (b.fsw.learning.adaptation.version, b.fsw.learning.layer.version) == (v_input, v_layer)
+    assert _live_features(b.fsw) == onboard
 
 
-def test_an_upload_over_the_grounds_layer_leaves_the_layer_alone(default_cfg, image):
+def test_an_upload_over_the_images_features_leaves_them_alone(default_cfg, image):
     b = Bench(default_cfg, image)
     up = uplinker(default_cfg)
     b.send(*up.upload_frames(_pkg(default_cfg, image)))
-    layer = b.fsw.learning.layer
-    assert b.fsw.tc.upload.trial["prev_layer_version"] == 0 and layer.version == 0 and layer.rollbacks == 0
+    trial = b.fsw.tc.upload.trial
+    assert trial["prev_layer_version"] == trial["prev_input_version"] == 0
     b.send(up.rollback())
-    assert layer.version == 0 and _live_layer(b.fsw) == _ground_layer(image)
+    assert b.fsw.learning.layer.rollbacks == b.fsw.learning.adaptation.rollbacks == 0
+    assert _live_features(b.fsw) == _ground_features(image)
+    b.fsw.learning.task_training(b.fsw.t_s)
+    assert not _switches(b, d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT, d.LAYER_OUTCOMES)

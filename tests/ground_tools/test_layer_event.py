@@ -34,5 +34,5 @@ def test_the_layer_switches_of_an_upload_trial_read_plainly():
     texts = [decoder._detail(1, 10.0, d.EVENT_LAYER_UPDATE, d.LAYER_UPDATE_STRUCT.pack(o, v, 0, 0, nan, nan, nan, 0,
                                                                                       0.0, nan))
              for o, v in ((3, 0), (4, 2))]
-    assert texts == ["last layer v0 active: ground layer for upload trial",
-                     "last layer v2 active: onboard layer restored"]
+    assert texts == ["last layer v0 active: ground version for upload trial",
+                     "last layer v2 active: onboard version restored"]
