@@ -368,8 +368,8 @@ class ModelUploader:
         # normalisation's and layer's versions are there for the record; each keeps what it set aside.
         self.nv.data["trial"] = {"version": m["version"], "sc": m["security_counter"], "slot": slot,
                                  "prev_slot": lrn.active, "prev_version": lrn.version,
-                                 "prev_input_version": self.adaptation.version if self.adaptation else 0,
-                                 "prev_layer_version": self.layer.version if self.layer else 0}
+                                 "prev_input_version": 0 if self.adaptation is None else self.adaptation.version,
+                                 "prev_layer_version": 0 if self.layer is None else self.layer.version}
         # Untrusted until confirmed: a restored snapshot that still runs it is sanitised at boot.
         self.nv.data["untrusted"] = ([v for v in self.nv.data.get("untrusted", []) if v != m["version"]]
                                      + [m["version"]])[-16:]
