@@ -93,8 +93,6 @@ class InputAdaptation(VersionedSlots):
         self.watch_new_correct = self.watch_old_correct = 0
         self.rollback_pending_report = False
         self.last_step_flops = 0.0
-        self.trial_replaced = 0  # the onboard version an uploaded head's trial set aside (0: none)
-        self.trial_report = ""  # a trial's switch not yet reported (an OUTCOMES name)
 
     def _write_ground(self, slot: int) -> bool:
         """The image's own normalisation into `slot`, as the extractor computes it at start-up."""
