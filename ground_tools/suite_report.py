@@ -466,6 +466,19 @@ p.win,p.loss{padding:4px 10px}
 .ok{color:#1a7f37}summary{cursor:pointer;color:#0645ad;font-size:13px}ul.toc{columns:3;font-size:13px}"""
 
 
+def _headroom_paragraph(flat: dict) -> str:
+    """What the label sources can teach at most (the bench's label-headroom figures), or ''."""
+    teacher = _num(flat.get("learning.label_headroom_teacher_pts"))
+    truth = _num(flat.get("learning.label_headroom_truth_pts"))
+    if not (math.isfinite(teacher) and math.isfinite(truth)):
+        return ""
+    ci = [_num(flat.get(f"learning.label_headroom_{s}_ci95_pts")) for s in ("teacher", "truth")]
+    return (f'<p class="note">Label headroom, without drift (undrifted flight pixels, 6,000 labels): a head '
+            f"refitted on the onboard teacher's labels is {_pm(teacher, ci[0])} points from the pre-launch head, "
+            f"one refitted on truth labels {_pm(truth, ci[1])}. Onboard learning cannot take more from its "
+            f"teacher than the first; the bound arm reaches for the second.</p>")
+
+
 def write_suite_report(suite: dict, out_dir: Path) -> Path:
     """Write out_dir/learning_suite.html and its PNG plots; returns the HTML path.
 
@@ -588,6 +601,7 @@ is below zero. Recovery: orbits from the drift
 until accuracy is back near its pre-drift level, as the bench scores it ("not recovered": not within the run).</p>
 {summary}
 <p class="note">{html.escape(wins_line)}.</p>
+{_headroom_paragraph(flat)}
 {f'<details><summary>every bench figure ({len(flat)})</summary><table>{flat_rows}</table></details>' if flat else ''}
 <h2>Contents</h2><ul class="toc">{''.join(toc)}</ul>
 {''.join(sections)}

@@ -241,6 +241,13 @@ def cmd_bench(args) -> int:
     if args.group != "all" and args.group not in GROUPS:
         print(f"error: unknown benchmark group {args.group!r}; known: {', '.join(GROUPS)}, all", file=sys.stderr)
         return EXIT_BAD_INPUT
+    options = {}
+    if args.seeds is not None:
+        if args.group != "learning" or args.seeds < 2:
+            print(f"error: --seeds needs the learning group and at least 2 seeds (a 95 % interval), got group "
+                  f"{args.group!r} and {args.seeds}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        options["seeds"] = args.seeds
     results: dict[str, float] = {}
     out = Path(args.out)
     problem = output_file_problem(out)
@@ -254,7 +261,7 @@ def cmd_bench(args) -> int:
             results = {}
     for g in groups:
         print(f"== bench {g}{' (quick)' if args.quick else ''}", flush=True)
-        figures = run_group(g, quick=args.quick, log=lambda m: print(f"   {m}", flush=True))
+        figures = run_group(g, quick=args.quick, log=lambda m: print(f"   {m}", flush=True), **options)
         for k, v in figures.items():
             print(f"   {k:<45} {v:.6g}")
         results.update(figures)
@@ -336,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("group", nargs="?", default="all")
     p.add_argument("--quick", action="store_true", help="smaller sizes, well under a minute per group")
     p.add_argument("--out", default="bench-results.json")
+    p.add_argument("--seeds", type=int, help="learning group only: seeds of the suite (default 5, quick 2); "
+                   "more seeds narrow the intervals that decide 'strictly better'")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("serve", help="serve the world to a flight process (`flightsw run`) over sockets, "
                        "in lock-step or paced to the wall clock")

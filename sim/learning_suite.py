@@ -121,6 +121,63 @@ def prelaunch_products(seed: int) -> tuple:
     return train_prelaunch_model(cfg, spawn_rngs(seed)["prelaunch"]), prelaunch_teacher(cfg, seed)
 
 
+#: Labelled undrifted flight pixels a label-headroom head is refitted on, and scored on.
+HEADROOM_TRAIN_PIXELS = 6000
+HEADROOM_TEST_PIXELS = 8000
+
+
+def label_headroom(seed: int, products: tuple) -> dict:
+    """What a head refit can gain from a label source, with no drift and plenty of labels.
+
+    On undrifted flight pixels (healthy sensor, the flight half of the spectral library:
+    the launch domain gap only), the pre-launch head's accuracy against the head refitted
+    (the onboard anchor and ridge) on 6,000 pixels labelled by (a) the onboard teacher,
+    abstaining as it does in flight, and (b) the simulator's truth. (b) is what the bound
+    arm can reach; (a) is the most the onboard learner can take from its main label source
+    however well it learns. Diagnostic only: scored with truth, never flown. Returns
+    accuracies in percent.
+    """
+    from flight_sw.config import load_mission_config
+    from flight_sw.ml.model import FeatureExtractor
+    from flight_sw.ml.teacher import Teacher
+    from sim.prelaunch import prelaunch_dataset
+
+    cfg = load_mission_config(BASE_CONFIG)
+    image, teacher_image = products
+    x_train, y_train = prelaunch_dataset(cfg, np.random.default_rng([seed, 101]), HEADROOM_TRAIN_PIXELS, "flight")
+    x_test, y_test = prelaunch_dataset(cfg, np.random.default_rng([seed, 102]), HEADROOM_TEST_PIXELS, "flight")
+    extractor = FeatureExtractor(image)
+    aug, n_classes = image.head.shape
+    phi_train = np.zeros((len(x_train), aug))
+    phi_test = np.zeros((len(x_test), aug))
+    extractor.features_into(x_train, phi_train)
+    extractor.features_into(x_test, phi_test)
+    teacher_labels = np.zeros(len(x_train), np.int64)
+    confidence = np.zeros(len(x_train))
+    Teacher(teacher_image, batch=len(x_train)).label_into(x_train, len(x_train), teacher_labels, confidence)
+    anchor = cfg.model.prior_anchor
+    prior_q = anchor * image.stats_q.sum(axis=0) + cfg.model.ridge_lambda * np.eye(aug)
+    prior_b = anchor * image.stats_b
+    onehot = np.eye(n_classes)
+
+    def accuracy(head: np.ndarray) -> float:
+        return float(np.mean(np.argmax(phi_test @ head, axis=1) == y_test)) * 100.0
+
+    def refit(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        f = phi_train[rows]
+        return np.linalg.solve(f.T @ f + prior_q, f.T @ onehot[labels] + prior_b)
+
+    given = teacher_labels >= 0
+    everything = np.ones(len(x_train), bool)
+    return {
+        "prelaunch": accuracy(image.head),
+        "teacher_refit": accuracy(refit(given, teacher_labels[given])),
+        "truth_refit": accuracy(refit(everything, y_train)),
+        "teacher_coverage": float(np.mean(given)) * 100.0,
+        "teacher_precision": float(np.mean(teacher_labels[given] == y_train[given])) * 100.0,
+    }
+
+
 def per_orbit(t_s, values, period_s: float, n_orbits: int) -> np.ndarray:
     """Mean of `values` per orbit (NaN where an orbit has none)."""
     k = np.floor(np.asarray(t_s, dtype=np.float64) / period_s).astype(np.int64)
@@ -242,8 +299,13 @@ def _nanmean0(stack: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels: int) -> dict:
-    """The suite document (the review page's input) with the flat bench figures."""
+def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels: int,
+              headroom: list[dict] | None = None) -> dict:
+    """The suite document (the review page's input) with the flat bench figures.
+
+    `headroom`: `label_headroom` per seed (optional: figures `learning.label_headroom_*_pts`,
+    mean over seeds of the refitted head's accuracy minus the pre-launch head's).
+    """
     scenarios, flat = {}, {}
     wins = strict = 0
     gaps = []
@@ -304,8 +366,12 @@ def summarise(results: list[dict], seeds: list[int], wall_s: float, truth_labels
     flat["learning.worst_gap_to_bound_pts"] = float(max(gaps)) if gaps else math.nan
     flat["learning.truth_labels"] = float(truth_labels)
     flat["learning.suite_wall_s"] = wall_s
+    for source in ("teacher", "truth") if headroom else ():
+        mean, half = ci95([h[f"{source}_refit"] - h["prelaunch"] for h in headroom])
+        flat[f"learning.label_headroom_{source}_pts"] = mean
+        flat[f"learning.label_headroom_{source}_ci95_pts"] = half
     return {"version": 1, "created_by": "flightsim bench learning", "seeds": list(seeds), "arms": list(ARMS),
-            "figures": flat, "scenarios": scenarios}
+            "figures": flat, "scenarios": scenarios, "label_headroom": list(headroom or [])}
 
 
 def truth_label_count(days: float = 0.5, seed: int = 1) -> int:
@@ -366,6 +432,8 @@ def run_suite(client, seeds: int, quick: bool, log, scenarios=SCENARIOS) -> dict
     futures = {client.submit(run_one, name, s, quick, products[s], key=f"suite-{name}-{s}", pure=False): (name, s)
                for name in longest_first for s in seed_list}
     truth_future = client.submit(truth_label_count, key="truth-labels", pure=False)
+    headroom_futures = [client.submit(label_headroom, s, products[s], key=f"headroom-{s}", pure=False)
+                        for s in seed_list]
     results = []
     for done, fut in enumerate(as_completed(futures), 1):
         r = fut.result()
@@ -376,4 +444,5 @@ def run_suite(client, seeds: int, quick: bool, log, scenarios=SCENARIOS) -> dict
             f"{f['onboard_drop_pts']:.2f}, bound {f['bound_drop_pts']:.2f} pts "
             f"(elapsed {time.perf_counter() - t0:.0f} s)")
     truth_labels = truth_future.result()
-    return summarise(results, seed_list, time.perf_counter() - t0, truth_labels)
+    headroom = [dict(f.result(), seed=s) for f, s in zip(headroom_futures, seed_list, strict=True)]
+    return summarise(results, seed_list, time.perf_counter() - t0, truth_labels, headroom)

@@ -36,12 +36,16 @@ def median_time_s(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -
     return statistics.median(samples)
 
 
-def run_group(name: str, quick: bool, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Run one group and check that it returned flat numeric figures under its own prefix."""
+def run_group(name: str, quick: bool, log: Callable[[str], None] = print, **options) -> dict[str, float]:
+    """Run one group and check that it returned flat numeric figures under its own prefix.
+
+    `options` go to the group's `run` as keyword arguments (only groups that take them:
+    the learning group's `seeds`).
+    """
     if name not in GROUPS:
         raise KeyError(f"unknown benchmark group {name!r}; known groups: {', '.join(GROUPS)}")
     module = importlib.import_module(f"sim.bench.{name}")
-    figures = module.run(quick=quick, log=log)
+    figures = module.run(quick=quick, log=log, **options)
     for key, value in figures.items():
         if not key.startswith(name + ".") and not key.startswith(_prefix_alias(name)):
             raise ValueError(f"bench group {name!r} returned figure {key!r} outside its prefix")

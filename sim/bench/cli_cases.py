@@ -53,6 +53,8 @@ CASES: tuple[Case, ...] = (
     _c(F, "bench", "nosuch"),
     _c(F, "bench", "exec", "--quick", "--out", "{tmp}"),
     _c(F, "bench", "exec", "--quick", "--out", "/proc/bench.json"),
+    _c(F, "bench", "exec", "--quick", "--seeds", "3"),
+    _c(F, "bench", "learning", "--quick", "--seeds", "1"),
     _c(F, "config-doc", closed_pipe=True),
     _c(F, "hil", "serve", "--port", "70000"),
     _c(F, "hil", "serve", "--faults", "garbage"),

@@ -11,7 +11,11 @@ bound}_drop_pts``, ``learning.S.onboard_ci95_pts``, ``learning.S.onboard_recover
 ``learning.scenarios``, ``learning.seeds``, ``learning.onboard_wins``,
 ``learning.worst_gap_to_bound_pts``, ``learning.truth_labels`` (labels that change when
 every truth record is scrambled: 0 when no label reads truth),
-``learning.teacher_post_shift_accuracy`` (stress scenario), ``learning.suite_wall_s``.
+``learning.teacher_post_shift_accuracy`` (stress scenario), ``learning.suite_wall_s``;
+``learning.label_headroom_teacher_pts`` / ``learning.label_headroom_truth_pts`` (and their
+``_ci95_pts``): on undrifted flight pixels, the accuracy of a head refitted on the onboard
+teacher's labels / on truth labels minus the pre-launch head's, mean over seeds (a
+diagnostic of what the main label source can teach at all; `label_headroom`).
 Definitions: `sim.learning_suite`.
 
 Kept from before (on the stress scenario's configuration):
@@ -123,7 +127,8 @@ def _int8_speedup(cfg, image) -> tuple[float, float]:
 SUITE_DIR = Path("learning-suite")
 
 
-def run(quick: bool, log) -> dict[str, float]:
+def run(quick: bool, log, seeds: int | None = None) -> dict[str, float]:
+    """The group's figures; `seeds` overrides the suite's seed count (5, quick 2)."""
     import json
     import os
 
@@ -132,7 +137,7 @@ def run(quick: bool, log) -> dict[str, float]:
     from ground_tools.suite_report import write_suite_report
     from sim.learning_suite import load_scenario, run_suite
 
-    seeds = 2 if quick else 5
+    seeds = seeds or (2 if quick else 5)
     workers = max(1, min(os.cpu_count() or 1, 4))
     log(f"learning suite: 6 scenarios x {seeds} seeds on {workers} Dask workers")
     client, cluster = start_client(workers, None)

@@ -106,7 +106,9 @@ def test_rollback_restores_bit_identical_weights(default_cfg, image):
     learner = _learner(default_cfg, image)
     before = learner.slots[learner.active].copy()
     version_before = learner.version
-    _feed(learner, scene, 30, rng, t_s=100 * 86400.0)  # >= min_new_labels rows, a drift worth a commit
+    # Enough batches for min_new_labels training rows (every 4th row is held back), after a drift worth a commit.
+    batches = -(-default_cfg.model.min_new_labels * 4 // (3 * learner.feat.shape[0])) + 2
+    _feed(learner, scene, batches, rng, t_s=100 * 86400.0)
     assert _finish_update(learner) == "committed"
     assert not np.array_equal(learner.slots[learner.active], before)
     learner.rollback()

@@ -251,16 +251,19 @@ def test_the_paired_comparison_sees_a_consistent_small_win_the_unpaired_interval
 def test_one_quick_scenario_run_gives_every_figure_and_a_review_page(tmp_path):
     """run_one -> summarise -> the review page, as the bench chains them (one seed, 3 days)."""
     from ground_tools.suite_report import write_suite_report
-    from sim.learning_suite import prelaunch_products, run_one
+    from sim.learning_suite import label_headroom, prelaunch_products, run_one
 
-    r = run_one("radiation", 5, True, prelaunch_products(5))
+    products = prelaunch_products(5)
+    r = run_one("radiation", 5, True, products)
     assert r["n_orbits"] >= 45 and 0 < r["start_orbit"] < r["n_orbits"]
     assert all(len(s) == r["n_orbits"] for s in r["series"].values())
     assert r["labels_total"]["teacher"] > 1000 and r["labels_total"]["self"] == 0
     assert all(math.isfinite(v) for v in r["figures"].values())
     assert abs(r["reference_level"] - np.nanmean(r["series"]["frozen"][: r["start_orbit"]])) < 1e-12
-    doc = summarise([r], [5], 1.0, 0)
+    headroom = label_headroom(5, products)
+    doc = summarise([r], [5], 1.0, 0, [headroom])
     keys = {f"learning.radiation.{a}_drop_pts" for a in ARMS} | {
+        "learning.label_headroom_teacher_pts", "learning.label_headroom_truth_pts",
         "learning.radiation.onboard_ci95_pts", "learning.radiation.onboard_recovery_orbits",
         "learning.radiation.ground_recovery_orbits", "learning.radiation.forgetting_pts", "learning.scenarios",
         "learning.seeds", "learning.onboard_wins", "learning.worst_gap_to_bound_pts", "learning.truth_labels",
@@ -269,3 +272,17 @@ def test_one_quick_scenario_run_gives_every_figure_and_a_review_page(tmp_path):
     assert keys <= set(doc["figures"])
     page = write_suite_report(doc, tmp_path)
     assert "Radiation" in page.read_text(encoding="utf-8")
+    assert "Label headroom" in page.read_text(encoding="utf-8")
+
+
+def test_label_headroom_shows_the_launch_gap_truth_labels_close():
+    """The diagnostic behind the gap to the bound: on undrifted flight pixels a head refitted
+    on truth labels gains over the pre-launch head (the launch domain gap), and the teacher's
+    labels, given on most pixels and right on most of those, are scored against that truth."""
+    from sim.learning_suite import label_headroom, prelaunch_products
+
+    h = label_headroom(5, prelaunch_products(5))
+    assert 75.0 < h["prelaunch"] < 92.0
+    assert h["truth_refit"] > h["prelaunch"] + 0.5
+    assert 70.0 < h["teacher_coverage"] < 99.0 and 80.0 < h["teacher_precision"] < 97.0
+    assert abs(h["teacher_refit"] - h["prelaunch"]) < h["truth_refit"] - h["prelaunch"]
