@@ -144,6 +144,9 @@ class SceneTruth:
         self._ui = self._zi = 0
         self._state_key = None
         self._state = None
+        #: Band values of the library for the last filter-shift ramp step (ramp, endm): the
+        #: ramp moves in 1 % steps, held for many drift steps, and after it the shift stays.
+        self._shifted_endm: tuple[float, np.ndarray] | None = None
         self._g1 = np.zeros(0, np.int64)
         self._g2 = np.zeros(0, np.int64)
         self._last_mix = None
@@ -199,10 +202,8 @@ class SceneTruth:
             det_off = self._det_dsnu + np.where(self._det_hot, drift.hot_pixel_offset, 0.0)[:, None]
         endm = self.endm_nominal
         if drift.filter_shift_day is not None and day >= drift.filter_shift_day:
-            ramp = min((day - drift.filter_shift_day) / drift.filter_shift_ramp_days, 1.0)
-            shift = np.zeros(self.cfg.bands)
-            shift[list(drift.filter_shift_bands)] = drift.filter_shift_nm * round(ramp, 2)
-            endm = spectra.to_bands(self.surface, spectra.band_response(self.cfg.bands, shift))
+            endm = self._shifted_bands(round(min((day - drift.filter_shift_day) / drift.filter_shift_ramp_days, 1.0),
+                                             2))
         doy = self.day_of_year(t_s)
         cum = self._cumulative_weights(green_fraction(doy)) if drift.phenology else self._uniform_cum
         mix = self.base_mix.copy()
@@ -216,6 +217,16 @@ class SceneTruth:
             mix *= 1.0 - drift.new_surface_fraction
             mix[self.n_classes] = drift.new_surface_fraction
         return gain, offset, det_gain, det_off, endm, cum, mix
+
+    def _shifted_bands(self, ramp: float) -> np.ndarray:
+        """The library's band values with the filter shift `ramp` of the way in (the last one reused:
+        a band response over the whole library is most of a filter-shift run's time otherwise)."""
+        if self._shifted_endm is None or self._shifted_endm[0] != ramp:
+            drift = self.cfg.drift
+            shift = np.zeros(self.cfg.bands)
+            shift[list(drift.filter_shift_bands)] = drift.filter_shift_nm * ramp
+            self._shifted_endm = (ramp, spectra.to_bands(self.surface, spectra.band_response(self.cfg.bands, shift)))
+        return self._shifted_endm[1]
 
     # -- drawing pixels -----------------------------------------------------------------
     def _take(self, n: int) -> tuple[int, int]:

@@ -73,6 +73,21 @@ def test_filter_shift_changes_band_values_in_a_way_no_per_band_gain_undoes():
     assert np.std(ratio) > 0.05  # spectrum by spectrum: not one gain for the band
 
 
+def test_filter_shift_band_values_are_computed_once_per_ramp_step_and_equal_a_fresh_computation():
+    from sim import spectra
+
+    s = _scene(filter_shift_day=1.0, filter_shift_nm=12.0, filter_shift_bands=(3,), filter_shift_ramp_days=1.0)
+    during = s.state(1.5 * 86400.0)[4]  # half way: ramp 0.5
+    assert s.state(1.5 * 86400.0 + 120.0)[4] is during  # the same 1 % ramp step: reused
+    shift = np.zeros(s.cfg.bands)
+    shift[3] = 6.0
+    np.testing.assert_array_equal(during, spectra.to_bands(s.surface, spectra.band_response(s.cfg.bands, shift)))
+    after = s.state(3.0 * 86400.0)[4]
+    shift[3] = 12.0
+    np.testing.assert_array_equal(after, spectra.to_bands(s.surface, spectra.band_response(s.cfg.bands, shift)))
+    assert s.state(4.0 * 86400.0)[4] is after
+
+
 def test_new_surface_appears_after_its_day_with_its_true_class():
     s = _scene(new_surface_day=1.0, new_surface_kind="burned", new_surface_fraction=0.3)
     names = list(s.cfg.classes)
