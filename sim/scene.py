@@ -220,7 +220,7 @@ class SceneTruth:
 
     def _shifted_bands(self, ramp: float) -> np.ndarray:
         """The library's band values with the filter shift `ramp` of the way in (the last one reused:
-        a band response over the whole library is most of a filter-shift run's time otherwise)."""
+        a band response over the whole library was a third of a filter-shift run's time)."""
         if self._shifted_endm is None or self._shifted_endm[0] != ramp:
             drift = self.cfg.drift
             shift = np.zeros(self.cfg.bands)
