@@ -475,8 +475,8 @@ def _headroom_paragraph(flat: dict) -> str:
     ci = [_num(flat.get(f"learning.label_headroom_{s}_ci95_pts")) for s in ("teacher", "truth")]
     return (f'<p class="note">Label headroom, without drift (undrifted flight pixels, 6,000 labels): a head '
             f"refitted on the onboard teacher's labels is {_pm(teacher, ci[0])} points from the pre-launch head, "
-            f"one refitted on truth labels {_pm(truth, ci[1])}. Onboard learning cannot take more from its "
-            f"teacher than the first; the bound arm reaches for the second.</p>")
+            f"one refitted on truth labels {_pm(truth, ci[1])}: what learning all of the teacher's labels "
+            f"gives, against what the bound arm reaches for.</p>")
 
 
 def write_suite_report(suite: dict, out_dir: Path) -> Path:

@@ -133,9 +133,9 @@ def label_headroom(seed: int, products: tuple) -> dict:
     the launch domain gap only), the pre-launch head's accuracy against the head refitted
     (the onboard anchor and ridge) on 6,000 pixels labelled by (a) the onboard teacher,
     abstaining as it does in flight, and (b) the simulator's truth. (b) is what the bound
-    arm can reach; (a) is the most the onboard learner can take from its main label source
-    however well it learns. Diagnostic only: scored with truth, never flown. Returns
-    accuracies in percent.
+    arm can reach; (a) is what a head that learned all of its main label source's labels
+    reaches (the onboard learner also has site labels and a gate). Diagnostic only: scored
+    with truth, never flown. Returns accuracies in percent.
     """
     from flight_sw.config import load_mission_config
     from flight_sw.ml.model import FeatureExtractor
