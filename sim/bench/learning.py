@@ -1,7 +1,7 @@
 """Benchmark group `learning`: the learning evaluation suite, then the monitors and kernels.
 
 The suite (`sim.learning_suite`): six drift scenarios (mission_configs/scenarios/) x
-5 seeds (quick: 2 seeds, 3-day scenarios), six arms each scored on the same frames
+5 seeds (quick: 2 seeds, 3-day scenarios; `--seeds N` for N), six arms each scored on the same frames
 (frozen, calibration-only, self-training, reactive ground loop, onboard, clairvoyant
 bound), run through a local Dask cluster with one worker per core. It writes
 `learning-suite/learning_suite.json` and the review page `learning_suite.html` beside
