@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("group", nargs="?", default="all")
     p.add_argument("--quick", action="store_true", help="smaller sizes, well under a minute per group")
     p.add_argument("--out", default="bench-results.json")
-    p.add_argument("--seeds", type=int, help="learning group only: seeds of the suite (default 5, quick 2); "
+    p.add_argument("--seeds", type=int, help="learning group only: seeds of the suite (default 10, quick 2); "
                    "more seeds narrow the intervals that decide 'strictly better'")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("serve", help="serve the world to a flight process (`flightsw run`) over sockets, "
