@@ -15,7 +15,7 @@ every truth record is scrambled: 0 when no label reads truth),
 ``learning.label_headroom_teacher_pts`` / ``learning.label_headroom_truth_pts`` (and their
 ``_ci95_pts``): on undrifted flight pixels, the accuracy of a head refitted on the onboard
 teacher's labels / on truth labels minus the pre-launch head's, mean over seeds (a
-diagnostic of what the main label source can teach at all; `label_headroom`).
+diagnostic: what learning all of the main label source's labels gives; `label_headroom`).
 Definitions: `sim.learning_suite`.
 
 Kept from before (on the stress scenario's configuration):
